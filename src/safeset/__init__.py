@@ -1,0 +1,91 @@
+"""safeset: find and remove known illegal and unwanted images from image-text datasets, without any
+person viewing them, and write a cleaned, diffable release with an audit report.
+
+    import safeset
+    h = safeset.pdq(open("photo.jpg", "rb").read())   # PdqHash: str(h), h.quality, h - other
+    idx = safeset.PdqIndex(hashes)                     # (N, 32) uint8
+    q, e, d = idx.search(queries, radius=31)
+    report = safeset.scan(["shards/"], "out/")         # the whole audit; returns report.json's content
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .banks import BankStore, PdqIndex
+from .errors import BadInputError, SafesetError, UsageError
+from .hashing import DecodeLimits, PdqHash, pdq
+from .model import Item
+from .pipeline import ScanConfig, hash_item, run_scan
+from .policy import Policy
+from .sources import ReadOptions
+
+try:
+    __version__ = metadata.version("safeset")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+
+def scan(
+    inputs: str | Path | Sequence[str | Path],
+    out: str | Path,
+    banks: Sequence[str] | None = None,
+    policy: Policy | str | Path | None = None,
+    workers: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Audit `inputs` against the banks and write the outputs of DESIGN.md under `out`.
+
+    `banks`: bank names (default: every enabled bank). `policy`: a `Policy`, a TOML path, or a
+    preset name (default: "default"). Other options are `ScanConfig` fields (pdq_threshold, home,
+    engine, read=ReadOptions(...), progress, ...). Returns the report as a dict.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if policy is None:
+        policy = Policy.preset("default")
+    elif not isinstance(policy, Policy):
+        policy = Policy.load(policy) if Path(policy).suffix == ".toml" else Policy.preset(str(policy))
+    known = {f.name for f in fields(ScanConfig)}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"unknown scan option(s): {', '.join(sorted(unknown))}")
+    config = ScanConfig(
+        inputs=tuple(str(i) for i in inputs),
+        out=str(out),
+        banks=tuple(banks) if banks else None,
+        policy=policy,
+        workers=workers,
+        **options,
+    )
+    return run_scan(config)
+
+
+def hash_file(path: str | Path) -> dict[str, Any]:
+    """md5, sha1, sha256, PDQ and its quality of one file, with a status and reason if it is not an image."""
+    path = Path(path)
+    item = Item(row_id=str(path), shard="", index=0, key=path.name, data=path.read_bytes())
+    result = hash_item(item, DecodeLimits())
+    fields_ = ("md5", "sha1", "sha256", "pdq", "pdq_quality", "error")
+    return {"path": str(path), "status": str(result.status), **{f: getattr(result, f) for f in fields_}}
+
+
+__all__ = [
+    "BadInputError",
+    "BankStore",
+    "PdqHash",
+    "PdqIndex",
+    "Policy",
+    "ReadOptions",
+    "SafesetError",
+    "ScanConfig",
+    "UsageError",
+    "__version__",
+    "hash_file",
+    "pdq",
+    "scan",
+]

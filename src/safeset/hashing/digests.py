@@ -1,0 +1,58 @@
+"""Exact digests of image bytes and of URLs, and the URL normal form the `url` and `domain` banks use."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlsplit, urlunsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def byte_digests(data: bytes) -> dict[str, str]:
+    """md5, sha1 and sha256 of `data` as lowercase hex, the forms hotline lists use."""
+    return {
+        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        "sha1": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def url_md5(url: str) -> str:
+    """MD5 of the URL string exactly as the dataset holds it (Re-LAION matched URLs this way)."""
+    return hashlib.md5(url.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def normalise_url(url: str) -> str | None:
+    """Scheme and host lowercased, default port and fragment dropped, empty path made '/'.
+
+    Path and query are kept as they are: servers treat them case-sensitively. Returns None for a
+    string that is not an absolute http(s) URL, which then simply matches nothing.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc += f":{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def url_host(url: str) -> str | None:
+    """The lowercased host of an http(s) URL, or None."""
+    normal = normalise_url(url)
+    if normal is None:
+        return None
+    return (urlsplit(normal).hostname or "").rstrip(".") or None
+
+
+def domain_suffixes(host: str) -> list[str]:
+    """`a.b.example.com` -> [a.b.example.com, b.example.com, example.com, com]: a listed domain covers
+    its subdomains."""
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]

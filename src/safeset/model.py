@@ -1,0 +1,140 @@
+"""The data model every stage shares: `Item` in, `ItemResult` out, and the results table schema.
+
+Names here are a contract (DESIGN.md, "Data model"): add fields freely, never rename one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+
+
+class Status(StrEnum):
+    """What happened to an item before matching. Anything but OK means the image was not checked."""
+
+    OK = "ok"
+    NO_IMAGE = "no_image"  # the row has no image bytes (failed download, metadata without --fetch, ...)
+    FETCH_FAILED = "fetch_failed"
+    DECODE_FAILED = "decode_failed"  # bytes present (exact hashes computed) but not decodable pixels
+    SKIPPED_OPTOUT = "skipped_optout"
+
+
+class Decision(StrEnum):
+    KEEP = "keep"
+    REMOVE = "remove"
+    REVIEW = "review"
+
+
+# The condition an item with a usable PDQ of too low quality is recorded under (policy key, reason).
+LOW_QUALITY = "pdq_low_quality"
+
+
+@dataclass(slots=True)
+class Item:
+    """One input row. `data` holds the image bytes in memory only, and is dropped after hashing."""
+
+    row_id: str  # "<shard>:<index>", stable across runs and engines
+    shard: str
+    index: int
+    key: str
+    url: str | None = None
+    caption: str | None = None
+    data: bytes | None = None
+    status: Status | None = None  # set by a reader that already knows the row has no image
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    embedding: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    bank: str
+    signal_type: str
+    entry: str  # the listed value that matched (a hash in hex, a URL, a domain)
+    distance: int = 0  # Hamming distance for PDQ; 0 for exact signals
+
+
+@dataclass(slots=True)
+class ItemResult:
+    """The outcome for one input row. Exactly one per row, whatever happened to it."""
+
+    row_id: str
+    shard: str
+    index: int
+    key: str
+    url: str | None
+    status: Status
+    error: str | None = None
+    md5: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    url_md5: str | None = None
+    pdq: str | None = None
+    pdq_quality: int | None = None
+    matches: list[Match] = field(default_factory=list)
+    signals: dict[str, float] = field(default_factory=dict)
+    decision: Decision = Decision.KEEP
+    reasons: list[str] = field(default_factory=list)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "row_id": self.row_id,
+            "shard": self.shard,
+            "index": self.index,
+            "key": self.key,
+            "url": self.url,
+            "status": str(self.status),
+            "error": self.error,
+            "md5": self.md5,
+            "sha1": self.sha1,
+            "sha256": self.sha256,
+            "url_md5": self.url_md5,
+            "pdq": self.pdq,
+            "pdq_quality": self.pdq_quality,
+            "matches": [
+                {"bank": m.bank, "signal_type": m.signal_type, "entry": m.entry, "distance": m.distance}
+                for m in self.matches
+            ],
+            "signals": list(self.signals.items()),
+            "decision": str(self.decision),
+            "reasons": list(self.reasons),
+        }
+
+
+MATCH_TYPE = pa.struct(
+    [
+        ("bank", pa.string()),
+        ("signal_type", pa.string()),
+        ("entry", pa.string()),
+        ("distance", pa.int16()),
+    ]
+)
+
+RESULTS_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("shard", pa.string()),
+        ("index", pa.int64()),
+        ("key", pa.string()),
+        ("url", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("md5", pa.string()),
+        ("sha1", pa.string()),
+        ("sha256", pa.string()),
+        ("url_md5", pa.string()),
+        ("pdq", pa.string()),
+        ("pdq_quality", pa.int16()),
+        ("matches", pa.list_(MATCH_TYPE)),
+        ("signals", pa.map_(pa.string(), pa.float32())),
+        ("decision", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+    ]
+)
+
+
+def results_table(results: list[ItemResult]) -> pa.Table:
+    return pa.Table.from_pylist([r.to_row() for r in results], schema=RESULTS_SCHEMA)

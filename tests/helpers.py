@@ -1,0 +1,61 @@
+"""Helpers the tests share: the real CLI in-process, fixture writers, crafted bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+from click.testing import CliRunner
+from PIL import Image
+
+from safeset.cli import cli
+from safeset.demo import Sample, jpeg, write_img2dataset_shard
+
+
+def run_cli(*args: str, home: Path | None = None):
+    """Invoke the real CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    argv = (["--home", str(home)] if home else []) + [str(a) for a in args]
+    return CliRunner().invoke(cli, argv, catch_exceptions=False)
+
+
+def write_lines(path: Path, lines) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def samples_from(tiles, domain: str = "img.example.org") -> list[Sample]:
+    return [
+        Sample(f"https://{domain}/{name}.jpg", f"caption {name}", jpeg(image), size=image.size) for name, image in tiles
+    ]
+
+
+def make_shards(directory: Path, shards: list[list[Sample]]) -> Path:
+    for i, samples in enumerate(shards):
+        write_img2dataset_shard(directory, i, samples)
+    return directory
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid, small PNG that decodes to width x height 1-bit pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,198 @@
+"""PDQ and digests: golden values, the value object, agreement with the reference, bad bytes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pdqhash
+import pytest
+from helpers import bomb_png, encode
+from PIL import Image
+
+import safeset
+from safeset.demo import photo_dir
+from safeset.hashing import DecodeError, PdqHash, decode_rgb, normalise_url, url_host
+from safeset.hashing.image import DecodeLimits
+from safeset.model import Item, Status
+from safeset.pipeline import hash_item
+
+# Pinned so that any change to decoding or hashing is seen. The md5 pins the file we hash (it comes
+# from scikit-image 0.26.0, the version the test extra pins).
+GOLDEN = {
+    "astronaut.png": (
+        "97066e0a8baf4cd0be9859f9825aa3a2",
+        "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724",
+        100,
+    ),
+    "coffee.png": (
+        "f24210802e8d0690e0c1c2302f907cc4",
+        "8c629e779a663698b9a33866c026726c21a679f61eb6e1f8c79ba7e23c8299e0",
+        100,
+    ),
+    "chelsea.png": (
+        "0f1b4a59504988622035d850dc0555ac",
+        "5feb5321f01da156898e2bf629a5d3438412cdbd23f48942464526315db33ffd",
+        100,
+    ),
+    "camera.png": (
+        "f8b13d2cdd5ba56cf4ba2321bb7222f0",
+        "dc9c9d3b746978f888f40ce6e5c3f70f7266623e8d989cb99f21f2010841e1c7",
+        100,
+    ),
+    "rocket.jpg": (
+        "511130d2072cc744a1fa5015bc23557a",
+        "8792786c87937064bf1bc0e43f1fc0e03f1cc2e33da4c2537cec821b2ce4f376",
+        100,
+    ),
+    "hubble_deep_field.jpg": (
+        "bfc42613c8edb720cf7d1343693787a4",
+        "1c6715e46266634f72d42df2324ad397e70e86be9c665c59a42ec19c3369b919",
+        100,
+    ),
+    "retina.jpg": (
+        "5fa589edda0ab6832e3afcd92c402412",
+        "83d22b5802d238191b87b1f8bf1ad487fc0f55f8405adc011fafa8f4ebfc2a59",
+        100,
+    ),
+    "moon.png": (
+        "932cb5c7a6a594c2c78e55643abf6e71",
+        "131645cde366d981e1e371b264d8b25b9e4d13771d8c4f366d946ca57133d0c9",
+        83,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_pdq(name):
+    md5, pdq_hex, quality = GOLDEN[name]
+    data = (photo_dir() / name).read_bytes()
+    assert hashlib.md5(data).hexdigest() == md5, "the test image itself changed"
+    h = safeset.pdq(data)
+    assert str(h) == pdq_hex
+    assert h.quality == quality
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_pdq_agrees_with_reference_package(name):
+    """Our hex form is the reference's bit vector, most significant bit first (pytx's convention)."""
+    data = (photo_dir() / name).read_bytes()
+    with Image.open(photo_dir() / name) as image:
+        vector, quality = pdqhash.compute(np.asarray(image.convert("RGB")))
+    reference_hex = f"{int(''.join(str(int(b)) for b in vector), 2):064x}"
+    h = safeset.pdq(data)
+    assert str(h) == reference_hex
+    assert h.quality == quality
+
+
+def test_pdq_accepts_bytes_pil_and_arrays(coffee):
+    data = encode(coffee, "PNG")
+    from_bytes = safeset.pdq(data)
+    assert safeset.pdq(coffee) == from_bytes
+    assert safeset.pdq(np.asarray(coffee)) == from_bytes
+    grey = coffee.convert("L")
+    assert safeset.pdq(np.asarray(grey)) == safeset.pdq(grey.convert("RGB"))
+    with pytest.raises(TypeError):
+        safeset.pdq("not bytes")  # type: ignore[arg-type]
+
+
+def test_pdq_hash_value_object():
+    a = PdqHash.from_hex("f" * 64, quality=90)
+    b = PdqHash.from_hex("f" * 63 + "0", quality=10)
+    assert a - b == 4
+    assert b - a == 4
+    assert a - a == 0
+    assert str(a) == "f" * 64
+    assert a.bits == b"\xff" * 32
+    assert a.quality == 90
+    assert a == PdqHash(b"\xff" * 32)  # equality is on the bits, not the quality
+    assert len({a, PdqHash.from_hex("f" * 64)}) == 1
+    assert a.to_array().shape == (32,)
+    assert "quality=90" in repr(a)
+    with pytest.raises(ValueError):
+        PdqHash(b"\x00" * 31)
+    with pytest.raises(ValueError):
+        PdqHash.from_hex("abc")
+
+
+def test_similar_images_are_near_and_different_images_far(coffee, tiles):
+    original = safeset.pdq(encode(coffee, "PNG"))
+    small = coffee.resize((coffee.width // 2, coffee.height // 2))
+    assert original - safeset.pdq(encode(small, "JPEG", quality=70)) <= 31
+    others = [safeset.pdq(image) for _, image in tiles[:40]]
+    assert min(original - h for h in others) > 31
+
+
+def _result(data: bytes):
+    return hash_item(Item(row_id="t:0", shard="t", index=0, key="k", data=data), DecodeLimits())
+
+
+def test_digests_and_statuses_of_good_and_bad_bytes(coffee):
+    good = encode(coffee, "JPEG", quality=90)
+    r = _result(good)
+    assert r.status is Status.OK
+    assert r.md5 == hashlib.md5(good).hexdigest()
+    assert r.sha1 == hashlib.sha1(good).hexdigest()
+    assert r.sha256 == hashlib.sha256(good).hexdigest()
+    assert len(r.pdq) == 64 and r.pdq_quality == 100
+
+    truncated = _result(good[: len(good) // 2])
+    assert truncated.status is Status.DECODE_FAILED and truncated.error == "truncated"
+    assert truncated.md5 == hashlib.md5(good[: len(good) // 2]).hexdigest()  # exact lists still apply
+    assert truncated.pdq is None
+
+    empty = _result(b"")
+    assert empty.status is Status.NO_IMAGE and empty.error == "empty file" and empty.md5 is None
+
+    html = _result(b"<!doctype html><html><body>404 Not Found</body></html>")
+    assert html.status is Status.DECODE_FAILED and html.error == "not_an_image"
+    assert html.md5 is not None
+
+    bomb = _result(bomb_png())
+    assert bomb.status is Status.DECODE_FAILED and bomb.error == "too_many_pixels"
+
+
+def test_decodable_oddities_hash(coffee):
+    cmyk = _result(encode(coffee.convert("CMYK"), "JPEG"))
+    assert cmyk.status is Status.OK and cmyk.pdq_quality == 100
+    assert PdqHash.from_hex(cmyk.pdq) - safeset.pdq(coffee) <= 31
+
+    grey16 = (np.asarray(coffee.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    png16 = _result(encode(Image.fromarray(grey16), "PNG"))
+    assert png16.status is Status.OK
+    assert PdqHash.from_hex(png16.pdq) - safeset.pdq(coffee.convert("L")) <= 8  # scaled, not clipped
+
+    frames = [coffee, coffee.rotate(180)]
+    gif = _result(encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0))
+    assert gif.status is Status.OK  # the first frame is hashed
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW on display
+    rotated = _result(encode(coffee, "JPEG", exif=exif.tobytes()))
+    assert rotated.status is Status.OK
+    # The stored pixels are hashed, as python-threatexchange and HMA do, so lists made by them match.
+    assert PdqHash.from_hex(rotated.pdq) - safeset.pdq(coffee) <= 8
+
+
+def test_pixel_limit_is_configurable(coffee):
+    data = encode(coffee, "PNG")
+    with pytest.raises(DecodeError) as info:
+        decode_rgb(data, DecodeLimits(max_pixels=1000))
+    assert info.value.reason == "too_many_pixels"
+    assert decode_rgb(data).shape == (coffee.height, coffee.width, 3)
+
+
+def test_decode_error_never_quotes_the_bytes():
+    secret = b"II*\x00" + b"SECRETBYTES" * 10  # a TIFF header whose decoder message quotes bytes
+    with pytest.raises(DecodeError) as info:
+        decode_rgb(secret)
+    assert "SECRET" not in str(info.value) and "II*" not in str(info.value)
+
+
+def test_url_normal_form():
+    assert normalise_url("HTTPS://Example.COM:443/a/B?x=1#frag") == "https://example.com/a/B?x=1"
+    assert normalise_url("http://example.com") == "http://example.com/"
+    assert normalise_url("http://example.com:8080/x") == "http://example.com:8080/x"
+    assert normalise_url("ftp://example.com/x") is None
+    assert normalise_url("not a url") is None
+    assert url_host("https://Img.Example.com./a.jpg") == "img.example.com"
