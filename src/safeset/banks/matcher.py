@@ -1,0 +1,83 @@
+"""Matching a batch of item results against a set of banks."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model import ItemResult, Match
+from .index import ExactBytesIndex, PdqIndex, SignalIndex, TextIndex
+from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
+from .store import BankInfo, BankStore
+
+# At most this many PDQ matches per item and bank are recorded, nearest first: a near-blank image can
+# sit close to thousands of listed hashes, and the report needs the evidence, not all of it.
+MAX_PDQ_MATCHES = 16
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    pdq_threshold: int = 31
+    pdq_min_quality: int = 50
+
+
+class Matcher:
+    """Indexes of every (bank, signal type) pair, built once per process and reused for every shard."""
+
+    def __init__(self, indexes: dict[tuple[str, str], SignalIndex], settings: MatchSettings):
+        self._indexes = indexes
+        self.settings = settings
+
+    @classmethod
+    def load(cls, store: BankStore, banks: Sequence[BankInfo], settings: MatchSettings) -> Matcher:
+        indexes: dict[tuple[str, str], SignalIndex] = {}
+        for bank in banks:
+            for type_name in SIGNAL_TYPES:
+                if not bank.counts.get(type_name):
+                    continue
+                values = store.load(bank.name, type_name)
+                stype = signal_type(type_name)
+                if isinstance(stype, Pdq):
+                    indexes[(bank.name, type_name)] = PdqIndex(values)
+                elif isinstance(stype, HexDigestType):
+                    indexes[(bank.name, type_name)] = ExactBytesIndex(values, presorted=True)
+                else:
+                    indexes[(bank.name, type_name)] = TextIndex(values)
+        return cls(indexes, settings)
+
+    def match(self, results: Sequence[ItemResult]) -> None:
+        """Append to each result's `matches` every listed entry it matches, in a stable order."""
+        found: dict[int, list[Match]] = defaultdict(list)
+        for (bank, type_name), index in self._indexes.items():
+            stype = signal_type(type_name)
+            owners, values = self._queries(results, stype)
+            if not values:
+                continue
+            if isinstance(stype, HexDigestType):
+                queries = np.frombuffer(bytes.fromhex("".join(values)), dtype=np.uint8).reshape(-1, stype.width)
+            else:
+                queries = values
+            radius = self.settings.pdq_threshold if isinstance(stype, Pdq) else 0
+            q, e, d = index.search(queries, radius=radius)
+            per_item: dict[int, list[Match]] = defaultdict(list)
+            for qi, ei, dist in zip(q.tolist(), e.tolist(), d.tolist(), strict=True):
+                per_item[owners[qi]].append(Match(bank, type_name, index.entry(ei), int(dist)))
+            for owner, matches in per_item.items():
+                matches.sort(key=lambda m: (m.distance, m.entry))
+                found[owner].extend(matches[:MAX_PDQ_MATCHES] if isinstance(stype, Pdq) else matches)
+        for owner, matches in found.items():
+            results[owner].matches.extend(matches)
+
+    def _queries(self, results: Sequence[ItemResult], stype) -> tuple[list[int], list[str]]:
+        owners: list[int] = []
+        values: list[str] = []
+        for i, result in enumerate(results):
+            if isinstance(stype, Pdq) and (result.pdq_quality or 0) < self.settings.pdq_min_quality:
+                continue
+            for value in stype.item_values(result):
+                owners.append(i)
+                values.append(value)
+        return owners, values

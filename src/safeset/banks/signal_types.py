@@ -1,0 +1,153 @@
+"""The kinds of value a bank can list, each knowing how to validate a listed value and which value of
+an item's result it is compared with.
+
+Hex digests are stored as fixed-width bytes (half the memory of hex text, and sortable); URLs and
+domains as normalised text. The registry is keyed by the classes' own names and aliases, checked for
+uniqueness at import.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from ..hashing.digests import domain_suffixes, normalise_url, url_host
+from ..model import ItemResult
+
+
+class InvalidEntry(ValueError):
+    """A listed value that cannot be used; the message is a reason, never the value itself."""
+
+
+class SignalType(ABC):
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def normalise(self, value: str) -> str:
+        """The canonical form of a listed value, or `InvalidEntry` with the reason."""
+
+    @abstractmethod
+    def item_values(self, result: ItemResult) -> list[str]:
+        """The canonical values of an item this type compares against its lists."""
+
+
+class HexDigestType(SignalType):
+    """A hash written as a fixed number of hex characters, stored as `width` bytes."""
+
+    hex_chars: ClassVar[int]
+    result_field: ClassVar[str]
+
+    @property
+    def width(self) -> int:
+        return self.hex_chars // 2
+
+    def normalise(self, value: str) -> str:
+        text = value.strip().lower()
+        if len(text) != self.hex_chars:
+            raise InvalidEntry(f"wrong length for {self.name}: {len(text)} chars, expected {self.hex_chars}")
+        if not _HEX.fullmatch(text):
+            raise InvalidEntry(f"not hex ({self.name})")
+        return text
+
+    def item_values(self, result: ItemResult) -> list[str]:
+        value = getattr(result, self.result_field)
+        return [value] if value else []
+
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+class Md5(HexDigestType):
+    name = "md5"
+    aliases = ("photo_md5",)
+    hex_chars = 32
+    result_field = "md5"
+
+
+class Sha1(HexDigestType):
+    name = "sha1"
+    hex_chars = 40
+    result_field = "sha1"
+
+
+class Sha256(HexDigestType):
+    name = "sha256"
+    hex_chars = 64
+    result_field = "sha256"
+
+
+class UrlMd5(HexDigestType):
+    name = "url_md5"
+    hex_chars = 32
+    result_field = "url_md5"
+
+
+class Pdq(HexDigestType):
+    """Matched by Hamming distance, not equality; an all-zero hash is the hash of a blank image."""
+
+    name = "pdq"
+    hex_chars = 64
+    result_field = "pdq"
+
+    def normalise(self, value: str) -> str:
+        text = super().normalise(value)
+        if text == "0" * self.hex_chars:
+            raise InvalidEntry("all-zero PDQ hash (the hash of a blank image)")
+        return text
+
+
+class Url(SignalType):
+    name = "url"
+
+    def normalise(self, value: str) -> str:
+        normal = normalise_url(value)
+        if normal is None:
+            raise InvalidEntry("not an absolute http(s) URL")
+        return normal
+
+    def item_values(self, result: ItemResult) -> list[str]:
+        normal = normalise_url(result.url) if result.url else None
+        return [normal] if normal else []
+
+
+_DOMAIN = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]|[0-9a-f:]+")
+
+
+class Domain(SignalType):
+    """A listed domain covers its subdomains: `example.com` matches `img.example.com`."""
+
+    name = "domain"
+
+    def normalise(self, value: str) -> str:
+        text = value.strip().lower().rstrip(".")
+        if text.startswith("*."):
+            text = text[2:]
+        if not text or not _DOMAIN.fullmatch(text):
+            raise InvalidEntry("not a domain name")
+        return text
+
+    def item_values(self, result: ItemResult) -> list[str]:
+        host = url_host(result.url) if result.url else None
+        return domain_suffixes(host) if host else []
+
+
+def _build_registry(*types: type[SignalType]) -> dict[str, SignalType]:
+    registry: dict[str, SignalType] = {}
+    for cls in types:
+        for name in (cls.name, *cls.aliases):
+            if name in registry:
+                raise RuntimeError(f"signal type name {name!r} is registered twice")
+            registry[name] = cls()
+    return registry
+
+
+_REGISTRY = _build_registry(Md5, Sha1, Sha256, Pdq, Url, UrlMd5, Domain)
+
+SIGNAL_TYPES: tuple[str, ...] = tuple(dict.fromkeys(t.name for t in _REGISTRY.values()))
+
+
+def signal_type(name: str) -> SignalType:
+    """The signal type called `name` (or one of its aliases); KeyError if unknown."""
+    return _REGISTRY[name.strip().lower()]

@@ -1,0 +1,207 @@
+"""Hash-list import (three formats, bad lines by number), the bank store, and `safeset bank`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+
+import numpy as np
+import pytest
+from helpers import run_cli, write_lines
+
+from safeset.banks import BankStore, ExactBytesIndex, PdqIndex, TextIndex, parse_list
+from safeset.errors import BadInputError, UsageError
+
+MD5_A = hashlib.md5(b"a").hexdigest()
+MD5_B = hashlib.md5(b"b").hexdigest()
+SHA1_A = hashlib.sha1(b"a").hexdigest()
+PDQ_A = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
+
+
+def test_one_hash_per_line_reports_every_bad_line(tmp_path):
+    path = write_lines(
+        tmp_path / "list.txt",
+        ["# a comment", MD5_A.upper(), "", MD5_A[:-1], "zz" + MD5_A[2:], MD5_B, MD5_B, "a b c"],
+    )
+    parsed = parse_list(path, "md5")
+    assert parsed.entries["md5"] == {MD5_A, MD5_B}
+    assert parsed.duplicates == 1
+    assert [(e.line, e.reason) for e in parsed.errors] == [
+        (4, "wrong length for md5: 31 chars, expected 32"),
+        (5, "not hex (md5)"),
+        (8, "expected '<hash>' or '<type> <hash>'"),
+    ]
+
+
+def test_bad_line_messages_never_quote_the_value(tmp_path):
+    secret = "deadbeef" * 3 + "SECRETXY"
+    parsed = parse_list(write_lines(tmp_path / "l.txt", [secret]), "md5")
+    assert parsed.errors and all(secret not in str(e) and "SECRET" not in str(e) for e in parsed.errors)
+
+
+def test_typed_lines_in_threatexchange_format(tmp_path):
+    path = write_lines(
+        tmp_path / "pytx.txt",
+        [
+            f"pdq {PDQ_A}",
+            f"photo_md5 {MD5_A}",
+            f"sha1 {SHA1_A}",
+            "pdq " + "0" * 64,
+            f"video_md5 {MD5_B}",
+            "url https://Example.com/x.jpg",
+        ],
+    )
+    parsed = parse_list(path)
+    assert parsed.entries["pdq"] == {PDQ_A}
+    assert parsed.entries["md5"] == {MD5_A}
+    assert parsed.entries["sha1"] == {SHA1_A}
+    assert parsed.entries["url"] == {"https://example.com/x.jpg"}
+    assert [(e.line, e.reason) for e in parsed.errors] == [
+        (4, "all-zero PDQ hash (the hash of a blank image)"),
+        (5, "unknown signal type 'video_md5'"),
+    ]
+
+
+def test_untyped_lines_need_a_type(tmp_path):
+    parsed = parse_list(write_lines(tmp_path / "l.txt", [MD5_A]))
+    assert parsed.errors[0].line == 1 and "--type" in parsed.errors[0].reason
+
+
+def test_csv_with_type_column_and_with_typed_columns(tmp_path):
+    typed = write_lines(
+        tmp_path / "a.csv", ["hash,type,source", f"{MD5_A},md5,iwf", f"{PDQ_A},pdq,c3p", "xyz,md5,x", f"{MD5_B},nope,x"]
+    )
+    parsed = parse_list(typed)
+    assert parsed.entries["md5"] == {MD5_A} and parsed.entries["pdq"] == {PDQ_A}
+    assert [e.line for e in parsed.errors] == [4, 5]
+
+    columns = write_lines(
+        tmp_path / "b.csv", ["URL,md5", f"https://a.example/1.jpg,{MD5_A}", "https://a.example/2.jpg,"]
+    )
+    parsed = parse_list(columns)
+    assert parsed.entries["md5"] == {MD5_A}
+    assert parsed.entries["url"] == {"https://a.example/1.jpg", "https://a.example/2.jpg"}
+
+    with pytest.raises(BadInputError, match=r"c\.csv, line 1: CSV header names no hash column"):
+        parse_list(write_lines(tmp_path / "c.csv", ["foo,bar", "1,2"]))
+    with pytest.raises(BadInputError, match="no type column: pass --type"):
+        parse_list(write_lines(tmp_path / "d.csv", ["hash,note", f"{MD5_A},x"]))
+    ragged = parse_list(write_lines(tmp_path / "e.csv", ["hash,note", f"{MD5_A},x,extra"]), "md5")
+    assert ragged.errors[0].line == 2
+
+
+def test_a_url_with_a_comma_is_not_a_csv_header(tmp_path):
+    parsed = parse_list(write_lines(tmp_path / "urls.txt", ["https://e.example/a,b.jpg"]), "url")
+    assert parsed.entries["url"] == {"https://e.example/a,b.jpg"} and not parsed.errors
+
+
+def test_binary_file_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "bin.txt"
+    path.write_bytes(f"{MD5_A}\n".encode() + b"\xff\xfe\n")
+    with pytest.raises(BadInputError, match=r"bin\.txt, line 2: not UTF-8"):
+        parse_list(path, "md5")
+
+
+def test_store_lifecycle_versions_and_private_files(tmp_path, store):
+    first = store.add("iwf", write_lines(tmp_path / "a.txt", [MD5_A]), type_name="md5", label="test list")
+    assert first.bank.version == 1 and first.added == 1 and first.bank.counts == {"md5": 1}
+    second = store.add("iwf", write_lines(tmp_path / "b.txt", [MD5_A, MD5_B, f"pdq {PDQ_A}"]), type_name=None)
+    # the untyped MD5 lines have no type: they are bad lines, the typed PDQ line is taken
+    assert second.bank.version == 2 and second.bank.counts == {"md5": 1, "pdq": 1}
+    assert [e.line for e in second.errors] == [1, 2]
+    info = store.get("iwf")
+    assert info.label == "test list" and [s["file"] for s in info.sources] == ["a.txt", "b.txt"]
+    assert info.sources[0]["sha256"] == hashlib.sha256((tmp_path / "a.txt").read_bytes()).hexdigest()
+
+    bank_dir = store.root / "iwf"
+    for path in [bank_dir, *bank_dir.iterdir()]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+    assert np.load(bank_dir / "md5.npy").tolist() == [list(bytes.fromhex(MD5_A))]
+
+    store.set_enabled("iwf", False)
+    assert store.resolve(None) == []
+    with pytest.raises(UsageError, match="disabled"):
+        store.resolve(["iwf"])
+    store.set_enabled("iwf", True)
+    assert [b.name for b in store.resolve(None)] == ["iwf"]
+    store.remove("iwf")
+    assert store.names() == []
+    with pytest.raises(UsageError, match="no bank named 'iwf'"):
+        store.get("iwf")
+
+
+def test_strict_refuses_the_file_and_changes_nothing(tmp_path, store):
+    path = write_lines(tmp_path / "l.txt", [MD5_A, "nothex"])
+    with pytest.raises(BadInputError, match=r"l\.txt, line 2: wrong length .*--strict refuses"):
+        store.add("b", path, type_name="md5", strict=True)
+    assert store.names() == []
+
+
+def test_bank_checksum_depends_on_content_only(tmp_path):
+    one = BankStore(tmp_path / "h1")
+    two = BankStore(tmp_path / "h2")
+    one.add("x", write_lines(tmp_path / "a.txt", [MD5_A, MD5_B]), type_name="md5")
+    two.add("x", write_lines(tmp_path / "b.txt", [MD5_B]), type_name="md5")
+    two.add("x", write_lines(tmp_path / "c.txt", [MD5_A.upper()]), type_name="md5")
+    assert one.get("x").sha256 == two.get("x").sha256
+
+
+def test_indexes_match_exactly_and_within_radius():
+    rng = np.random.default_rng(0)
+    entries = rng.integers(0, 256, (500, 16), dtype=np.uint8)
+    index = ExactBytesIndex(entries)
+    queries = np.concatenate([entries[[7, 300]], rng.integers(0, 256, (5, 16), dtype=np.uint8)])
+    q, e, d = index.search(queries)
+    assert q.tolist() == [0, 1] and d.tolist() == [0, 0]
+    assert [index.entry(i) for i in e] == [entries[7].tobytes().hex(), entries[300].tobytes().hex()]
+
+    hashes = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    flipped = hashes[[3, 9]].copy()
+    flipped[0, :2] ^= 0xFF  # 16 bits away
+    flipped[1, :5] ^= 0xFF  # 40 bits away
+    pdq_index = PdqIndex(hashes)
+    q, e, d = pdq_index.search(flipped, radius=31)
+    assert (q.tolist(), e.tolist(), d.tolist()) == ([0], [3], [16])
+    # against brute force on random queries at a wide radius
+    queries = rng.integers(0, 256, (20, 32), dtype=np.uint8)
+    q, e, d = pdq_index.search(queries, radius=110)
+    bits = np.unpackbits(queries[:, None, :] ^ hashes[None, :, :], axis=2).sum(axis=2)
+    expected = set(zip(*np.nonzero(bits <= 110), strict=True))
+    assert set(zip(q.tolist(), e.tolist(), strict=True)) == {(int(a), int(b)) for a, b in expected}
+    assert all(bits[a, b] == dist for a, b, dist in zip(q, e, d, strict=True))
+
+    text = TextIndex(["https://a.example/", "https://b.example/"])
+    q, e, _ = text.search(["https://b.example/", "https://c.example/"])
+    assert q.tolist() == [0] and text.entry(int(e[0])) == "https://b.example/"
+
+
+def test_bank_cli(tmp_path, home):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    good = write_lines(lists / "md5.txt", [MD5_A, MD5_B, "bad"])
+    result = run_cli("bank", "add", "iwf", good, "--type", "md5", "--label", "IWF test", home=home)
+    assert result.exit_code == 0, result.output
+    assert "version 1" in result.stdout and "2 new" in result.stdout
+    assert "1 bad line(s) skipped" in result.stderr and "md5.txt, line 3: wrong length" in result.stderr
+
+    strict = run_cli("bank", "add", "other", good, "--type", "md5", "--strict", home=home)
+    assert strict.exit_code == 3 and "md5.txt, line 3" in strict.stderr
+
+    listing = json.loads(run_cli("bank", "list", "--json", home=home).stdout)
+    assert [(b["name"], b["counts"], b["enabled"]) for b in listing] == [("iwf", {"md5": 2}, True)]
+    assert "iwf" in run_cli("bank", "list", home=home).stdout
+
+    shown = run_cli("bank", "show", "iwf", home=home)
+    assert shown.exit_code == 0 and "IWF test" in shown.stdout and MD5_A not in shown.stdout
+    assert json.loads(run_cli("bank", "show", "iwf", "--json", home=home).stdout)["version"] == 1
+
+    assert run_cli("bank", "disable", "iwf", home=home).exit_code == 0
+    assert json.loads(run_cli("bank", "show", "iwf", "--json", home=home).stdout)["enabled"] is False
+    assert run_cli("bank", "enable", "iwf", home=home).exit_code == 0
+    assert run_cli("bank", "rm", "iwf", home=home).exit_code == 0
+    missing = run_cli("bank", "show", "iwf", home=home)
+    assert missing.exit_code == 2 and "no bank named 'iwf'" in missing.stderr
+    bad_name = run_cli("bank", "add", "../evil", good, "--type", "md5", home=home)
+    assert bad_name.exit_code == 2
