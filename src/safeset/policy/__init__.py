@@ -1,0 +1,141 @@
+"""Policy: turns an item's matches and check coverage into keep / remove / review. Pure.
+
+A policy is a small TOML file (see `presets/`):
+
+    name = "mine"
+    [match]
+    default = "remove"            # a match in any bank not listed below
+    [match.banks]
+    watchlist = "review"          # per-bank action
+    [unchecked]                   # items whose image could not be (fully) checked
+    no_image = "keep"
+    fetch_failed = "review"
+    decode_failed = "review"
+    pdq_low_quality = "keep"
+    skipped_optout = "remove"
+
+Every factor that applies becomes a reason (`match:BANK:TYPE`, `unchecked:CONDITION`), and the most
+severe action among them wins: remove > review > keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError, UsageError
+from ..model import LOW_QUALITY, Decision, ItemResult, Status
+
+_SEVERITY = {Decision.KEEP: 0, Decision.REVIEW: 1, Decision.REMOVE: 2}
+
+UNCHECKED_CONDITIONS: tuple[str, ...] = tuple(s.value for s in Status if s is not Status.OK) + (LOW_QUALITY,)
+
+_DEFAULT_UNCHECKED = {
+    Status.NO_IMAGE.value: Decision.KEEP,
+    Status.FETCH_FAILED.value: Decision.KEEP,
+    Status.DECODE_FAILED.value: Decision.KEEP,
+    Status.SKIPPED_OPTOUT.value: Decision.REMOVE,
+    LOW_QUALITY: Decision.KEEP,
+}
+
+
+def _presets_dir():
+    return resources.files(__package__) / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in _presets_dir().iterdir() if p.name.endswith(".toml"))
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str = "default"
+    match_default: Decision = Decision.REMOVE
+    match_banks: Mapping[str, Decision] = field(default_factory=dict)
+    unchecked: Mapping[str, Decision] = field(default_factory=lambda: dict(_DEFAULT_UNCHECKED))
+
+    @classmethod
+    def preset(cls, name: str) -> Policy:
+        if name not in preset_names():
+            raise UsageError(f"no policy preset {name!r}; presets: {', '.join(preset_names())}")
+        return cls.from_toml_text((_presets_dir() / f"{name}.toml").read_text(), source=f"preset {name}")
+
+    @classmethod
+    def load(cls, path: Path | str) -> Policy:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BadInputError(path, f"cannot read policy: {exc.strerror}") from None
+        return cls.from_toml_text(text, source=str(path))
+
+    @classmethod
+    def from_toml_text(cls, text: str, source: str) -> Policy:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise BadInputError(source, f"not valid TOML: {exc}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
+        unknown = set(data) - {"name", "match", "unchecked"}
+        if unknown:
+            raise BadInputError(source, f"unknown policy section(s): {', '.join(sorted(unknown))}")
+        match = dict(data.get("match", {}))
+        banks = match.pop("banks", {})
+        if set(match) - {"default"}:
+            raise BadInputError(source, f"unknown key(s) in [match]: {', '.join(sorted(set(match) - {'default'}))}")
+        unchecked = dict(data.get("unchecked", {}))
+        bad = set(unchecked) - set(UNCHECKED_CONDITIONS)
+        if bad:
+            raise BadInputError(
+                source,
+                f"unknown condition(s) in [unchecked]: {', '.join(sorted(bad))}; "
+                f"known: {', '.join(UNCHECKED_CONDITIONS)}",
+            )
+        return cls(
+            name=str(data.get("name", Path(source).stem)),
+            match_default=_action(match.get("default", "remove"), source, "match.default"),
+            match_banks={b: _action(a, source, f"match.banks.{b}") for b, a in banks.items()},
+            unchecked={**_DEFAULT_UNCHECKED, **{k: _action(v, source, f"unchecked.{k}") for k, v in unchecked.items()}},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "match": {
+                "default": str(self.match_default),
+                "banks": {k: str(v) for k, v in sorted(self.match_banks.items())},
+            },
+            "unchecked": {k: str(self.unchecked[k]) for k in UNCHECKED_CONDITIONS},
+        }
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def decide(self, result: ItemResult, pdq_min_quality: int) -> None:
+        """Set `result.decision` and `result.reasons` from its matches and coverage."""
+        actions: dict[str, Decision] = {}
+        for m in result.matches:
+            actions[f"match:{m.bank}:{m.signal_type}"] = self.match_banks.get(m.bank, self.match_default)
+        if result.status is not Status.OK:
+            actions[f"unchecked:{result.status}"] = self.unchecked[str(result.status)]
+        elif result.pdq_quality is None or result.pdq_quality < pdq_min_quality:
+            actions[f"unchecked:{LOW_QUALITY}"] = self.unchecked[LOW_QUALITY]
+        result.reasons = list(actions)
+        result.decision = max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP)
+
+
+def _action(value: Any, source: str, key: str) -> Decision:
+    try:
+        return Decision(str(value))
+    except ValueError:
+        raise BadInputError(source, f"{key} = {value!r}: expected keep, remove or review") from None
