@@ -1,0 +1,90 @@
+"""Sources: recognising an input, splitting it into shards, and reading its rows as `Item`s.
+
+Kinds, detected from the path:
+- `webdataset`: a `.tar` or a folder holding tars (img2dataset output, its parquet beside each tar);
+- `image_parquet`: a parquet with an image-bytes column (Hugging Face layout);
+- `table`: a metadata parquet / CSV / JSON-lines file with a URL column;
+- `folder`: a folder of image files (recursive), or one image file.
+A folder of parquet files is each file detected on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import BadInputError, UsageError
+from .base import IMAGE_SUFFIXES, Reader, ReadOptions, Shard, walk_files
+from .folder import FolderReader
+from .image_parquet import ImageParquetReader, image_column
+from .tables import TABLE_SUFFIXES, TableReader, parquet_file
+from .webdataset import TAR_SUFFIXES, WebdatasetReader
+
+
+def _registry(*readers: Reader) -> dict[str, Reader]:
+    found: dict[str, Reader] = {}
+    for reader in readers:
+        if reader.kind in found:
+            raise RuntimeError(f"reader kind {reader.kind!r} is registered twice")
+        found[reader.kind] = reader
+    return found
+
+
+READERS = _registry(WebdatasetReader(), ImageParquetReader(), TableReader(), FolderReader())
+
+
+def reader_for(kind: str) -> Reader:
+    return READERS[kind]
+
+
+def detect_kind(path: Path, options: ReadOptions) -> str:
+    """The kind of one input path; `BadInputError` naming it when it is none of them."""
+    if path.is_dir():
+        files = walk_files(path)
+        if any(f.name.endswith(TAR_SUFFIXES) for f in files):
+            return "webdataset"
+        if files and all(f.suffix.lower() == ".parquet" for f in files):
+            return "parquet_folder"
+        return "folder"
+    name = path.name.lower()
+    if name.endswith(TAR_SUFFIXES):
+        return "webdataset"
+    if name.endswith(".parquet"):
+        schema = parquet_file(path).schema_arrow
+        return "image_parquet" if image_column(schema, options.image_col) else "table"
+    if name.endswith(TABLE_SUFFIXES):
+        return "table"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "folder"
+    raise BadInputError(
+        path,
+        "cannot tell what kind of input this is (expected a .tar, .parquet, .csv, .jsonl, an image "
+        "file or a folder of them)",
+    )
+
+
+def plan_shards(inputs: Sequence[str | Path], options: ReadOptions = ReadOptions()) -> list[Shard]:
+    """Every shard of every input, in a stable order. Each input is named by its last path component
+    in outputs (`clean/NAME/...`, row ids), so two inputs may not share a name."""
+    shards: list[Shard] = []
+    names: dict[str, Path] = {}
+    for raw in inputs:
+        path = Path(raw).resolve()
+        if not path.exists():
+            raise UsageError(f"input {raw} does not exist")
+        name = path.name
+        if name in names:
+            raise UsageError(f"inputs {names[name]} and {path} have the same name {name!r}; rename one")
+        names[name] = path
+        kind = detect_kind(path, options)
+        if kind == "parquet_folder":
+            for file in walk_files(path):
+                file_kind = detect_kind(file, options)
+                rel = f"{name}/{file.relative_to(path).as_posix()}"
+                shards.extend(reader_for(file_kind).shards(file, rel, options))
+        else:
+            shards.extend(reader_for(kind).shards(path, name, options))
+    return shards
+
+
+__all__ = ["READERS", "ReadOptions", "Reader", "Shard", "detect_kind", "plan_shards", "reader_for"]

@@ -1,0 +1,75 @@
+"""What every input format provides: shards to plan, items to check, and its own clean release.
+
+A reader is stateless; a `Shard` is a small picklable description a worker process can be handed.
+Clean output is written in a second pass over the shard that copies only kept rows, so the bytes of
+a removed or held item are never written anywhere (zero view) and are never kept in memory for it.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from ..model import Item
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".pjpeg", ".pjp", ".avif", ".ico"}
+)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to find things in tables whose column names vary between releases."""
+
+    url_col: str | None = None
+    caption_col: str | None = None
+    image_col: str | None = None
+    folder_chunk: int = 1000  # image files per shard for a folder of images
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work: a tar, a parquet or table file, or a chunk of a folder of images."""
+
+    kind: str
+    name: str  # "<input name>/<relative path>": row ids and the clean/ layout are built from it
+    path: str  # the file (or, for folders, the folder) read
+    files: tuple[str, ...]  # every input file this shard reads, for checksums and change detection
+    members: tuple[str, ...] = ()  # folder chunks: the image files, relative to `path`
+    options: ReadOptions = field(default_factory=ReadOptions)
+
+    def row_id(self, index: int) -> str:
+        return f"{self.name}:{index}"
+
+
+class Reader(ABC):
+    """One input format. Subclasses register themselves by `kind`."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def shards(self, path: Path, name: str, options: ReadOptions) -> list[Shard]:
+        """Split the input at `path` (called `name` in outputs) into shards, in a stable order."""
+
+    @abstractmethod
+    def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
+        """Every row of the shard exactly once. Shard-level trouble that still lets the readable rows
+        through (a truncated tar, say) is appended to `problems` instead of raising."""
+
+    @abstractmethod
+    def write_clean(self, shard: Shard, keep: set[int], clean_root: Path) -> None:
+        """Write the shard minus every row whose index is not in `keep`, in the input's own format,
+        under `clean_root` / `shard.name`, reading the input again and copying only kept rows."""
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Regular files under `root`, recursively, sorted, skipping hidden files and directories."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return sorted(found)

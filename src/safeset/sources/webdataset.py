@@ -1,0 +1,225 @@
+"""Webdataset tars, with img2dataset's per-shard parquet beside them when it exists.
+
+img2dataset writes `00000.tar` holding `KEY.jpg`, `KEY.txt`, `KEY.json` per downloaded sample, and
+`00000.parquet` with one row per *input* row, failed downloads included (`status` =
+`failed_to_download`, no tar member). So when the parquet exists it defines the rows: row index =
+parquet row, and a row with no sample in the tar is recorded as `no_image`. A tar without a parquet
+(other webdataset writers) is read alone, one row per sample key, in tar order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..atomic import commit, partial_path
+from ..errors import BadInputError
+from ..model import Item, Status
+from .base import IMAGE_SUFFIXES, Reader, ReadOptions, Shard, walk_files
+from .tables import filter_parquet, parquet_file
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_ROW_COLUMNS = ("key", "status", "error_message", "url", "caption")
+
+
+@dataclass
+class _Sample:
+    index: int
+    key: str
+    members: list[tuple[tarfile.TarInfo, bytes]] = field(default_factory=list)
+    row: dict | None = None
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """`dir/000012.seg.png` -> key `dir/000012`, extension `seg.png` (the webdataset convention)."""
+    head, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+def _is_image(ext: str) -> bool:
+    return f".{ext.rsplit('.', 1)[-1]}" in IMAGE_SUFFIXES
+
+
+def sidecar_parquet(tar_path: Path) -> Path:
+    name = tar_path.name
+    for suffix in TAR_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return tar_path.with_name(name + ".parquet")
+
+
+class WebdatasetReader(Reader):
+    kind = "webdataset"
+
+    def shards(self, path: Path, name: str, options: ReadOptions) -> list[Shard]:
+        if path.is_file():
+            tars = [(path, name)]
+        else:
+            tars = [
+                (p, f"{name}/{p.relative_to(path).as_posix()}")
+                for p in walk_files(path)
+                if p.name.endswith(TAR_SUFFIXES)
+            ]
+        shards = []
+        for tar, shard_name in tars:
+            side = sidecar_parquet(tar)
+            files = (str(tar), str(side)) if side.is_file() else (str(tar),)
+            shards.append(Shard(self.kind, shard_name, str(tar), files, options=options))
+        return shards
+
+    # ---- one walk serves both passes ---------------------------------------------------------
+    def _walk(self, shard: Shard, problems: list[str]) -> Iterator[_Sample]:
+        tar_path = Path(shard.path)
+        rows = _read_rows(Path(shard.files[1])) if len(shard.files) > 1 else None
+        position: dict[str, int] = {}
+        if rows is not None:
+            for i, row in enumerate(rows):
+                position.setdefault(str(row.get("key")), i)
+        seen: set[int] = set()
+        extra = len(rows) if rows is not None else 0
+
+        def place(key: str) -> _Sample:
+            nonlocal extra
+            i = position.get(key)
+            if i is not None and i not in seen:
+                seen.add(i)
+                return _Sample(i, key, row=rows[i])
+            if rows is not None:
+                problems.append(f"{tar_path}: sample {key!r} has no row in {Path(shard.files[1]).name}")
+            extra += 1
+            return _Sample(extra - 1, key)
+
+        try:
+            with tarfile.open(tar_path, mode="r:*") as tar:
+                yield from self._samples(tar, tar_path, place, problems)
+        except tarfile.ReadError as exc:
+            if rows is None:
+                raise BadInputError(tar_path, f"not a readable tar archive ({exc})") from None
+            problems.append(f"{tar_path}: not a readable tar archive; its rows are recorded as no_image")
+        except OSError as exc:
+            raise BadInputError(tar_path, f"cannot read: {exc.strerror or exc}") from None
+        if rows is not None:
+            for i, row in enumerate(rows):
+                if i not in seen:
+                    yield _Sample(i, str(row.get("key")), row=row)
+
+    def _samples(self, tar: tarfile.TarFile, tar_path: Path, place, problems: list[str]) -> Iterator[_Sample]:
+        current: _Sample | None = None
+        count = 0
+        try:
+            while (info := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every header otherwise; we read forward only
+                if not info.isfile():
+                    continue
+                key, _ = _split_member(info.name)
+                if current is None or key != current.key:
+                    if current is not None:
+                        count += 1
+                        yield current
+                    current = place(key)
+                handle = tar.extractfile(info)
+                current.members.append((info, handle.read() if handle else b""))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            problems.append(
+                f"{tar_path}: tar unreadable after {count} complete sample(s) ({type(exc).__name__}); "
+                "the rest of its rows are recorded as no_image"
+            )
+            if current is not None:
+                # The sample being read when the archive broke: only members read in full are kept.
+                yield current
+            return
+        if current is not None:
+            yield current
+        if not _ends_cleanly(tar):
+            problems.append(f"{tar_path}: data after sample {count} is not a tar header (truncated or corrupt)")
+
+    # ---- pass 1: items ----------------------------------------------------------------------
+    def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
+        for sample in self._walk(shard, problems):
+            yield self._item(shard, sample, problems)
+
+    def _item(self, shard: Shard, sample: _Sample, problems: list[str]) -> Item:
+        row = sample.row or {}
+        meta: dict = {}
+        data = None
+        caption = None
+        for info, payload in sample.members:
+            _, ext = _split_member(info.name)
+            if data is None and _is_image(ext):
+                data = payload
+            elif ext == "txt":
+                caption = payload.decode("utf-8", "replace")
+            elif ext == "json":
+                try:
+                    meta = json.loads(payload)
+                except ValueError:
+                    problems.append(f"{shard.path}: {info.name} is not valid JSON")
+        item = Item(
+            row_id=shard.row_id(sample.index),
+            shard=shard.name,
+            index=sample.index,
+            key=sample.key.rpartition("/")[2],
+            url=row.get("url") or meta.get("url"),
+            caption=caption if caption is not None else (row.get("caption") or meta.get("caption")),
+            data=data,
+        )
+        if data is None:
+            item.status = Status.NO_IMAGE
+            status = row.get("status")
+            if sample.members:
+                item.error = "sample has no image member"
+            elif status and status != "success":
+                message = (row.get("error_message") or "").strip()
+                item.error = f"img2dataset {status}" + (f": {message[:200]}" if message else "")
+            else:
+                item.error = "missing from tar"
+        return item
+
+    # ---- pass 2: clean release --------------------------------------------------------------
+    def write_clean(self, shard: Shard, keep: set[int], clean_root: Path) -> None:
+        out_tar = clean_root / shard.name
+        out_tar.parent.mkdir(parents=True, exist_ok=True)
+        scratch: list[str] = []  # pass 1 already recorded these problems
+        tmp = partial_path(out_tar)
+        with tarfile.open(tmp, mode="w") as out:
+            for sample in self._walk(shard, scratch):
+                if sample.index in keep:
+                    for info, payload in sample.members:
+                        out.addfile(info, io.BytesIO(payload))
+        commit(tmp, out_tar)
+        if len(shard.files) > 1:
+            side = Path(shard.files[1])
+            filter_parquet(side, out_tar.parent / side.name, keep)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    pf = parquet_file(path)
+    columns = [c for c in _ROW_COLUMNS if c in pf.schema_arrow.names]
+    if "key" not in columns:
+        raise BadInputError(path, "img2dataset parquet has no 'key' column")
+    try:
+        return pf.read(columns=columns).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInputError(path, f"not a readable parquet file ({type(exc).__name__})") from None
+
+
+def _ends_cleanly(tar: tarfile.TarFile) -> bool:
+    """After the last member only zero blocks may follow; tarfile silently stops at a bad header."""
+    fileobj = tar.fileobj
+    fileobj.seek(tar.offset)
+    seen_any = False
+    while True:
+        chunk = fileobj.read(1 << 20)
+        if not chunk:
+            return seen_any
+        seen_any = True
+        if chunk.count(0) != len(chunk):
+            return False

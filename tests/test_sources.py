@@ -1,0 +1,179 @@
+"""The other input kinds, end to end: image parquet, image folders, metadata tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import bomb_png, encode, run_cli, write_lines
+
+import safeset
+from safeset.demo import jpeg
+from safeset.errors import BadInputError
+from safeset.hashing import url_md5
+from safeset.sources import ReadOptions, detect_kind, plan_shards
+
+
+def _bank(store, tmp_path, name, lines, type_name=None):
+    store.add(name, write_lines(tmp_path / f"{name}.txt", lines), type_name=type_name)
+
+
+@pytest.mark.parametrize("layout", ["struct", "binary"])
+def test_image_parquet(tiles, tmp_path, home, store, layout):
+    images = [jpeg(image) for _, image in tiles[:12]]
+    images[4] = None  # an empty cell
+    listed = images[7]
+    if layout == "struct":
+        column = pa.array(
+            [None if d is None else {"bytes": d, "path": f"img{i}.jpg"} for i, d in enumerate(images)],
+            type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+        )
+    else:
+        column = pa.array(images, type=pa.binary())
+    table = pa.table({"image": column, "text": [f"caption {i}" for i in range(12)], "label": list(range(12))})
+    pq.write_table(table, tmp_path / "train.parquet", row_group_size=5)
+    assert detect_kind(tmp_path / "train.parquet", ReadOptions()) == "image_parquet"
+    _bank(store, tmp_path, "md5", [hashlib.md5(listed).hexdigest()], "md5")
+
+    report = safeset.scan(tmp_path / "train.parquet", tmp_path / "out", home=str(home), workers=1)
+    assert report["totals"] == {"rows": 12, "keep": 11, "remove": 1, "review": 0, "unchecked": 1}
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert results[7]["decision"] == "remove"
+    assert results[4]["status"] == "no_image" and results[4]["error"] == "image cell is empty"
+    if layout == "struct":
+        assert results[3]["key"] == "img3.jpg"
+    clean = pq.read_table(tmp_path / "out" / "clean" / "train.parquet")
+    assert clean.schema.equals(table.schema)
+    assert clean["label"].to_pylist() == [i for i in range(12) if i != 7]
+
+
+def test_image_folder_with_bad_files(tiles, coffee, tmp_path, home, store):
+    photos = tmp_path / "photos"
+    (photos / "nested" / "deeper").mkdir(parents=True)
+    listed = encode(coffee, "PNG")
+    (photos / "listed.png").write_bytes(listed)
+    (photos / "nested" / "ok.jpg").write_bytes(jpeg(tiles[0][1]))
+    (photos / "nested" / "deeper" / "renamed.xyz").write_bytes(jpeg(tiles[1][1]))  # an image, odd name
+    (photos / "nested" / "page.jpg").write_bytes(b"<html><body>not found</body></html>")
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "cut.jpg").write_bytes(jpeg(tiles[2][1])[:500])
+    (photos / "bomb.png").write_bytes(bomb_png())
+    (photos / "notes.txt").write_text("hello")
+    (photos / ".hidden.jpg").write_bytes(listed)
+    _bank(store, tmp_path, "pdq", [f"pdq {safeset.pdq(coffee)}"])
+
+    report = safeset.scan(photos, tmp_path / "out", home=str(home), workers=1)
+    results = {r["key"]: r for r in pq.read_table(tmp_path / "out" / "results").to_pylist()}
+    assert sorted(results) == sorted(
+        [
+            "listed.png",
+            "nested/ok.jpg",
+            "nested/deeper/renamed.xyz",
+            "nested/page.jpg",
+            "empty.jpg",
+            "cut.jpg",
+            "bomb.png",
+            "notes.txt",
+        ]
+    )
+    status = {k: (r["status"], r["error"]) for k, r in results.items()}
+    assert status["nested/deeper/renamed.xyz"] == ("ok", None)
+    assert status["nested/page.jpg"] == ("decode_failed", "not_an_image")
+    assert status["empty.jpg"] == ("no_image", "empty file")
+    assert status["cut.jpg"] == ("decode_failed", "truncated")
+    assert status["bomb.png"] == ("decode_failed", "too_many_pixels")
+    assert status["notes.txt"] == ("decode_failed", "not_an_image")
+    assert results["listed.png"]["decision"] == "remove"
+    assert report["totals"]["rows"] == 8 and report["totals"]["remove"] == 1
+    assert report["unchecked"] == {"decode_failed": 4, "no_image": 1}
+    kept = (tmp_path / "out" / "clean" / "photos" / "kept.txt").read_text().splitlines()
+    assert sorted(kept) == sorted(k for k in results if k != "listed.png")
+
+
+def test_folder_is_chunked_into_shards(tiles, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(7):
+        (folder / f"{i}.jpg").write_bytes(jpeg(tiles[i][1]))
+    shards = plan_shards([folder], ReadOptions(folder_chunk=3))
+    assert [s.name for s in shards] == ["many/chunk-00000", "many/chunk-00001", "many/chunk-00002"]
+    assert [len(s.members) for s in shards] == [3, 3, 1]
+
+
+LAION_URLS = [f"https://img{i % 3}.example.org/p/{i}.jpg" for i in range(10)]
+
+
+def _laion_table() -> pa.Table:
+    return pa.table(
+        {
+            "URL": LAION_URLS,
+            "TEXT": [f"a photo {i}" for i in range(10)],
+            "WIDTH": [640] * 10,
+            "HEIGHT": [480] * 10,
+            "similarity": [0.3] * 10,
+            "punsafe": [0.01] * 10,
+            "pwatermark": [0.1] * 10,
+            "hash": list(range(1000, 1010)),
+        }
+    )
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_metadata_table_matches_urls_without_fetching(tmp_path, home, store, fmt):
+    table = _laion_table()
+    path = tmp_path / f"meta.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, path)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+    _bank(store, tmp_path, "urls", ["HTTPS://IMG1.Example.ORG:443/p/1.jpg"], "url")  # host case differs
+    _bank(store, tmp_path, "urlmd5", [url_md5(LAION_URLS[4])], "url_md5")
+    _bank(store, tmp_path, "domains", ["img2.example.org"], "domain")
+
+    report = safeset.scan(path, tmp_path / "out", home=str(home), workers=1)
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    removed = sorted(r["index"] for r in results if r["decision"] == "remove")
+    assert removed == sorted({1, 4} | {i for i in range(10) if i % 3 == 2})
+    assert all(r["status"] == "no_image" for r in results)
+    assert results[1]["reasons"] == ["match:urls:url", "unchecked:no_image"]
+    assert report["totals"]["unchecked"] == 10
+    clean = tmp_path / "out" / "clean" / path.name
+    if fmt == "parquet":
+        kept = pq.read_table(clean)
+        assert kept.schema.equals(table.schema)
+        assert kept["URL"].to_pylist() == [u for i, u in enumerate(LAION_URLS) if i not in removed]
+    else:
+        lines = clean.read_text().splitlines()
+        original = path.read_text().splitlines()
+        header = 1 if fmt == "csv" else 0
+        assert lines == original[:header] + [line for i, line in enumerate(original[header:]) if i not in removed]
+
+
+def test_bad_tables_are_recorded_or_refused_by_name(tmp_path, home):
+    csv_path = tmp_path / "meta.csv"
+    csv_path.write_text(
+        "url,caption\nhttps://a.example/1.jpg,one\nhttps://a.example/2.jpg,two,extra\nhttps://a.example/3.jpg,three\n"
+    )
+    report = safeset.scan(csv_path, tmp_path / "out", home=str(home), workers=1)
+    assert report["totals"]["rows"] == 3
+    assert report["problems"] == [f"{csv_path}, line 3: 3 fields, header has 2"]
+
+    jsonl = tmp_path / "meta.jsonl"
+    jsonl.write_text('{"url": "https://a.example/1.jpg"}\n{broken\n{"url": "https://a.example/3.jpg"}\n')
+    report = safeset.scan(jsonl, tmp_path / "out2", home=str(home), workers=1)
+    assert report["totals"]["rows"] == 3
+    assert report["problems"] == [f"{jsonl}, line 2: invalid JSON"]
+
+    no_url = tmp_path / "nourl.csv"
+    no_url.write_text("link,caption\nx,y\n")
+    with pytest.raises(BadInputError, match=r"nourl\.csv: no URL column \(columns: link, caption\)"):
+        safeset.scan(no_url, tmp_path / "out3", home=str(home))
+    result = run_cli("scan", no_url, "--out", tmp_path / "out4", "--url-col", "link", "-q", home=home)
+    assert result.exit_code == 0, result.output
