@@ -1,0 +1,84 @@
+"""Checking items: hash each one, match a batch against the banks, let the policy decide.
+
+The bytes of an item live only between `hash_item` receiving it and returning: the result keeps
+hashes, and the item's `data` is dropped, so a flagged image is never held longer than its hashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from ..banks import Matcher
+from ..hashing import DecodeError, DecodeLimits, byte_digests, pdq, url_md5
+from ..hashing.image import DEFAULT_MAX_PIXELS
+from ..model import Item, ItemResult, Status
+from ..policy import Policy
+
+BATCH = 256  # items matched per vectorised index call
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    pdq_threshold: int = 31
+    pdq_min_quality: int = 50
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def hash_item(item: Item, limits: DecodeLimits) -> ItemResult:
+    """Digests of the bytes and URL, and PDQ of the pixels, with the item's status."""
+    result = ItemResult(
+        row_id=item.row_id,
+        shard=item.shard,
+        index=item.index,
+        key=item.key,
+        url=item.url,
+        status=item.status or Status.OK,
+        error=item.error,
+        url_md5=url_md5(item.url) if item.url else None,
+    )
+    data, item.data = item.data, None
+    if item.status is not None:
+        return result
+    if not data:
+        result.status = Status.NO_IMAGE
+        result.error = "empty file" if data is not None else "no image bytes"
+        return result
+    digests = byte_digests(data)
+    result.md5, result.sha1, result.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
+    try:
+        h = pdq(data, limits)
+    except DecodeError as exc:
+        result.status = Status.DECODE_FAILED
+        result.error = exc.reason
+    else:
+        result.pdq, result.pdq_quality = str(h), h.quality
+    return result
+
+
+class Checker:
+    """Hashing + matching + policy for a stream of items, in batches."""
+
+    def __init__(self, matcher: Matcher, policy: Policy, settings: CheckSettings):
+        self.matcher = matcher
+        self.policy = policy
+        self.settings = settings
+        self.limits = DecodeLimits(max_pixels=settings.max_image_pixels)
+
+    def check(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Iterator[ItemResult]:
+        batch: list[ItemResult] = []
+        for item in items:
+            batch.append(hash_item(item, self.limits))
+            if len(batch) >= BATCH:
+                yield from self._decide(batch, progress)
+                batch = []
+        if batch:
+            yield from self._decide(batch, progress)
+
+    def _decide(self, batch: list[ItemResult], progress: Callable[[int], None] | None) -> list[ItemResult]:
+        self.matcher.match(batch)
+        for result in batch:
+            self.policy.decide(result, self.settings.pdq_min_quality)
+        if progress is not None:
+            progress(len(batch))
+        return batch

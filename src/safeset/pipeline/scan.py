@@ -1,0 +1,153 @@
+"""A whole scan: plan shards, run the ones not done yet on an engine, then merge and report.
+
+Resume is by shard: a shard whose done-marker exists is skipped, and since every shard's output is a
+function of its input, the banks, the policy and the settings alone, a resumed run produces the same
+files as an uninterrupted one. `_state/run.json` records those inputs; a rerun that asks for
+something different into the same OUT is refused rather than mixing two scans.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..banks import BankStore
+from ..errors import ShardsFailedError, UsageError
+from ..hashing import PDQ_DEFAULT_THRESHOLD, PDQ_MIN_QUALITY
+from ..hashing.image import DEFAULT_MAX_PIXELS
+from ..policy import Policy
+from ..report import ReportBuilder, render_report, versions
+from ..sinks import ManifestWriter, OutLayout, write_json
+from ..sources import ReadOptions, Shard, plan_shards
+from .check import CheckSettings
+from .progress import ScanProgress
+from .worker import RunSpec, ShardTask
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything a scan is asked to do. The CLI and `safeset.scan` both build one of these."""
+
+    inputs: tuple[str, ...]
+    out: str
+    banks: tuple[str, ...] | None = None  # None: every enabled bank
+    policy: Policy = field(default_factory=lambda: Policy.preset("default"))
+    workers: int | None = None  # None: all cores
+    engine: str = "local"
+    retries: int = 2
+    pdq_threshold: int = PDQ_DEFAULT_THRESHOLD
+    pdq_min_quality: int = PDQ_MIN_QUALITY
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    read: ReadOptions = field(default_factory=ReadOptions)
+    home: str | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pdq_threshold <= 256:
+            raise UsageError(f"--pdq-threshold must be in 0..256, got {self.pdq_threshold}")
+        if not 0 <= self.pdq_min_quality <= 100:
+            raise UsageError(f"PDQ minimum quality must be in 0..100, got {self.pdq_min_quality}")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if not self.inputs:
+            raise UsageError("no input given")
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> dict[str, Any]:
+    def stat(path: str) -> list:
+        st = Path(path).stat()
+        return [path, st.st_size, st.st_mtime_ns]
+
+    return {
+        "safeset": versions()["safeset"],
+        "shards": [[s.kind, s.name, [stat(f) for f in s.files]] for s in shards],
+        "banks": [list(b) for b in spec.banks],
+        "policy": spec.policy.to_dict(),
+        "settings": asdict(spec.settings),
+        "read": asdict(config.read),
+    }
+
+
+def _check_same_scan(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
+    if layout.run_spec.is_file():
+        previous = json.loads(layout.run_spec.read_text())
+        changed = [k for k in fingerprint if previous.get(k) != json.loads(json.dumps(fingerprint[k]))]
+        if changed:
+            raise UsageError(
+                f"{layout.root} holds a scan with different {', '.join(changed)}; "
+                "use another --out, or delete it to start over"
+            )
+    write_json(layout.run_spec, fingerprint)
+
+
+def run_scan(config: ScanConfig) -> dict[str, Any]:
+    # Engines import the pipeline's worker; importing them here, not at module level, keeps the
+    # arrows of DESIGN.md pointing one way.
+    from ..engines import Progress, engine_for
+
+    started = time.perf_counter()
+    store = BankStore(config.home)
+    banks = store.resolve(config.banks)
+    settings = CheckSettings(config.pdq_threshold, config.pdq_min_quality, config.max_image_pixels)
+    spec = RunSpec(str(store.home), tuple((b.name, b.sha256) for b in banks), config.policy, settings)
+    shards = plan_shards(config.inputs, config.read)
+    engine = engine_for(config.engine, config.workers, config.retries)
+    layout = OutLayout(config.out)
+    layout.create()
+    with layout.locked():
+        _check_same_scan(layout, _fingerprint(config, shards, spec))
+        layout.remove_partials()
+        done = {i for i in range(len(shards)) if layout.done(i).is_file()}
+        tasks = [ShardTask(i, s, str(layout.root), spec) for i, s in enumerate(shards) if i not in done]
+        with ScanProgress(len(shards), len(done), enabled=config.progress) as progress:
+            outcomes = engine.run(tasks, Progress(items=progress.items_done, shard_done=progress.shard_done))
+        failed = [o for o in outcomes if o.error]
+        if failed:
+            raise ShardsFailedError(
+                [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
+            )
+        summaries = [layout.read_done(i) for i in range(len(shards))]
+        created = _now()
+        builder = ReportBuilder()
+        folders = {s.name: s.name.rsplit("/", 1)[0] for s in shards if s.kind == "folder"}
+        manifests = ManifestWriter(layout, folders, created)
+        for i in range(len(shards)):
+            part = pq.read_table(layout.part(i))
+            manifests.add(part)
+            builder.add(part)
+        manifests.close()
+        elapsed = time.perf_counter() - started
+        rows_now = sum(o.summary["rows"] for o in outcomes)
+        report = builder.finish(
+            summaries=summaries,
+            banks=[{k: v for k, v in b.to_dict().items() if k != "sources"} for b in banks],
+            policy={**config.policy.to_dict(), "sha256": config.policy.sha256},
+            settings={
+                **asdict(settings),
+                **{f"read.{k}": v for k, v in asdict(config.read).items()},
+                "engine": engine.name,
+            },
+            created=created,
+            timings={
+                "seconds": round(elapsed, 3),
+                "shards_run": len(tasks),
+                "shards_resumed": len(done),
+                "rows_run": rows_now,
+                "rows_per_second": round(rows_now / elapsed, 1) if elapsed > 0 else None,
+                "workers": config.workers,
+            },
+        )
+        write_json(layout.report_json, report)
+        render_report(layout.root)  # from report.json, exactly as `safeset report` does
+    return report

@@ -1,0 +1,113 @@
+"""The shard worker: one input shard in, one results part and one clean part out, done-marker last.
+
+`run_shard` is the only entry point engines call. It is a plain picklable function of a picklable
+`ShardTask`, so any engine (a local process pool, Ray) can run it, and every engine gets identical
+bytes. Banks are loaded once per process and reused for every shard that process runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from ..atomic import commit, partial_path
+from ..banks import BankStore, Matcher, MatchSettings
+from ..errors import SafesetError
+from ..model import Decision, results_table
+from ..policy import Policy
+from ..sinks import OutLayout, write_json
+from ..sources import Shard, reader_for
+from .check import Checker, CheckSettings
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every shard of one scan shares."""
+
+    home: str
+    banks: tuple[tuple[str, str], ...]  # (name, sha256) as planned; a changed bank fails the shard
+    policy: Policy
+    settings: CheckSettings
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    part: int
+    shard: Shard
+    out: str
+    spec: RunSpec
+
+
+class BankChangedError(SafesetError):
+    pass
+
+
+_CHECKERS: dict[tuple, Checker] = {}
+
+
+def _checker(spec: RunSpec) -> Checker:
+    key = (spec.home, spec.banks, spec.policy.sha256, spec.settings)
+    checker = _CHECKERS.get(key)
+    if checker is None:
+        store = BankStore(spec.home)
+        infos = [store.get(name) for name, _ in spec.banks]
+        for info, (name, planned) in zip(infos, spec.banks, strict=True):
+            if info.sha256 != planned:
+                raise BankChangedError(f"bank {name!r} changed while the scan was running; rerun the scan")
+        match = MatchSettings(spec.settings.pdq_threshold, spec.settings.pdq_min_quality)
+        checker = Checker(Matcher.load(store, infos, match), spec.policy, spec.settings)
+        _CHECKERS.clear()  # one scan per process at a time: do not hold old banks in memory
+        _CHECKERS[key] = checker
+    return checker
+
+
+def file_record(path: str) -> dict:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"path": path, "bytes": size, "sha256": digest.hexdigest()}
+
+
+def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> dict:
+    """Process one shard and return its summary (also written as the shard's done-marker)."""
+    started = time.perf_counter()
+    layout = OutLayout(task.out)
+    checker = _checker(task.spec)
+    reader = reader_for(task.shard.kind)
+    problems: list[str] = []
+    results = sorted(checker.check(reader.items(task.shard, problems), progress), key=lambda r: r.index)
+    indexes = [r.index for r in results]
+    if len(set(indexes)) != len(indexes):
+        raise RuntimeError(f"{task.shard.name}: a row index was produced twice")
+
+    part = layout.part(task.part)
+    tmp = partial_path(part)
+    pq.write_table(results_table(results), tmp)
+    commit(tmp, part)
+    keep = {r.index for r in results if r.decision is Decision.KEEP}
+    reader.write_clean(task.shard, keep, layout.clean)
+
+    decisions = Counter(str(r.decision) for r in results)
+    summary = {
+        "part": task.part,
+        "shard": task.shard.name,
+        "kind": task.shard.kind,
+        "rows": len(results),
+        "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
+        "statuses": dict(sorted(Counter(str(r.status) for r in results).items())),
+        "problems": problems,
+        "files": [file_record(f) for f in task.shard.files],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if sum(summary["decisions"].values()) != summary["rows"]:
+        raise RuntimeError(f"{task.shard.name}: rows in != keep + remove + review")
+    write_json(layout.done(task.part), summary)
+    return summary

@@ -1,0 +1,147 @@
+"""The audit report: counts, conservation, coverage, per-bank / per-reason / per-domain tables, and
+everything needed to reproduce the run (input and bank checksums, thresholds, versions).
+
+Built in one pass over the results parts. Conservation is checked here, before report.json exists:
+if rows in != keep + remove + review anywhere, the scan fails instead of writing a report.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import SafesetError
+from ..hashing import url_host
+from ..model import Decision
+
+TOP_DOMAINS = 100
+MAX_PROBLEMS = 1000
+_PACKAGES = ("numpy", "pillow", "pyarrow", "pdqhash", "click", "rich")
+
+
+class ConservationError(SafesetError):
+    """Rows went missing or were counted twice: a bug, never a property of the input."""
+
+
+def versions() -> dict[str, str]:
+    found = {"safeset": _version("safeset"), "python": platform.python_version()}
+    found.update({p: _version(p) for p in _PACKAGES})
+    return found
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class ReportBuilder:
+    def __init__(self) -> None:
+        self.rows = 0
+        self.decisions: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.unchecked: Counter[str] = Counter()
+        self.unchecked_rows = 0
+        self.bank_items: Counter[str] = Counter()
+        self.bank_matches: dict[str, Counter[str]] = defaultdict(Counter)
+        self.bank_entries: dict[str, set[str]] = defaultdict(set)
+        self.domains: dict[str, Counter[str]] = defaultdict(Counter)
+        self.part_rows: dict[str, int] = {}
+
+    def add(self, part: pa.Table) -> None:
+        self.rows += part.num_rows
+        if part.num_rows:
+            self.part_rows[part["shard"][0].as_py()] = part.num_rows
+        columns = part.select(["status", "error", "decision", "reasons", "matches", "url"]).to_pydict()
+        for status, error, decision, reasons, matches, url in zip(*columns.values(), strict=True):
+            self.statuses[status] += 1
+            self.decisions[decision] += 1
+            if error:
+                self.errors[f"{status}: {error.split(':', 1)[0]}"] += 1
+            unchecked = [r.removeprefix("unchecked:") for r in reasons if r.startswith("unchecked:")]
+            self.unchecked.update(unchecked)
+            self.unchecked_rows += bool(unchecked)
+            self.reasons.update(reasons)
+            banks_hit = set()
+            for match in matches:
+                bank = match["bank"]
+                banks_hit.add(bank)
+                self.bank_matches[bank][match["signal_type"]] += 1
+                self.bank_entries[bank].add(f"{match['signal_type']}:{match['entry']}")
+            self.bank_items.update(banks_hit)
+            if decision != Decision.KEEP and url:
+                self.domains[url_host(url) or "(no host)"][decision] += 1
+
+    def finish(
+        self,
+        *,
+        summaries: Sequence[dict],
+        banks: Sequence[dict],
+        policy: dict,
+        settings: dict,
+        created: str,
+        timings: dict,
+    ) -> dict[str, Any]:
+        self._check_conservation(summaries)
+        totals = {"rows": self.rows, **{str(d): self.decisions.get(str(d), 0) for d in Decision}}
+        totals["unchecked"] = self.unchecked_rows
+        problems = [p for s in summaries for p in s["problems"]]
+        domains = sorted(self.domains.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:TOP_DOMAINS]
+        return {
+            "created": created,
+            "versions": versions(),
+            "settings": settings,
+            "policy": policy,
+            "banks": [
+                {
+                    **bank,
+                    "items_matched": self.bank_items.get(bank["name"], 0),
+                    "matches": dict(sorted(self.bank_matches.get(bank["name"], Counter()).items())),
+                    "entries_matched": len(self.bank_entries.get(bank["name"], ())),
+                }
+                for bank in banks
+            ],
+            "totals": totals,
+            "conservation": {
+                "holds": True,
+                "rows_in": self.rows,
+                "keep_remove_review": sum(totals[str(d)] for d in Decision),
+                "shards": len(summaries),
+            },
+            "statuses": dict(sorted(self.statuses.items())),
+            "reasons": dict(sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "errors": dict(sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "unchecked": dict(sorted(self.unchecked.items())),
+            "domains": [
+                {"domain": d, "remove": c.get(Decision.REMOVE, 0), "review": c.get(Decision.REVIEW, 0)}
+                for d, c in domains
+            ],
+            "inputs": [{"shard": s["shard"], "kind": s["kind"], "files": s["files"]} for s in summaries],
+            "shards": [
+                {"part": s["part"], "shard": s["shard"], "kind": s["kind"], "rows": s["rows"], **s["decisions"]}
+                for s in summaries
+            ],
+            "problems": problems[:MAX_PROBLEMS],
+            "problems_total": len(problems),
+            "timings": timings,
+        }
+
+    def _check_conservation(self, summaries: Sequence[dict]) -> None:
+        for s in summaries:
+            if sum(s["decisions"].values()) != s["rows"]:
+                raise ConservationError(f"shard {s['shard']}: rows {s['rows']} != keep + remove + review")
+            if self.part_rows.get(s["shard"], 0) != s["rows"]:
+                raise ConservationError(
+                    f"shard {s['shard']}: its results part holds {self.part_rows.get(s['shard'], 0)} rows, "
+                    f"its summary {s['rows']}"
+                )
+        if sum(self.decisions.values()) != self.rows or sum(s["rows"] for s in summaries) != self.rows:
+            raise ConservationError("rows in != keep + remove + review over the whole run")

@@ -1,0 +1,137 @@
+"""report.html: the report as plain, self-contained HTML.
+
+Counts, hashes, row ids and URLs only, as text. No image is ever embedded or linked: the page's
+Content-Security-Policy forbids loading anything at all, so even a URL pasted into it cannot fetch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .8em; text-align: left; }
+th { background: #f2f2f2; } tr:nth-child(even) td { background: #fafafa; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.ok { color: #176f2c; } .bad { color: #a11; } code { font-size: .92em; }
+"""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"<td>{'yes' if value else 'no'}</td>"
+    if isinstance(value, (int, float)):
+        return f'<td class="n">{value:,}</td>'
+    return f"<td>{escape(str(value))}</td>"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _section(title: str, content: str) -> str:
+    return f"<section><h2>{escape(title)}</h2>{content}</section>"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    totals = report["totals"]
+    conservation = report["conservation"]
+    holds = conservation["holds"]
+    parts = [
+        _section(
+            "Summary",
+            _table(
+                ["rows in", "keep", "remove", "review", "unchecked"],
+                [[totals[k] for k in ("rows", "keep", "remove", "review", "unchecked")]],
+                "totals",
+            )
+            + f'<p id="conservation" class="{"ok" if holds else "bad"}">Conservation '
+            + ("holds" if holds else "FAILS")
+            + f": {conservation['rows_in']:,} rows in = {conservation['keep_remove_review']:,} kept + removed"
+            " + held for review, over " + f"{conservation['shards']:,} shard(s).</p>",
+        ),
+        _section(
+            "Banks",
+            _table(
+                ["bank", "version", "label", "listed", "items matched", "entries matched", "matches by type", "sha256"],
+                [
+                    [
+                        b["name"],
+                        b["version"],
+                        b["label"],
+                        sum(b["counts"].values()),
+                        b["items_matched"],
+                        b["entries_matched"],
+                        ", ".join(f"{t}: {n}" for t, n in b["matches"].items()) or "-",
+                        b["sha256"],
+                    ]
+                    for b in report["banks"]
+                ],
+                "banks",
+            ),
+        ),
+        _section("Reasons", _table(["reason", "rows"], report["reasons"].items(), "reasons")),
+        _section("Statuses", _table(["status", "rows"], report["statuses"].items(), "statuses")),
+        _section("Unchecked", _table(["condition", "rows"], report["unchecked"].items(), "unchecked")),
+        _section("Errors", _table(["error", "rows"], report["errors"].items(), "errors")),
+        _section(
+            "Domains of removed and held items",
+            _table(
+                ["domain", "remove", "review"],
+                [[d["domain"], d["remove"], d["review"]] for d in report["domains"]],
+                "domains",
+            ),
+        ),
+        _section(
+            "Shards",
+            _table(
+                ["part", "shard", "kind", "rows", "keep", "remove", "review"],
+                [
+                    [s["part"], s["shard"], s["kind"], s["rows"], s["keep"], s["remove"], s["review"]]
+                    for s in report["shards"]
+                ],
+                "shards",
+            ),
+        ),
+        _section(
+            "Input files",
+            _table(
+                ["file", "bytes", "sha256"],
+                [[f["path"], f["bytes"], f["sha256"]] for i in report["inputs"] for f in i["files"]],
+                "inputs",
+            ),
+        ),
+        _section(
+            "Problems",
+            _table(["problem"], [[p] for p in report["problems"]], "problems")
+            + (
+                f"<p>{report['problems_total']:,} in all.</p>"
+                if report["problems_total"] > len(report["problems"])
+                else ""
+            ),
+        ),
+        _section("Settings", _table(["setting", "value"], report["settings"].items(), "settings")),
+        _section(
+            "Policy",
+            _table(
+                ["rule", "action"],
+                [["match (default)", report["policy"]["match"]["default"]]]
+                + [[f"match in {b}", a] for b, a in report["policy"]["match"]["banks"].items()]
+                + [[f"unchecked: {c}", a] for c, a in report["policy"]["unchecked"].items()],
+                "policy",
+            ),
+        ),
+        _section("Versions", _table(["package", "version"], report["versions"].items(), "versions")),
+    ]
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>safeset report</title><style>{_STYLE}</style></head><body>"
+        f"<h1>safeset audit report</h1><p>Created {escape(report['created'])}. "
+        "Hashes, row ids and URLs only: no image is shown or linked.</p>" + "".join(parts) + "</body></html>\n"
+    )

@@ -1,0 +1,75 @@
+"""Where everything under `--out` lives, and the write-then-rename discipline that makes resume safe.
+
+    OUT/results/part-NNNNN.parquet   one ItemResult per input row of shard NNNNN
+    OUT/clean/...                    the clean release, in each input's own format
+    OUT/removed.parquet, OUT/review.parquet, OUT/evidence.jsonl, OUT/report.json, OUT/report.html
+    OUT/_state/run.json              what the scan was asked to do (a rerun must ask the same)
+    OUT/_state/part-NNNNN.done.json  a shard's summary, written last: its presence means "done"
+
+Every file is written through `safeset.atomic`, so a killed run leaves no torn file, only `.partial`
+leftovers, which the next run deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic
+from ..errors import UsageError
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+class OutLayout:
+    def __init__(self, out: Path | str):
+        self.root = Path(out)
+        self.results = self.root / "results"
+        self.clean = self.root / "clean"
+        self.state = self.root / "_state"
+        self.removed = self.root / "removed.parquet"
+        self.review = self.root / "review.parquet"
+        self.evidence = self.root / "evidence.jsonl"
+        self.report_json = self.root / "report.json"
+        self.report_html = self.root / "report.html"
+        self.run_spec = self.state / "run.json"
+
+    def part(self, index: int) -> Path:
+        return self.results / f"part-{index:05d}.parquet"
+
+    def done(self, index: int) -> Path:
+        return self.state / f"part-{index:05d}.done.json"
+
+    def read_done(self, index: int) -> dict | None:
+        path = self.done(index)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def create(self) -> None:
+        for directory in (self.root, self.results, self.clean, self.state):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def remove_partials(self) -> None:
+        """Delete what a killed run was in the middle of writing."""
+        for path in self.root.rglob("*.partial"):
+            path.unlink()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One scan at a time per OUT."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"another scan is writing to {self.root}") from None
+            yield
+        finally:
+            os.close(fd)
