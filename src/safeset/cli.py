@@ -1,0 +1,285 @@
+"""The `safeset` command: a thin layer over the library.
+
+Each command parses its options, calls one library function, and prints. Errors are mapped to exit
+codes in one place (`_Group.invoke`): 2 usage, 3 bad input (the message names the file and line or
+row), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import BankStore, Policy, ReadOptions, __version__, hash_file, scan
+from .errors import SafesetError
+from .policy import preset_names
+
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SafesetError as exc:
+            _err.print(f"[red]error:[/] {escape(str(exc))}")
+            ctx.exit(exc.exit_code)
+
+
+def _store(ctx: click.Context) -> BankStore:
+    return BankStore(ctx.obj["home"])
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SAFESET_HOME",
+    default=None,
+    help="Bank store directory [env SAFESET_HOME; default ~/.local/share/safeset].",
+)
+@click.version_option(__version__, prog_name="safeset")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
+    """Find and remove known illegal and unwanted images from image-text datasets, without anyone
+    viewing them, and write a cleaned release with an audit report."""
+    ctx.obj = {"home": home}
+
+
+# ---- banks --------------------------------------------------------------------------------------
+@cli.group(cls=_Group)
+def bank() -> None:
+    """Manage the local hash lists (banks) that scans match against."""
+
+
+@bank.command("add")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--type",
+    "type_name",
+    type=click.Choice(["md5", "sha1", "sha256", "pdq", "url", "url_md5", "domain"]),
+    help="Signal type of one-value-per-line files (and of CSVs without a type column).",
+)
+@click.option("--label", help="Free text kept with the bank (where the list came from).")
+@click.option("--strict", is_flag=True, help="Refuse the whole file if any line is bad.")
+@click.pass_context
+def bank_add(ctx, name: str, file: Path, type_name: str | None, label: str | None, strict: bool) -> None:
+    """Import hash list FILE into bank NAME (created, or merged into and versioned).
+
+    FILE holds one hash per line (with --type), '<type> <hash>' per line (python-threatexchange),
+    or CSV with a header naming a hash column. Bad lines are reported by number and skipped.
+    """
+    result = _store(ctx).add(name, file, type_name=type_name, label=label, strict=strict)
+    counts = ", ".join(f"{t} {n:,}" for t, n in result.bank.counts.items()) or "empty"
+    _out.print(
+        f"bank [bold]{escape(name)}[/] version {result.bank.version}: {result.added:,} new of "
+        f"{result.accepted:,} valid value(s) from {result.lines:,} line(s); now holds {counts}"
+    )
+    if result.duplicates:
+        _out.print(f"{result.duplicates:,} duplicate line(s) ignored")
+    if result.errors:
+        _err.print(f"[yellow]{len(result.errors):,} bad line(s) skipped[/] (--strict would refuse the file):")
+        for error in result.errors[:20]:
+            _err.print(f"  {escape(str(file))}, {error}")
+        if len(result.errors) > 20:
+            _err.print(f"  ... and {len(result.errors) - 20:,} more")
+
+
+@bank.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def bank_list(ctx, as_json: bool) -> None:
+    """List the banks in the store."""
+    banks = _store(ctx).list()
+    if as_json:
+        click.echo(json.dumps([b.to_dict() for b in banks], indent=2))
+        return
+    table = Table("name", "enabled", "version", "entries", "label", "updated")
+    for b in banks:
+        counts = ", ".join(f"{t} {n:,}" for t, n in b.counts.items())
+        table.add_row(b.name, "yes" if b.enabled else "no", str(b.version), counts, b.label, b.updated)
+    _out.print(table if banks else "no banks yet: add one with `safeset bank add NAME FILE`")
+
+
+@bank.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bank_show(ctx, name: str, as_json: bool) -> None:
+    """Show one bank's metadata and sources (never its entries)."""
+    info = _store(ctx).get(name)
+    if as_json:
+        click.echo(json.dumps(info.to_dict(), indent=2))
+        return
+    for key in ("name", "label", "enabled", "version", "created", "updated", "sha256"):
+        _out.print(f"{key:>8}: {escape(str(getattr(info, key)))}")
+    _out.print(f"{'entries':>8}: " + ", ".join(f"{t} {n:,}" for t, n in info.counts.items()))
+    table = Table("file", "sha256", "added", "lines", "accepted", "rejected", title="sources")
+    for s in info.sources:
+        table.add_row(s["file"], s["sha256"], s["added"], str(s["lines"]), str(s["accepted"]), str(s["rejected"]))
+    _out.print(table)
+
+
+def _toggle(enabled: bool):
+    @click.argument("name")
+    @click.pass_context
+    def command(ctx, name: str) -> None:
+        _store(ctx).set_enabled(name, enabled)
+        _out.print(f"bank {escape(name)} {'enabled' if enabled else 'disabled'}")
+
+    return command
+
+
+bank.command("enable", help="Use bank NAME in scans that name no bank.")(_toggle(True))
+bank.command("disable", help="Leave bank NAME out of scans unless it is named with --bank.")(_toggle(False))
+
+
+@bank.command("rm")
+@click.argument("name")
+@click.pass_context
+def bank_rm(ctx, name: str) -> None:
+    """Delete bank NAME and its stored lists."""
+    _store(ctx).remove(name)
+    _out.print(f"bank {escape(name)} removed")
+
+
+# ---- scan -----------------------------------------------------------------------------------------
+@cli.command("scan")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option("--bank", "banks", multiple=True, help="Bank to match (repeatable; default: every enabled bank).")
+@click.option(
+    "--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Policy TOML file."
+)
+@click.option("--preset", type=click.Choice(preset_names()), help="Built-in policy (default: 'default').")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
+@click.option("--engine", default="local", show_default=True, help="Engine that runs the shard workers.")
+@click.option(
+    "--pdq-threshold",
+    type=click.IntRange(0, 256),
+    default=31,
+    show_default=True,
+    help="Largest Hamming distance that counts as a PDQ match.",
+)
+@click.option("--url-col", help="URL column of metadata tables (default: 'url', any case).")
+@click.option("--caption-col", help="Caption column (default: 'caption' or 'text', any case).")
+@click.option("--image-col", help="Image-bytes column of parquet inputs (default: 'image' and kin).")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Extra attempts for a shard whose worker failed.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_context
+def scan_command(
+    ctx,
+    inputs,
+    out,
+    banks,
+    policy_file,
+    preset,
+    workers,
+    engine,
+    pdq_threshold,
+    url_col,
+    caption_col,
+    image_col,
+    retries,
+    quiet,
+) -> None:
+    """Audit INPUT... (webdataset tars or folders of them, image parquet, image folders, metadata
+    tables) against the banks; write results, a clean release, manifests and a report to OUT."""
+    if policy_file and preset:
+        raise click.UsageError("give --policy or --preset, not both")
+    policy = Policy.load(policy_file) if policy_file else Policy.preset(preset or "default")
+    report = scan(
+        list(inputs),
+        out,
+        banks=list(banks) or None,
+        policy=policy,
+        workers=workers,
+        engine=engine,
+        retries=retries,
+        pdq_threshold=pdq_threshold,
+        read=ReadOptions(url_col=url_col, caption_col=caption_col, image_col=image_col),
+        home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
+        progress=not quiet,
+    )
+    print_summary(report, out)
+
+
+def print_summary(report: dict, out: Path) -> None:
+    t = report["totals"]
+    table = Table("rows in", "keep", "remove", "review", "unchecked", title="safeset scan")
+    table.add_row(*(f"{t[k]:,}" for k in ("rows", "keep", "remove", "review", "unchecked")))
+    _out.print(table)
+    reasons = {r: n for r, n in report["reasons"].items() if r.startswith("match:")}
+    for reason, n in reasons.items():
+        _out.print(f"  {escape(reason)}: {n:,}")
+    if report["problems_total"]:
+        _out.print(f"[yellow]{report['problems_total']:,} input problem(s) recorded[/] (see the report)")
+    _out.print(f"report: {out / 'report.html'}")
+
+
+# ---- hash, report, demo ------------------------------------------------------------------------
+@cli.command("hash")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def hash_command(files, as_json: bool) -> None:
+    """Print md5, sha1, sha256, PDQ and PDQ quality of each FILE."""
+    table = Table("path", "md5", "pdq", "quality", "status")
+    for path in files:
+        record = hash_file(path)
+        if as_json:
+            click.echo(json.dumps(record))
+        else:
+            table.add_row(
+                str(path),
+                record["md5"] or "-",
+                record["pdq"] or "-",
+                str(record["pdq_quality"] or "-"),
+                record["status"] + (f" ({record['error']})" if record["error"] else ""),
+            )
+    if not as_json:
+        _out.print(table)
+
+
+@cli.command("report")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report_command(out: Path) -> None:
+    """(Re)render OUT/report.html from OUT/report.json."""
+    from .report import render_report
+
+    _out.print(f"report: {render_report(out)}")
+
+
+@cli.command("demo")
+@click.argument("directory", default="build/demo", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
+def demo_command(directory: Path, workers: int | None) -> None:
+    """Build a demo dataset of benign CC0 photos in DIRECTORY, register demo banks, and scan it."""
+    from .demo import credits, run_demo
+
+    data, report = run_demo(directory, workers=workers)
+    _out.print(f"demo dataset: {data.rows:,} rows in {data.shards}")
+    _out.print("photos (scikit-image sample data): " + "; ".join(credits()))
+    print_summary(report, directory / "out")
+    t = report["totals"]
+    expected = data.listed_exact + data.listed_transformed + data.listed_urls
+    if t["remove"] != expected:
+        _err.print(f"[red]the demo expected {expected} removals, got {t['remove']}[/]")
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="safeset")

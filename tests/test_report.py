@@ -1,0 +1,96 @@
+"""The HTML report in a real headless browser: it renders the counts, and it never loads anything,
+not even the URLs of removed items, which here point at a loopback server that records requests."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from helpers import make_shards, run_cli, write_lines
+
+from safeset.demo import Sample, jpeg
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class _Recorder(SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    _Recorder.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Recorder, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}", _Recorder.requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def browse(url: str, profile: Path) -> str:
+    assert CHROMIUM, "chromium is missing: `make test` installs it (apt package chromium)"
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=2000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    return proc.stdout.decode()
+
+
+def test_report_renders_in_a_browser_and_loads_nothing(tiles, tmp_path, home, server):
+    www, base, requests = server
+    listed = jpeg(tiles[7][1])
+    samples = [Sample(f"{base}/images/{name}.jpg", name, jpeg(image)) for name, image in tiles[30:40]]
+    samples.append(Sample(f"{base}/images/listed.jpg", "<b>caption</b>", listed))
+    make_shards(tmp_path / "shards", [samples])
+    write_lines(tmp_path / "md5.txt", [hashlib.md5(listed).hexdigest()])
+    assert run_cli("bank", "add", "test-list", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    out = www / "out"
+    assert run_cli("scan", tmp_path / "shards", "--out", out, "-q", home=home).exit_code == 0
+
+    dom = browse(f"{base}/out/report.html", tmp_path / "profile")
+    assert "safeset audit report" in dom
+    assert '<table id="totals">' in dom
+    assert '<td class="n">11</td><td class="n">10</td><td class="n">1</td>' in dom  # rows, keep, remove
+    assert "Conservation holds" in dom
+    assert "test-list" in dom and "<img" not in dom
+    # The browser asked for the report (and perhaps its favicon), never for an image URL.
+    assert requests and requests[0] == "/out/report.html"
+    assert not [r for r in requests if r.startswith("/images/")]
+
+    # `safeset report` re-renders the same page from report.json
+    before = (out / "report.html").read_text()
+    (out / "report.html").unlink()
+    assert run_cli("report", out).exit_code == 0
+    assert (out / "report.html").read_text() == before

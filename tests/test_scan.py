@@ -1,0 +1,300 @@
+"""End to end on real webdataset shards: what is removed, what the clean release holds, conservation,
+identical output whatever the worker count, resume after SIGKILL, and zero view."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import make_shards, read_json, run_cli, samples_from, write_lines
+from PIL import Image
+
+import safeset
+from safeset.demo import Sample, jpeg
+
+LISTED_EXACT = 3  # tile indexes used as "known bad" stand-ins
+LISTED_RESIZED = 11
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, tiles):
+    """Two img2dataset shards of benign tiles, with an exact copy of one listed tile, a resized copy
+    of another, a URL-listed row, a failed download, and a sample with no image member."""
+    root = tmp_path_factory.mktemp("dataset")
+    pool = samples_from(tiles[20:60])
+    exact_name, exact_image = tiles[LISTED_EXACT]
+    resized_name, resized_image = tiles[LISTED_RESIZED]
+    exact = Sample("https://bad.example.org/exact.jpg", "exact copy", jpeg(exact_image), size=exact_image.size)
+    small = resized_image.resize((144, 144), Image.Resampling.LANCZOS)
+    resized = Sample("https://mirror.example.net/resized.jpg", "resized copy", jpeg(small, 75), size=small.size)
+    failed = Sample("https://gone.example.org/x.jpg", "gone", None, error="HTTP Error 404: Not Found")
+    odd = Sample("https://odd.example.org/x.xyz", "odd", b"not an image at all", ext="xyz")
+    shard0 = pool[:20] + [exact, failed]
+    shard1 = pool[20:] + [resized, odd]
+    shards = make_shards(root / "shards", [shard0, shard1])
+    lists = root / "lists"
+    lists.mkdir()
+    write_lines(lists / "md5.txt", [hashlib.md5(exact.image).hexdigest()])
+    write_lines(lists / "pdq.txt", [f"pdq {safeset.pdq(exact_image)}", f"pdq {safeset.pdq(resized_image)}"])
+    write_lines(lists / "urls.csv", ["url", pool[5].url])
+    return {
+        "shards": shards,
+        "lists": lists,
+        "exact": exact,
+        "resized": resized,
+        "url_listed": pool[5],
+        "rows": len(shard0) + len(shard1),
+    }
+
+
+def add_banks(home: Path, lists: Path) -> None:
+    for args in (("md5", lists / "md5.txt", "--type", "md5"), ("pdq", lists / "pdq.txt"), ("urls", lists / "urls.csv")):
+        result = run_cli("bank", "add", *args, home=home)
+        assert result.exit_code == 0, result.output
+
+
+def tar_members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def snapshot(out: Path) -> dict[str, object]:
+    """Every output file, minus what legitimately differs between runs (times, durations)."""
+    files: dict[str, object] = {}
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if path.is_dir() or rel in ("_state/lock", "report.html"):
+            continue
+        if rel == "report.json":
+            report = json.loads(path.read_text())
+            report.pop("created"), report.pop("timings")
+            files[rel] = report
+        elif rel.endswith(".done.json"):
+            files[rel] = {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
+        elif rel == "evidence.jsonl":
+            files[rel] = [
+                {k: v for k, v in json.loads(line).items() if k != "time"} for line in path.read_text().splitlines()
+            ]
+        else:
+            files[rel] = path.read_bytes()
+    return files
+
+
+def test_scan_removes_listed_images_and_writes_a_clean_release(dataset, tmp_path, home):
+    add_banks(home, dataset["lists"])
+    out = tmp_path / "out"
+    result = run_cli("scan", dataset["shards"], "--out", out, "--workers", "2", "-q", home=home)
+    assert result.exit_code == 0, result.output
+    assert "report:" in result.stdout
+
+    report = read_json(out / "report.json")
+    totals = report["totals"]
+    assert totals["rows"] == dataset["rows"]
+    assert totals["rows"] == totals["keep"] + totals["remove"] + totals["review"]
+    assert report["conservation"]["holds"] is True
+    assert totals["remove"] == 3 and totals["review"] == 0
+    assert report["statuses"] == {"no_image": 2, "ok": dataset["rows"] - 2}
+    assert report["unchecked"]["no_image"] == 2
+    assert {b["name"]: b["items_matched"] for b in report["banks"]} == {"md5": 1, "pdq": 2, "urls": 1}
+    assert len(report["inputs"][0]["files"]) == 2  # the tar and its parquet, with checksums
+    tar0 = report["inputs"][0]["files"][0]
+    assert tar0["sha256"] == hashlib.sha256(Path(tar0["path"]).read_bytes()).hexdigest()
+
+    results = pq.read_table(out / "results").to_pylist()
+    assert len(results) == dataset["rows"]
+    by_url = {r["url"]: r for r in results}
+    exact = by_url[dataset["exact"].url]
+    assert exact["decision"] == "remove"
+    assert {(m["bank"], m["signal_type"], m["distance"]) for m in exact["matches"]} == {
+        ("md5", "md5", 0),
+        ("pdq", "pdq", 0),
+    }
+    resized = by_url[dataset["resized"].url]
+    assert resized["decision"] == "remove" and resized["md5"] != exact["md5"]
+    assert [(m["bank"], m["signal_type"]) for m in resized["matches"]] == [("pdq", "pdq")]
+    assert 0 < resized["matches"][0]["distance"] <= 31
+    assert by_url[dataset["url_listed"].url]["reasons"] == ["match:urls:url"]
+    assert (
+        by_url["https://gone.example.org/x.jpg"]["error"] == "img2dataset failed_to_download: HTTP Error 404: Not Found"
+    )
+    assert by_url["https://odd.example.org/x.xyz"]["error"] == "sample has no image member"
+
+    removed = pq.read_table(out / "removed.parquet").to_pylist()
+    assert sorted(r["url"] for r in removed) == sorted(
+        [dataset["exact"].url, dataset["resized"].url, dataset["url_listed"].url]
+    )
+    assert pq.read_table(out / "review.parquet").num_rows == 0
+    evidence = [json.loads(line) for line in (out / "evidence.jsonl").read_text().splitlines()]
+    assert {(e["url"], e["bank"]) for e in evidence} == {
+        (dataset["exact"].url, "md5"),
+        (dataset["exact"].url, "pdq"),
+        (dataset["resized"].url, "pdq"),
+        (dataset["url_listed"].url, "urls"),
+    }
+    assert all(set(e) >= {"url", "md5", "sha1", "pdq", "bank", "entry", "time"} for e in evidence)
+
+    # The clean release: same layout, kept samples byte-identical, removed ones absent.
+    removed_keys = {r["key"] for r in removed}
+    for shard in ("00000", "00001"):
+        original = tar_members(dataset["shards"] / f"{shard}.tar")
+        clean = tar_members(out / "clean" / "shards" / f"{shard}.tar")
+        expected = {name: data for name, data in original.items() if name.split(".")[0] not in removed_keys}
+        assert clean == expected
+        rows = pq.read_table(dataset["shards"] / f"{shard}.parquet").to_pylist()
+        clean_rows = pq.read_table(out / "clean" / "shards" / f"{shard}.parquet").to_pylist()
+        assert clean_rows == [r for r in rows if r["key"] not in removed_keys]
+
+    assert (out / "report.html").read_text().count("<table") >= 5
+
+
+def test_output_is_identical_whatever_the_worker_count(dataset, tmp_path, home):
+    add_banks(home, dataset["lists"])
+    one = safeset.scan(dataset["shards"], tmp_path / "one", workers=1, home=str(home))
+    two = safeset.scan(dataset["shards"], tmp_path / "two", workers=2, home=str(home))
+    assert one["totals"] == two["totals"]
+    assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+
+
+def test_a_rerun_resumes_and_a_different_scan_is_refused(dataset, tmp_path, home):
+    add_banks(home, dataset["lists"])
+    out = tmp_path / "out"
+    first = safeset.scan(dataset["shards"], out, workers=1, home=str(home))
+    again = safeset.scan(dataset["shards"], out, workers=1, home=str(home))
+    assert again["timings"]["shards_resumed"] == 2 and again["timings"]["shards_run"] == 0
+    assert again["totals"] == first["totals"]
+    refused = run_cli("scan", dataset["shards"], "--out", out, "--pdq-threshold", "10", "-q", home=home)
+    assert refused.exit_code == 2 and "different settings" in refused.stderr
+
+
+def _cli(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "safeset", *args], env=env, stdout=subprocess.DEVNULL)
+
+
+def _finish(proc: subprocess.Popen) -> int:
+    proc.wait()
+    return proc.returncode
+
+
+def test_resume_after_sigkill_gives_the_same_outputs(tiles, tmp_path, home):
+    samples = samples_from(tiles)
+    shards = make_shards(tmp_path / "shards", [samples[i::16] for i in range(16)])
+    listed = tmp_path / "pdq.txt"
+    write_lines(listed, [f"pdq {safeset.pdq(image)}" for _, image in tiles[::25]])
+    assert run_cli("bank", "add", "pdq", listed, home=home).exit_code == 0
+    env = {**os.environ, "SAFESET_HOME": str(home)}
+
+    killed = tmp_path / "killed"
+    proc = _cli("scan", str(shards), "--out", str(killed), "--workers", "1", "-q", env=env)
+    deadline = time.monotonic() + 120
+    while not list((killed / "_state").glob("part-*.done.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(list((killed / "_state").glob("part-*.done.json")))
+    assert 1 <= done_at_kill < 16, "the kill must land mid-run"
+    time.sleep(0.5)  # the worker dies with its parent (PR_SET_PDEATHSIG); give it a moment
+    assert len(list((killed / "_state").glob("part-*.done.json"))) < 16
+
+    rerun = _cli("scan", str(shards), "--out", str(killed), "--workers", "2", "-q", env=env)
+    assert _finish(rerun) == 0
+    report = read_json(killed / "report.json")
+    assert report["timings"]["shards_resumed"] >= done_at_kill
+    assert not list(killed.rglob("*.partial"))
+
+    clean_run = tmp_path / "clean_run"
+    straight = _cli("scan", str(shards), "--out", str(clean_run), "--workers", "2", "-q", env=env)
+    assert _finish(straight) == 0
+    assert snapshot(killed) == snapshot(clean_run)
+
+
+def test_zero_view_flagged_bytes_are_nowhere(tiles, tmp_path, home):
+    """Plant listed images, scan in a subprocess with its own TMPDIR, then search every file it
+    could have written, and its output, for their bytes."""
+    planted_images = [tiles[40][1], tiles[90][1]]
+    planted = [jpeg(image, 93) for image in planted_images]
+    kept_sample = samples_from(tiles[100:101])[0]
+    samples = samples_from(tiles[101:120]) + [kept_sample]
+    samples += [Sample(f"https://bad.example.org/{i}.jpg", "x", data) for i, data in enumerate(planted)]
+    shards = make_shards(tmp_path / "shards", [samples[:11], samples[11:]])
+    write_lines(tmp_path / "md5.txt", [hashlib.md5(planted[0]).hexdigest()])
+    write_lines(tmp_path / "pdq.txt", [f"pdq {safeset.pdq(planted_images[1])}"])
+    assert run_cli("bank", "add", "md5", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    assert run_cli("bank", "add", "pdq", tmp_path / "pdq.txt", home=home).exit_code == 0
+
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    out = tmp_path / "out"
+    env = {**os.environ, "SAFESET_HOME": str(home), "TMPDIR": str(scratch)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "safeset", "scan", str(shards), "--out", str(out), "--workers", "2"],
+        env=env,
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert read_json(out / "report.json")["totals"]["remove"] == 2
+
+    def windows(data: bytes) -> list[bytes]:
+        # the whole file, and 64-byte windows from the start, middle and end of its entropy-coded data
+        return [data] + [data[i : i + 64] for i in (len(data) // 3, len(data) // 2, len(data) - 80)]
+
+    written = [p for p in [*out.rglob("*"), *scratch.rglob("*"), *home.rglob("*")] if p.is_file()]
+    blobs = [(str(p), p.read_bytes()) for p in written] + [("stdout", proc.stdout), ("stderr", proc.stderr)]
+    for data in planted:
+        for needle in windows(data):
+            assert not [name for name, blob in blobs if needle in blob]
+    # the search does find bytes that were meant to be written: a kept image sits in the clean tar
+    clean = b"".join(blob for name, blob in blobs if "/clean/" in name)
+    assert all(needle in clean for needle in windows(kept_sample.image))
+
+
+def test_truncated_and_unreadable_shards(dataset, tmp_path, home):
+    add_banks(home, dataset["lists"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    whole = (dataset["shards"] / "00000.tar").read_bytes()
+    (broken / "00000.tar").write_bytes(whole[: len(whole) // 2])
+    (broken / "00000.parquet").write_bytes((dataset["shards"] / "00000.parquet").read_bytes())
+    out = tmp_path / "out"
+    result = run_cli("scan", broken, "--out", out, "-q", home=home)
+    assert result.exit_code == 0, result.output
+    report = read_json(out / "report.json")
+    rows = pq.read_table(dataset["shards"] / "00000.parquet").num_rows
+    assert report["totals"]["rows"] == rows  # every parquet row is accounted for
+    assert report["statuses"]["ok"] > 0 and report["statuses"]["no_image"] > 1
+    assert any("00000.tar: tar unreadable after" in p for p in report["problems"])
+    assert "1 input problem(s) recorded" in result.stdout
+
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"this is not a tar archive" * 100)
+    bad = run_cli("scan", garbage, "--out", tmp_path / "out2", "-q", home=home)
+    assert bad.exit_code == 3
+    assert f"{garbage}: not a readable tar archive" in bad.stderr
+
+    not_parquet = tmp_path / "table.parquet"
+    not_parquet.write_bytes(b"PAR1 nonsense")
+    bad = run_cli("scan", not_parquet, "--out", tmp_path / "out3", "-q", home=home)
+    assert bad.exit_code == 3 and f"{not_parquet}: not a readable parquet file" in bad.stderr
+
+    unknown = tmp_path / "notes.docx"
+    unknown.write_bytes(b"x")
+    bad = run_cli("scan", unknown, "--out", tmp_path / "out4", "-q", home=home)
+    assert bad.exit_code == 3 and "cannot tell what kind of input" in bad.stderr
+
+
+def test_tar_without_parquet_is_read_alone(tiles, tmp_path, home):
+    make_shards(tmp_path / "s", [samples_from(tiles[:6])])
+    (tmp_path / "s" / "00000.parquet").unlink()
+    report = safeset.scan(tmp_path / "s", tmp_path / "out", home=str(home), workers=1)
+    assert report["totals"]["rows"] == 6 and report["statuses"] == {"ok": 6}
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert [r["key"] for r in results] == [f"00000{i:04d}" for i in range(6)]
+    assert results[0]["url"] == f"https://img.example.org/{tiles[0][0]}.jpg"  # from KEY.json
