@@ -1,0 +1,52 @@
+"""The CLI's own behaviour: `safeset hash`, usage errors and their exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from helpers import encode, run_cli
+
+import safeset
+
+
+def test_hash_prints_one_json_object_per_file(coffee, tmp_path):
+    photo = tmp_path / "coffee.png"
+    photo.write_bytes(encode(coffee, "PNG"))
+    page = tmp_path / "page.jpg"
+    page.write_bytes(b"<html>nope</html>")
+    result = run_cli("hash", photo, page, "--json")
+    assert result.exit_code == 0
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first == {
+        "path": str(photo),
+        "status": "ok",
+        "md5": hashlib.md5(photo.read_bytes()).hexdigest(),
+        "sha1": hashlib.sha1(photo.read_bytes()).hexdigest(),
+        "sha256": hashlib.sha256(photo.read_bytes()).hexdigest(),
+        "pdq": str(safeset.pdq(coffee)),
+        "pdq_quality": 100,
+        "error": None,
+    }
+    assert second["status"] == "decode_failed" and second["error"] == "not_an_image" and second["pdq"] is None
+    table = run_cli("hash", photo)
+    assert table.exit_code == 0 and str(safeset.pdq(coffee))[:16] in table.stdout
+
+
+def test_usage_errors_exit_2(tmp_path, home):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "a").mkdir(parents=True)
+    policy = tmp_path / "p.toml"
+    policy.write_text("")
+    both = run_cli("scan", tmp_path / "a", "--out", tmp_path / "o", "--policy", policy, "--preset", "strict", home=home)
+    assert both.exit_code == 2 and "not both" in both.stderr
+    same_name = run_cli("scan", tmp_path / "a", tmp_path / "b" / "a", "--out", tmp_path / "o", home=home)
+    assert same_name.exit_code == 2 and "same name 'a'" in same_name.stderr
+    unknown_bank = run_cli("scan", tmp_path / "a", "--out", tmp_path / "o", "--bank", "nope", home=home)
+    assert unknown_bank.exit_code == 2 and "no bank named 'nope'" in unknown_bank.stderr
+    engine = run_cli("scan", tmp_path / "a", "--out", tmp_path / "o", "--engine", "warp", home=home)
+    assert engine.exit_code == 2 and "no engine 'warp'" in engine.stderr
+    missing = run_cli("scan", tmp_path / "missing", "--out", tmp_path / "o", home=home)
+    assert missing.exit_code == 2
+    no_report = run_cli("report", tmp_path / "a")
+    assert no_report.exit_code == 2 and "no report.json" in no_report.stderr
