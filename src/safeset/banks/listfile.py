@@ -40,20 +40,36 @@ class ParsedList:
     lines: int = 0  # lines holding a value (good or bad)
     duplicates: int = 0
 
-    def add(self, line: int, stype: SignalType | None, value: str) -> None:
+    def reject(self, line: int, reason: str) -> None:
         self.lines += 1
+        self.errors.append(LineError(line, reason))
+
+    def add(self, line: int, stype: SignalType | None, value: str) -> None:
         if stype is None:
-            self.errors.append(LineError(line, "no signal type: pass --type or name it on the line"))
+            self.reject(line, "no signal type: pass --type or name it on the line")
             return
         try:
             normal = stype.normalise(value)
         except InvalidEntry as exc:
-            self.errors.append(LineError(line, str(exc)))
+            self.reject(line, str(exc))
             return
+        self.lines += 1
         bucket = self.entries[stype.name]
         if normal in bucket:
             self.duplicates += 1
         bucket.add(normal)
+
+    def add_named(self, line: int, type_token: str, forced: SignalType | None, value: str) -> None:
+        """Add a value whose type is named on its own line (a type token or a CSV type cell)."""
+        try:
+            stype = signal_type(type_token)
+        except KeyError:
+            self.reject(line, f"unknown signal type {type_token[:32]!r}")
+            return
+        if forced is not None and stype.name != forced.name:
+            self.reject(line, f"type {stype.name} differs from --type {forced.name}")
+            return
+        self.add(line, stype, value)
 
     @property
     def accepted(self) -> int:
@@ -112,20 +128,9 @@ def _parse_lines(text: str, forced: SignalType | None) -> ParsedList:
         if len(tokens) == 1:
             parsed.add(number, forced, tokens[0])
         elif len(tokens) == 2:
-            try:
-                stype = signal_type(tokens[0])
-            except KeyError:
-                parsed.lines += 1
-                parsed.errors.append(LineError(number, f"unknown signal type {tokens[0][:32]!r}"))
-                continue
-            if forced is not None and stype.name != forced.name:
-                parsed.lines += 1
-                parsed.errors.append(LineError(number, f"type {stype.name} differs from --type {forced.name}"))
-                continue
-            parsed.add(number, stype, tokens[1])
+            parsed.add_named(number, tokens[0], forced, tokens[1])
         else:
-            parsed.lines += 1
-            parsed.errors.append(LineError(number, "expected '<hash>' or '<type> <hash>'"))
+            parsed.reject(number, "expected '<hash>' or '<type> <hash>'")
     return parsed
 
 
@@ -163,23 +168,12 @@ def _parse_csv(path: Path, text: str, forced: SignalType | None) -> ParsedList:
         if not row or not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
         if len(row) != len(header):
-            parsed.lines += 1
-            parsed.errors.append(LineError(number, f"{len(row)} fields, header has {len(header)}"))
+            parsed.reject(number, f"{len(row)} fields, header has {len(header)}")
             continue
-        if value_col is not None:
-            stype = forced
-            if type_col is not None:
-                try:
-                    stype = signal_type(row[type_col])
-                except KeyError:
-                    parsed.lines += 1
-                    parsed.errors.append(LineError(number, f"unknown signal type {row[type_col][:32]!r}"))
-                    continue
-                if forced is not None and stype.name != forced.name:
-                    parsed.lines += 1
-                    parsed.errors.append(LineError(number, f"type {stype.name} differs from --type {forced.name}"))
-                    continue
-            parsed.add(number, stype, row[value_col])
+        if value_col is not None and type_col is not None:
+            parsed.add_named(number, row[type_col], forced, row[value_col])
+        elif value_col is not None:
+            parsed.add(number, forced, row[value_col])
         for col, stype in typed_columns:
             if row[col].strip():
                 parsed.add(number, stype, row[col])

@@ -34,10 +34,10 @@ class SignalType(ABC):
 
 
 class HexDigestType(SignalType):
-    """A hash written as a fixed number of hex characters, stored as `width` bytes."""
+    """A hash written as a fixed number of hex characters, stored as `width` bytes. It is compared
+    with the `ItemResult` field of the same name."""
 
     hex_chars: ClassVar[int]
-    result_field: ClassVar[str]
 
     @property
     def width(self) -> int:
@@ -52,7 +52,7 @@ class HexDigestType(SignalType):
         return text
 
     def item_values(self, result: ItemResult) -> list[str]:
-        value = getattr(result, self.result_field)
+        value = getattr(result, self.name)
         return [value] if value else []
 
 
@@ -63,25 +63,21 @@ class Md5(HexDigestType):
     name = "md5"
     aliases = ("photo_md5",)
     hex_chars = 32
-    result_field = "md5"
 
 
 class Sha1(HexDigestType):
     name = "sha1"
     hex_chars = 40
-    result_field = "sha1"
 
 
 class Sha256(HexDigestType):
     name = "sha256"
     hex_chars = 64
-    result_field = "sha256"
 
 
 class UrlMd5(HexDigestType):
     name = "url_md5"
     hex_chars = 32
-    result_field = "url_md5"
 
 
 class Pdq(HexDigestType):
@@ -89,7 +85,6 @@ class Pdq(HexDigestType):
 
     name = "pdq"
     hex_chars = 64
-    result_field = "pdq"
 
     def normalise(self, value: str) -> str:
         text = super().normalise(value)
