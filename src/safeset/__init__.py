@@ -18,7 +18,7 @@ from typing import Any
 
 from .banks import BankStore, PdqIndex
 from .errors import BadInputError, SafesetError, UsageError
-from .hashing import DecodeLimits, PdqHash, pdq
+from .hashing import PdqHash, pdq
 from .model import Item
 from .pipeline import ScanConfig, hash_item, run_scan
 from .policy import Policy
@@ -69,7 +69,7 @@ def hash_file(path: str | Path) -> dict[str, Any]:
     """md5, sha1, sha256, PDQ and its quality of one file, with a status and reason if it is not an image."""
     path = Path(path)
     item = Item(row_id=str(path), shard="", index=0, key=path.name, data=path.read_bytes())
-    result = hash_item(item, DecodeLimits())
+    result = hash_item(item)
     fields_ = ("md5", "sha1", "sha256", "pdq", "pdq_quality", "error")
     return {"path": str(path), "status": str(result.status), **{f: getattr(result, f) for f in fields_}}
 

@@ -55,6 +55,7 @@ class Match:
     signal_type: str
     entry: str  # the listed value that matched (a hash in hex, a URL, a domain)
     distance: int = 0  # Hamming distance for PDQ; 0 for exact signals
+    variant: str = ""  # which query-side PDQ variant matched ("" plain, "flip_h", "trim", ...)
 
 
 @dataclass(slots=True)
@@ -78,6 +79,8 @@ class ItemResult:
     signals: dict[str, float] = field(default_factory=dict)
     decision: Decision = Decision.KEEP
     reasons: list[str] = field(default_factory=list)
+    # Query-side PDQ variants (name -> hex), used for matching and not written to the results.
+    pdq_variants: dict[str, str] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -95,7 +98,13 @@ class ItemResult:
             "pdq": self.pdq,
             "pdq_quality": self.pdq_quality,
             "matches": [
-                {"bank": m.bank, "signal_type": m.signal_type, "entry": m.entry, "distance": m.distance}
+                {
+                    "bank": m.bank,
+                    "signal_type": m.signal_type,
+                    "entry": m.entry,
+                    "distance": m.distance,
+                    "variant": m.variant,
+                }
                 for m in self.matches
             ],
             "signals": list(self.signals.items()),
@@ -110,6 +119,7 @@ MATCH_TYPE = pa.struct(
         ("signal_type", pa.string()),
         ("entry", pa.string()),
         ("distance", pa.int16()),
+        ("variant", pa.string()),
     ]
 )
 

@@ -49,11 +49,11 @@ class Matcher:
         return cls(indexes, settings)
 
     def match(self, results: Sequence[ItemResult]) -> None:
-        """Append to each result's `matches` every listed entry it matches, in a stable order."""
-        found: dict[int, list[Match]] = defaultdict(list)
+        """Append to each result's `matches` every listed entry it matches, in a stable order. An
+        entry reached by several PDQ variants of one item is recorded once, at its nearest."""
         for (bank, type_name), index in self._indexes.items():
             stype = signal_type(type_name)
-            owners, values = self._queries(results, stype)
+            owners, variants, values = self._queries(results, stype)
             if not values:
                 continue
             if isinstance(stype, HexDigestType):
@@ -62,22 +62,27 @@ class Matcher:
                 queries = values
             radius = self.settings.pdq_threshold if isinstance(stype, Pdq) else 0
             q, e, d = index.search(queries, radius=radius)
-            per_item: dict[int, list[Match]] = defaultdict(list)
+            best: dict[tuple[int, int], Match] = {}
             for qi, ei, dist in zip(q.tolist(), e.tolist(), d.tolist(), strict=True):
-                per_item[owners[qi]].append(Match(bank, type_name, index.entry(ei), int(dist)))
-            for owner, matches in per_item.items():
+                key = (owners[qi], ei)
+                if key not in best or dist < best[key].distance:
+                    best[key] = Match(bank, type_name, index.entry(ei), int(dist), variants[qi])
+            per_item: dict[int, list[Match]] = defaultdict(list)
+            for (owner, _), found in best.items():
+                per_item[owner].append(found)
+            for owner, matches in sorted(per_item.items()):
                 matches.sort(key=lambda m: (m.distance, m.entry))
-                found[owner].extend(matches[:MAX_PDQ_MATCHES] if isinstance(stype, Pdq) else matches)
-        for owner, matches in found.items():
-            results[owner].matches.extend(matches)
+                results[owner].matches.extend(matches[:MAX_PDQ_MATCHES] if isinstance(stype, Pdq) else matches)
 
-    def _queries(self, results: Sequence[ItemResult], stype) -> tuple[list[int], list[str]]:
+    def _queries(self, results: Sequence[ItemResult], stype) -> tuple[list[int], list[str], list[str]]:
         owners: list[int] = []
+        variants: list[str] = []
         values: list[str] = []
         for i, result in enumerate(results):
             if isinstance(stype, Pdq) and (result.pdq_quality or 0) < self.settings.pdq_min_quality:
                 continue
-            for value in stype.item_values(result):
+            for variant, value in stype.item_values(result):
                 owners.append(i)
+                variants.append(variant)
                 values.append(value)
-        return owners, values
+        return owners, variants, values

@@ -29,8 +29,9 @@ class SignalType(ABC):
         """The canonical form of a listed value, or `InvalidEntry` with the reason."""
 
     @abstractmethod
-    def item_values(self, result: ItemResult) -> list[str]:
-        """The canonical values of an item this type compares against its lists."""
+    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
+        """(variant, canonical value) pairs of an item this type compares against its lists; the
+        variant is "" except for PDQ's query-side variants."""
 
 
 class HexDigestType(SignalType):
@@ -51,9 +52,9 @@ class HexDigestType(SignalType):
             raise InvalidEntry(f"not hex ({self.name})")
         return text
 
-    def item_values(self, result: ItemResult) -> list[str]:
+    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
         value = getattr(result, self.name)
-        return [value] if value else []
+        return [("", value)] if value else []
 
 
 _HEX = re.compile(r"[0-9a-f]+")
@@ -92,6 +93,9 @@ class Pdq(HexDigestType):
             raise InvalidEntry("all-zero PDQ hash (the hash of a blank image)")
         return text
 
+    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
+        return super().item_values(result) + list(result.pdq_variants.items()) if result.pdq else []
+
 
 class Url(SignalType):
     name = "url"
@@ -102,9 +106,9 @@ class Url(SignalType):
             raise InvalidEntry("not an absolute http(s) URL")
         return normal
 
-    def item_values(self, result: ItemResult) -> list[str]:
+    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
         normal = normalise_url(result.url) if result.url else None
-        return [normal] if normal else []
+        return [("", normal)] if normal else []
 
 
 _DOMAIN = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]|[0-9a-f:]+")
@@ -123,9 +127,9 @@ class Domain(SignalType):
             raise InvalidEntry("not a domain name")
         return text
 
-    def item_values(self, result: ItemResult) -> list[str]:
+    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
         host = url_host(result.url) if result.url else None
-        return domain_suffixes(host) if host else []
+        return [("", suffix) for suffix in domain_suffixes(host)] if host else []
 
 
 def _build_registry(*types: type[SignalType]) -> dict[str, SignalType]:

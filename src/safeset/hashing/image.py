@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,31 +33,92 @@ class DecodeLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
-    """Open and fully load the first frame of an image held in memory."""
-    if not data:
-        raise DecodeError("empty_file")
+# A decoded image whose shorter side is at least this is treated as sharp enough: larger JPEGs are
+# decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) and other formats box-reduced to it. PDQ
+# blurs everything down to 64x64 anyway; `safeset.hashing.pdq` compensates for the reduction.
+REDUCED_MIN_SIDE = 200
+
+
+@dataclass(frozen=True)
+class Luma:
+    """Luminance (0.299 R + 0.587 G + 0.114 B) as float32, perhaps reduced from the full size."""
+
+    pixels: np.ndarray
+    full_height: int
+    full_width: int
+
+
+@contextmanager
+def _decoding():
+    """Map any decoder failure on untrusted bytes to a per-item `DecodeError`."""
     with warnings.catch_warnings():
-        # We apply our own pixel limit below; Pillow's warning would only duplicate it.
+        # We apply our own pixel limit; Pillow's warning would only duplicate it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            yield
+        except DecodeError:
+            raise
         except Image.DecompressionBombError:
             raise DecodeError("too_many_pixels") from None
         except UnidentifiedImageError:
             raise DecodeError("not_an_image") from None
-        except Exception as exc:  # any decoder failure on untrusted bytes is a per-item status
+        except Exception as exc:
             raise DecodeError(_reason_for(exc)) from None
+
+
+def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """Open an image held in memory and check its size; pixels are decoded later, by `load()`."""
+    if not data:
+        raise DecodeError("empty_file")
+    with _decoding():
+        image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width <= 0 or height <= 0:
             raise DecodeError("empty_image")
         if width * height > limits.max_pixels:
             raise DecodeError("too_many_pixels")
-        try:
-            image.load()
-        except Exception as exc:
-            raise DecodeError(_reason_for(exc)) from None
     return image
+
+
+def decode_rgb(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Bytes -> full-size HxWx3 uint8 (the first frame), or `DecodeError`."""
+    image = open_image(data, limits)
+    with _decoding():
+        image.load()
+        return to_rgb_array(image)
+
+
+def _scale(width: int, height: int, min_side: int) -> int:
+    return next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
+
+
+def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), min_side: int = REDUCED_MIN_SIDE) -> Luma:
+    """Bytes -> luminance for PDQ, decoding no more pixels than PDQ needs.
+
+    A JPEG is decoded at the smallest DCT scale whose shorter side stays >= `min_side`, luminance
+    only (its Y channel uses PDQ's own weights, so no colour conversion is needed). Other formats
+    are decoded in full and box-reduced by an integer factor.
+    """
+    image = open_image(data, limits)
+    width, height = image.size
+    scale = _scale(width, height, min_side)
+    with _decoding():
+        if image.format == "JPEG" and image.mode in ("RGB", "L", "YCbCr"):
+            image.draft("L", (width // scale, height // scale))
+            image.load()
+        else:
+            image.load()
+            if image.mode not in ("L", "RGB"):
+                image = Image.fromarray(to_rgb_array(image))
+            if scale > 1:
+                image = image.reduce(scale)
+        pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
+    return Luma(pixels, height, width)
+
+
+def luma_of_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float32)
+    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
 
 
 def _reason_for(exc: BaseException) -> str:
@@ -87,14 +149,3 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     if mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8)
-
-
-def decode_rgb(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
-    """Bytes -> HxWx3 uint8, or `DecodeError`."""
-    image = open_image(data, limits)
-    try:
-        return to_rgb_array(image)
-    except DecodeError:
-        raise
-    except Exception as exc:
-        raise DecodeError(_reason_for(exc)) from None

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..banks import Matcher
-from ..hashing import DecodeError, DecodeLimits, byte_digests, pdq, url_md5
+from ..hashing import DecodeError, DecodeLimits, byte_digests, decode_luma, pdq_variants, url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..model import Item, ItemResult, Status
 from ..policy import Policy
@@ -23,9 +23,15 @@ class CheckSettings:
     pdq_threshold: int = 31
     pdq_min_quality: int = 50
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    pdq_dihedral: bool = True  # also query the 8 flips and quarter turns of each image
+    pdq_trim: bool = True  # also query the image without uniform borders (letterbox, padding)
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(max_pixels=self.max_image_pixels)
 
 
-def hash_item(item: Item, limits: DecodeLimits) -> ItemResult:
+def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResult:
     """Digests of the bytes and URL, and PDQ of the pixels, with the item's status."""
     result = ItemResult(
         row_id=item.row_id,
@@ -47,12 +53,14 @@ def hash_item(item: Item, limits: DecodeLimits) -> ItemResult:
     digests = byte_digests(data)
     result.md5, result.sha1, result.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
     try:
-        h = pdq(data, limits)
+        variants = pdq_variants(decode_luma(data, settings.limits), settings.pdq_dihedral, settings.pdq_trim)
     except DecodeError as exc:
         result.status = Status.DECODE_FAILED
         result.error = exc.reason
-    else:
-        result.pdq, result.pdq_quality = str(h), h.quality
+        return result
+    plain = variants.pop("")
+    result.pdq, result.pdq_quality = str(plain), plain.quality
+    result.pdq_variants = {name: str(h) for name, h in variants.items()}
     return result
 
 
@@ -63,12 +71,11 @@ class Checker:
         self.matcher = matcher
         self.policy = policy
         self.settings = settings
-        self.limits = DecodeLimits(max_pixels=settings.max_image_pixels)
 
     def check(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Iterator[ItemResult]:
         batch: list[ItemResult] = []
         for item in items:
-            batch.append(hash_item(item, self.limits))
+            batch.append(hash_item(item, self.settings))
             if len(batch) >= BATCH:
                 yield from self._decide(batch, progress)
                 batch = []
@@ -78,6 +85,7 @@ class Checker:
     def _decide(self, batch: list[ItemResult], progress: Callable[[int], None] | None) -> list[ItemResult]:
         self.matcher.match(batch)
         for result in batch:
+            result.pdq_variants = {}
             self.policy.decide(result, self.settings.pdq_min_quality)
         if progress is not None:
             progress(len(batch))
