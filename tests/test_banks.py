@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import run_cli, write_lines
 
-from safeset.banks import BankStore, ExactBytesIndex, PdqIndex, TextIndex, parse_list
+from safeset.banks import BankStore, ExactHashIndex, PdqIndex, TextIndex, parse_list, signal_type
 from safeset.errors import BadInputError, UsageError
 
 MD5_A = hashlib.md5(b"a").hexdigest()
@@ -25,8 +25,8 @@ def test_one_hash_per_line_reports_every_bad_line(tmp_path):
         ["# a comment", MD5_A.upper(), "", MD5_A[:-1], "zz" + MD5_A[2:], MD5_B, MD5_B, "a b c"],
     )
     parsed = parse_list(path, "md5")
-    assert parsed.entries["md5"] == {MD5_A, MD5_B}
-    assert parsed.duplicates == 1
+    assert parsed.values("md5") == {MD5_A, MD5_B}
+    assert parsed.accepted == 3  # MD5_B is listed twice
     assert [(e.line, e.reason) for e in parsed.errors] == [
         (4, "wrong length for md5: 31 chars, expected 32"),
         (5, "not hex (md5)"),
@@ -53,10 +53,10 @@ def test_typed_lines_in_threatexchange_format(tmp_path):
         ],
     )
     parsed = parse_list(path)
-    assert parsed.entries["pdq"] == {PDQ_A}
-    assert parsed.entries["md5"] == {MD5_A}
-    assert parsed.entries["sha1"] == {SHA1_A}
-    assert parsed.entries["url"] == {"https://example.com/x.jpg"}
+    assert parsed.values("pdq") == {PDQ_A}
+    assert parsed.values("md5") == {MD5_A}
+    assert parsed.values("sha1") == {SHA1_A}
+    assert parsed.values("url") == {"https://example.com/x.jpg"}
     assert [(e.line, e.reason) for e in parsed.errors] == [
         (4, "all-zero PDQ hash (the hash of a blank image)"),
         (5, "unknown signal type 'video_md5'"),
@@ -73,15 +73,15 @@ def test_csv_with_type_column_and_with_typed_columns(tmp_path):
         tmp_path / "a.csv", ["hash,type,source", f"{MD5_A},md5,iwf", f"{PDQ_A},pdq,c3p", "xyz,md5,x", f"{MD5_B},nope,x"]
     )
     parsed = parse_list(typed)
-    assert parsed.entries["md5"] == {MD5_A} and parsed.entries["pdq"] == {PDQ_A}
+    assert parsed.values("md5") == {MD5_A} and parsed.values("pdq") == {PDQ_A}
     assert [e.line for e in parsed.errors] == [4, 5]
 
     columns = write_lines(
         tmp_path / "b.csv", ["URL,md5", f"https://a.example/1.jpg,{MD5_A}", "https://a.example/2.jpg,"]
     )
     parsed = parse_list(columns)
-    assert parsed.entries["md5"] == {MD5_A}
-    assert parsed.entries["url"] == {"https://a.example/1.jpg", "https://a.example/2.jpg"}
+    assert parsed.values("md5") == {MD5_A}
+    assert parsed.values("url") == {"https://a.example/1.jpg", "https://a.example/2.jpg"}
 
     with pytest.raises(BadInputError, match=r"c\.csv, line 1: CSV header names no hash column"):
         parse_list(write_lines(tmp_path / "c.csv", ["foo,bar", "1,2"]))
@@ -93,7 +93,7 @@ def test_csv_with_type_column_and_with_typed_columns(tmp_path):
 
 def test_a_url_with_a_comma_is_not_a_csv_header(tmp_path):
     parsed = parse_list(write_lines(tmp_path / "urls.txt", ["https://e.example/a,b.jpg"]), "url")
-    assert parsed.entries["url"] == {"https://e.example/a,b.jpg"} and not parsed.errors
+    assert parsed.values("url") == {"https://e.example/a,b.jpg"} and not parsed.errors
 
 
 def test_binary_file_is_refused_with_its_line(tmp_path):
@@ -118,7 +118,7 @@ def test_store_lifecycle_versions_and_private_files(tmp_path, store):
     for path in [bank_dir, *bank_dir.iterdir()]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), path
-    assert np.load(bank_dir / "md5.npy").tolist() == [list(bytes.fromhex(MD5_A))]
+    assert store.load_rows("iwf", signal_type("md5")).tolist() == [list(bytes.fromhex(MD5_A))]
 
     store.set_enabled("iwf", False)
     assert store.resolve(None) == []
@@ -151,7 +151,7 @@ def test_bank_checksum_depends_on_content_only(tmp_path):
 def test_indexes_match_exactly_and_within_radius():
     rng = np.random.default_rng(0)
     entries = rng.integers(0, 256, (500, 16), dtype=np.uint8)
-    index = ExactBytesIndex(entries)
+    index = ExactHashIndex.from_rows(entries)
     queries = np.concatenate([entries[[7, 300]], rng.integers(0, 256, (5, 16), dtype=np.uint8)])
     q, e, d = index.search(queries)
     assert q.tolist() == [0, 1] and d.tolist() == [0, 0]
@@ -205,3 +205,55 @@ def test_bank_cli(tmp_path, home):
     assert missing.exit_code == 2 and "no bank named 'iwf'" in missing.stderr
     bad_name = run_cli("bank", "add", "../evil", good, "--type", "md5", home=home)
     assert bad_name.exit_code == 2
+
+
+def _near(rng, hashes: np.ndarray, count: int, max_flips: int) -> np.ndarray:
+    queries = hashes[rng.integers(0, len(hashes), count)].copy()
+    for row in queries:
+        for bit in rng.choice(256, rng.integers(0, max_flips), replace=False):
+            row[bit // 8] ^= 1 << (bit % 8)
+    return queries
+
+
+@pytest.mark.parametrize("n", [50, 6000], ids=["linear-scan", "multi-index"])
+@pytest.mark.parametrize("m", [3, 300], ids=["each-query", "bucket-sorted"])
+@pytest.mark.parametrize("radius", [0, 31, 47, 63, 90])
+def test_pdq_index_is_exact_against_brute_force(n, m, radius):
+    rng = np.random.default_rng(n * 1000 + m + radius)
+    hashes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    queries = _near(rng, hashes, m, 70)
+    q, e, d = PdqIndex(hashes).search(queries, radius=radius)
+    distances = np.bitwise_count(queries.view("<u8")[:, None, :] ^ hashes.view("<u8")[None, :, :]).sum(axis=2)
+    expected = {(int(a), int(b)) for a, b in zip(*np.nonzero(distances <= radius), strict=True)}
+    found = list(zip(q.tolist(), e.tolist(), strict=True))
+    assert len(found) == len(set(found)), "a pair was reported twice"
+    assert set(found) == expected
+    assert d.tolist() == [int(distances[a, b]) for a, b in found]
+
+
+def test_exact_index_over_every_digest_width():
+    rng = np.random.default_rng(7)
+    for width in (16, 20, 32):  # md5 / url_md5, sha1 (a padded last word), sha256
+        rows = rng.integers(0, 256, (3000, width), dtype=np.uint8)
+        rows[100] = rows[200]  # a duplicate
+        rows[300, :8] = rows[301, :8]  # same first word, different digest
+        index = ExactHashIndex.from_rows(rows)
+        assert len(index) == 2999
+        queries = np.concatenate([rows[[5, 300, 301, 200]], rng.integers(0, 256, (50, width), dtype=np.uint8)])
+        q, e, _ = index.search(queries)
+        assert sorted(q.tolist()) == [0, 1, 2, 3]
+        assert {index.entry(int(i)) for i in e} == {rows[i].tobytes().hex() for i in (5, 300, 301, 200)}
+
+
+def test_large_fast_path_import_merges_and_counts(tmp_path, store):
+    rng = np.random.default_rng(3)
+    digests = [row.tobytes().hex() for row in rng.integers(0, 256, (20000, 16), dtype=np.uint8)]
+    lines = digests[:15000] + digests[:10] + ["# comment", "", digests[15000].upper() + "\r", "zz" * 16]
+    first = store.add("big", write_lines(tmp_path / "a.txt", lines), type_name="md5")
+    assert (first.accepted, first.added, first.duplicates) == (15011, 15001, 10)
+    assert [(e.line, e.reason) for e in first.errors] == [(15014, "not hex (md5)")]
+    second = store.add("big", write_lines(tmp_path / "b.txt", digests[14000:]), type_name="md5")
+    assert second.added == 20000 - 15001 and second.bank.counts == {"md5": 20000}
+    index = ExactHashIndex(store.load("big", "md5"), 16)
+    q, _, _ = index.search(np.frombuffer(bytes.fromhex("".join(digests)), np.uint8).reshape(-1, 16))
+    assert len(q) == 20000

@@ -19,10 +19,20 @@ from typing import Any
 from .banks import BankStore, PdqIndex
 from .errors import BadInputError, SafesetError, UsageError
 from .hashing import PdqHash, pdq
-from .model import Item
-from .pipeline import ScanConfig, hash_item, run_scan
 from .policy import Policy
-from .sources import ReadOptions
+
+# The scan machinery (pyarrow, readers, engines) is imported on first use, so that `safeset bank`
+# and `import safeset` for hashing stay light.
+_LAZY = {"ScanConfig": "pipeline", "ReadOptions": "sources"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'safeset' has no attribute {name!r}")
+
 
 try:
     __version__ = metadata.version("safeset")
@@ -50,6 +60,8 @@ def scan(
         policy = Policy.preset("default")
     elif not isinstance(policy, Policy):
         policy = Policy.load(policy) if Path(policy).suffix == ".toml" else Policy.preset(str(policy))
+    from .pipeline import ScanConfig, run_scan
+
     known = {f.name for f in fields(ScanConfig)}
     unknown = set(options) - known
     if unknown:
@@ -67,6 +79,9 @@ def scan(
 
 def hash_file(path: str | Path) -> dict[str, Any]:
     """md5, sha1, sha256, PDQ and its quality of one file, with a status and reason if it is not an image."""
+    from .model import Item
+    from .pipeline import hash_item
+
     path = Path(path)
     item = Item(row_id=str(path), shard="", index=0, key=path.name, data=path.read_bytes())
     result = hash_item(item)

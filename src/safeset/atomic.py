@@ -6,8 +6,11 @@ file, the new one, or a `.partial` leftover (which the next scan deletes), never
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def partial_path(path: Path) -> Path:
@@ -18,12 +21,23 @@ def commit(partial: Path, final: Path) -> None:
     os.replace(partial, final)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` atomically; `mode` is applied whatever the umask (0600 for hash lists)."""
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file handle for `path`, committed on success; `mode` is applied whatever the umask
+    (0600 for hash lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), mode)
-        fh.write(data)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            yield fh
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     commit(tmp, path)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    with atomic_writer(path, mode) as fh:
+        fh.write(data)

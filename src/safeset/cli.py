@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import BankStore, Policy, ReadOptions, __version__, hash_file, scan
+from . import BankStore, Policy, __version__
 from .errors import SafesetError
 from .policy import preset_names
 
@@ -199,6 +199,8 @@ def scan_command(
 ) -> None:
     """Audit INPUT... (webdataset tars or folders of them, image parquet, image folders, metadata
     tables) against the banks; write results, a clean release, manifests and a report to OUT."""
+    from . import ReadOptions, scan
+
     if policy_file and preset:
         raise click.UsageError("give --policy or --preset, not both")
     policy = Policy.load(policy_file) if policy_file else Policy.preset(preset or "default")
@@ -237,6 +239,8 @@ def print_summary(report: dict, out: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def hash_command(files, as_json: bool) -> None:
     """Print md5, sha1, sha256, PDQ and PDQ quality of each FILE."""
+    from . import hash_file
+
     table = Table("path", "md5", "pdq", "quality", "status")
     for path in files:
         record = hash_file(path)

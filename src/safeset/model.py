@@ -1,4 +1,4 @@
-"""The data model every stage shares: `Item` in, `ItemResult` out, and the results table schema.
+"""The data model every stage shares: `Item` in, `ItemResult` out (its table schema: `sinks.results`).
 
 Names here are a contract (DESIGN.md, "Data model"): add fields freely, never rename one.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-
-import pyarrow as pa
 
 
 class Status(StrEnum):
@@ -111,40 +109,3 @@ class ItemResult:
             "decision": str(self.decision),
             "reasons": list(self.reasons),
         }
-
-
-MATCH_TYPE = pa.struct(
-    [
-        ("bank", pa.string()),
-        ("signal_type", pa.string()),
-        ("entry", pa.string()),
-        ("distance", pa.int16()),
-        ("variant", pa.string()),
-    ]
-)
-
-RESULTS_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("shard", pa.string()),
-        ("index", pa.int64()),
-        ("key", pa.string()),
-        ("url", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("md5", pa.string()),
-        ("sha1", pa.string()),
-        ("sha256", pa.string()),
-        ("url_md5", pa.string()),
-        ("pdq", pa.string()),
-        ("pdq_quality", pa.int16()),
-        ("matches", pa.list_(MATCH_TYPE)),
-        ("signals", pa.map_(pa.string(), pa.float32())),
-        ("decision", pa.string()),
-        ("reasons", pa.list_(pa.string())),
-    ]
-)
-
-
-def results_table(results: list[ItemResult]) -> pa.Table:
-    return pa.Table.from_pylist([r.to_row() for r in results], schema=RESULTS_SCHEMA)

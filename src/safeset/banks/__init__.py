@@ -1,6 +1,6 @@
 """Banks: named hash lists in a local store, their indexes, and matching. Pure: no I/O beyond the store."""
 
-from .index import ExactBytesIndex, PdqIndex, SignalIndex, TextIndex
+from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
 from .listfile import LineError, ParsedList, parse_list
 from .matcher import Matcher, MatchSettings
 from .signal_types import SIGNAL_TYPES, InvalidEntry, SignalType, signal_type
@@ -11,7 +11,7 @@ __all__ = [
     "AddResult",
     "BankInfo",
     "BankStore",
-    "ExactBytesIndex",
+    "ExactHashIndex",
     "InvalidEntry",
     "LineError",
     "MatchSettings",

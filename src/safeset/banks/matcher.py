@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import ItemResult, Match
-from .index import ExactBytesIndex, PdqIndex, SignalIndex, TextIndex
+from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
 from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
 from .store import BankInfo, BankStore
 
@@ -43,7 +43,7 @@ class Matcher:
                 if isinstance(stype, Pdq):
                     indexes[(bank.name, type_name)] = PdqIndex(values)
                 elif isinstance(stype, HexDigestType):
-                    indexes[(bank.name, type_name)] = ExactBytesIndex(values, presorted=True)
+                    indexes[(bank.name, type_name)] = ExactHashIndex(values, stype.width)
                 else:
                     indexes[(bank.name, type_name)] = TextIndex(values)
         return cls(indexes, settings)

@@ -3,11 +3,13 @@
 Layout, every directory 0700 and every file 0600 because the lists are sensitive:
 
     HOME/banks/NAME/meta.json     label, enabled flag, version, dates, sources and their checksums,
-                                  count per signal type, checksum of the stored content
-    HOME/banks/NAME/md5.npy       hex-digest types: sorted unique (N, width) uint8
-    HOME/banks/NAME/url.txt       text types: sorted unique normalised values, one per line
+                                  count and checksum per signal type, checksum of the whole bank
+    HOME/banks/NAME/md5.npy       exact digests (md5, sha1, sha256, url_md5): sorted, words layout
+    HOME/banks/NAME/pdq.npy       PDQ: sorted (N, 32) uint8 rows
+    HOME/banks/NAME/url.txt       text types (url, domain): sorted normalised values, one per line
 
-Adding a file to an existing bank merges it in and bumps the version.
+(see `hexarray` for the two array layouts). Adding a file to an existing bank merges it in and
+bumps the version. Arrays are memory-mapped when loaded, so scan workers share one copy.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..atomic import atomic_writer
 from ..errors import BadInputError, UsageError
+from .hexarray import RowBuffer, sort_unique, words_to_rows, write_rows, write_words
 from .listfile import LineError, parse_list
-from .signal_types import SIGNAL_TYPES, HexDigestType, signal_type
+from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -49,6 +51,7 @@ class BankInfo:
     updated: str
     counts: dict[str, int]
     sha256: str
+    checksums: dict[str, str] = field(default_factory=dict)
     sources: list[dict] = field(default_factory=list)
 
     @property
@@ -63,9 +66,9 @@ class BankInfo:
 class AddResult:
     bank: BankInfo
     lines: int
-    accepted: int  # distinct valid values in the file
-    added: int  # of those, values the bank did not hold yet
-    duplicates: int
+    accepted: int  # valid values in the file, duplicates included
+    added: int  # distinct values the bank did not hold yet
+    duplicates: int  # valid values that repeat an earlier line of the same file
     errors: list[LineError]
 
 
@@ -73,14 +76,25 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    write_atomic(path, data, mode=0o600)
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+def _content_sha256(type_name: str, values: np.ndarray | list[str]) -> str:
+    digest = hashlib.sha256(type_name.encode() + b"\0")
+    if isinstance(values, np.ndarray):
+        digest.update(np.ascontiguousarray(values).data)
+    else:
+        digest.update("\n".join(values).encode())
+    return digest.hexdigest()
+
+
+def _bank_sha256(checksums: dict[str, str]) -> str:
+    return hashlib.sha256("".join(f"{t}:{checksums[t]}\n" for t in sorted(checksums)).encode()).hexdigest()
 
 
 class BankStore:
@@ -113,17 +127,25 @@ class BankStore:
                 raise UsageError(f"bank {bank.name!r} is disabled; `safeset bank enable {bank.name}` first")
         return banks
 
+    def _path(self, name: str, stype) -> Path:
+        suffix = "npy" if isinstance(stype, HexDigestType) else "txt"
+        return self.root / name / f"{stype.name}.{suffix}"
+
     def load(self, name: str, type_name: str) -> np.ndarray | list[str]:
-        """A bank's stored values of one type: (N, width) uint8 for hex types, else sorted strings."""
+        """A bank's stored values of one type, memory-mapped: (W, N) words for exact digests,
+        (N, 32) rows for PDQ, sorted strings for text types."""
         stype = signal_type(type_name)
+        path = self._path(name, stype)
         if isinstance(stype, HexDigestType):
-            path = self.root / name / f"{stype.name}.npy"
             if not path.exists():
-                return np.zeros((0, stype.width), dtype=np.uint8)
-            # Memory-mapped: worker processes on one machine share the pages read-only.
+                return np.zeros((0, 32), np.uint8) if isinstance(stype, Pdq) else np.zeros((2, 0), np.uint64)
             return np.load(path, mmap_mode="r", allow_pickle=False)
-        path = self.root / name / f"{stype.name}.txt"
         return path.read_text().splitlines() if path.exists() else []
+
+    def load_rows(self, name: str, stype: HexDigestType) -> np.ndarray:
+        """Stored digests of one type as (N, width) byte rows, whatever their layout on disk."""
+        stored = self.load(name, stype.name)
+        return np.asarray(stored) if isinstance(stype, Pdq) else words_to_rows(stored, stype.width)
 
     # ---- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -161,19 +183,22 @@ class BankStore:
             raise BadInputError(
                 path, f"{first.reason} ({len(parsed.errors)} bad line(s); --strict refuses the file)", line=first.line
             )
-        file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
         with self._locked():
             bank_dir = self.root / name
             existing = self.get(name) if (bank_dir / "meta.json").is_file() else None
             bank_dir.mkdir(exist_ok=True, mode=0o700)
-            added = 0
-            for type_name_, values in parsed.entries.items():
-                added += self._merge(bank_dir, type_name_, values)
-            counts, digest = self._describe(bank_dir)
+            counts = dict(existing.counts) if existing else {}
+            checksums = dict(existing.checksums) if existing else {}
+            added, duplicates = 0, parsed.text_duplicates
+            for stype_name, buffer in parsed.hex.items():
+                new, dup = self._merge_hex(name, signal_type(stype_name), buffer, counts, checksums)
+                added, duplicates = added + new, duplicates + dup
+            for stype_name, values in parsed.text.items():
+                added += self._merge_text(name, signal_type(stype_name), values, counts, checksums)
             now = _now()
             source = {
                 "file": path.name,
-                "sha256": file_sha,
+                "sha256": _file_sha256(path),
                 "added": now,
                 "lines": parsed.lines,
                 "accepted": parsed.accepted,
@@ -186,45 +211,46 @@ class BankStore:
                 version=(existing.version + 1) if existing else 1,
                 created=existing.created if existing else now,
                 updated=now,
-                counts=counts,
-                sha256=digest,
+                counts={t: counts[t] for t in SIGNAL_TYPES if counts.get(t)},
+                sha256=_bank_sha256(checksums),
+                checksums={t: checksums[t] for t in SIGNAL_TYPES if t in checksums},
                 sources=(existing.sources if existing else []) + [source],
             )
             self._write_meta(info)
-        return AddResult(info, parsed.lines, parsed.accepted, added, parsed.duplicates, parsed.errors)
+        return AddResult(info, parsed.lines, parsed.accepted, added, duplicates, parsed.errors)
 
-    def _merge(self, bank_dir: Path, type_name: str, values: set[str]) -> int:
-        stype = signal_type(type_name)
-        old = self.load(bank_dir.name, type_name)
-        if isinstance(stype, HexDigestType):
-            new = np.frombuffer(bytes.fromhex("".join(sorted(values))), dtype=np.uint8).reshape(-1, stype.width)
-            merged = np.unique(np.concatenate([np.asarray(old), new]), axis=0)
-            count_before = len(old)
-            del old  # release the memory map before replacing the file
-            _write_private(bank_dir / f"{stype.name}.npy", _npy_bytes(np.ascontiguousarray(merged)))
-            return len(merged) - count_before
-        merged_text = sorted(set(old) | values)
-        _write_private(bank_dir / f"{stype.name}.txt", "".join(v + "\n" for v in merged_text).encode())
-        return len(merged_text) - len(old)
+    def _merge_hex(self, name: str, stype: HexDigestType, buffer: RowBuffer, counts, checksums) -> tuple[int, int]:
+        """Merge new digests into the stored ones; (newly added, duplicates within the file)."""
+        new = buffer.rows
+        distinct = sort_unique(new)
+        before = counts.get(stype.name, 0)
+        if before:
+            combined = RowBuffer(stype.width, before + distinct)
+            combined.append(self.load_rows(name, stype))
+            combined.append(new[:distinct])
+            rows = combined.rows
+            total = sort_unique(rows)
+        else:
+            rows, total = new, distinct
+        rows = rows[:total]
+        with atomic_writer(self._path(name, stype), mode=0o600) as fh:
+            (write_rows if isinstance(stype, Pdq) else write_words)(fh, rows)
+        counts[stype.name] = total
+        checksums[stype.name] = _content_sha256(stype.name, rows)
+        return total - before, len(new) - distinct
 
-    def _describe(self, bank_dir: Path) -> tuple[dict[str, int], str]:
-        """Count per type, and one checksum over the stored content (what a report cites)."""
-        counts: dict[str, int] = {}
-        digest = hashlib.sha256()
-        for type_name in SIGNAL_TYPES:
-            values = self.load(bank_dir.name, type_name)
-            if len(values) == 0:
-                continue
-            counts[type_name] = len(values)
-            digest.update(type_name.encode() + b"\0")
-            if isinstance(values, np.ndarray):
-                digest.update(np.ascontiguousarray(values).tobytes())
-            else:
-                digest.update("\n".join(values).encode())
-        return counts, digest.hexdigest()
+    def _merge_text(self, name: str, stype, values: set[str], counts, checksums) -> int:
+        old = self.load(name, stype.name)
+        merged = sorted(set(old) | values)
+        with atomic_writer(self._path(name, stype), mode=0o600) as fh:
+            fh.write("".join(v + "\n" for v in merged).encode())
+        counts[stype.name] = len(merged)
+        checksums[stype.name] = _content_sha256(stype.name, merged)
+        return len(merged) - len(old)
 
     def _write_meta(self, info: BankInfo) -> None:
-        _write_private(self.root / info.name / "meta.json", json.dumps(info.to_dict(), indent=2).encode())
+        with atomic_writer(self.root / info.name / "meta.json", mode=0o600) as fh:
+            fh.write(json.dumps(info.to_dict(), indent=2).encode())
 
     def set_enabled(self, name: str, enabled: bool) -> BankInfo:
         with self._locked():

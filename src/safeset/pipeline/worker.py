@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 from ..atomic import commit, partial_path
 from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
-from ..model import Decision, results_table
+from ..model import Decision
 from ..policy import Policy
-from ..sinks import OutLayout, write_json
+from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
 from .check import Checker, CheckSettings
 

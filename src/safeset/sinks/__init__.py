@@ -2,5 +2,6 @@
 
 from .layout import OutLayout, write_json
 from .manifests import MANIFEST_COLUMNS, ManifestWriter
+from .results import RESULTS_SCHEMA, results_table
 
-__all__ = ["MANIFEST_COLUMNS", "ManifestWriter", "OutLayout", "write_json"]
+__all__ = ["MANIFEST_COLUMNS", "RESULTS_SCHEMA", "ManifestWriter", "OutLayout", "results_table", "write_json"]

@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import commit, partial_path, write_atomic
-from ..model import RESULTS_SCHEMA, Decision
+from ..model import Decision
 from .layout import OutLayout
+from .results import RESULTS_SCHEMA
 
 MANIFEST_COLUMNS = (
     "row_id",

@@ -1,0 +1,44 @@
+"""The results table: one row per input row, the schema every results part, manifest and report
+reader relies on."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..model import ItemResult
+
+MATCH_TYPE = pa.struct(
+    [
+        ("bank", pa.string()),
+        ("signal_type", pa.string()),
+        ("entry", pa.string()),
+        ("distance", pa.int16()),
+        ("variant", pa.string()),
+    ]
+)
+
+RESULTS_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("shard", pa.string()),
+        ("index", pa.int64()),
+        ("key", pa.string()),
+        ("url", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("md5", pa.string()),
+        ("sha1", pa.string()),
+        ("sha256", pa.string()),
+        ("url_md5", pa.string()),
+        ("pdq", pa.string()),
+        ("pdq_quality", pa.int16()),
+        ("matches", pa.list_(MATCH_TYPE)),
+        ("signals", pa.map_(pa.string(), pa.float32())),
+        ("decision", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+    ]
+)
+
+
+def results_table(results: list[ItemResult]) -> pa.Table:
+    return pa.Table.from_pylist([r.to_row() for r in results], schema=RESULTS_SCHEMA)
