@@ -23,7 +23,7 @@ from .policy import Policy
 
 # The scan machinery (pyarrow, readers, engines) is imported on first use, so that `safeset bank`
 # and `import safeset` for hashing stay light.
-_LAZY = {"ScanConfig": "pipeline", "ReadOptions": "sources"}
+_LAZY = {"ScanConfig": "pipeline", "CheckSettings": "pipeline", "ReadOptions": "sources"}
 
 
 def __getattr__(name: str):
@@ -51,8 +51,9 @@ def scan(
     """Audit `inputs` against the banks and write the outputs of DESIGN.md under `out`.
 
     `banks`: bank names (default: every enabled bank). `policy`: a `Policy`, a TOML path, or a
-    preset name (default: "default"). Other options are `ScanConfig` fields (pdq_threshold, home,
-    engine, read=ReadOptions(...), progress, ...). Returns the report as a dict.
+    preset name (default: "default"). Other options are fields of `ScanConfig` (home, engine,
+    read=ReadOptions(...), progress, ...) or of `CheckSettings` (pdq_threshold, pdq_dihedral, ...).
+    Returns the report as a dict.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -60,12 +61,15 @@ def scan(
         policy = Policy.preset("default")
     elif not isinstance(policy, Policy):
         policy = Policy.load(policy) if Path(policy).suffix == ".toml" else Policy.preset(str(policy))
-    from .pipeline import ScanConfig, run_scan
+    from .pipeline import CheckSettings, ScanConfig, run_scan
 
-    known = {f.name for f in fields(ScanConfig)}
-    unknown = set(options) - known
+    check_fields = {f.name for f in fields(CheckSettings)}
+    unknown = set(options) - {f.name for f in fields(ScanConfig)} - check_fields
     if unknown:
         raise TypeError(f"unknown scan option(s): {', '.join(sorted(unknown))}")
+    check = {k: options.pop(k) for k in list(options) if k in check_fields}
+    if check:
+        options["check"] = CheckSettings(**check)
     config = ScanConfig(
         inputs=tuple(str(i) for i in inputs),
         out=str(out),
@@ -92,6 +96,7 @@ def hash_file(path: str | Path) -> dict[str, Any]:
 __all__ = [
     "BadInputError",
     "BankStore",
+    "CheckSettings",
     "PdqHash",
     "PdqIndex",
     "Policy",

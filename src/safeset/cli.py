@@ -169,6 +169,18 @@ def bank_rm(ctx, name: str) -> None:
     show_default=True,
     help="Largest Hamming distance that counts as a PDQ match.",
 )
+@click.option(
+    "--pdq-variant-threshold",
+    type=click.IntRange(0, 256),
+    help="Threshold for the flipped, rotated and border-trimmed variants [default: --pdq-threshold].",
+)
+@click.option(
+    "--pdq-variants",
+    type=click.Choice(["all", "dihedral", "trim", "none"]),
+    default="all",
+    show_default=True,
+    help="Query-side variants tried besides the plain PDQ: the 8 flips/quarter turns, border trimming.",
+)
 @click.option("--url-col", help="URL column of metadata tables (default: 'url', any case).")
 @click.option("--caption-col", help="Caption column (default: 'caption' or 'text', any case).")
 @click.option("--image-col", help="Image-bytes column of parquet inputs (default: 'image' and kin).")
@@ -191,6 +203,8 @@ def scan_command(
     workers,
     engine,
     pdq_threshold,
+    pdq_variant_threshold,
+    pdq_variants,
     url_col,
     caption_col,
     image_col,
@@ -213,6 +227,9 @@ def scan_command(
         engine=engine,
         retries=retries,
         pdq_threshold=pdq_threshold,
+        pdq_variant_threshold=pdq_variant_threshold,
+        pdq_dihedral=pdq_variants in ("all", "dihedral"),
+        pdq_trim=pdq_variants in ("all", "trim"),
         read=ReadOptions(url_col=url_col, caption_col=caption_col, image_col=image_col),
         home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
         progress=not quiet,
@@ -265,6 +282,70 @@ def report_command(out: Path) -> None:
     from .report import render_report
 
     _out.print(f"report: {render_report(out)}")
+
+
+@cli.group(cls=_Group)
+def bench() -> None:
+    """Measure matching on your own images, to choose thresholds for your lists."""
+
+
+@bench.command("hashers")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--max-fpr",
+    type=click.FloatRange(0, 1),
+    default=0.001,
+    show_default=True,
+    help="Image-level false-positive rate the thresholds must stay within.",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
+@click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
+def bench_hashers(directory: Path, max_fpr: float, workers: int | None, as_json: bool) -> None:
+    """Put each distinct image of DIRECTORY on a PDQ list, edit it 15 ways (recompression, resizing,
+    crops, flips, rotations, overlays, ...), and report per matching scheme the thresholds that keep
+    false positives within --max-fpr, and the recall per edit there and at the default 31."""
+    from .engines import default_workers
+    from .evaluation import evaluate
+    from .sources.base import walk_files
+
+    images = [(str(p), p.read_bytes()) for p in walk_files(directory)]
+    with _err.status(f"hashing {len(images)} images and their edited copies"):
+        try:
+            result = evaluate(images, max_fpr=max_fpr, workers=workers or default_workers())
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    schemes = result["schemes"]
+    table = Table(
+        "edit", *schemes, title=f"recall at <= {max_fpr:.2%} false positives ({result['listed']} listed images)"
+    )
+    for transform in result["transforms"]:
+        table.add_row(transform, *(f"{s['recall'][transform]:.3f}" for s in schemes.values()))
+    table.add_section()
+    table.add_row("mean recall", *(f"[bold]{s['mean_recall']:.3f}[/]" for s in schemes.values()))
+    table.add_row(
+        "threshold (plain/variants)",
+        *(
+            f"{s['threshold']}" + (f"/{s['variant_threshold']}" if s["variant_threshold"] is not None else "")
+            for s in schemes.values()
+        ),
+    )
+    table.add_row("mean recall at 31", *(f"{s['mean_recall_at_31']:.3f}" for s in schemes.values()))
+    table.add_row("false positives at 31", *(f"{s['fpr_at_31']:.2%}" for s in schemes.values()))
+    _out.print(table)
+    fpr = Table("threshold", *schemes, title="false-positive rate per threshold (one threshold for all hashes)")
+    for t in list(next(iter(schemes.values()))["fpr_by_threshold"])[::2]:
+        fpr.add_row(str(t), *(f"{s['fpr_by_threshold'][t]:.2%}" for s in schemes.values()))
+    _out.print(fpr)
+    for name, s in schemes.items():
+        _out.print(f"{name}: {s['description']}")
+    _out.print(
+        f"{result['images']} images, {result['listed']} listable (PDQ quality >= 50), lists hashed by "
+        f"{result['list_hasher']}. Apply the thresholds with `safeset scan --pdq-threshold T "
+        "--pdq-variant-threshold V`."
+    )
 
 
 @cli.command("demo")

@@ -22,6 +22,13 @@ MAX_PDQ_MATCHES = 16
 class MatchSettings:
     pdq_threshold: int = 31
     pdq_min_quality: int = 50
+    # Each query-side variant is one more chance to hit a wrong entry, so variants may be held to a
+    # tighter threshold than the plain hash (`safeset bench hashers` measures both).
+    pdq_variant_threshold: int | None = None
+
+    @property
+    def variant_threshold(self) -> int:
+        return self.pdq_threshold if self.pdq_variant_threshold is None else self.pdq_variant_threshold
 
 
 class Matcher:
@@ -60,10 +67,13 @@ class Matcher:
                 queries = np.frombuffer(bytes.fromhex("".join(values)), dtype=np.uint8).reshape(-1, stype.width)
             else:
                 queries = values
-            radius = self.settings.pdq_threshold if isinstance(stype, Pdq) else 0
+            radius = max(self.settings.pdq_threshold, self.settings.variant_threshold) if isinstance(stype, Pdq) else 0
             q, e, d = index.search(queries, radius=radius)
             best: dict[tuple[int, int], Match] = {}
             for qi, ei, dist in zip(q.tolist(), e.tolist(), d.tolist(), strict=True):
+                limit = self.settings.pdq_threshold if not variants[qi] else self.settings.variant_threshold
+                if dist > limit:
+                    continue
                 key = (owners[qi], ei)
                 if key not in best or dist < best[key].distance:
                     best[key] = Match(bank, type_name, index.entry(ei), int(dist), variants[qi])

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..banks import Matcher
+from ..errors import UsageError
 from ..hashing import DecodeError, DecodeLimits, byte_digests, decode_luma, pdq_variants, url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..model import Item, ItemResult, Status
@@ -21,10 +22,19 @@ BATCH = 256  # items matched per vectorised index call
 @dataclass(frozen=True)
 class CheckSettings:
     pdq_threshold: int = 31
+    pdq_variant_threshold: int | None = None  # for flipped/rotated/trimmed variants; None: pdq_threshold
     pdq_min_quality: int = 50
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     pdq_dihedral: bool = True  # also query the 8 flips and quarter turns of each image
     pdq_trim: bool = True  # also query the image without uniform borders (letterbox, padding)
+
+    def __post_init__(self) -> None:
+        for name in ("pdq_threshold", "pdq_variant_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 256:
+                raise UsageError(f"--{name.replace('_', '-')} must be in 0..256, got {value}")
+        if not 0 <= self.pdq_min_quality <= 100:
+            raise UsageError(f"PDQ minimum quality must be in 0..100, got {self.pdq_min_quality}")
 
     @property
     def limits(self) -> DecodeLimits:

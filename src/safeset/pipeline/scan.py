@@ -20,8 +20,6 @@ import pyarrow.parquet as pq
 
 from ..banks import BankStore
 from ..errors import ShardsFailedError, UsageError
-from ..hashing import PDQ_DEFAULT_THRESHOLD, PDQ_MIN_QUALITY
-from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..policy import Policy
 from ..report import ReportBuilder, render_report, versions
 from ..sinks import ManifestWriter, OutLayout, write_json
@@ -42,18 +40,12 @@ class ScanConfig:
     workers: int | None = None  # None: all cores
     engine: str = "local"
     retries: int = 2
-    pdq_threshold: int = PDQ_DEFAULT_THRESHOLD
-    pdq_min_quality: int = PDQ_MIN_QUALITY
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    check: CheckSettings = field(default_factory=CheckSettings)
     read: ReadOptions = field(default_factory=ReadOptions)
     home: str | None = None
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 <= self.pdq_threshold <= 256:
-            raise UsageError(f"--pdq-threshold must be in 0..256, got {self.pdq_threshold}")
-        if not 0 <= self.pdq_min_quality <= 100:
-            raise UsageError(f"PDQ minimum quality must be in 0..100, got {self.pdq_min_quality}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if not self.inputs:
@@ -99,7 +91,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     started = time.perf_counter()
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
-    settings = CheckSettings(config.pdq_threshold, config.pdq_min_quality, config.max_image_pixels)
+    settings = config.check
     spec = RunSpec(str(store.home), tuple((b.name, b.sha256) for b in banks), config.policy, settings)
     shards = plan_shards(config.inputs, config.read)
     engine = engine_for(config.engine, config.workers, config.retries)

@@ -59,7 +59,9 @@ def _checker(spec: RunSpec) -> Checker:
         for info, (name, planned) in zip(infos, spec.banks, strict=True):
             if info.sha256 != planned:
                 raise BankChangedError(f"bank {name!r} changed while the scan was running; rerun the scan")
-        match = MatchSettings(spec.settings.pdq_threshold, spec.settings.pdq_min_quality)
+        match = MatchSettings(
+            spec.settings.pdq_threshold, spec.settings.pdq_min_quality, spec.settings.pdq_variant_threshold
+        )
         checker = Checker(Matcher.load(store, infos, match), spec.policy, spec.settings)
         _CHECKERS.clear()  # one scan per process at a time: do not hold old banks in memory
         _CHECKERS[key] = checker
