@@ -243,3 +243,17 @@ def test_trimmed_variant_undoes_padding_and_letterboxing(coffee):
     # an image without uniform borders gets no trimmed variant, and duplicates are left out
     clean = pdq_variants(to_luma(coffee))
     assert "trim" not in clean and len(set(clean.values())) == len(clean) == 8
+
+
+def test_hashes_near_the_quality_gate_are_exactly_the_reference(tiles):
+    """Whether an image is matched at all (quality >= 50) must not depend on the fast decode."""
+    near_gate = []
+    for _, image in tiles:
+        data = encode(image, "JPEG", quality=85)
+        reference = reference_pdq(data)
+        if 46 <= reference.quality <= 54:
+            near_gate.append((data, reference))
+    assert len(near_gate) >= 3
+    for data, reference in near_gate:
+        ours = safeset.pdq(data)
+        assert (str(ours), ours.quality) == (str(reference), reference.quality)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..hashing import PDQ_MIN_QUALITY, DecodeError, decode_luma, pdq_luma, pdq_variants
+from ..hashing import PDQ_MIN_QUALITY, DecodeError, pdq_bytes
 from ..hashing.image import decode_rgb
 from .transforms import TRANSFORMS, apply
 
@@ -43,11 +43,7 @@ class Scheme:
 
             h = reference_pdq_pixels(decode_rgb(data))
             return [h.bits], h.quality
-        luma = decode_luma(data)
-        if not (self.dihedral or self.trim):
-            h = pdq_luma(luma)
-            return [h.bits], h.quality
-        variants = pdq_variants(luma, dihedral=self.dihedral, trim=self.trim)
+        variants = pdq_bytes(data, dihedral=self.dihedral, trim=self.trim)
         return [h.bits for h in variants.values()], variants[""].quality
 
 

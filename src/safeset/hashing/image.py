@@ -41,11 +41,13 @@ REDUCED_MIN_SIDE = 200
 
 @dataclass(frozen=True)
 class Luma:
-    """Luminance (0.299 R + 0.587 G + 0.114 B) as float32, perhaps reduced from the full size."""
+    """Luminance (0.299 R + 0.587 G + 0.114 B) as float32, perhaps reduced from the full size.
+    `exact` when it is what the reference computes: full size, from the fully decoded RGB."""
 
     pixels: np.ndarray
     full_height: int
     full_width: int
+    exact: bool = True
 
 
 @contextmanager
@@ -92,28 +94,30 @@ def _scale(width: int, height: int, min_side: int) -> int:
     return next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
 
 
-def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), min_side: int = REDUCED_MIN_SIDE) -> Luma:
+def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool = False) -> Luma:
     """Bytes -> luminance for PDQ, decoding no more pixels than PDQ needs.
 
-    A JPEG is decoded at the smallest DCT scale whose shorter side stays >= `min_side`, luminance
-    only (its Y channel uses PDQ's own weights, so no colour conversion is needed). Other formats
-    are decoded in full and box-reduced by an integer factor.
+    A JPEG is decoded at the smallest DCT scale whose shorter side stays >= REDUCED_MIN_SIDE,
+    luminance only (its Y channel uses PDQ's own weights, so no colour conversion is needed). Other
+    formats are decoded in full and box-reduced by an integer factor. `exact` decodes everything
+    in full to RGB, as the reference does.
     """
     image = open_image(data, limits)
     width, height = image.size
-    scale = _scale(width, height, min_side)
+    scale = 1 if exact else _scale(width, height, REDUCED_MIN_SIDE)
+    jpeg_luma = not exact and image.format == "JPEG" and image.mode in ("RGB", "L", "YCbCr")
+    # Full size, and luminance from RGB (or a greyscale original): the reference's own input.
+    same_as_reference = scale == 1 and not (jpeg_luma and image.mode != "L")
     with _decoding():
-        if image.format == "JPEG" and image.mode in ("RGB", "L", "YCbCr"):
+        if jpeg_luma:
             image.draft("L", (width // scale, height // scale))
-            image.load()
-        else:
-            image.load()
-            if image.mode not in ("L", "RGB"):
-                image = Image.fromarray(to_rgb_array(image))
-            if scale > 1:
-                image = image.reduce(scale)
+        image.load()
+        if image.mode not in ("L", "RGB"):
+            image = Image.fromarray(to_rgb_array(image))
+        if scale > 1 and not jpeg_luma:
+            image = image.reduce(scale)
         pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
-    return Luma(pixels, height, width)
+    return Luma(pixels, height, width, exact=same_as_reference)
 
 
 def luma_of_rgb(rgb: np.ndarray) -> np.ndarray:

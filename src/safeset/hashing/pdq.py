@@ -221,6 +221,7 @@ ImageLike = bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 def to_luma(image: ImageLike, limits: DecodeLimits = DecodeLimits()) -> Luma:
+    """Luminance of encoded bytes (decoded fast, see `decode_luma`), a Pillow image or pixels."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_luma(bytes(image), limits)
     if isinstance(image, Image.Image):
@@ -234,9 +235,31 @@ def to_luma(image: ImageLike, limits: DecodeLimits = DecodeLimits()) -> Luma:
     return Luma(luma_of_rgb(rgb), rgb.shape[0], rgb.shape[1])
 
 
+# Near the quality gate (50) the hash is recomputed from the full decode, exactly as the reference
+# does, so that whether an image is matched at all never depends on the fast path. Its quality is
+# within a few points of the reference's, so this band catches every image the gate could decide
+# differently. Flatter images are never matched: their bits are noise (the slightest change in the
+# pixels flips them, for the reference too), and recomputing them would only cost time.
+EXACT_QUALITY_BAND = range(44, 57)  # the gate, 50, give or take 6
+
+
+def pdq_bytes(
+    data: bytes, limits: DecodeLimits = DecodeLimits(), dihedral: bool = False, trim: bool = False
+) -> dict[str, PdqHash]:
+    """PDQ of encoded image bytes and its query-side variants (see `pdq_variants`), decoded fast
+    (reduced scale), and again exactly when its quality is near the gate."""
+    luma = decode_luma(data, limits)
+    variants = pdq_variants(luma, dihedral, trim)
+    if not luma.exact and variants[""].quality in EXACT_QUALITY_BAND:
+        variants = pdq_variants(decode_luma(data, limits, exact=True), dihedral, trim)
+    return variants
+
+
 def pdq(image: ImageLike, limits: DecodeLimits = DecodeLimits()) -> PdqHash:
     """PDQ of encoded bytes, a Pillow image, or an HxWx3 (or HxW) uint8 array.
 
     Raises `safeset.hashing.image.DecodeError` for bytes that are not a decodable image.
     """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return pdq_bytes(bytes(image), limits)[""]
     return pdq_luma(to_luma(image, limits))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..banks import Matcher
 from ..errors import UsageError
-from ..hashing import DecodeError, DecodeLimits, byte_digests, decode_luma, pdq_variants, url_md5
+from ..hashing import DecodeError, DecodeLimits, byte_digests, pdq_bytes, url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..model import Item, ItemResult, Status
 from ..policy import Policy
@@ -63,7 +63,7 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
     digests = byte_digests(data)
     result.md5, result.sha1, result.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
     try:
-        variants = pdq_variants(decode_luma(data, settings.limits), settings.pdq_dihedral, settings.pdq_trim)
+        variants = pdq_bytes(data, settings.limits, settings.pdq_dihedral, settings.pdq_trim)
     except DecodeError as exc:
         result.status = Status.DECODE_FAILED
         result.error = exc.reason
