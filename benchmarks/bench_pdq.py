@@ -23,8 +23,8 @@ def main() -> None:
     rows = []
     for name in ("jpeg-1500", "jpeg-512"):
         images = [p.read_bytes() for p in sorted((root / name).glob("*.jpg"))]
-        peer, peer_runs = common.median_rate(lambda: sum(1 for d in images if reference_pdq(d)))
-        ours, ours_runs = common.median_rate(lambda: sum(1 for d in images if safeset.pdq(d)))
+        peer, peer_runs = common.median_rate(lambda images=images: sum(1 for d in images if reference_pdq(d)))
+        ours, ours_runs = common.median_rate(lambda images=images: sum(1 for d in images if safeset.pdq(d)))
         refs = [reference_pdq(d) for d in images]
         mine = [safeset.pdq(d) for d in images]
         distance = np.array([a - b for a, b in zip(mine, refs, strict=True)])
