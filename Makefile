@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
+BENCH_STAMP := $(VENV)/.bench-stamp
+
 .PHONY: demo test lint bench system-deps clean
 
 $(STAMP): pyproject.toml
@@ -29,6 +31,15 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Speed, memory and robustness against the peers, each printing its ratios (see README, Performance).
+# The corpus comes from Debian's plasma-workspace-wallpapers (apt-get download) and scikit-image.
+bench: $(BENCH_STAMP)
+	cd benchmarks && for b in pdq index exact scan robustness; do ../$(BIN)/python bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf build .pytest_cache

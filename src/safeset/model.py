@@ -45,6 +45,7 @@ class Item:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     embedding: Any = None
+    locator: Any = None  # where the row sits in its input, for the reader's clean pass (tar byte ranges)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,10 @@ class ItemResult:
     signals: dict[str, float] = field(default_factory=dict)
     decision: Decision = Decision.KEEP
     reasons: list[str] = field(default_factory=list)
-    # Query-side PDQ variants (name -> hex), used for matching and not written to the results.
+    # Transient, never written to the results: query-side PDQ variants (name -> hex), used for
+    # matching; and the item's locator, handed back to its reader to copy the row if kept.
     pdq_variants: dict[str, str] = field(default_factory=dict)
+    locator: Any = None
 
     def to_row(self) -> dict[str, Any]:
         return {

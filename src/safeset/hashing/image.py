@@ -121,8 +121,15 @@ def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool 
 
 
 def luma_of_rgb(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.float32)
-    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
+    """0.299 R + 0.587 G + 0.114 B in float32, in the reference's order (so the same bits)."""
+    out = rgb[..., 0].astype(np.float32)
+    out *= np.float32(0.299)
+    term = rgb[..., 1].astype(np.float32)
+    term *= np.float32(0.587)
+    out += term
+    np.multiply(rgb[..., 2], np.float32(0.114), out=term, dtype=np.float32)
+    out += term
+    return out
 
 
 def _reason_for(exc: BaseException) -> str:

@@ -134,10 +134,13 @@ def _quality(buffer64: np.ndarray) -> int:
     return min(100, int(np.abs(vertical).sum() + np.abs(horizontal).sum()) // 90)
 
 
-def _bits(dct16: np.ndarray) -> bytes:
-    """Bit k = 16 i + j is set when coefficient (i, j) exceeds the median; bit 255 leads the hex."""
-    median = np.partition(dct16.ravel(), 127)[127]
-    return np.packbits((dct16 > median).ravel()[::-1]).tobytes()
+def _bits(dct16: np.ndarray) -> list[bytes]:
+    """Hashes of a stack of (..., 16, 16) DCTs: bit k = 16 i + j is set when coefficient (i, j)
+    exceeds the median (the 128th smallest, as the reference's Torben median); bit 255 leads."""
+    flat = dct16.reshape(-1, 256)
+    median = np.partition(flat, 127, axis=1)[:, 127:128]
+    packed = np.packbits((flat > median)[:, ::-1], axis=1)
+    return [row.tobytes() for row in packed]
 
 
 def _dct_and_quality(luma: Luma) -> tuple[np.ndarray, int]:
@@ -147,7 +150,7 @@ def _dct_and_quality(luma: Luma) -> tuple[np.ndarray, int]:
 
 def pdq_luma(luma: Luma) -> PdqHash:
     dct16, quality = _dct_and_quality(luma)
-    return PdqHash(_bits(dct16), quality)
+    return PdqHash(_bits(dct16)[0], quality)
 
 
 # The 8 images a flip or quarter turn can make, as operations on the 16x16 DCT. Each variant is the
@@ -170,22 +173,30 @@ _BORDER_TOLERANCE = 12.0
 _BORDER_MIN, _BORDER_MAX = 0.02, 0.45
 
 
-def _uniform_run(strips: np.ndarray) -> int:
-    """How many leading strips (rows of `strips`) lie within tolerance of the first one's mean."""
-    edge = strips[0].mean()
-    deviation = np.abs(strips - edge).max(axis=1)
+def _uniform_run(strips: np.ndarray, limit: int) -> int:
+    """How many leading strips (rows of `strips`, at most `limit`) lie within tolerance of the first
+    one's mean. Most images have no border, so a non-uniform first strip ends the search at once."""
+    first = strips[0]
+    edge = first.mean()
+    if np.abs(first - edge).max() > _BORDER_TOLERANCE:
+        return 0
+    deviation = np.abs(strips[:limit] - edge).max(axis=1)
     bad = np.flatnonzero(deviation > _BORDER_TOLERANCE)
-    return int(bad[0]) if len(bad) else len(strips)
+    return int(bad[0]) if len(bad) else limit
 
 
 def trim_borders(luma: Luma) -> Luma | None:
     """The image without uniform letterbox / padding strips, or None when there are none."""
     pixels = luma.pixels
     h, w = pixels.shape
+    edges = (pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1])
+    if all(np.ptp(edge) > 2 * _BORDER_TOLERANCE for edge in edges):  # the usual case: no border at all
+        return None
     cuts = []
     for strips, size in ((pixels, h), (pixels[::-1], h), (pixels.T, w), (pixels.T[::-1], w)):
-        run = _uniform_run(strips)
-        cuts.append(run if _BORDER_MIN * size <= run <= _BORDER_MAX * size else 0)
+        limit = int(_BORDER_MAX * size)
+        run = _uniform_run(strips, limit + 1)
+        cuts.append(run if _BORDER_MIN * size <= run <= limit else 0)
     top, bottom, left, right = cuts
     if not any(cuts):
         return None
@@ -207,10 +218,11 @@ def pdq_variants(luma: Luma, dihedral: bool = True, trim: bool = True) -> dict[s
     if trimmed is not None:
         sources.append(("trim", trimmed))
     seen: set[bytes] = set()
+    operations = DIHEDRAL if dihedral else {"": DIHEDRAL[""]}
     for prefix, source in sources:
         dct16, quality = _dct_and_quality(source)
-        for name, op in DIHEDRAL.items() if dihedral else [("", DIHEDRAL[""])]:
-            bits = _bits(op(dct16))
+        hashes = _bits(np.stack([op(dct16) for op in operations.values()]))
+        for name, bits in zip(operations, hashes, strict=True):
             if bits not in seen:
                 seen.add(bits)
                 out["+".join(p for p in (prefix, name) if p)] = PdqHash(bits, quality)

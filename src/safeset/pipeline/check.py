@@ -52,6 +52,7 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         status=item.status or Status.OK,
         error=item.error,
         url_md5=url_md5(item.url) if item.url else None,
+        locator=item.locator,
     )
     data, item.data = item.data, None
     if item.status is not None:

@@ -94,7 +94,7 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
     tmp = partial_path(part)
     pq.write_table(results_table(results), tmp)
     commit(tmp, part)
-    keep = {r.index for r in results if r.decision is Decision.KEEP}
+    keep = {r.index: r.locator for r in results if r.decision is Decision.KEEP}
     reader.write_clean(task.shard, keep, layout.clean)
 
     decisions = Counter(str(r.decision) for r in results)

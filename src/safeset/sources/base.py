@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..model import Item
 
@@ -61,9 +61,10 @@ class Reader(ABC):
         through (a truncated tar, say) is appended to `problems` instead of raising."""
 
     @abstractmethod
-    def write_clean(self, shard: Shard, keep: set[int], clean_root: Path) -> None:
+    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
         """Write the shard minus every row whose index is not in `keep`, in the input's own format,
-        under `clean_root` / `shard.name`, reading the input again and copying only kept rows."""
+        under `clean_root` / `shard.name`, reading the input again and copying only kept rows.
+        `keep` maps each kept row's index to the `locator` its Item carried (None if none)."""
 
 
 def walk_files(root: Path) -> list[Path]:

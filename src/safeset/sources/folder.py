@@ -8,8 +8,9 @@ written from the results when the scan finishes, since the images themselves nee
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..model import Item, Status
 from .base import Reader, ReadOptions, Shard, walk_files
@@ -49,6 +50,6 @@ class FolderReader(Reader):
                 problems.append(f"{root / rel}: cannot read ({exc.strerror})")
             yield item
 
-    def write_clean(self, shard: Shard, keep: set[int], clean_root: Path) -> None:
+    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
         """Nothing per shard: the images need no rewriting, and the kept-file list is written from
         the results when the scan finishes (`safeset.sinks.ManifestWriter`)."""

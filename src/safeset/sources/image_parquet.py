@@ -6,8 +6,9 @@ binary. The clean release is the same file minus removed and held rows, schema u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -86,5 +87,5 @@ class ImageParquetReader(Reader):
             item.data = data
             yield item
 
-    def write_clean(self, shard: Shard, keep: set[int], clean_root: Path) -> None:
+    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
         filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,7 +65,7 @@ def iter_parquet_rows(
         yield missing, None
 
 
-def filter_parquet(src: Path, dest: Path, keep: set[int], batch_size: int = 1024) -> None:
+def filter_parquet(src: Path, dest: Path, keep: Mapping[int, Any], batch_size: int = 1024) -> None:
     """Copy the rows of `src` whose index is in `keep` to `dest`, same schema, streaming."""
     pf = parquet_file(src)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +163,7 @@ class TableReader(Reader):
                         yield index, None, f"invalid JSON (line {number})"
                     index += 1
 
-    def write_clean(self, shard: Shard, keep: set[int], clean_root: Path) -> None:
+    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
         src = Path(shard.path)
         dest = clean_root / shard.name
         suffix = src.suffix.lower()

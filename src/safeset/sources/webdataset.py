@@ -9,12 +9,13 @@ parquet row, and a row with no sample in the tar is recorded as `no_image`. A ta
 
 from __future__ import annotations
 
-import io
+import gzip
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -170,6 +171,8 @@ class WebdatasetReader(Reader):
             url=row.get("url") or meta.get("url"),
             caption=caption if caption is not None else (row.get("caption") or meta.get("caption")),
             data=data,
+            # Each member's bytes in the archive, headers included: what the clean pass copies.
+            locator=tuple((info.offset, _member_end(info)) for info, _ in sample.members),
         )
         if data is None:
             item.status = Status.NO_IMAGE
@@ -184,20 +187,30 @@ class WebdatasetReader(Reader):
         return item
 
     # ---- pass 2: clean release --------------------------------------------------------------
-    def write_clean(self, shard: Shard, keep: set[int], clean_root: Path) -> None:
+    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
+        """Copy the kept samples' members byte for byte, headers included, in archive order: the
+        byte ranges come from pass 1, and only kept ones are ever read again."""
         out_tar = clean_root / shard.name
         out_tar.parent.mkdir(parents=True, exist_ok=True)
-        scratch: list[str] = []  # pass 1 already recorded these problems
         tmp = partial_path(out_tar)
-        with tarfile.open(tmp, mode="w") as out:
-            for sample in self._walk(shard, scratch):
-                if sample.index in keep:
-                    for info, payload in sample.members:
-                        out.addfile(info, io.BytesIO(payload))
+        kept = sorted((ranges for ranges in keep.values() if ranges), key=lambda ranges: ranges[0][0])
+        opener = gzip.open if out_tar.name.endswith((".gz", ".tgz")) else open
+        with opener(tmp, "wb") as out, tarfile.open(shard.path, mode="r:*") as source:
+            first = source.next()
+            if source.pax_headers and first is not None:  # a global header applies to every member
+                _copy_range(source.fileobj, out, 0, first.offset)
+            for ranges in kept:
+                for start, end in ranges:
+                    _copy_range(source.fileobj, out, start, end)
+            out.write(b"\0" * 2 * tarfile.BLOCKSIZE)  # end-of-archive marker
         commit(tmp, out_tar)
         if len(shard.files) > 1:
             side = Path(shard.files[1])
             filter_parquet(side, out_tar.parent / side.name, keep)
+
+
+def _member_end(info: tarfile.TarInfo) -> int:
+    return info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -209,6 +222,14 @@ def _read_rows(path: Path) -> list[dict]:
         return pf.read(columns=columns).to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise BadInputError(path, f"not a readable parquet file ({type(exc).__name__})") from None
+
+
+def _copy_range(source, out, start: int, end: int) -> None:
+    source.seek(start)
+    data = source.read(end - start)
+    if len(data) != end - start:  # pass 1 read these bytes in full: the file changed under us
+        raise BadInputError(getattr(source, "name", "tar"), "changed while it was being scanned")
+    out.write(data)
 
 
 def _ends_cleanly(tar: tarfile.TarFile) -> bool:
