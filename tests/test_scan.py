@@ -3,6 +3,7 @@ identical output whatever the worker count, resume after SIGKILL, and zero view.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -300,3 +301,59 @@ def test_tar_without_parquet_is_read_alone(tiles, tmp_path, home):
     results = pq.read_table(tmp_path / "out" / "results").to_pylist()
     assert [r["key"] for r in results] == [f"00000{i:04d}" for i in range(6)]
     assert results[0]["url"] == f"https://img.example.org/{tiles[0][0]}.jpg"  # from KEY.json
+
+
+def test_variants_catch_flipped_and_padded_copies(tiles, tmp_path, home):
+    listed = tiles[33][1]
+    flipped = listed.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    padded = Image.new("RGB", (listed.width + 60, listed.height + 60), (0, 0, 0))
+    padded.paste(listed, (30, 30))
+    samples = samples_from(tiles[60:66]) + [
+        Sample("https://a.example/flipped.jpg", "flipped", jpeg(flipped)),
+        Sample("https://a.example/padded.jpg", "padded", jpeg(padded)),
+    ]
+    make_shards(tmp_path / "shards", [samples])
+    write_lines(tmp_path / "pdq.txt", [f"pdq {safeset.pdq(listed)}"])
+    assert run_cli("bank", "add", "pdq", tmp_path / "pdq.txt", home=home).exit_code == 0
+
+    def removed(*options: str) -> dict[str, str]:
+        out = tmp_path / ("out" + "".join(options).replace("-", "_"))
+        assert run_cli("scan", tmp_path / "shards", "--out", out, "-q", *options, home=home).exit_code == 0
+        rows = pq.read_table(out / "removed.parquet").to_pylist()
+        return {r["url"].rsplit("/", 1)[1]: r["matches"][0]["variant"] for r in rows}
+
+    assert removed() == {"flipped.jpg": "flip_h", "padded.jpg": "trim"}
+    assert removed("--pdq-variants", "dihedral") == {"flipped.jpg": "flip_h"}
+    assert removed("--pdq-variants", "none") == {}
+    # variants held to distance 0: the flipped copy (a few bits off) no longer matches
+    assert "flipped.jpg" not in removed("--pdq-variant-threshold", "0")
+
+
+def test_clean_tar_copies_kept_members_byte_for_byte(dataset, tmp_path, home):
+    add_banks(home, dataset["lists"])
+    out = tmp_path / "out"
+    safeset.scan(dataset["shards"], out, workers=1, home=str(home))
+    removed = {r["key"] for r in pq.read_table(out / "removed.parquet").to_pylist()}
+    source = dataset["shards"] / "00000.tar"
+    raw = source.read_bytes()
+    expected = b""
+    with tarfile.open(source) as tar:
+        for member in tar.getmembers():
+            if member.name.split(".")[0] not in removed:
+                end = member.offset_data + -(-member.size // 512) * 512
+                expected += raw[member.offset : end]
+    assert (out / "clean" / "shards" / "00000.tar").read_bytes() == expected + b"\0" * 1024
+
+
+def test_gzipped_tar_shards(tiles, tmp_path, home):
+    make_shards(tmp_path / "plain", [samples_from(tiles[:5])])
+    (tmp_path / "gz").mkdir()
+    with open(tmp_path / "plain" / "00000.tar", "rb") as src, gzip.open(tmp_path / "gz" / "00000.tar.gz", "wb") as dst:
+        dst.write(src.read())
+    (tmp_path / "gz" / "00000.parquet").write_bytes((tmp_path / "plain" / "00000.parquet").read_bytes())
+    write_lines(tmp_path / "md5.txt", [hashlib.md5(jpeg(tiles[2][1])).hexdigest()])
+    assert run_cli("bank", "add", "md5", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    report = safeset.scan(tmp_path / "gz", tmp_path / "out", workers=1, home=str(home))
+    assert report["totals"]["rows"] == 5 and report["totals"]["remove"] == 1
+    with tarfile.open(tmp_path / "out" / "clean" / "gz" / "00000.tar.gz") as tar:
+        assert len({m.name.split(".")[0] for m in tar.getmembers()}) == 4

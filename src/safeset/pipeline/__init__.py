@@ -2,7 +2,16 @@
 plans shards, hands them to an engine, and merges their outputs into manifests and a report."""
 
 from .check import Checker, CheckSettings, hash_item
-from .scan import ScanConfig, run_scan
 from .worker import RunSpec, ShardTask, run_shard
 
 __all__ = ["CheckSettings", "Checker", "RunSpec", "ScanConfig", "ShardTask", "hash_item", "run_scan", "run_shard"]
+
+
+def __getattr__(name: str):
+    # The scan (progress bars, report, engines) is imported on first use, so that worker processes,
+    # which only need `run_shard`, start faster.
+    if name in ("ScanConfig", "run_scan"):
+        from . import scan
+
+        return getattr(scan, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
