@@ -27,7 +27,7 @@ def main() -> None:
     rows.append(["recall at 31", *(f"{s['mean_recall_at_31']:.3f}" for s in schemes.values())])
     print(f"{result['images']} distinct images, {result['listed']} listed; recall at <= 0.1% false positives")
     common.table(["edit", *schemes], rows)
-    drop = schemes["reference"]["mean_recall_at_31"] - schemes["pdq"]["mean_recall_at_31"]
+    change = schemes["pdq"]["mean_recall_at_31"] - schemes["reference"]["mean_recall_at_31"]
     print(
         f"safeset's scheme: mean recall {schemes['trim']['mean_recall']:.3f}; "
         f"plain PDQ at 31: safeset {schemes['pdq']['mean_recall_at_31']:.3f} vs reference "
