@@ -52,7 +52,8 @@ def scan(
 
     `banks`: bank names (default: every enabled bank). `policy`: a `Policy`, a TOML path, or a
     preset name (default: "default"). Other options are fields of `ScanConfig` (home, engine,
-    read=ReadOptions(...), progress, ...) or of `CheckSettings` (pdq_threshold, pdq_dihedral, ...).
+    read=ReadOptions(...), fetch=True or FetchOptions(...), save_images, progress, ...) or of
+    `CheckSettings` (pdq_threshold, pdq_dihedral, ...).
     Returns the report as a dict.
     """
     if isinstance(inputs, (str, Path)):
@@ -70,6 +71,10 @@ def scan(
     check = {k: options.pop(k) for k in list(options) if k in check_fields}
     if check:
         options["check"] = CheckSettings(**check)
+    if options.get("fetch") is True:
+        from .fetch import FetchOptions
+
+        options["fetch"] = FetchOptions()
     config = ScanConfig(
         inputs=tuple(str(i) for i in inputs),
         out=str(out),

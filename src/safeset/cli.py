@@ -191,6 +191,68 @@ def bank_rm(ctx, name: str) -> None:
     show_default=True,
     help="Extra attempts for a shard whose worker failed.",
 )
+@click.option("--fetch", is_flag=True, help="Download the images of URL-only rows (metadata tables) to check them.")
+@click.option(
+    "--save-images", is_flag=True, help="With --fetch: write the kept images as webdataset shards under clean/."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Downloads in flight over all domains, per worker.",
+)
+@click.option(
+    "--per-domain-concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Downloads in flight to one domain, shared by all workers.",
+)
+@click.option(
+    "--per-domain-rate",
+    type=click.FloatRange(min=0.01),
+    default=8.0,
+    show_default=True,
+    help="Requests per second to one domain, shared by all workers.",
+)
+@click.option(
+    "--fetch-retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Retries after a timeout, a connection failure, 429 or 5xx (exponential backoff, Retry-After).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds one download may take in all (connect 10 s and 20 s between reads at most).",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=16 * 2**20,
+    show_default=True,
+    help="Largest image body accepted, counted while it streams (after decompression).",
+)
+@click.option("--contact", default="", help="How to reach you (URL or e-mail), sent in the user agent.")
+@click.option(
+    "--allow-private-networks",
+    is_flag=True,
+    help="Allow URLs on loopback, private and link-local addresses (tests, internal mirrors).",
+)
+@click.option(
+    "--allow-network",
+    "allowed_networks",
+    multiple=True,
+    metavar="CIDR",
+    help="Allow one network (e.g. 10.1.0.0/16) that is otherwise refused (repeatable).",
+)
+@click.option(
+    "--ignore-optout", is_flag=True, help="Fetch even where X-Robots-Tag says noai/noimageai or tdm-reservation is 1."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_context
 def scan_command(
@@ -209,6 +271,18 @@ def scan_command(
     caption_col,
     image_col,
     retries,
+    fetch,
+    save_images,
+    concurrency,
+    per_domain_concurrency,
+    per_domain_rate,
+    fetch_retries,
+    timeout,
+    max_bytes,
+    contact,
+    allow_private_networks,
+    allowed_networks,
+    ignore_optout,
     quiet,
 ) -> None:
     """Audit INPUT... (webdataset tars or folders of them, image parquet, image folders, metadata
@@ -218,6 +292,22 @@ def scan_command(
     if policy_file and preset:
         raise click.UsageError("give --policy or --preset, not both")
     policy = Policy.load(policy_file) if policy_file else Policy.preset(preset or "default")
+    fetch_options = None
+    if fetch:
+        from .fetch import FetchOptions
+
+        fetch_options = FetchOptions(
+            concurrency=concurrency,
+            per_domain_concurrency=per_domain_concurrency,
+            per_domain_rate=per_domain_rate,
+            retries=fetch_retries,
+            total_timeout=timeout,
+            max_bytes=max_bytes,
+            contact=contact,
+            allow_private=allow_private_networks,
+            allowed_networks=tuple(allowed_networks),
+            respect_optout=not ignore_optout,
+        )
     report = scan(
         list(inputs),
         out,
@@ -232,6 +322,8 @@ def scan_command(
         pdq_trim=pdq_variants in ("all", "trim"),
         read=ReadOptions(url_col=url_col, caption_col=caption_col, image_col=image_col),
         home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
+        fetch=fetch_options,
+        save_images=save_images,
         progress=not quiet,
     )
     print_summary(report, out)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hashing.digests import domain_suffixes, url_host
 from ..model import ItemResult, Match
 from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
 from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
@@ -83,6 +84,15 @@ class Matcher:
             for owner, matches in sorted(per_item.items()):
                 matches.sort(key=lambda m: (m.distance, m.entry))
                 results[owner].matches.extend(matches[:MAX_PDQ_MATCHES] if isinstance(stype, Pdq) else matches)
+
+    def optout_reason(self, url: str) -> str | None:
+        """Why a URL must not even be requested: its domain is on a `domain` bank (opt-out lists)."""
+        host = url_host(url)
+        suffixes = domain_suffixes(host) if host else []
+        for (bank, type_name), index in self._indexes.items():
+            if type_name == "domain" and suffixes and len(index.search(suffixes)[0]):
+                return f"listed domain ({bank})"
+        return None
 
     def _queries(self, results: Sequence[ItemResult], stype) -> tuple[list[int], list[str], list[str]]:
         owners: list[int] = []

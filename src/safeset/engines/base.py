@@ -28,7 +28,7 @@ class ShardOutcome:
 class Progress:
     """Callbacks an engine calls from the scheduling process."""
 
-    items: Callable[[int], None] = lambda n: None
+    counts: Callable[[dict], None] = lambda counts: None  # items checked, fetch outcomes, bytes
     shard_done: Callable[[ShardOutcome], None] = lambda outcome: None
 
 
@@ -38,6 +38,11 @@ class Engine(ABC):
     def __init__(self, workers: int | None = None, retries: int = 2):
         self.workers = workers
         self.retries = retries
+
+    @property
+    @abstractmethod
+    def parallelism(self) -> int:
+        """How many shard workers run at once (per-domain fetch limits are shared among them)."""
 
     @abstractmethod
     def run(self, tasks: Sequence[ShardTask], progress: Progress) -> list[ShardOutcome]:

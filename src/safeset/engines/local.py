@@ -2,7 +2,7 @@
 
 Workers are started with `spawn` (no inherited threads or locks) and, on Linux, die with the
 scheduling process (PR_SET_PDEATHSIG), so a `kill -9` of a scan leaves no orphan still writing into
-OUT while the rerun starts. Item progress flows back over one queue, drained by a thread.
+OUT while the rerun starts. Progress counts flow back over one queue, drained by a thread.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def default_workers() -> int:
 class LocalEngine(Engine):
     name = "local"
 
+    @property
+    def parallelism(self) -> int:
+        return self.workers or default_workers()
+
     def run(self, tasks: Sequence[ShardTask], progress: Progress) -> list[ShardOutcome]:
         if not tasks:
             return []
@@ -57,7 +61,7 @@ class LocalEngine(Engine):
         drainer.start()
         outcomes = {task.part: ShardOutcome(task) for task in tasks}
         pending = list(tasks)
-        workers = max(1, min(self.workers or default_workers(), len(tasks)))
+        workers = max(1, min(self.parallelism, len(tasks)))
         try:
             while pending:
                 pending = self._round(pending, outcomes, workers, context, queue, progress)
@@ -92,4 +96,4 @@ class LocalEngine(Engine):
 
 def _drain(queue, progress: Progress) -> None:
     while (count := queue.get()) is not None:
-        progress.items(count)
+        progress.counts(count)

@@ -83,7 +83,7 @@ class Checker:
         self.policy = policy
         self.settings = settings
 
-    def check(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Iterator[ItemResult]:
+    def check(self, items: Iterable[Item], progress: Callable[[dict], None] | None = None) -> Iterator[ItemResult]:
         batch: list[ItemResult] = []
         for item in items:
             batch.append(hash_item(item, self.settings))
@@ -93,11 +93,11 @@ class Checker:
         if batch:
             yield from self._decide(batch, progress)
 
-    def _decide(self, batch: list[ItemResult], progress: Callable[[int], None] | None) -> list[ItemResult]:
+    def _decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None) -> list[ItemResult]:
         self.matcher.match(batch)
         for result in batch:
             result.pdq_variants = {}
             self.policy.decide(result, self.settings.pdq_min_quality)
         if progress is not None:
-            progress(len(batch))
+            progress({"items": len(batch)})
         return batch

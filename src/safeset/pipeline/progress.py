@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -34,7 +35,10 @@ class _Rate(TextColumn):
 
 
 class ScanProgress:
-    def __init__(self, shards: int, already_done: int, enabled: bool = True):
+    """Shards done of all, items checked with their rate, and (when fetching) downloads with their
+    success rate, bytes per second and the commonest failure reasons."""
+
+    def __init__(self, shards: int, already_done: int, enabled: bool = True, fetching: bool = False):
         self.enabled = enabled
         self._lock = threading.Lock()
         self._bar = Progress(
@@ -45,11 +49,15 @@ class ScanProgress:
             _Rate(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
             console=Console(stderr=True),
             disable=not enabled,
         )
-        self._shards = self._bar.add_task("shards", total=shards, completed=already_done)
-        self._items = self._bar.add_task("items", total=None)
+        self._shards = self._bar.add_task("shards", total=shards, completed=already_done, note="")
+        self._items = self._bar.add_task("items", total=None, note="")
+        self._fetch = self._bar.add_task("fetched", total=None, note="") if fetching else None
+        self._outcomes: Counter[str] = Counter()
+        self._bytes = 0
         self.failed = 0
 
     def __enter__(self) -> ScanProgress:
@@ -59,9 +67,25 @@ class ScanProgress:
     def __exit__(self, *exc) -> None:
         self._bar.stop()
 
-    def items_done(self, count: int) -> None:
+    def counts(self, counts: dict) -> None:
         with self._lock:
-            self._bar.update(self._items, advance=count)
+            if counts.get("items"):
+                self._bar.update(self._items, advance=counts["items"])
+            if self._fetch is None:
+                return
+            fetched = {k.removeprefix("fetch:"): v for k, v in counts.items() if k.startswith("fetch:")}
+            self._outcomes.update(fetched)
+            self._bytes += counts.get("bytes", 0)
+            self._bar.update(self._fetch, advance=sum(fetched.values()), note=self._fetch_note())
+
+    def _fetch_note(self) -> str:
+        total = sum(self._outcomes.values()) or 1
+        elapsed = self._bar.tasks[self._fetch].elapsed or 1e-9
+        failures = [(k, v) for k, v in self._outcomes.most_common() if k != "ok"][:3]
+        worst = ", ".join(f"{escape(k)} {v / total:.0%}" for k, v in failures)
+        return f"ok {self._outcomes['ok'] / total:.0%}  {self._bytes / elapsed / 2**20:.1f} MB/s" + (
+            f"  {worst}" if worst else ""
+        )
 
     def shard_done(self, outcome: ShardOutcome) -> None:
         with self._lock:

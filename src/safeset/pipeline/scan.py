@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
@@ -27,6 +27,9 @@ from ..sources import ReadOptions, Shard, plan_shards
 from .check import CheckSettings
 from .progress import ScanProgress
 from .worker import RunSpec, ShardTask
+
+if TYPE_CHECKING:
+    from ..fetch import FetchOptions
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,14 @@ class ScanConfig:
     retries: int = 2
     check: CheckSettings = field(default_factory=CheckSettings)
     read: ReadOptions = field(default_factory=ReadOptions)
+    fetch: FetchOptions | None = None  # download the images of URL-only rows
+    save_images: bool = False  # with fetch: write the kept images as webdataset shards under clean/
     home: str | None = None
     progress: bool = False
 
     def __post_init__(self) -> None:
+        if self.save_images and self.fetch is None:
+            raise UsageError("--save-images keeps fetched images: it needs --fetch")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if not self.inputs:
@@ -68,7 +75,30 @@ def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> 
         "policy": spec.policy.to_dict(),
         "settings": asdict(spec.settings),
         "read": asdict(config.read),
+        # what changes which rows are fetched and kept; politeness settings may differ on a rerun
+        "fetch": None
+        if config.fetch is None
+        else {
+            "max_bytes": config.fetch.max_bytes,
+            "max_redirects": config.fetch.max_redirects,
+            "respect_optout": config.fetch.respect_optout,
+            "allow_private": config.fetch.allow_private,
+            "allowed_networks": list(config.fetch.allowed_networks),
+            "save_images": config.save_images,
+        },
     }
+
+
+def _per_worker(fetch: FetchOptions | None, workers: int) -> FetchOptions | None:
+    """Per-domain limits are for the whole scan: every worker gets its share, so that N workers
+    do not make N times the requests to one server."""
+    if fetch is None:
+        return None
+    return replace(
+        fetch,
+        per_domain_rate=fetch.per_domain_rate / workers,
+        per_domain_concurrency=max(1, fetch.per_domain_concurrency // workers),
+    )
 
 
 def _check_same_scan(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
@@ -92,9 +122,16 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
     settings = config.check
-    spec = RunSpec(str(store.home), tuple((b.name, b.sha256) for b in banks), config.policy, settings)
-    shards = plan_shards(config.inputs, config.read)
     engine = engine_for(config.engine, config.workers, config.retries)
+    spec = RunSpec(
+        str(store.home),
+        tuple((b.name, b.sha256) for b in banks),
+        config.policy,
+        settings,
+        fetch=_per_worker(config.fetch, engine.parallelism),
+        save_images=config.save_images,
+    )
+    shards = plan_shards(config.inputs, config.read)
     layout = OutLayout(config.out)
     layout.create()
     with layout.locked():
@@ -102,8 +139,10 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         layout.remove_partials()
         done = {i for i in range(len(shards)) if layout.done(i).is_file()}
         tasks = [ShardTask(i, s, str(layout.root), spec) for i, s in enumerate(shards) if i not in done]
-        with ScanProgress(len(shards), len(done), enabled=config.progress) as progress:
-            outcomes = engine.run(tasks, Progress(items=progress.items_done, shard_done=progress.shard_done))
+        with ScanProgress(
+            len(shards), len(done), enabled=config.progress, fetching=config.fetch is not None
+        ) as progress:
+            outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
         failed = [o for o in outcomes if o.error]
         if failed:
             raise ShardsFailedError(
@@ -117,7 +156,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         for i in range(len(shards)):
             part = pq.read_table(layout.part(i))
             manifests.add(part)
-            builder.add(part)
+            builder.add(part, fetched=config.fetch is not None and shards[i].kind == "table")
         manifests.close()
         elapsed = time.perf_counter() - started
         rows_now = sum(o.summary["rows"] for o in outcomes)

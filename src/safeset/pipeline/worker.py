@@ -10,19 +10,24 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
+from .. import __version__
 from ..atomic import commit, partial_path
 from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
-from ..model import Decision
+from ..model import Decision, Item, Status
 from ..policy import Policy
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
 from .check import Checker, CheckSettings
+
+if TYPE_CHECKING:
+    from ..fetch import FetchOptions
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class RunSpec:
     banks: tuple[tuple[str, str], ...]  # (name, sha256) as planned; a changed bank fails the shard
     policy: Policy
     settings: CheckSettings
+    fetch: FetchOptions | None = None  # download the images of URL-only rows (`--fetch`)
+    save_images: bool = False  # write fetched images that are kept into the clean release
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,32 @@ def _checker(spec: RunSpec) -> Checker:
     return checker
 
 
+NOT_FETCHED = "metadata only: images are not fetched (use --fetch)"
+
+
+def _unfetched(items: Iterator[Item]) -> Iterator[Item]:
+    """Without --fetch, a row that has only a URL is recorded as having no image."""
+    for item in items:
+        if item.status is None and item.data is None and item.url:
+            item.status, item.error = Status.NO_IMAGE, NOT_FETCHED
+        yield item
+
+
+def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | None) -> Iterator[Item]:
+    """Report download outcomes as they come (for the progress bars)."""
+    counts: Counter[str] = Counter()
+    for item in items:
+        if item.url and (item.data is not None or item.status in (Status.FETCH_FAILED, Status.SKIPPED_OPTOUT)):
+            counts["fetch:" + (item.error or "ok")] += 1
+            counts["bytes"] += len(item.data or b"")
+        if progress is not None and sum(counts.values()) - counts["bytes"] >= 32:
+            progress(dict(counts))
+            counts.clear()
+        yield item
+    if progress is not None and counts:
+        progress(dict(counts))
+
+
 def file_record(path: str) -> dict:
     digest = hashlib.sha256()
     size = 0
@@ -85,7 +118,16 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
     checker = _checker(task.spec)
     reader = reader_for(task.shard.kind)
     problems: list[str] = []
-    results = sorted(checker.check(reader.items(task.shard, problems), progress), key=lambda r: r.index)
+    items = reader.items(task.shard, problems)
+    fetcher = None
+    if task.spec.fetch is not None:
+        from ..fetch import Fetcher
+
+        fetcher = Fetcher(task.spec.fetch, __version__, skip=checker.matcher.optout_reason)
+        items = _count_fetched(fetcher.fetch(items), progress)
+    else:
+        items = _unfetched(items)
+    results = sorted(checker.check(items, progress), key=lambda r: r.index)
     indexes = [r.index for r in results]
     if len(set(indexes)) != len(indexes):
         raise RuntimeError(f"{task.shard.name}: a row index was produced twice")
@@ -109,6 +151,14 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
         "files": [file_record(f) for f in task.shard.files],
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if fetcher is not None:
+        stats = fetcher.stats
+        summary["fetch"] = {
+            "requests": stats.requests,
+            "retries": stats.retries,
+            "bytes": stats.bytes,
+            "outcomes": dict(sorted(stats.outcomes.items())),
+        }
     if sum(summary["decisions"].values()) != summary["rows"]:
         raise RuntimeError(f"{task.shard.name}: rows in != keep + remove + review")
     write_json(layout.done(task.part), summary)

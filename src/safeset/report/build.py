@@ -54,9 +54,11 @@ class ReportBuilder:
         self.bank_matches: dict[str, Counter[str]] = defaultdict(Counter)
         self.bank_entries: dict[str, set[str]] = defaultdict(set)
         self.domains: dict[str, Counter[str]] = defaultdict(Counter)
+        self.fetch_domains: dict[str, Counter[str]] = defaultdict(Counter)
         self.part_rows: dict[str, int] = {}
 
-    def add(self, part: pa.Table) -> None:
+    def add(self, part: pa.Table, fetched: bool = False) -> None:
+        """Count one results part; `fetched` when its rows' images were downloaded by the scan."""
         self.rows += part.num_rows
         if part.num_rows:
             self.part_rows[part["shard"][0].as_py()] = part.num_rows
@@ -79,6 +81,10 @@ class ReportBuilder:
             self.bank_items.update(banks_hit)
             if decision != Decision.KEEP and url:
                 self.domains[url_host(url) or "(no host)"][decision] += 1
+            if fetched and url:
+                outcome = {"fetch_failed": "failed", "skipped_optout": "optout", "no_image": None}.get(status, "ok")
+                if outcome:
+                    self.fetch_domains[url_host(url) or "(no host)"][outcome] += 1
 
     def finish(
         self,
@@ -129,9 +135,33 @@ class ReportBuilder:
                 {"part": s["part"], "shard": s["shard"], "kind": s["kind"], "rows": s["rows"], **s["decisions"]}
                 for s in summaries
             ],
+            "fetch": self._fetch_section(summaries),
             "problems": problems[:MAX_PROBLEMS],
             "problems_total": len(problems),
             "timings": timings,
+        }
+
+    def _fetch_section(self, summaries: Sequence[dict]) -> dict | None:
+        fetched = [s["fetch"] for s in summaries if "fetch" in s]
+        if not fetched:
+            return None
+        outcomes: Counter[str] = Counter()
+        for f in fetched:
+            outcomes.update(f["outcomes"])
+        optouts = self.statuses.get("skipped_optout", 0)
+        attempted = sum(outcomes.values()) - optouts
+        domains = sorted(self.fetch_domains.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:TOP_DOMAINS]
+        return {
+            "requests": sum(f["requests"] for f in fetched),
+            "retries": sum(f["retries"] for f in fetched),
+            "bytes": sum(f["bytes"] for f in fetched),
+            "success_rate": round(outcomes.get("ok", 0) / attempted, 4) if attempted else None,
+            "optouts": optouts,
+            "outcomes": dict(sorted(outcomes.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "domains": [
+                {"domain": d, "ok": c.get("ok", 0), "failed": c.get("failed", 0), "optout": c.get("optout", 0)}
+                for d, c in domains
+            ],
         }
 
     def _check_conservation(self, summaries: Sequence[dict]) -> None:

@@ -38,6 +38,24 @@ def _section(title: str, content: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{content}</section>"
 
 
+def _fetch_section(fetch: dict | None) -> str:
+    if not fetch:
+        return ""
+    rate = "-" if fetch["success_rate"] is None else f"{fetch['success_rate']:.1%}"
+    summary = _table(
+        ["requests", "retries", "bytes", "success rate", "opt-outs"],
+        [[fetch["requests"], fetch["retries"], fetch["bytes"], rate, fetch["optouts"]]],
+        "fetch",
+    )
+    outcomes = _table(["outcome", "rows"], fetch["outcomes"].items(), "fetch-outcomes")
+    domains = _table(
+        ["domain", "ok", "failed", "opt-out"],
+        [[d["domain"], d["ok"], d["failed"], d["optout"]] for d in fetch["domains"]],
+        "fetch-domains",
+    )
+    return _section("Fetching", summary + outcomes + domains)
+
+
 def render_html(report: dict[str, Any]) -> str:
     totals = report["totals"]
     conservation = report["conservation"]
@@ -87,6 +105,7 @@ def render_html(report: dict[str, Any]) -> str:
                 "domains",
             ),
         ),
+        _fetch_section(report.get("fetch")),
         _section(
             "Shards",
             _table(

@@ -27,7 +27,6 @@ TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 URL_COLUMNS = ("url", "image_url", "img_url")
 CAPTION_COLUMNS = ("caption", "text", "alt", "alt_text")
 KEY_COLUMNS = ("key", "id")
-NOT_FETCHED = "metadata only: images are not fetched"
 
 
 def find_column(names: Sequence[str], explicit: str | None, candidates: Sequence[str]) -> str | None:
@@ -129,8 +128,8 @@ class TableReader(Reader):
                 key=str(key) if key is not None else str(index),
                 url=_text(row.get(url_col)),
                 caption=_text(row.get(caption_col)) if caption_col else None,
-                status=Status.NO_IMAGE,
-                error=error or NOT_FETCHED,
+                status=Status.NO_IMAGE if error else None,  # a URL-only row: fetched, or not, by the worker
+                error=error,
             )
 
     def _rows(

@@ -1,0 +1,167 @@
+"""One image fetch: redirects followed by hand (each hop checked), the body streamed into memory
+under a byte cap, opt-out headers honoured, and every failure turned into a short reason code.
+
+Nothing here touches the disk: the bytes stay in memory and go straight to hashing.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import aiohttp
+
+from .guard import AddressPolicy, Blocked, check_url
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+_NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/javascript")
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How politely and how safely to fetch. Everything a user may want to tune is here."""
+
+    concurrency: int = 64  # requests in flight over all domains
+    per_domain_concurrency: int = 4
+    per_domain_rate: float = 8.0  # requests per second to one domain
+    retries: int = 3  # extra attempts after a timeout, a connection failure, 429 or 5xx
+    backoff: float = 1.0  # first retry delay in seconds; doubles each attempt, with jitter
+    max_backoff: float = 60.0
+    max_retry_after: float = 120.0  # a longer Retry-After gives up on the row instead of waiting
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0  # between two reads of the body
+    total_timeout: float = 60.0
+    max_bytes: int = 16 * 2**20
+    max_redirects: int = 5
+    contact: str = ""  # who to contact about the crawl, shown in the user agent
+    allow_private: bool = False
+    allowed_networks: tuple[str, ...] = ()
+    respect_optout: bool = True
+
+    def user_agent(self, version: str) -> str:
+        contact = f"; contact: {self.contact}" if self.contact else ""
+        return f"safeset/{version} (dataset safety audit; hashes images, keeps none{contact})"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The outcome of one fetch. `data` only when ok; `retry_after` when the failure may pass."""
+
+    status: str  # "ok" | "fetch_failed" | "skipped_optout"
+    reason: str = ""
+    data: bytes | None = None
+    content_type: str = ""
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+def _failed(reason: str, retryable: bool = False, retry_after: float | None = None) -> Fetched:
+    return Fetched("fetch_failed", reason, retryable=retryable, retry_after=retry_after)
+
+
+def optout_reason(headers) -> str | None:
+    """`X-Robots-Tag: noai` / `noimageai` (any user agent) or TDMRep's `tdm-reservation: 1`."""
+    for value in headers.getall("X-Robots-Tag", ()):
+        for token in value.lower().split(","):
+            directive = token.rsplit(":", 1)[-1].strip()
+            if directive in ("noai", "noimageai"):
+                return f"x-robots-tag: {directive}"
+    if headers.get("tdm-reservation", "").strip() == "1":
+        return "tdm-reservation"
+    return None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def fetch_one(session: aiohttp.ClientSession, url: str, options: FetchOptions, policy: AddressPolicy) -> Fetched:
+    try:
+        return await _fetch(session, url, options, policy)
+    except Blocked as exc:
+        return _failed(exc.reason)
+    except aiohttp.ClientConnectorDNSError as exc:
+        cause = exc.os_error
+        return _failed(cause.reason if isinstance(cause, Blocked) else "dns")
+    except aiohttp.ClientConnectorCertificateError:
+        return _failed("tls")
+    except aiohttp.ClientSSLError:
+        return _failed("tls")
+    except aiohttp.ClientConnectorError:
+        return _failed("connect", retryable=True)
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        return _failed("timeout", retryable=True)
+    except aiohttp.ClientPayloadError:
+        return _failed("truncated", retryable=True)
+    except aiohttp.ServerDisconnectedError:
+        return _failed("disconnected", retryable=True)
+    except aiohttp.InvalidURL:
+        return _failed("bad_url")
+    except (aiohttp.ClientError, ValueError, UnicodeError):
+        return _failed("http_error")
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str, options: FetchOptions, policy: AddressPolicy) -> Fetched:
+    timeout = aiohttp.ClientTimeout(
+        total=options.total_timeout, sock_connect=options.connect_timeout, sock_read=options.read_timeout
+    )
+    for _ in range(options.max_redirects + 1):
+        check_url(url, policy)
+        async with session.get(url, allow_redirects=False, timeout=timeout) as response:
+            if response.status in _REDIRECTS:
+                location = response.headers.get("Location")
+                if not location:
+                    return _failed("bad_redirect")
+                url = urljoin(url, location)
+                continue
+            if options.respect_optout and (reason := optout_reason(response.headers)):
+                return Fetched("skipped_optout", reason)
+            if response.status == 429 or response.status >= 500:
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                return _failed(f"http_{response.status}", retryable=True, retry_after=wait)
+            if response.status != 200:
+                return _failed(f"http_{response.status}")
+            content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+            if content_type.startswith(_NOT_IMAGE_TYPES):
+                return _failed("not_image")
+            if (response.content_length or 0) > options.max_bytes:
+                return _failed("too_large")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(1 << 16):  # decompressed, if encoded
+                body += chunk
+                if len(body) > options.max_bytes:
+                    return _failed("too_large")
+            return Fetched("ok", data=bytes(body), content_type=content_type)
+    return _failed("too_many_redirects")
+
+
+def make_session(options: FetchOptions, policy: AddressPolicy, version: str) -> aiohttp.ClientSession:
+    from .guard import GuardedResolver
+
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(policy),
+        limit=options.concurrency,
+        limit_per_host=options.per_domain_concurrency,
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": options.user_agent(version), "Accept": "image/*,*/*;q=0.5"},
+        auto_decompress=True,
+        trust_env=False,
+    )
+
+
+__all__ = ["FetchOptions", "Fetched", "fetch_one", "make_session", "optout_reason", "retry_after_seconds"]

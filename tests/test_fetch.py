@@ -1,0 +1,250 @@
+"""`safeset scan --fetch` against a real HTTP server on loopback that misbehaves in every usual way."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import read_json, run_cli, write_lines
+from http_server import HOSTS, FaultyServer
+from multidict import CIMultiDict
+
+from safeset.demo import jpeg
+from safeset.fetch import AddressPolicy, Blocked, check_url, optout_reason, retry_after_seconds
+
+LOOPBACK = ("--allow-network", "127.0.0.0/8", "--allow-network", "::1/128")
+
+
+@pytest.fixture(scope="module")
+def images(tiles):
+    return {f"{name}.jpg": jpeg(image) for name, image in tiles[:40]}
+
+
+@pytest.fixture
+def server(images):
+    with FaultyServer(images) as running:
+        yield running
+
+
+def write_meta(path, urls: list[str]) -> None:
+    write_lines(path, ["URL,TEXT", *(f"{u},caption {i}" for i, u in enumerate(urls))])
+
+
+def results_by_url(out) -> dict[str, dict]:
+    return {r["url"]: r for r in pq.read_table(out / "results").to_pylist()}
+
+
+# ---- the guard, alone -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("224.0.0.1", False),
+        ("0.0.0.0", False),
+        ("240.0.0.1", False),  # reserved
+        ("::1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("ff02::1", False),
+    ],
+)
+def test_only_public_addresses_are_allowed_by_default(address, public):
+    assert AddressPolicy().permits(ipaddress.ip_address(address)) is public
+
+
+def test_allowing_networks():
+    narrow = AddressPolicy(allowed=["127.0.0.0/8"])
+    assert narrow.permits(ipaddress.ip_address("127.0.0.9"))
+    assert not narrow.permits(ipaddress.ip_address("169.254.169.254"))
+    broad = AddressPolicy(allow_private=True)
+    assert broad.permits(ipaddress.ip_address("10.0.0.1")) and not broad.permits(ipaddress.ip_address("224.0.0.1"))
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("file:///etc/passwd", "bad_scheme"),
+        ("ftp://example.org/a.jpg", "bad_scheme"),
+        ("http:///nohost", "bad_url"),
+        ("http://example.org:99999/a.jpg", "bad_url"),
+        ("http://127.0.0.1/a.jpg", "ssrf_blocked"),
+        ("http://[::1]/a.jpg", "ssrf_blocked"),
+        ("http://169.254.169.254/latest/meta-data/", "ssrf_blocked"),
+    ],
+)
+def test_url_checks(url, reason):
+    with pytest.raises(Blocked) as info:
+        check_url(url, AddressPolicy())
+    assert info.value.reason == reason
+    assert check_url("https://Example.org/a.jpg", AddressPolicy()) == ("https", "example.org")
+
+
+def test_optout_and_retry_after_parsing():
+    assert optout_reason(CIMultiDict({"X-Robots-Tag": "noindex, NoAI"})) == "x-robots-tag: noai"
+    assert optout_reason(CIMultiDict({"X-Robots-Tag": "otherbot: noimageai"})) == "x-robots-tag: noimageai"
+    assert optout_reason(CIMultiDict({"tdm-reservation": "1"})) == "tdm-reservation"
+    assert optout_reason(CIMultiDict({"X-Robots-Tag": "noindex", "tdm-reservation": "0"})) is None
+    assert retry_after_seconds("7") == 7.0
+    assert 50 < retry_after_seconds(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))) <= 60
+    assert retry_after_seconds("soon") is None
+
+
+# ---- end to end --------------------------------------------------------------------------------
+def test_fetch_statuses_for_every_fault(server, images, tmp_path, home):
+    names = sorted(images)
+    listed = names[0]
+    cases = {
+        server.url(f"/img/{listed}"): ("ok", None),
+        server.url(f"/slow/{names[1]}"): ("ok", None),
+        server.url(f"/octet/{names[2]}"): ("ok", None),
+        server.url(f"/redirect/3/{names[3]}"): ("ok", None),
+        server.url(f"/img/{names[4]}", host="::1"): ("ok", None),  # an IPv6 literal
+        f"http://localhost:{server.port}/img/{names[5]}": ("ok", None),  # a name, checked when resolved
+        server.url(f"/flaky/a/{names[6]}"): ("ok", None),  # 503, then fine
+        server.url(f"/busy/b/{names[7]}"): ("ok", None),  # 429 with Retry-After: 1, then fine
+        server.url("/stall"): ("fetch_failed", "timeout"),
+        server.url("/status/404"): ("fetch_failed", "http_404"),
+        server.url("/status/500"): ("fetch_failed", "http_500"),
+        server.url("/truncated"): ("fetch_failed", "truncated"),
+        server.url("/html"): ("fetch_failed", "not_image"),
+        server.url("/mislabelled"): ("decode_failed", "not_an_image"),
+        server.url("/loop"): ("fetch_failed", "too_many_redirects"),
+        server.url("/to-metadata"): ("fetch_failed", "ssrf_blocked"),
+        server.url("/huge"): ("fetch_failed", "too_large"),
+        server.url("/gzip-bomb"): ("fetch_failed", "too_large"),
+        server.url(f"/optout/noai/{names[8]}"): ("skipped_optout", "x-robots-tag: noai"),
+        server.url(f"/optout/otherbot:%20noimageai/{names[9]}"): ("skipped_optout", "x-robots-tag: noimageai"),
+        server.url(f"/tdm/{names[10]}"): ("skipped_optout", "tdm-reservation"),
+        "file:///etc/passwd": ("fetch_failed", "bad_scheme"),
+        "http://10.255.255.1/a.jpg": ("fetch_failed", "ssrf_blocked"),
+    }
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, list(cases))
+    write_lines(tmp_path / "md5.txt", [hashlib.md5(images[listed]).hexdigest()])
+    assert run_cli("bank", "add", "md5", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    out = tmp_path / "out"
+    result = run_cli(
+        "scan",
+        meta,
+        "--out",
+        out,
+        "--fetch",
+        *LOOPBACK,
+        "--timeout",
+        "2",
+        "--fetch-retries",
+        "1",
+        "--max-bytes",
+        str(2**20),
+        "--workers",
+        "1",
+        "-q",
+        home=home,
+    )
+    assert result.exit_code == 0, result.output
+    found = results_by_url(out)
+    assert {url: (r["status"], r["error"]) for url, r in found.items()} == cases
+    assert found[server.url(f"/img/{listed}")]["decision"] == "remove"
+    assert found[server.url("/to-metadata")]["decision"] == "keep"  # unchecked, counted as such
+    # 503 and 429 were retried once; Retry-After was waited out
+    busy = [t for _, path, t in server.log.requests if path.startswith("/busy/")]
+    assert len(busy) == 2 and busy[1] - busy[0] >= 0.9
+    assert server.log.hits[f"/flaky/a/{names[6]}"] == 2 and server.log.hits["/status/404"] == 1
+    # the report's fetch section
+    report = read_json(out / "report.json")
+    fetch = report["fetch"]
+    assert fetch["requests"] >= len(cases) - 2 and fetch["retries"] >= 4
+    assert fetch["outcomes"]["ok"] == 9 and fetch["outcomes"]["ssrf_blocked"] == 2  # 8 images and a mislabelled page
+    assert fetch["optouts"] == 3 and 0 < fetch["success_rate"] < 1
+    assert any(d["domain"] == "127.0.0.1" for d in fetch["domains"])
+    # the clean table drops the listed row (and keeps the others, unchecked ones included)
+    kept = (out / "clean" / "meta.csv").read_text().splitlines()
+    assert len(kept) == 1 + len(cases) - 1 - 3  # header; minus the match and the 3 opt-outs
+
+
+def test_private_addresses_are_refused_unless_allowed(server, images, tmp_path, home):
+    name = sorted(images)[0]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, [server.url(f"/img/{name}"), f"http://localhost:{server.port}/img/{name}"])
+    out = tmp_path / "out"
+    assert run_cli("scan", meta, "--out", out, "--fetch", "-q", home=home).exit_code == 0
+    assert {r["error"] for r in results_by_url(out).values()} == {"ssrf_blocked"}
+    assert server.log.requests == []  # nothing was even requested
+    out2 = tmp_path / "out2"
+    allowed = run_cli("scan", meta, "--out", out2, "--fetch", "--allow-private-networks", "-q", home=home)
+    assert allowed.exit_code == 0, allowed.output
+    assert {r["status"] for r in results_by_url(out2).values()} == {"ok"}
+
+
+def test_politeness_per_domain_and_breadth_across_domains(server, images, tmp_path, home):
+    names = sorted(images)
+    urls = [server.url(f"/slow/{names[i]}", host=HOSTS[i % 4]) for i in range(24)]  # 6 per domain
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, urls)
+    started = time.monotonic()
+    result = run_cli(
+        "scan",
+        meta,
+        "--out",
+        tmp_path / "out",
+        "--fetch",
+        *LOOPBACK,
+        "--per-domain-rate",
+        "4",
+        "--per-domain-concurrency",
+        "2",
+        "--workers",
+        "1",
+        "-q",
+        home=home,
+    )
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    for host in HOSTS:
+        times = sorted(server.log.times(host))
+        assert len(times) == 6
+        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.2  # <= 4 requests/s
+        assert server.log.most_active[host] <= 2
+    # 6 requests a domain at 4/s is ~1.3 s; the 4 domains went in parallel, not one after another
+    assert elapsed < 1.3 * 4
+
+
+def test_domain_banks_are_optouts_before_any_request(server, images, tmp_path, home):
+    name = sorted(images)[0]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, [server.url(f"/img/{name}", host="127.0.0.2"), server.url(f"/img/{name}")])
+    write_lines(tmp_path / "domains.txt", ["127.0.0.2"])
+    assert run_cli("bank", "add", "optout", tmp_path / "domains.txt", "--type", "domain", home=home).exit_code == 0
+    out = tmp_path / "out"
+    assert run_cli("scan", meta, "--out", out, "--fetch", *LOOPBACK, "-q", home=home).exit_code == 0
+    found = results_by_url(out)
+    blocked = found[server.url(f"/img/{name}", host="127.0.0.2")]
+    assert (blocked["status"], blocked["error"], blocked["decision"]) == (
+        "skipped_optout",
+        "listed domain (optout)",
+        "remove",
+    )
+    assert server.log.times("127.0.0.2") == [] and len(server.log.times("127.0.0.1")) == 1
+
+
+def test_a_rerun_fetches_nothing_again(server, images, tmp_path, home):
+    names = sorted(images)
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, [server.url(f"/img/{n}") for n in names[:5]])
+    args = ("scan", meta, "--out", tmp_path / "out", "--fetch", *LOOPBACK, "-q")
+    assert run_cli(*args, home=home).exit_code == 0
+    requests = len(server.log.requests)
+    assert requests == 5
+    assert run_cli(*args, home=home).exit_code == 0
+    assert len(server.log.requests) == requests
