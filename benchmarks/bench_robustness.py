@@ -31,7 +31,7 @@ def main() -> None:
     print(
         f"safeset's scheme: mean recall {schemes['trim']['mean_recall']:.3f}; "
         f"plain PDQ at 31: safeset {schemes['pdq']['mean_recall_at_31']:.3f} vs reference "
-        f"{schemes['reference']['mean_recall_at_31']:.3f} ({100 * drop:+.1f} points lost)"
+        f"{schemes['reference']['mean_recall_at_31']:.3f} ({100 * change:+.1f} points)"
     )
     common.save("robustness", result)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
+import subprocess
+import sys
+import tarfile
 import time
 
 import pyarrow.parquet as pq
@@ -248,3 +252,34 @@ def test_a_rerun_fetches_nothing_again(server, images, tmp_path, home):
     assert requests == 5
     assert run_cli(*args, home=home).exit_code == 0
     assert len(server.log.requests) == requests
+
+
+def test_save_images_writes_kept_images_only_and_nothing_flagged_anywhere(server, images, tmp_path, home):
+    names = sorted(images)[:8]
+    listed = names[3]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, [server.url(f"/img/{n}") for n in names] + [server.url("/status/404")])
+    write_lines(tmp_path / "md5.txt", [hashlib.md5(images[listed]).hexdigest()])
+    assert run_cli("bank", "add", "md5", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    out = tmp_path / "out"
+    env = {**os.environ, "SAFESET_HOME": str(home), "TMPDIR": str(scratch)}
+    argv = [sys.executable, "-m", "safeset", "scan", str(meta), "--out", str(out), "--fetch", "--save-images"]
+    proc = subprocess.run([*argv, *LOOPBACK, "--workers", "1"], env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"fetched" in proc.stderr and b"ok 89%" in proc.stderr  # the progress bar's fetch line
+
+    with tarfile.open(out / "clean" / "meta" / "00000.tar") as tar:
+        saved = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")]
+    assert sorted(saved) == sorted(images[n] for n in names if n != listed)
+    rows = pq.read_table(out / "clean" / "meta" / "00000.parquet").to_pylist()
+    assert len(rows) == 7 and all(r["status"] == "success" for r in rows)
+
+    data = images[listed]  # the whole file, and windows of its entropy-coded data (headers are shared)
+    needles = [data] + [data[i : i + 64] for i in (len(data) // 3, len(data) // 2, len(data) - 80)]
+    written = [p for p in [*out.rglob("*"), *scratch.rglob("*")] if p.is_file()]
+    assert len(written) > 10
+    for needle in needles:
+        assert not [p for p in written if needle in p.read_bytes()]
+        assert needle not in proc.stdout + proc.stderr

@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import random
 import shutil
-import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from ._optional import package_dir
+from .sources.img2dataset import Img2datasetWriter
 
 # scikit-image's sample photos and their licences (from the docstrings of `skimage.data`).
 PHOTOS: dict[str, str] = {
@@ -89,59 +85,11 @@ class Sample:
 
 def write_img2dataset_shard(directory: Path, shard: int, samples: Sequence[Sample]) -> Path:
     """Write `NNNNN.tar`, `NNNNN.parquet` and `NNNNN_stats.json` as img2dataset does."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{shard:05d}"
-    rows: list[dict[str, Any]] = []
-    with tarfile.open(directory / f"{stem}.tar", "w") as tar:
-        for i, sample in enumerate(samples):
-            key = f"{stem}{i:04d}"
-            ok = sample.image is not None
-            width, height = sample.size or (None, None)
-            row = {
-                "url": sample.url,
-                "caption": sample.caption,
-                "key": key,
-                "status": "success" if ok else "failed_to_download",
-                "error_message": None if ok else (sample.error or "HTTP Error 404: Not Found"),
-                "width": width,
-                "height": height,
-                "original_width": width,
-                "original_height": height,
-                "exif": None,
-                "md5": hashlib.md5(sample.image).hexdigest() if ok else None,
-            }
-            rows.append(row)
-            if not ok:
-                continue
-            for ext, payload in (
-                (sample.ext, sample.image),
-                ("txt", sample.caption.encode()),
-                ("json", json.dumps(row).encode()),
-            ):
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(payload)
-                info.mtime = 1_700_000_000
-                tar.addfile(info, io.BytesIO(payload))
-    schema = pa.schema(
-        [
-            ("url", pa.string()),
-            ("caption", pa.string()),
-            ("key", pa.string()),
-            ("status", pa.string()),
-            ("error_message", pa.string()),
-            ("width", pa.int64()),
-            ("height", pa.int64()),
-            ("original_width", pa.int64()),
-            ("original_height", pa.int64()),
-            ("exif", pa.string()),
-            ("md5", pa.string()),
-        ]
-    )
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), directory / f"{stem}.parquet")
-    successes = sum(r["status"] == "success" for r in rows)
-    stats = {"count": len(rows), "successes": successes, "failed_to_download": len(rows) - successes}
-    (directory / f"{stem}_stats.json").write_text(json.dumps(stats, indent=2))
-    return directory / f"{stem}.tar"
+    writer = Img2datasetWriter(directory, shard)
+    for sample in samples:
+        error = None if sample.image is not None else (sample.error or "HTTP Error 404: Not Found")
+        writer.add(sample.image, sample.url, sample.caption, error, sample.size, sample.ext)
+    return writer.close()
 
 
 @dataclass(frozen=True)

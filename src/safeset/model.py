@@ -49,6 +49,16 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchedImage:
+    """The locator of a downloaded row when kept images are saved (`--save-images`): its bytes, in
+    memory only until the row is decided, and written only if it is kept."""
+
+    data: bytes
+    url: str
+    caption: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     bank: str
     signal_type: str

@@ -20,7 +20,7 @@ from .. import __version__
 from ..atomic import commit, partial_path
 from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
-from ..model import Decision, Item, Status
+from ..model import Decision, FetchedImage, Item, Status
 from ..policy import Policy
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
@@ -86,13 +86,16 @@ def _unfetched(items: Iterator[Item]) -> Iterator[Item]:
         yield item
 
 
-def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | None) -> Iterator[Item]:
-    """Report download outcomes as they come (for the progress bars)."""
+def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | None, save_images: bool) -> Iterator[Item]:
+    """Report download outcomes as they come (for the progress bars); with `save_images`, let each
+    downloaded row carry its bytes to the clean writer, which writes them only if the row is kept."""
     counts: Counter[str] = Counter()
     for item in items:
         if item.url and (item.data is not None or item.status in (Status.FETCH_FAILED, Status.SKIPPED_OPTOUT)):
             counts["fetch:" + (item.error or "ok")] += 1
             counts["bytes"] += len(item.data or b"")
+        if save_images and item.data is not None and item.url:
+            item.locator = FetchedImage(item.data, item.url, item.caption)
         if progress is not None and sum(counts.values()) - counts["bytes"] >= 32:
             progress(dict(counts))
             counts.clear()
@@ -124,10 +127,18 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
         from ..fetch import Fetcher
 
         fetcher = Fetcher(task.spec.fetch, __version__, skip=checker.matcher.optout_reason)
-        items = _count_fetched(fetcher.fetch(items), progress)
+        items = _count_fetched(fetcher.fetch(items), progress, task.spec.save_images)
     else:
         items = _unfetched(items)
-    results = sorted(checker.check(items, progress), key=lambda r: r.index)
+    writer = reader.clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
+    results = []
+    for result in checker.check(items, progress):  # decided in batches, in input order
+        if result.decision is Decision.KEEP:
+            writer.keep(result.index, result.locator)
+        result.locator = None  # a removed or held row's bytes (if fetched) are dropped here
+        results.append(result)
+    writer.close()
+    results.sort(key=lambda r: r.index)
     indexes = [r.index for r in results]
     if len(set(indexes)) != len(indexes):
         raise RuntimeError(f"{task.shard.name}: a row index was produced twice")
@@ -136,8 +147,6 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
     tmp = partial_path(part)
     pq.write_table(results_table(results), tmp)
     commit(tmp, part)
-    keep = {r.index: r.locator for r in results if r.decision is Decision.KEEP}
-    reader.write_clean(task.shard, keep, layout.clean)
 
     decisions = Counter(str(r.decision) for r in results)
     summary = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,10 +61,40 @@ class Reader(ABC):
         through (a truncated tar, say) is appended to `problems` instead of raising."""
 
     @abstractmethod
-    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
-        """Write the shard minus every row whose index is not in `keep`, in the input's own format,
-        under `clean_root` / `shard.name`, reading the input again and copying only kept rows.
-        `keep` maps each kept row's index to the `locator` its Item carried (None if none)."""
+    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+        """The writer of this shard's clean release, in the input's own format, under
+        `clean_root` / `shard.name`. `save_images`: also write fetched images that are kept."""
+
+
+class CleanWriter(ABC):
+    """Told, in the order rows are decided, which ones to keep; writes one shard's clean release.
+
+    Only kept rows are ever written: the bytes of a removed or held row reach no file (zero view).
+    Files are written as `.partial` and renamed by `close()`, so a killed worker leaves no torn file.
+    """
+
+    @abstractmethod
+    def keep(self, index: int, locator: Any) -> None:
+        """Row `index` is kept; `locator` is what its Item carried (tar byte ranges, fetched bytes)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish and commit the files."""
+
+
+class SecondPass(CleanWriter):
+    """For formats rewritten in one pass over the input once every decision is known (tables):
+    collects the kept rows and hands them to `write` at the end."""
+
+    def __init__(self, write: Callable[[Mapping[int, Any]], None]):
+        self._write = write
+        self._kept: dict[int, Any] = {}
+
+    def keep(self, index: int, locator: Any) -> None:
+        self._kept[index] = None  # the row is re-read from the input; nothing of it is held here
+
+    def close(self) -> None:
+        self._write(self._kept)
 
 
 def walk_files(root: Path) -> list[Path]:

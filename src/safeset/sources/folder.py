@@ -8,12 +8,11 @@ written from the results when the scan finishes, since the images themselves nee
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from ..model import Item, Status
-from .base import Reader, ReadOptions, Shard, walk_files
+from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, walk_files
 
 
 class FolderReader(Reader):
@@ -50,6 +49,7 @@ class FolderReader(Reader):
                 problems.append(f"{root / rel}: cannot read ({exc.strerror})")
             yield item
 
-    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
+    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
         """Nothing per shard: the images need no rewriting, and the kept-file list is written from
         the results when the scan finishes (`safeset.sinks.ManifestWriter`)."""
+        return SecondPass(lambda keep: None)

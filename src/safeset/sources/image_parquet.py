@@ -6,15 +6,14 @@ binary. The clean release is the same file minus removed and held rows, schema u
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
 from ..errors import BadInputError
 from ..model import Item, Status
-from .base import Reader, ReadOptions, Shard
+from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard
 from .tables import (
     CAPTION_COLUMNS,
     KEY_COLUMNS,
@@ -87,5 +86,5 @@ class ImageParquetReader(Reader):
             item.data = data
             yield item
 
-    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
-        filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64)
+    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+        return SecondPass(lambda keep: filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64))

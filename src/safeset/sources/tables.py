@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 
 from ..atomic import commit, partial_path
 from ..errors import BadInputError
-from ..model import Item, Status
-from .base import Reader, ReadOptions, Shard
+from ..model import FetchedImage, Item, Status
+from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard
+from .img2dataset import Img2datasetWriter
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 URL_COLUMNS = ("url", "image_url", "img_url")
@@ -162,7 +163,14 @@ class TableReader(Reader):
                         yield index, None, f"invalid JSON (line {number})"
                     index += 1
 
-    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
+    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+        table = SecondPass(lambda keep: self._write_table(shard, keep, clean_root))
+        if not save_images:
+            return table
+        images = Img2datasetWriter(clean_root / Path(shard.name).with_suffix(""), 0)
+        return _TableWithImages(table, images)
+
+    def _write_table(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
         src = Path(shard.path)
         dest = clean_root / shard.name
         suffix = src.suffix.lower()
@@ -187,6 +195,24 @@ class TableReader(Reader):
                         out.write(line if line.endswith("\n") else line + "\n")
                     index += 1
         commit(tmp, dest)
+
+
+class _TableWithImages(CleanWriter):
+    """The filtered table, and the fetched images of its kept rows as an img2dataset shard beside
+    it (`clean/NAME/00000.tar`), written as each row is decided."""
+
+    def __init__(self, table: CleanWriter, images):
+        self._table = table
+        self._images = images
+
+    def keep(self, index: int, locator: Any) -> None:
+        self._table.keep(index, locator)
+        if isinstance(locator, FetchedImage):
+            self._images.add(locator.data, locator.url, locator.caption)
+
+    def close(self) -> None:
+        self._table.close()
+        self._images.close()
 
 
 def _open_text(path: Path):

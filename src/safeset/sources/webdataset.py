@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pyarrow as pa
 from ..atomic import commit, partial_path
 from ..errors import BadInputError
 from ..model import Item, Status
-from .base import IMAGE_SUFFIXES, Reader, ReadOptions, Shard, walk_files
+from .base import IMAGE_SUFFIXES, CleanWriter, Reader, ReadOptions, Shard, walk_files
 from .tables import filter_parquet, parquet_file
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -186,27 +186,45 @@ class WebdatasetReader(Reader):
                 item.error = "missing from tar"
         return item
 
-    # ---- pass 2: clean release --------------------------------------------------------------
-    def write_clean(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
-        """Copy the kept samples' members byte for byte, headers included, in archive order: the
-        byte ranges come from pass 1, and only kept ones are ever read again."""
-        out_tar = clean_root / shard.name
-        out_tar.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(out_tar)
-        kept = sorted((ranges for ranges in keep.values() if ranges), key=lambda ranges: ranges[0][0])
-        opener = gzip.open if out_tar.name.endswith((".gz", ".tgz")) else open
-        with opener(tmp, "wb") as out, tarfile.open(shard.path, mode="r:*") as source:
-            first = source.next()
-            if source.pax_headers and first is not None:  # a global header applies to every member
-                _copy_range(source.fileobj, out, 0, first.offset)
-            for ranges in kept:
-                for start, end in ranges:
-                    _copy_range(source.fileobj, out, start, end)
-            out.write(b"\0" * 2 * tarfile.BLOCKSIZE)  # end-of-archive marker
-        commit(tmp, out_tar)
-        if len(shard.files) > 1:
-            side = Path(shard.files[1])
-            filter_parquet(side, out_tar.parent / side.name, keep)
+    # ---- the clean release ------------------------------------------------------------------
+    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+        return _TarCopy(shard, clean_root)
+
+
+class _TarCopy(CleanWriter):
+    """Copies each kept sample's members byte for byte, headers included, as it is decided (in
+    archive order): the byte ranges come from pass 1, and only kept ones are ever read again."""
+
+    def __init__(self, shard: Shard, clean_root: Path):
+        self.shard = shard
+        self.target = clean_root / shard.name
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.kept: dict[int, Any] = {}
+        opener = gzip.open if self.target.name.endswith((".gz", ".tgz")) else open
+        self.out = opener(partial_path(self.target), "wb")
+        try:
+            self.source = tarfile.open(shard.path, mode="r:*")
+        except tarfile.ReadError:  # pass 1 recorded it: the clean tar is then empty
+            self.source = None
+            return
+        first = self.source.next()
+        if self.source.pax_headers and first is not None:  # a global header applies to every member
+            _copy_range(self.source.fileobj, self.out, 0, first.offset)
+
+    def keep(self, index: int, locator: Any) -> None:
+        self.kept[index] = None
+        for start, end in locator or ():
+            _copy_range(self.source.fileobj, self.out, start, end)
+
+    def close(self) -> None:
+        self.out.write(b"\0" * 2 * tarfile.BLOCKSIZE)  # end-of-archive marker
+        self.out.close()
+        if self.source is not None:
+            self.source.close()
+        commit(partial_path(self.target), self.target)
+        if len(self.shard.files) > 1:
+            side = Path(self.shard.files[1])
+            filter_parquet(side, self.target.parent / side.name, self.kept)
 
 
 def _member_end(info: tarfile.TarInfo) -> int:
