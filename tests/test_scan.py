@@ -106,8 +106,13 @@ def test_scan_removes_listed_images_and_writes_a_clean_release(dataset, tmp_path
     assert report["statuses"] == {"no_image": 2, "ok": dataset["rows"] - 2}
     assert report["unchecked"]["no_image"] == 2
     assert {b["name"]: b["items_matched"] for b in report["banks"]} == {"md5": 1, "pdq": 2, "urls": 1}
-    assert len(report["inputs"][0]["files"]) == 2  # the tar and its parquet, with checksums
-    tar0 = report["inputs"][0]["files"][0]
+    assert [Path(f["path"]).name for f in report["inputs"]] == [
+        "00000.parquet",
+        "00000.tar",
+        "00001.parquet",
+        "00001.tar",
+    ]
+    tar0 = report["inputs"][1]
     assert tar0["sha256"] == hashlib.sha256(Path(tar0["path"]).read_bytes()).hexdigest()
 
     results = pq.read_table(out / "results").to_pylist()

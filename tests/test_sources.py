@@ -177,3 +177,47 @@ def test_bad_tables_are_recorded_or_refused_by_name(tmp_path, home):
         safeset.scan(no_url, tmp_path / "out3", home=str(home))
     result = run_cli("scan", no_url, "--out", tmp_path / "out4", "--url-col", "link", "-q", home=home)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "parquet-one-group", "csv", "jsonl"])
+def test_large_tables_are_split_into_row_range_shards(tmp_path, home, store, fmt):
+    rows = [{"URL": f"https://img{i % 7}.example.org/{i}.jpg", "TEXT": f'a "quoted"\nphoto {i}'} for i in range(1003)]
+    path = tmp_path / f"meta.{fmt.split('-')[0]}"
+    if fmt.startswith("parquet"):
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1003 if fmt.endswith("group") else 150)
+    elif fmt == "csv":
+        import csv
+
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, ["URL", "TEXT"])
+            writer.writeheader()
+            for i, row in enumerate(rows):
+                writer.writerow(row)
+                if i == 500:
+                    fh.write("\n")  # a blank line: not a row
+    else:
+        path.write_text("".join(json.dumps(r) + ("\n\n" if i == 500 else "\n") for i, r in enumerate(rows)))
+    shards = plan_shards([path], ReadOptions(table_rows=200))
+    assert len(shards) >= 5 and all(s.name.startswith(f"{path.name}/part-") for s in shards)
+    _bank(store, tmp_path, "urls", [rows[7]["URL"], rows[640]["URL"], rows[1002]["URL"]], "url")
+
+    report = safeset.scan(path, tmp_path / "out", home=str(home), workers=2, read=ReadOptions(table_rows=200))
+    assert report["totals"]["rows"] == 1003 and report["totals"]["remove"] == 3
+    assert [f["path"] for f in report["inputs"]] == [str(path)] and "sha256" in report["inputs"][0]
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert sorted(r["index"] for r in results) == list(range(1003))  # absolute row numbers, each once
+    assert all(r["url"] == rows[r["index"]]["URL"] for r in results)
+    parts = sorted((tmp_path / "out" / "clean" / path.name).iterdir())
+    assert len(parts) == len(shards)
+    kept = []
+    for part in parts:
+        if fmt.startswith("parquet"):
+            kept += pq.read_table(part)["URL"].to_pylist()
+        elif fmt == "csv":
+            import csv
+
+            with part.open(newline="") as fh:
+                kept += [r["URL"] for r in csv.DictReader(fh)]
+        else:
+            kept += [json.loads(line)["URL"] for line in part.read_text().splitlines()]
+    assert kept == [r["URL"] for i, r in enumerate(rows) if i not in (7, 640, 1002)]

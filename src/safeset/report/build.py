@@ -28,6 +28,16 @@ class ConservationError(SafesetError):
     """Rows went missing or were counted twice: a bug, never a property of the input."""
 
 
+def _input_files(summaries: Sequence[dict]) -> list[dict]:
+    """Each input file once, with its size and checksum (a table read in parts is hashed by one)."""
+    files: dict[str, dict] = {}
+    for summary in summaries:
+        for record in summary["files"]:
+            if "sha256" in record or record["path"] not in files:
+                files[record["path"]] = {**record, "kind": summary["kind"]}
+    return [files[path] for path in sorted(files)]
+
+
 def versions() -> dict[str, str]:
     found = {"safeset": _version("safeset"), "python": platform.python_version()}
     found.update({p: _version(p) for p in _PACKAGES})
@@ -130,7 +140,7 @@ class ReportBuilder:
                 {"domain": d, "remove": c.get(Decision.REMOVE, 0), "review": c.get(Decision.REVIEW, 0)}
                 for d, c in domains
             ],
-            "inputs": [{"shard": s["shard"], "kind": s["kind"], "files": s["files"]} for s in summaries],
+            "inputs": _input_files(summaries),
             "shards": [
                 {"part": s["part"], "shard": s["shard"], "kind": s["kind"], "rows": s["rows"], **s["decisions"]}
                 for s in summaries

@@ -121,7 +121,7 @@ def render_html(report: dict[str, Any]) -> str:
             "Input files",
             _table(
                 ["file", "bytes", "sha256"],
-                [[f["path"], f["bytes"], f["sha256"]] for i in report["inputs"] for f in i["files"]],
+                [[f["path"], f.get("bytes", "-"), f.get("sha256", "-")] for f in report["inputs"]],
                 "inputs",
             ),
         ),

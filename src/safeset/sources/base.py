@@ -29,6 +29,7 @@ class ReadOptions:
     caption_col: str | None = None
     image_col: str | None = None
     folder_chunk: int = 1000  # image files per shard for a folder of images
+    table_rows: int = 100_000  # rows per shard of a metadata table (LAION files hold millions)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Shard:
     files: tuple[str, ...]  # every input file this shard reads, for checksums and change detection
     members: tuple[str, ...] = ()  # folder chunks: the image files, relative to `path`
     options: ReadOptions = field(default_factory=ReadOptions)
+    part: Any = None  # a part of a large table: which rows, and where they are in the file
 
     def row_id(self, index: int) -> str:
         return f"{self.name}:{index}"

@@ -4,6 +4,12 @@ the image-parquet and webdataset readers share.
 A metadata table has no image bytes: without `--fetch` every row is recorded as `no_image`, and the
 URL, URL-MD5 and domain banks still match. Column names vary in case between LAION releases
 (`URL`/`url`, `TEXT`/`caption`), so columns are found case-insensitively and can be named.
+
+LAION's metadata files hold millions of rows each, so a table of more than `table_rows` rows is
+split into parts, each its own shard (the unit of resume and of parallelism): a part of a parquet
+file is a run of row groups (or of rows, inside one large group), a part of a CSV or JSON-lines
+file a byte range found in one pass when the scan is planned. Row indexes stay absolute: row 123456
+of a file is row 123456 whichever part reads it.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +36,8 @@ TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 URL_COLUMNS = ("url", "image_url", "img_url")
 CAPTION_COLUMNS = ("caption", "text", "alt", "alt_text")
 KEY_COLUMNS = ("key", "id")
+
+Row = tuple[int, dict | None, str | None]  # (absolute row index, row or None, error)
 
 
 def find_column(names: Sequence[str], explicit: str | None, candidates: Sequence[str]) -> str | None:
@@ -47,38 +57,295 @@ def parquet_file(path: Path) -> pq.ParquetFile:
 
 
 def iter_parquet_rows(
-    path: Path, columns: list[str], problems: list[str], batch_size: int = 1024
+    path: Path,
+    columns: list[str],
+    problems: list[str],
+    batch_size: int = 1024,
+    rows: tuple[int, int] | None = None,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[tuple[int, dict | None]]:
-    """(row index, row) for every row in the file's metadata. Rows past a corrupt row group are
-    yielded as None, so they are still recorded, and the failure goes to `problems`."""
+    """(row index, row) for every row in the file (or in `rows`, read from `row_groups`). Rows past
+    a corrupt row group are yielded as None, so they are still recorded, and the failure goes to
+    `problems`."""
     pf = parquet_file(path)
-    total = pf.metadata.num_rows
-    index = 0
+    meta = pf.metadata
+    groups = list(row_groups) if row_groups is not None else list(range(meta.num_row_groups))
+    start, stop = rows if rows is not None else (0, meta.num_rows)
+    index = sum(meta.row_group(g).num_rows for g in range(groups[0])) if groups else 0
     try:
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=groups):
+            if index + batch.num_rows <= start:
+                index += batch.num_rows
+                continue
             for row in batch.to_pylist():
-                yield index, row
+                if start <= index < stop:
+                    yield index, row
                 index += 1
+            if index >= stop:
+                return
     except (pa.ArrowException, OSError) as exc:
         problems.append(f"{path}: unreadable after row {index} ({type(exc).__name__}); later rows recorded as no_image")
-    for missing in range(index, total):
+    for missing in range(max(index, start), stop):
         yield missing, None
 
 
-def filter_parquet(src: Path, dest: Path, keep: Mapping[int, Any], batch_size: int = 1024) -> None:
-    """Copy the rows of `src` whose index is in `keep` to `dest`, same schema, streaming."""
+def filter_parquet(
+    src: Path,
+    dest: Path,
+    keep: Mapping[int, Any],
+    batch_size: int = 1024,
+    rows: tuple[int, int] | None = None,
+    row_groups: Sequence[int] | None = None,
+) -> None:
+    """Copy the rows of `src` (or of its part) whose index is in `keep` to `dest`, same schema."""
     pf = parquet_file(src)
+    meta = pf.metadata
+    groups = list(row_groups) if row_groups is not None else list(range(meta.num_row_groups))
+    start, stop = rows if rows is not None else (0, meta.num_rows)
+    index = sum(meta.row_group(g).num_rows for g in range(groups[0])) if groups else 0
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(dest)
-    start = 0
     with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
         try:
-            for batch in pf.iter_batches(batch_size=batch_size):
-                mask = pa.array([start + i in keep for i in range(batch.num_rows)], type=pa.bool_())
-                writer.write_batch(batch.filter(mask))
-                start += batch.num_rows
+            for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups):
+                wanted = [start <= index + i < stop and index + i in keep for i in range(batch.num_rows)]
+                writer.write_batch(batch.filter(pa.array(wanted, type=pa.bool_())))
+                index += batch.num_rows
+                if index >= stop:
+                    break
         except (pa.ArrowException, OSError):
             pass  # pass 1 recorded the unreadable rows; nothing past them can be copied
+    commit(tmp, dest)
+
+
+# ---- table formats -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Part:
+    """Rows [start, stop) of a table file; `where` locates them (row groups, or a byte range and the
+    line it starts on)."""
+
+    start: int
+    stop: int
+    where: tuple[int, ...] = ()
+
+
+class TableFormat(ABC):
+    suffixes: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def columns(self, path: Path) -> list[str]: ...
+
+    @abstractmethod
+    def plan(self, path: Path, rows_per_part: int) -> list[Part]:
+        """Parts of about `rows_per_part` rows; one part (where=()) for a small file."""
+
+    @abstractmethod
+    def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
+        """Every row of the part (or the file) once, with its absolute index."""
+
+    @abstractmethod
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
+        """The part (or the file) with only the rows in `keep`, in the same format."""
+
+
+class ParquetTable(TableFormat):
+    suffixes = (".parquet",)
+
+    def columns(self, path: Path) -> list[str]:
+        return parquet_file(path).schema_arrow.names
+
+    def plan(self, path: Path, rows_per_part: int) -> list[Part]:
+        meta = parquet_file(path).metadata
+        if meta.num_rows <= rows_per_part:
+            return [Part(0, meta.num_rows)]
+        parts, first, start = [], 0, 0
+        for group in range(meta.num_row_groups):
+            end = start + meta.row_group(group).num_rows
+            if end - (parts[-1].stop if parts else 0) >= rows_per_part or group == meta.num_row_groups - 1:
+                begin = parts[-1].stop if parts else 0
+                for cut in range(begin, end, rows_per_part):  # a large group is read in runs of rows
+                    parts.append(Part(cut, min(end, cut + rows_per_part), (first, group + 1)))
+                first = group + 1
+            start = end
+        return parts
+
+    def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
+        span = (part.start, part.stop) if part and part.where else None
+        groups = range(*part.where) if part and part.where else None
+        for index, row in iter_parquet_rows(path, columns, problems, rows=span, row_groups=groups):
+            yield index, row, None if row is not None else "unreadable row"
+
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
+        span = (part.start, part.stop) if part and part.where else None
+        groups = range(*part.where) if part and part.where else None
+        filter_parquet(path, dest, keep, rows=span, row_groups=groups)
+
+
+class _TextTable(TableFormat):
+    """CSV and JSON lines: read as text, split into byte ranges of whole records."""
+
+    def _text(self, path: Path, part: Part | None) -> tuple[io.StringIO, int]:
+        """The part's (or file's) text, and the line number it starts on."""
+        try:
+            with open(path, "rb") as fh:
+                if part and part.where:
+                    fh.seek(part.where[0])
+                    raw = fh.read(part.where[1] - part.where[0])
+                else:
+                    raw = fh.read()
+            first_line = part.where[2] if part and part.where else 1
+            text = raw.decode("utf-8-sig" if first_line == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            line = first_line + raw[: exc.start].count(b"\n")
+            raise BadInputError(path, "not UTF-8 text", line=line) from None
+        except OSError as exc:
+            raise BadInputError(path, f"cannot read: {exc.strerror}") from None
+        return io.StringIO(text, newline=""), first_line
+
+
+class CsvTable(_TextTable):
+    """CSV with a header row. Records are copied verbatim into the clean release, quoting and all."""
+
+    suffixes = (".csv",)
+
+    def columns(self, path: Path) -> list[str]:
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                return next(_csv_records(fh), ([], "", 0))[0]
+        except UnicodeDecodeError:
+            raise BadInputError(path, "not UTF-8 text", line=1) from None
+
+    def plan(self, path: Path, rows_per_part: int) -> list[Part]:
+        parts: list[Part] = []
+        with open(path, "rb") as fh:
+            offset = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            records = _csv_records(fh, blanks=True)
+            header = None
+            for record in records:  # blank lines may come before the header
+                offset += len(record[1].encode())
+                if record[0]:
+                    header = record
+                    break
+            if header is None:
+                return [Part(0, 0)]
+            begin, begin_line, count, line = offset, header[2] + 1, 0, header[2]
+            for fields, text, line in records:
+                offset += len(text.encode())
+                if not fields:
+                    continue
+                count += 1
+                if count % rows_per_part == 0:
+                    parts.append(Part(count - rows_per_part, count, (begin, offset, begin_line)))
+                    begin, begin_line = offset, line + 1
+        if not parts:
+            return [Part(0, count)]
+        if count % rows_per_part:
+            parts.append(Part(count - count % rows_per_part, count, (begin, offset, begin_line)))
+        return parts
+
+    def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
+        header = self.columns(path)
+        text, first_line = self._text(path, part)
+        records = _csv_records(text)
+        if not (part and part.where):
+            next(records, None)  # the whole file: its header comes first
+        for index, (fields, _, line) in enumerate(records, start=part.start if part else 0):
+            line += first_line - 1
+            if len(fields) != len(header):
+                problems.append(f"{path}, line {line}: {len(fields)} fields, header has {len(header)}")
+                yield index, None, f"malformed CSV row (line {line})"
+            else:
+                yield index, dict(zip(header, fields, strict=True)), None
+
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            header = next(_csv_records(fh), ([], "", 0))[1]
+        text, _ = self._text(path, part)
+        records = _csv_records(text)
+        if not (part and part.where):
+            next(records, None)
+        _write_text(
+            dest, header, (t for i, (_, t, _) in enumerate(records, start=part.start if part else 0) if i in keep)
+        )
+
+
+class JsonLinesTable(_TextTable):
+    """One JSON object per line; blank lines are not rows. Lines are copied verbatim."""
+
+    suffixes = (".jsonl", ".json")
+
+    def columns(self, path: Path) -> list[str]:
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        return list(_json_row(path, line.decode("utf-8-sig" if number == 1 else "utf-8"), number))
+                    except UnicodeDecodeError:
+                        raise BadInputError(path, "not UTF-8 text", line=number) from None
+        return []
+
+    def plan(self, path: Path, rows_per_part: int) -> list[Part]:
+        parts, count, offset, begin, begin_line = [], 0, 0, 0, 1
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                offset += len(line)
+                if line.strip():
+                    count += 1
+                    if count % rows_per_part == 0:
+                        parts.append(Part(count - rows_per_part, count, (begin, offset, begin_line)))
+                        begin, begin_line = offset, number + 1
+        if not parts:
+            return [Part(0, count)]
+        if count % rows_per_part:
+            parts.append(Part(count - count % rows_per_part, count, (begin, offset, begin_line)))
+        return parts
+
+    def _lines(self, path: Path, part: Part | None) -> Iterator[tuple[int, int, str]]:
+        """(row index, line number, line) of the non-blank lines."""
+        text, first_line = self._text(path, part)
+        index = part.start if part else 0
+        for number, line in enumerate(text, start=first_line):
+            if line.strip():
+                yield index, number, line
+                index += 1
+
+    def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
+        for index, number, line in self._lines(path, part):
+            try:
+                yield index, _json_row(path, line, number), None
+            except BadInputError as exc:
+                problems.append(str(exc))
+                yield index, None, f"invalid JSON (line {number})"
+
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
+        kept = (_line(line) for i, _, line in self._lines(path, part) if i in keep)
+        _write_text(dest, "", kept)
+
+
+def _registry(*formats: TableFormat) -> dict[str, TableFormat]:
+    found: dict[str, TableFormat] = {}
+    for table_format in formats:
+        for suffix in table_format.suffixes:
+            if suffix in found:
+                raise RuntimeError(f"table suffix {suffix!r} is registered twice")
+            found[suffix] = table_format
+    return found
+
+
+FORMATS = _registry(ParquetTable(), CsvTable(), JsonLinesTable())
+
+
+def _format(path: Path) -> TableFormat:
+    return FORMATS[path.suffix.lower()]
+
+
+def _write_text(dest: Path, header: str, lines: Iterator[str]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(dest)
+    with open(tmp, "w", encoding="utf-8", newline="") as out:
+        out.write(header)
+        out.writelines(lines)
     commit(tmp, dest)
 
 
@@ -93,33 +360,27 @@ def _columns(path: Path, names: Sequence[str], options: ReadOptions) -> tuple[st
     return url, caption, find_column(names, None, KEY_COLUMNS)
 
 
+# ---- the reader --------------------------------------------------------------------------------
 class TableReader(Reader):
     kind = "table"
 
     def shards(self, path: Path, name: str, options: ReadOptions) -> list[Shard]:
-        self._header(path, options)  # fail fast, naming the file, before any work starts
-        return [Shard(self.kind, name, str(path), (str(path),), options=options)]
-
-    def _header(self, path: Path, options: ReadOptions) -> tuple[str, str | None, str | None]:
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            names = parquet_file(path).schema_arrow.names
-        elif suffix == ".csv":
-            with _open_text(path) as fh:
-                names = next(_csv_records(fh), ([], "", 0))[0]
-        else:
-            names = []
-            with _open_text(path) as fh:
-                for number, line in enumerate(fh, start=1):
-                    if line.strip():
-                        names = list(_json_row(path, line, number))
-                        break
-        return _columns(path, names, options)
+        table_format = _format(path)
+        _columns(path, table_format.columns(path), options)  # fail fast, naming the file
+        parts = table_format.plan(path, max(1, options.table_rows))
+        if len(parts) == 1:
+            return [Shard(self.kind, name, str(path), (str(path),), options=options)]
+        return [
+            Shard(self.kind, f"{name}/part-{k:05d}{path.suffix}", str(path), (str(path),), options=options, part=part)
+            for k, part in enumerate(parts)
+        ]
 
     def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
         path = Path(shard.path)
-        url_col, caption_col, key_col = self._header(path, shard.options)
-        for index, row, error in self._rows(path, [c for c in (url_col, caption_col, key_col) if c], problems):
+        table_format = _format(path)
+        url_col, caption_col, key_col = _columns(path, table_format.columns(path), shard.options)
+        columns = list(dict.fromkeys(c for c in (url_col, caption_col, key_col) if c))
+        for index, row, error in table_format.rows(path, shard.part, columns, problems):
             row = row or {}
             key = row.get(key_col) if key_col else None
             yield Item(
@@ -133,75 +394,20 @@ class TableReader(Reader):
                 error=error,
             )
 
-    def _rows(
-        self, path: Path, columns: list[str], problems: list[str]
-    ) -> Iterator[tuple[int, dict | None, str | None]]:
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            for index, row in iter_parquet_rows(path, columns, problems):
-                yield index, row, None if row is not None else "unreadable row"
-        elif suffix == ".csv":
-            with _open_text(path) as fh:
-                records = _csv_records(fh)
-                header = next(records, ([], "", 0))[0]
-                for index, (fields, _, line) in enumerate(records):
-                    if len(fields) != len(header):
-                        problems.append(f"{path}, line {line}: {len(fields)} fields, header has {len(header)}")
-                        yield index, None, f"malformed CSV row (line {line})"
-                    else:
-                        yield index, dict(zip(header, fields, strict=True)), None
-        else:
-            with _open_text(path) as fh:
-                index = 0
-                for number, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        yield index, _json_row(path, line, number), None
-                    except BadInputError as exc:
-                        problems.append(str(exc))
-                        yield index, None, f"invalid JSON (line {number})"
-                    index += 1
-
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
-        table = SecondPass(lambda keep: self._write_table(shard, keep, clean_root))
+        path = Path(shard.path)
+        table = SecondPass(lambda keep: _format(path).write_kept(path, shard.part, keep, clean_root / shard.name))
         if not save_images:
             return table
         images = Img2datasetWriter(clean_root / Path(shard.name).with_suffix(""), 0)
         return _TableWithImages(table, images)
-
-    def _write_table(self, shard: Shard, keep: Mapping[int, Any], clean_root: Path) -> None:
-        src = Path(shard.path)
-        dest = clean_root / shard.name
-        suffix = src.suffix.lower()
-        if suffix == ".parquet":
-            filter_parquet(src, dest, keep)
-            return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(dest)
-        with _open_text(src) as fh, open(tmp, "w", encoding="utf-8", newline="") as out:
-            if suffix == ".csv":  # records are copied verbatim, quoting and all
-                records = _csv_records(fh)
-                out.write(next(records, ([], "", 0))[1])
-                for index, (_, text, _) in enumerate(records):
-                    if index in keep:
-                        out.write(text)
-            else:
-                index = 0
-                for line in fh:  # JSON lines are copied verbatim
-                    if not line.strip():
-                        continue
-                    if index in keep:
-                        out.write(line if line.endswith("\n") else line + "\n")
-                    index += 1
-        commit(tmp, dest)
 
 
 class _TableWithImages(CleanWriter):
     """The filtered table, and the fetched images of its kept rows as an img2dataset shard beside
     it (`clean/NAME/00000.tar`), written as each row is decided."""
 
-    def __init__(self, table: CleanWriter, images):
+    def __init__(self, table: CleanWriter, images: Img2datasetWriter):
         self._table = table
         self._images = images
 
@@ -215,19 +421,9 @@ class _TableWithImages(CleanWriter):
         self._images.close()
 
 
-def _open_text(path: Path):
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(path, "not UTF-8 text", line=raw[: exc.start].count(b"\n") + 1) from None
-    except OSError as exc:
-        raise BadInputError(path, f"cannot read: {exc.strerror}") from None
-    return io.StringIO(text, newline=None if path.suffix.lower() != ".csv" else "")
-
-
-def _csv_records(fh) -> Iterator[tuple[list[str], str, int]]:
-    """(fields, raw text, last line number) of each non-blank CSV record; a quoted field may span lines."""
+def _csv_records(fh, blanks: bool = False) -> Iterator[tuple[list[str], str, int]]:
+    """(fields, raw text exactly as in the file, last line number) of each CSV record; a quoted
+    field may span lines. Blank records are left out unless `blanks`."""
     raw: list[str] = []
 
     def lines():
@@ -239,8 +435,12 @@ def _csv_records(fh) -> Iterator[tuple[list[str], str, int]]:
     for fields in reader:
         text = "".join(raw)
         raw.clear()
-        if fields:
-            yield fields, text if text.endswith("\n") else text + "\n", reader.line_num
+        if fields or blanks:
+            yield fields, text, reader.line_num
+
+
+def _line(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
 
 
 def _json_row(path: Path, line: str, number: int) -> dict:
