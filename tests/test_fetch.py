@@ -172,6 +172,8 @@ def test_fetch_statuses_for_every_fault(server, images, tmp_path, home):
     assert fetch["outcomes"]["ok"] == 9 and fetch["outcomes"]["ssrf_blocked"] == 2  # 8 images and a mislabelled page
     assert fetch["optouts"] == 3 and 0 < fetch["success_rate"] < 1
     assert any(d["domain"] == "127.0.0.1" for d in fetch["domains"])
+    html = (out / "report.html").read_text()
+    assert '<table id="fetch-domains">' in html and "too_many_redirects" in html
     # the clean table drops the listed row (and keeps the others, unchecked ones included)
     kept = (out / "clean" / "meta.csv").read_text().splitlines()
     assert len(kept) == 1 + len(cases) - 1 - 3  # header; minus the match and the 3 opt-outs
@@ -283,3 +285,30 @@ def test_save_images_writes_kept_images_only_and_nothing_flagged_anywhere(server
     for needle in needles:
         assert not [p for p in written if needle in p.read_bytes()]
         assert needle not in proc.stdout + proc.stderr
+
+
+def test_many_rows_all_come_back(server, images, tmp_path, home):
+    """More rows than the hand-over queues hold: every one still ends in the results, once."""
+    names = sorted(images)
+    urls = [server.url(f"/img/{names[i % len(names)]}?n={i}", host=HOSTS[i % 4]) for i in range(1500)]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, urls)
+    result = run_cli(
+        "scan",
+        meta,
+        "--out",
+        tmp_path / "out",
+        "--fetch",
+        *LOOPBACK,
+        "--per-domain-rate",
+        "1000",
+        "--per-domain-concurrency",
+        "16",
+        "--workers",
+        "1",
+        "-q",
+        home=home,
+    )
+    assert result.exit_code == 0, result.output
+    found = results_by_url(tmp_path / "out")
+    assert len(found) == 1500 and {r["status"] for r in found.values()} == {"ok"}

@@ -185,6 +185,13 @@ def bank_rm(ctx, name: str) -> None:
 @click.option("--caption-col", help="Caption column (default: 'caption' or 'text', any case).")
 @click.option("--image-col", help="Image-bytes column of parquet inputs (default: 'image' and kin).")
 @click.option(
+    "--table-rows",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Rows per shard of a large metadata table (the unit of resume and parallelism).",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=2,
@@ -270,6 +277,7 @@ def scan_command(
     url_col,
     caption_col,
     image_col,
+    table_rows,
     retries,
     fetch,
     save_images,
@@ -320,7 +328,7 @@ def scan_command(
         pdq_variant_threshold=pdq_variant_threshold,
         pdq_dihedral=pdq_variants in ("all", "dihedral"),
         pdq_trim=pdq_variants in ("all", "trim"),
-        read=ReadOptions(url_col=url_col, caption_col=caption_col, image_col=image_col),
+        read=ReadOptions(url_col=url_col, caption_col=caption_col, image_col=image_col, table_rows=table_rows),
         home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
         fetch=fetch_options,
         save_images=save_images,

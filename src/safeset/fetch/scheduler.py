@@ -66,38 +66,49 @@ class Fetcher:
     def fetch(self, items: Iterator[Item]) -> Iterator[Item]:
         """Every item once: those with a URL and no bytes yet are fetched (or given a status), the
         rest pass through untouched."""
-        out: queue.Queue = queue.Queue(maxsize=512)
+        out: queue.Queue = queue.Queue(maxsize=16)  # batches of fetched items
         stop = threading.Event()
         thread = threading.Thread(target=self._thread, args=(items, out, stop), daemon=True, name="safeset-fetch")
         thread.start()
         try:
-            while (item := out.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            while True:
+                for item in out.get():
+                    if item is None:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
         finally:
             stop.set()
+            while thread.is_alive():  # a hand-over blocked on a full queue must not hang the thread
+                try:
+                    out.get(timeout=0.05)
+                except queue.Empty:
+                    pass
             thread.join()
 
     def _thread(self, items: Iterator[Item], out: queue.Queue, stop: threading.Event) -> None:
         async def main() -> None:
+            fetched: asyncio.Queue = asyncio.Queue(maxsize=512)
+            forwarder = asyncio.get_running_loop().create_task(_forward(fetched, out))
             last: BaseException | None = None
             try:
-                await self._dispatch(items, _Output(out, stop), stop)
+                await self._dispatch(items, fetched, stop)
             except BaseException as exc:  # surfaced in the consuming thread
                 last = exc
-            if not stop.is_set():  # a consumer that stopped early waits for nothing more
-                out.put(last)
+            await fetched.put(last)  # None: the end
+            await forwarder
 
         asyncio.run(main())
 
     # ---- the dispatcher --------------------------------------------------------------------
-    async def _dispatch(self, items: Iterator[Item], out: _Output, stop: threading.Event) -> None:
+    async def _dispatch(self, items: Iterator[Item], out: asyncio.Queue, stop: threading.Event) -> None:
         loop = asyncio.get_running_loop()
         options = self.options
         domains: dict[str, _Domain] = {}
         wake = asyncio.Event()
-        self._queued = self._in_flight = 0
+        # rows waiting in domain queues; requests under way; fetched rows not yet handed over
+        self._queued = self._in_flight = self._handing_over = 0
         exhausted = False
         tasks: set[asyncio.Task] = set()
         async with make_session(options, self.policy, self.version) as session:
@@ -108,7 +119,7 @@ class Fetcher:
                     for item in batch:
                         await self._admit(item, domains, out)
                 next_wake = self._launch(loop, session, domains, tasks, out, wake)
-                if exhausted and self._queued == 0 and self._in_flight == 0:
+                if exhausted and self._queued == 0 and self._in_flight == 0 and self._handing_over == 0:
                     break
                 if not exhausted and self._queued + self._in_flight < WINDOW:
                     continue
@@ -121,7 +132,7 @@ class Fetcher:
             for task in tasks:
                 task.cancel()
 
-    async def _admit(self, item: Item, domains: dict[str, _Domain], out: _Output) -> None:
+    async def _admit(self, item: Item, domains: dict[str, _Domain], out: asyncio.Queue) -> None:
         if item.status is not None or item.data is not None or not item.url:
             await out.put(item)
             return
@@ -170,13 +181,14 @@ class Fetcher:
                 del domains[host]
         return next_wake
 
-    async def _one(self, session, item: Item, attempt: int, domain: _Domain, out: _Output, wake) -> None:
+    async def _one(self, session, item: Item, attempt: int, domain: _Domain, out: asyncio.Queue, wake) -> None:
         options = self.options
         self.stats.requests += 1
         result: Fetched = await fetch_one(session, item.url, options, self.policy)
         loop = asyncio.get_running_loop()
         domain.active -= 1
         self._in_flight -= 1
+        self._handing_over += 1  # counted until the row is handed over: the dispatcher must not end first
         wait = result.retry_after
         if result.retryable and attempt < options.retries and (wait is None or wait <= options.max_retry_after):
             if wait is None:
@@ -195,24 +207,20 @@ class Fetcher:
                 item.error = result.reason
                 self.stats.outcomes[result.reason] += 1
             await out.put(item)
+        self._handing_over -= 1
         wake.set()
 
 
-class _Output:
-    """The bounded hand-over to the consuming thread. When it is full the dispatcher waits without
-    blocking the event loop, so downloads in flight keep being read (and their timeouts stay true)."""
-
-    def __init__(self, out: queue.Queue, stop: threading.Event):
-        self._out = out
-        self._stop = stop
-
-    async def put(self, item: Item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._out.put_nowait(item)
-                return
-            except queue.Full:
-                await asyncio.sleep(0.005)
+async def _forward(fetched: asyncio.Queue, out: queue.Queue) -> None:
+    """Hand fetched items to the consuming thread in batches. Waiting for room happens in a helper
+    thread, so the event loop keeps reading downloads in flight (and their timeouts stay true)."""
+    while True:
+        batch = [await fetched.get()]
+        while not fetched.empty() and len(batch) < 64:
+            batch.append(fetched.get_nowait())
+        await asyncio.to_thread(out.put, batch)
+        if batch[-1] is None or isinstance(batch[-1], BaseException):
+            return
 
 
 def _take(items: Iterator[Item], count: int) -> list[Item]:

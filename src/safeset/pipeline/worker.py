@@ -78,6 +78,13 @@ def _checker(spec: RunSpec) -> Checker:
 NOT_FETCHED = "metadata only: images are not fetched (use --fetch)"
 
 
+def _counted(items: Iterator[Item], counter: Counter) -> Iterator[Item]:
+    """Count the rows a reader yields: conservation is checked against this, at the source."""
+    for item in items:
+        counter["rows"] += 1
+        yield item
+
+
 def _unfetched(items: Iterator[Item]) -> Iterator[Item]:
     """Without --fetch, a row that has only a URL is recorded as having no image."""
     for item in items:
@@ -125,7 +132,8 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
     checker = _checker(task.spec)
     reader = reader_for(task.shard.kind)
     problems: list[str] = []
-    items = reader.items(task.shard, problems)
+    read = Counter()
+    items = _counted(reader.items(task.shard, problems), read)
     fetcher = None
     if task.spec.fetch is not None:
         from ..fetch import Fetcher
@@ -144,8 +152,8 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
     writer.close()
     results.sort(key=lambda r: r.index)
     indexes = [r.index for r in results]
-    if len(set(indexes)) != len(indexes):
-        raise RuntimeError(f"{task.shard.name}: a row index was produced twice")
+    if len(set(indexes)) != len(indexes) or len(results) != read["rows"]:
+        raise RuntimeError(f"{task.shard.name}: {read['rows']} rows read, {len(results)} results (rows in != out)")
 
     part = layout.part(task.part)
     tmp = partial_path(part)
