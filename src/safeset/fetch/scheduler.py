@@ -30,6 +30,10 @@ from .guard import AddressPolicy, Blocked, check_url
 # small enough that a shard of millions of rows is never read into memory whole.
 WINDOW = 20_000
 _TAKE = 256
+# Downloaded rows waiting for the hashing thread. A row waiting to be handed over still counts
+# against `concurrency`, so when hashing is the slower side, downloads pause instead of piling
+# up in memory: at most concurrency + _BUFFERED + 4 batches of 64 images are held at once.
+_BUFFERED = 128
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Fetcher:
     def fetch(self, items: Iterator[Item]) -> Iterator[Item]:
         """Every item once: those with a URL and no bytes yet are fetched (or given a status), the
         rest pass through untouched."""
-        out: queue.Queue = queue.Queue(maxsize=16)  # batches of fetched items
+        out: queue.Queue = queue.Queue(maxsize=4)  # batches of fetched items
         stop = threading.Event()
         thread = threading.Thread(target=self._thread, args=(items, out, stop), daemon=True, name="safeset-fetch")
         thread.start()
@@ -89,7 +93,7 @@ class Fetcher:
 
     def _thread(self, items: Iterator[Item], out: queue.Queue, stop: threading.Event) -> None:
         async def main() -> None:
-            fetched: asyncio.Queue = asyncio.Queue(maxsize=512)
+            fetched: asyncio.Queue = asyncio.Queue(maxsize=_BUFFERED)
             forwarder = asyncio.get_running_loop().create_task(_forward(fetched, out))
             last: BaseException | None = None
             try:
@@ -164,7 +168,7 @@ class Fetcher:
             while (
                 domain.queue
                 and domain.active < options.per_domain_concurrency
-                and self._in_flight < options.concurrency
+                and self._in_flight + self._handing_over < options.concurrency
                 and domain.next_start <= now
             ):
                 item, attempt = domain.queue.popleft()
@@ -188,7 +192,7 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         domain.active -= 1
         self._in_flight -= 1
-        self._handing_over += 1  # counted until the row is handed over: the dispatcher must not end first
+        self._handing_over += 1  # until handed over: holds a concurrency slot, and the dispatcher must not end
         wait = result.retry_after
         if result.retryable and attempt < options.retries and (wait is None or wait <= options.max_retry_after):
             if wait is None:
