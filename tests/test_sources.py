@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
 import pyarrow as pa
@@ -221,3 +222,35 @@ def test_large_tables_are_split_into_row_range_shards(tmp_path, home, store, fmt
         else:
             kept += [json.loads(line)["URL"] for line in part.read_text().splitlines()]
     assert kept == [r["URL"] for i, r in enumerate(rows) if i not in (7, 640, 1002)]
+
+
+def test_img2dataset_writer_tars_read_back_as_tarfile_writes_them(tmp_path):
+    """The writer builds tar headers itself for speed; they must be the ones `tarfile` writes, for
+    short ASCII names as for names that need a PAX header."""
+    import tarfile
+
+    from safeset.sources.img2dataset import Img2datasetWriter, _tarfile_header, _ustar_header
+
+    writer = Img2datasetWriter(tmp_path / "ours", 7)
+    samples = [
+        (b"\xff\xd8\xff" + bytes(range(256)) * (i + 1) if i != 2 else None, f"http://x/{i}", "é" * i) for i in range(5)
+    ]
+    for data, url, caption in samples:
+        writer.add(data, url, caption)
+    ours = writer.close()
+
+    reference = tmp_path / "reference.tar"
+    with tarfile.open(ours) as archive, tarfile.open(reference, "w") as out:
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+        for member, payload in members:
+            info = tarfile.TarInfo(member.name)
+            info.size, info.mtime = len(payload), member.mtime
+            out.addfile(info, io.BytesIO(payload))
+    names = [f"00007{i:04d}.{ext}" for i in (0, 1, 3, 4) for ext in ("jpg", "txt", "json")]
+    assert [m.name for m, _ in members] == names
+    assert members[0][1] == samples[0][0]
+    assert ours.read_bytes() == reference.read_bytes()
+
+    long_name = "k" * 120 + ".jpg"
+    for name, size in (("a.jpg", 0), (long_name, 5), ("é.jpg", 3), ("0001.json", 123_456)):
+        assert _ustar_header(name, size) == _tarfile_header(name, size)

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import BadInputError
 from ..pipeline.worker import ShardTask, run_shard
-from .base import Engine, Progress, ShardOutcome
+from .base import Engine, Progress, ShardOutcome, worker_env
 
 _progress_queue = None
 
@@ -56,6 +56,7 @@ class LocalEngine(Engine):
         if not tasks:
             return []
         context = multiprocessing.get_context("spawn")
+        os.environ.update(worker_env())  # spawned workers start with this process's environment
         queue = context.Queue()
         drainer = threading.Thread(target=_drain, args=(queue, progress), daemon=True)
         drainer.start()

@@ -38,6 +38,9 @@ class AddressPolicy:
     def __init__(self, allow_private: bool = False, allowed: Sequence[str] = ()):
         self.allow_private = allow_private
         self.allowed: list[IpNetwork] = [ipaddress.ip_network(n, strict=False) for n in allowed]
+        # host or address text -> refused (True), permitted (False), or a name (None): a crawl
+        # meets the same hosts again and again, and parsing addresses is most of a check's cost.
+        self._verdicts: dict[str, bool | None] = {}
 
     def permits(self, address: IpAddress) -> bool:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -48,8 +51,20 @@ class AddressPolicy:
             return not address.is_multicast and not address.is_unspecified
         return address.is_global and not address.is_multicast
 
-    def check(self, address: str) -> None:
-        if not self.permits(ipaddress.ip_address(address.split("%", 1)[0])):
+    def check(self, host: str, name_ok: bool = True) -> None:
+        """Refuse an address (or a URL's host, when it is an IP literal) the policy does not permit.
+        A host name passes if `name_ok`: its addresses are checked when it is resolved."""
+        try:
+            refused = self._verdicts[host]
+        except KeyError:
+            try:
+                refused = not self.permits(ipaddress.ip_address(host.split("%", 1)[0]))
+            except ValueError:
+                refused = None  # not an address
+            if len(self._verdicts) >= 1 << 16:
+                self._verdicts.clear()
+            self._verdicts[host] = refused
+        if refused or (refused is None and not name_ok):
             raise Blocked("ssrf_blocked")
 
 
@@ -65,10 +80,6 @@ def check_url(url: str, policy: AddressPolicy) -> tuple[str, str]:
         raise Blocked("bad_scheme")
     if not host:
         raise Blocked("bad_url")
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return parts.scheme, host  # a name: checked when resolved
     policy.check(host)
     return parts.scheme, host
 
@@ -88,7 +99,7 @@ class GuardedResolver(AbstractResolver):
         except OSError:
             raise Blocked("dns") from None
         for entry in found:
-            self._policy.check(entry["host"])
+            self._policy.check(entry["host"], name_ok=False)
         return found
 
     async def close(self) -> None:

@@ -50,22 +50,25 @@ class Luma:
     exact: bool = True
 
 
+# We apply our own pixel limit (`DecodeLimits`); Pillow's warning would only duplicate it. Set once
+# for the process: `warnings.catch_warnings` around each decode is not thread-safe, and images are
+# decoded on several threads when fetching.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 @contextmanager
 def _decoding():
     """Map any decoder failure on untrusted bytes to a per-item `DecodeError`."""
-    with warnings.catch_warnings():
-        # We apply our own pixel limit; Pillow's warning would only duplicate it.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            yield
-        except DecodeError:
-            raise
-        except Image.DecompressionBombError:
-            raise DecodeError("too_many_pixels") from None
-        except UnidentifiedImageError:
-            raise DecodeError("not_an_image") from None
-        except Exception as exc:
-            raise DecodeError(_reason_for(exc)) from None
+    try:
+        yield
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError:
+        raise DecodeError("too_many_pixels") from None
+    except UnidentifiedImageError:
+        raise DecodeError("not_an_image") from None
+    except Exception as exc:
+        raise DecodeError(_reason_for(exc)) from None
 
 
 def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:

@@ -29,6 +29,12 @@ from .check import Checker, CheckSettings
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
 
+# A fetching worker runs its downloads' event loop beside the hashing, in one process; with two
+# hashing threads, decoding and hashing (which release the GIL) overlap with the event loop and
+# with each other. Measured on the fetch benchmark: 14.3 s -> 12.7 s for 10,000 URLs in one
+# process. Without fetching a worker has a core of its own to fill, and one thread does that.
+FETCH_HASH_THREADS = 2
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -144,9 +150,10 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
         items = _unfetched(items)
     writer = reader.clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
     results = []
-    for result in checker.check(items, progress):  # decided in batches, in input order
+    threads = FETCH_HASH_THREADS if fetcher is not None else 1
+    for result in checker.check(items, progress, threads):  # decided in batches, in input order
         if result.decision is Decision.KEEP:
-            writer.keep(result.index, result.locator)
+            writer.keep(result)
         result.locator = None  # a removed or held row's bytes (if fetched) are dropped here
         results.append(result)
     writer.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..model import Item
+from ..model import Item, ItemResult
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".pjpeg", ".pjp", ".avif", ".ico"}
@@ -76,8 +76,9 @@ class CleanWriter(ABC):
     """
 
     @abstractmethod
-    def keep(self, index: int, locator: Any) -> None:
-        """Row `index` is kept; `locator` is what its Item carried (tar byte ranges, fetched bytes)."""
+    def keep(self, result: ItemResult) -> None:
+        """The row of `result` is kept; `result.locator` is what its Item carried (tar byte ranges,
+        fetched bytes), its digests are there to be reused."""
 
     @abstractmethod
     def close(self) -> None:
@@ -92,8 +93,8 @@ class SecondPass(CleanWriter):
         self._write = write
         self._kept: dict[int, Any] = {}
 
-    def keep(self, index: int, locator: Any) -> None:
-        self._kept[index] = None  # the row is re-read from the input; nothing of it is held here
+    def keep(self, result: ItemResult) -> None:
+        self._kept[result.index] = None  # the row is re-read from the input; nothing of it is held here
 
     def close(self) -> None:
         self._write(self._kept)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import commit, partial_path
 from ..errors import BadInputError
-from ..model import FetchedImage, Item, Status
+from ..model import FetchedImage, Item, ItemResult, Status
 from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard
 from .img2dataset import Img2datasetWriter
 
@@ -411,10 +411,11 @@ class _TableWithImages(CleanWriter):
         self._table = table
         self._images = images
 
-    def keep(self, index: int, locator: Any) -> None:
-        self._table.keep(index, locator)
-        if isinstance(locator, FetchedImage):
-            self._images.add(locator.data, locator.url, locator.caption)
+    def keep(self, result: ItemResult) -> None:
+        self._table.keep(result)
+        image = result.locator
+        if isinstance(image, FetchedImage):
+            self._images.add(image.data, image.url, image.caption, md5=result.md5)
 
     def close(self) -> None:
         self._table.close()

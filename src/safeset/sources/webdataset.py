@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..atomic import commit, partial_path
 from ..errors import BadInputError
-from ..model import Item, Status
+from ..model import Item, ItemResult, Status
 from .base import IMAGE_SUFFIXES, CleanWriter, Reader, ReadOptions, Shard, walk_files
 from .tables import filter_parquet, parquet_file
 
@@ -211,9 +211,9 @@ class _TarCopy(CleanWriter):
         if self.source.pax_headers and first is not None:  # a global header applies to every member
             _copy_range(self.source.fileobj, self.out, 0, first.offset)
 
-    def keep(self, index: int, locator: Any) -> None:
-        self.kept[index] = None
-        for start, end in locator or ():
+    def keep(self, result: ItemResult) -> None:
+        self.kept[result.index] = None
+        for start, end in result.locator or ():
             _copy_range(self.source.fileobj, self.out, start, end)
 
     def close(self) -> None:
