@@ -59,3 +59,25 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def snapshot(out: Path) -> dict[str, object]:
+    """Every output file, minus what legitimately differs between runs (times, durations)."""
+    files: dict[str, object] = {}
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if path.is_dir() or rel in ("_state/lock", "report.html"):
+            continue
+        if rel == "report.json":
+            report = json.loads(path.read_text())
+            report.pop("created"), report.pop("timings")
+            files[rel] = report
+        elif rel.endswith(".done.json"):
+            files[rel] = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("seconds", "worker")}
+        elif rel == "evidence.jsonl":
+            files[rel] = [
+                {k: v for k, v in json.loads(line).items() if k != "time"} for line in path.read_text().splitlines()
+            ]
+        else:
+            files[rel] = path.read_bytes()
+    return files

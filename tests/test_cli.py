@@ -45,7 +45,9 @@ def test_usage_errors_exit_2(tmp_path, home):
     unknown_bank = run_cli("scan", tmp_path / "a", "--out", tmp_path / "o", "--bank", "nope", home=home)
     assert unknown_bank.exit_code == 2 and "no bank named 'nope'" in unknown_bank.stderr
     engine = run_cli("scan", tmp_path / "a", "--out", tmp_path / "o", "--engine", "warp", home=home)
-    assert engine.exit_code == 2 and "no engine 'warp'" in engine.stderr
+    assert engine.exit_code == 2 and "'warp' is not one of 'local', 'ray'" in engine.stderr
+    address = run_cli("scan", tmp_path / "a", "--out", tmp_path / "o", "--ray-address", "10.0.0.1:6379", home=home)
+    assert address.exit_code == 2 and "--ray-address is for --engine ray" in address.stderr
     missing = run_cli("scan", tmp_path / "missing", "--out", tmp_path / "o", home=home)
     assert missing.exit_code == 2
     no_report = run_cli("report", tmp_path / "a")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_shards, read_json, run_cli, samples_from, write_lines
+from helpers import make_shards, read_json, run_cli, samples_from, snapshot, write_lines
 from PIL import Image
 
 import safeset
@@ -66,28 +66,6 @@ def add_banks(home: Path, lists: Path) -> None:
 def tar_members(path: Path) -> dict[str, bytes]:
     with tarfile.open(path) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-
-
-def snapshot(out: Path) -> dict[str, object]:
-    """Every output file, minus what legitimately differs between runs (times, durations)."""
-    files: dict[str, object] = {}
-    for path in sorted(out.rglob("*")):
-        rel = path.relative_to(out).as_posix()
-        if path.is_dir() or rel in ("_state/lock", "report.html"):
-            continue
-        if rel == "report.json":
-            report = json.loads(path.read_text())
-            report.pop("created"), report.pop("timings")
-            files[rel] = report
-        elif rel.endswith(".done.json"):
-            files[rel] = {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
-        elif rel == "evidence.jsonl":
-            files[rel] = [
-                {k: v for k, v in json.loads(line).items() if k != "time"} for line in path.read_text().splitlines()
-            ]
-        else:
-            files[rel] = path.read_bytes()
-    return files
 
 
 def test_scan_removes_listed_images_and_writes_a_clean_release(dataset, tmp_path, home):

@@ -161,7 +161,18 @@ def bank_rm(ctx, name: str) -> None:
 )
 @click.option("--preset", type=click.Choice(preset_names()), help="Built-in policy (default: 'default').")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
-@click.option("--engine", default="local", show_default=True, help="Engine that runs the shard workers.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Engine that runs the shard workers: this machine's cores, or a Ray cluster (pip install 'safeset[ray]').",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="Ray cluster to join (e.g. 10.0.0.1:6379 or ray://...); default: RAY_ADDRESS, else a new local one.",
+)
 @click.option(
     "--pdq-threshold",
     type=click.IntRange(0, 256),
@@ -271,6 +282,7 @@ def scan_command(
     preset,
     workers,
     engine,
+    ray_address,
     pdq_threshold,
     pdq_variant_threshold,
     pdq_variants,
@@ -323,6 +335,7 @@ def scan_command(
         policy=policy,
         workers=workers,
         engine=engine,
+        ray_address=ray_address,
         retries=retries,
         pdq_threshold=pdq_threshold,
         pdq_variant_threshold=pdq_variant_threshold,

@@ -13,13 +13,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
-from ..errors import BadInputError
 from ..pipeline.worker import ShardTask, run_shard
-from .base import Engine, Progress, ShardOutcome, worker_env
+from .base import Engine, Progress, WorkerDied, worker_env
 
 _progress_queue = None
 
@@ -52,47 +52,34 @@ class LocalEngine(Engine):
     def parallelism(self) -> int:
         return self.workers or default_workers()
 
-    def run(self, tasks: Sequence[ShardTask], progress: Progress) -> list[ShardOutcome]:
-        if not tasks:
-            return []
-        context = multiprocessing.get_context("spawn")
+    @contextmanager
+    def started(self, progress: Progress) -> Iterator[None]:
+        self._context = multiprocessing.get_context("spawn")
         os.environ.update(worker_env())  # spawned workers start with this process's environment
-        queue = context.Queue()
-        drainer = threading.Thread(target=_drain, args=(queue, progress), daemon=True)
+        self._queue = self._context.Queue()
+        drainer = threading.Thread(target=_drain, args=(self._queue, progress), daemon=True)
         drainer.start()
-        outcomes = {task.part: ShardOutcome(task) for task in tasks}
-        pending = list(tasks)
-        workers = max(1, min(self.parallelism, len(tasks)))
         try:
-            while pending:
-                pending = self._round(pending, outcomes, workers, context, queue, progress)
+            yield
         finally:
-            queue.put(None)
+            self._queue.put(None)
             drainer.join()
-            queue.close()
-        return [outcomes[task.part] for task in tasks]
+            self._queue.close()
 
-    def _round(self, pending, outcomes, workers, context, queue, progress) -> list[ShardTask]:
-        """Run `pending` on a fresh pool; return the tasks to retry on the next one."""
-        retry: list[ShardTask] = []
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(queue,)) as pool:
-            futures = {pool.submit(_run, task): task for task in pending}
+    def run_round(self, tasks: Sequence[ShardTask]) -> Iterator[tuple[ShardTask, dict | BaseException]]:
+        """On a fresh pool each round: a worker that died breaks the pool it ran in."""
+        workers = max(1, min(self.parallelism, len(tasks)))
+        with ProcessPoolExecutor(
+            workers, mp_context=self._context, initializer=_init_worker, initargs=(self._queue,)
+        ) as pool:
+            futures = {pool.submit(_run, task): task for task in tasks}
             for future in as_completed(futures):
-                outcome = outcomes[futures[future].part]
-                outcome.attempts += 1
                 try:
-                    outcome.summary, outcome.error = future.result(), None
-                except BadInputError as exc:
-                    outcome.error, outcome.bad_input = str(exc), True
+                    yield futures[future], future.result()
                 except BrokenProcessPool:
-                    outcome.error = "the worker process died"
-                except Exception as exc:  # a bug or a transient fault in one shard: retry it
-                    outcome.error = f"{type(exc).__name__}: {exc}"
-                if outcome.error and not outcome.bad_input and outcome.attempts <= self.retries:
-                    retry.append(outcome.task)
-                else:
-                    progress.shard_done(outcome)
-        return retry
+                    yield futures[future], WorkerDied()
+                except Exception as exc:
+                    yield futures[future], exc
 
 
 def _drain(queue, progress: Progress) -> None:

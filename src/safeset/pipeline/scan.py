@@ -42,6 +42,7 @@ class ScanConfig:
     policy: Policy = field(default_factory=lambda: Policy.preset("default"))
     workers: int | None = None  # None: all cores
     engine: str = "local"
+    ray_address: str | None = None  # the cluster `engine="ray"` joins; None: RAY_ADDRESS, else a new one
     retries: int = 2
     check: CheckSettings = field(default_factory=CheckSettings)
     read: ReadOptions = field(default_factory=ReadOptions)
@@ -122,7 +123,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
     settings = config.check
-    engine = engine_for(config.engine, config.workers, config.retries)
+    engine = engine_for(config.engine, config.workers, config.retries, config.ray_address)
     spec = RunSpec(
         str(store.home),
         tuple((b.name, b.sha256) for b in banks),
@@ -167,7 +168,6 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
             settings={
                 **asdict(settings),
                 **{f"read.{k}": v for k, v in asdict(config.read).items()},
-                "engine": engine.name,
             },
             created=created,
             timings={
@@ -176,6 +176,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 "shards_resumed": len(done),
                 "rows_run": rows_now,
                 "rows_per_second": round(rows_now / elapsed, 1) if elapsed > 0 else None,
+                "engine": engine.name,
                 "workers": config.workers,
             },
         )

@@ -8,6 +8,8 @@ bytes. Banks are loaded once per process and reused for every shard that process
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -61,6 +63,7 @@ class BankChangedError(SafesetError):
 
 
 _CHECKERS: dict[tuple, Checker] = {}
+_BANK_LOADS = 0  # how often this process has loaded banks: once per scan, whatever its shard count
 
 
 def _checker(spec: RunSpec) -> Checker:
@@ -76,6 +79,8 @@ def _checker(spec: RunSpec) -> Checker:
             spec.settings.pdq_threshold, spec.settings.pdq_min_quality, spec.settings.pdq_variant_threshold
         )
         checker = Checker(Matcher.load(store, infos, match), spec.policy, spec.settings)
+        global _BANK_LOADS
+        _BANK_LOADS += 1
         _CHECKERS.clear()  # one scan per process at a time: do not hold old banks in memory
         _CHECKERS[key] = checker
     return checker
@@ -179,6 +184,8 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
         # A large table read in parts is hashed once, by its first part.
         "files": [file_record(f) if _first_part(task.shard) else {"path": f} for f in task.shard.files],
         "seconds": round(time.perf_counter() - started, 3),
+        # where it ran, like the time it took, differs between runs; the outputs never do
+        "worker": {"host": socket.gethostname(), "pid": os.getpid(), "bank_loads": _BANK_LOADS},
     }
     if fetcher is not None:
         stats = fetcher.stats
