@@ -10,6 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from PIL import Image
+from pyarrow import fs
 
 from safeset.cli import cli
 from safeset.demo import Sample, jpeg, write_img2dataset_shard
@@ -81,3 +82,22 @@ def snapshot(out: Path) -> dict[str, object]:
         else:
             files[rel] = path.read_bytes()
     return files
+
+
+def tree(filesystem, base: str) -> dict[str, bytes]:
+    """Every object under `base`, by relative path."""
+    found = {}
+    for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True)):
+        if info.type == fs.FileType.File:
+            with filesystem.open_input_stream(info.path) as stream:
+                found[info.path[len(base) + 1 :]] = stream.read()
+    return found
+
+
+def same_release(remote: dict[str, bytes], local: Path) -> None:
+    """The results, the clean release and the removal manifest are byte for byte the local scan's."""
+    wanted = [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]
+    wanted = sorted(rel for rel in wanted if rel.startswith(("results/", "clean/")) or rel == "removed.parquet")
+    assert sorted(rel for rel in remote if rel in wanted or rel.startswith(("results/", "clean/"))) == wanted
+    for rel in wanted:
+        assert remote[rel] == (local / rel).read_bytes(), rel

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_shards, read_json, samples_from, snapshot, write_lines
+from helpers import make_shards, read_json, same_release, samples_from, snapshot, tree, write_lines
 from http_server import HOSTS, FaultyServer
+from pyarrow import fs
 
 import safeset
 from safeset.demo import jpeg
@@ -99,6 +100,17 @@ def test_same_outputs_as_the_local_engine_and_banks_loaded_once_per_process(clus
     assert len(pids) < 6
     assert {w["bank_loads"] for w in workers} == {1}
     assert os.getpid() not in pids  # the shards ran in Ray's workers, not in this process
+
+
+def test_ray_workers_read_and_write_object_storage_uris(cluster, shards, tmp_path, home):
+    """Workers on the cluster download their shard and upload their outputs (`file://` standing in
+    for a store here; tests/test_storage.py runs the same against an S3 API)."""
+    data, listed = shards
+    add_bank(home, listed)
+    safeset.scan(data, tmp_path / "local", workers=2, home=str(home))
+    code, stderr = finish(scan_on_ray(cluster, home, f"file://{data}", "--out", f"file://{tmp_path}/remote"))
+    assert code == 0, stderr
+    same_release(tree(fs.LocalFileSystem(), f"{tmp_path}/remote"), tmp_path / "local")
 
 
 def _task_processes() -> list[int]:

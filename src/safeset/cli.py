@@ -153,8 +153,10 @@ def bank_rm(ctx, name: str) -> None:
 
 # ---- scan -----------------------------------------------------------------------------------------
 @cli.command("scan")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--out", required=True, help="Output directory: a local path or a URI (s3://bucket/audit, gs://..., file://...)."
+)
 @click.option("--bank", "banks", multiple=True, help="Bank to match (repeatable; default: every enabled bank).")
 @click.option(
     "--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Policy TOML file."
@@ -306,7 +308,9 @@ def scan_command(
     quiet,
 ) -> None:
     """Audit INPUT... (webdataset tars or folders of them, image parquet, image folders, metadata
-    tables) against the banks; write results, a clean release, manifests and a report to OUT."""
+    tables) against the banks; write results, a clean release, manifests and a report to OUT.
+
+    INPUT and OUT may be local paths or URIs on object storage (s3://, gs://, hdfs://, file://)."""
     from . import ReadOptions, scan
 
     if policy_file and preset:
@@ -350,7 +354,7 @@ def scan_command(
     print_summary(report, out)
 
 
-def print_summary(report: dict, out: Path) -> None:
+def print_summary(report: dict, out: str) -> None:
     t = report["totals"]
     table = Table("rows in", "keep", "remove", "review", "unchecked", title="safeset scan")
     table.add_row(*(f"{t[k]:,}" for k in ("rows", "keep", "remove", "review", "unchecked")))
@@ -360,7 +364,7 @@ def print_summary(report: dict, out: Path) -> None:
         _out.print(f"  {escape(reason)}: {n:,}")
     if report["problems_total"]:
         _out.print(f"[yellow]{report['problems_total']:,} input problem(s) recorded[/] (see the report)")
-    _out.print(f"report: {out / 'report.html'}")
+    _out.print(f"report: {str(out).rstrip('/')}/report.html")
 
 
 # ---- hash, report, demo ------------------------------------------------------------------------

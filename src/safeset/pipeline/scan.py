@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..policy import Policy
 from ..report import ReportBuilder, render_report, versions
 from ..sinks import ManifestWriter, OutLayout, write_json
 from ..sources import ReadOptions, Shard, plan_shards
+from ..storage import Remote, is_remote, scratch
 from .check import CheckSettings
 from .progress import ScanProgress
 from .worker import RunSpec, ShardTask
@@ -66,6 +68,9 @@ def _now() -> str:
 
 def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> dict[str, Any]:
     def stat(path: str) -> list:
+        if is_remote(path):
+            info = Remote(path).info()
+            return [path, info.size, info.mtime_ns]
         st = Path(path).stat()
         return [path, st.st_size, st.st_mtime_ns]
 
@@ -122,64 +127,101 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     started = time.perf_counter()
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
-    settings = config.check
     engine = engine_for(config.engine, config.workers, config.retries, config.ray_address)
     spec = RunSpec(
         str(store.home),
         tuple((b.name, b.sha256) for b in banks),
         config.policy,
-        settings,
+        config.check,
         fetch=_per_worker(config.fetch, engine.parallelism),
         save_images=config.save_images,
     )
     shards = plan_shards(config.inputs, config.read)
-    layout = OutLayout(config.out)
-    layout.create()
-    with layout.locked():
-        _check_same_scan(layout, _fingerprint(config, shards, spec))
-        layout.remove_partials()
-        done = {i for i in range(len(shards)) if layout.done(i).is_file()}
-        tasks = [ShardTask(i, s, str(layout.root), spec) for i, s in enumerate(shards) if i not in done]
-        with ScanProgress(
-            len(shards), len(done), enabled=config.progress, fetching=config.fetch is not None
-        ) as progress:
-            outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
-        failed = [o for o in outcomes if o.error]
-        if failed:
-            raise ShardsFailedError(
-                [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
-            )
-        summaries = [layout.read_done(i) for i in range(len(shards))]
-        created = _now()
-        builder = ReportBuilder()
-        folders = {s.name: s.name.rsplit("/", 1)[0] for s in shards if s.kind == "folder"}
-        manifests = ManifestWriter(layout, folders, created)
-        for i in range(len(shards)):
-            part = pq.read_table(layout.part(i))
-            manifests.add(part)
-            builder.add(part, fetched=config.fetch is not None and shards[i].kind == "table")
-        manifests.close()
-        elapsed = time.perf_counter() - started
-        rows_now = sum(o.summary["rows"] for o in outcomes)
-        report = builder.finish(
-            summaries=summaries,
-            banks=[{k: v for k, v in b.to_dict().items() if k != "sources"} for b in banks],
-            policy={**config.policy.to_dict(), "sha256": config.policy.sha256},
-            settings={
-                **asdict(settings),
-                **{f"read.{k}": v for k, v in asdict(config.read).items()},
-            },
-            created=created,
-            timings={
-                "seconds": round(elapsed, 3),
-                "shards_run": len(tasks),
-                "shards_resumed": len(done),
-                "rows_run": rows_now,
-                "rows_per_second": round(rows_now / elapsed, 1) if elapsed > 0 else None,
+    remote = Remote(config.out) if is_remote(config.out) else None
+    with scratch("safeset-out-") if remote else nullcontext(Path(config.out)) as root:
+        layout = OutLayout(root)
+        layout.create()
+        if remote:
+            _pull(remote, layout, "_state")
+        with layout.locked():
+            _check_same_scan(layout, _fingerprint(config, shards, spec))
+            if remote:
+                remote.upload(layout.run_spec, _rel(layout, layout.run_spec))
+            layout.remove_partials()
+            done = {i for i in range(len(shards)) if layout.done(i).is_file()}
+            target = remote.uri if remote else str(layout.root)
+            tasks = [ShardTask(i, s, target, spec) for i, s in enumerate(shards) if i not in done]
+            with ScanProgress(
+                len(shards), len(done), enabled=config.progress, fetching=config.fetch is not None
+            ) as progress:
+                outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
+            failed = [o for o in outcomes if o.error]
+            if failed:
+                raise ShardsFailedError(
+                    [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
+                )
+            if remote:  # the merge reads every shard's summary and results
+                _pull(remote, layout, "_state")
+                _pull(remote, layout, "results")
+            run = {
                 "engine": engine.name,
                 "workers": config.workers,
-            },
-        )
-        write_json(layout.report_json, report)
-        render_report(layout.root)  # from report.json, exactly as `safeset report` does
+                "shards_run": len(tasks),
+                "shards_resumed": len(done),
+                "rows_run": sum(o.summary["rows"] for o in outcomes),
+            }
+            report = _merge_and_report(config, banks, shards, layout, run, started)
+            if remote:
+                for path in sorted(layout.root.rglob("*")):
+                    rel = _rel(layout, path)
+                    if path.is_file() and not rel.startswith(("_state/", "results/")):
+                        remote.upload(path, rel)
+    return report
+
+
+def _rel(layout: OutLayout, path: Path) -> str:
+    return path.relative_to(layout.root).as_posix()
+
+
+def _pull(remote: Remote, layout: OutLayout, folder: str) -> None:
+    """Copy OUT/folder of a remote OUT into the local staging copy (what is not there yet)."""
+    for rel, size in remote.files(folder):
+        local = layout.root / rel
+        if not (local.is_file() and local.stat().st_size == size):
+            remote.download(rel, local)
+
+
+def _merge_and_report(
+    config: ScanConfig, banks: list, shards: Sequence[Shard], layout: OutLayout, run: dict, started: float
+) -> dict[str, Any]:
+    """Every shard is done: merge their results into the manifests and write the report. `run`:
+    how this run went (engine, workers, shards and rows run), for the report's timings."""
+    summaries = [layout.read_done(i) for i in range(len(shards))]
+    created = _now()
+    builder = ReportBuilder()
+    folders = {s.name: s.name.rsplit("/", 1)[0] for s in shards if s.kind == "folder"}
+    manifests = ManifestWriter(layout, folders, created)
+    for i in range(len(shards)):
+        part = pq.read_table(layout.part(i))
+        manifests.add(part)
+        builder.add(part, fetched=config.fetch is not None and shards[i].kind == "table")
+    manifests.close()
+    elapsed = time.perf_counter() - started
+    report = builder.finish(
+        summaries=summaries,
+        banks=[{k: v for k, v in b.to_dict().items() if k != "sources"} for b in banks],
+        policy={**config.policy.to_dict(), "sha256": config.policy.sha256},
+        settings={
+            **asdict(config.check),
+            **{f"read.{k}": v for k, v in asdict(config.read).items()},
+        },
+        created=created,
+        timings={
+            "seconds": round(elapsed, 3),
+            **run,
+            "rows_per_second": round(run["rows_run"] / elapsed, 1) if elapsed > 0 else None,
+        },
+    )
+    write_json(layout.report_json, report)
+    render_report(layout.root)  # from report.json, exactly as `safeset report` does
     return report

@@ -13,7 +13,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
@@ -26,6 +26,7 @@ from ..model import Decision, FetchedImage, Item, Status
 from ..policy import Policy
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
+from ..storage import Remote, is_remote, scratch
 from .check import Checker, CheckSettings
 
 if TYPE_CHECKING:
@@ -136,8 +137,40 @@ def file_record(path: str) -> dict:
     return {"path": path, "bytes": size, "sha256": digest.hexdigest()}
 
 
-def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> dict:
+def run_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -> dict:
     """Process one shard and return its summary (also written as the shard's done-marker)."""
+    if is_remote(task.out) or any(is_remote(f) for f in task.shard.files):
+        return _run_staged(task, progress)
+    return _run_local(task, progress)
+
+
+def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dict:
+    """A shard with its input or OUT on object storage (see `safeset.storage`): inputs are
+    downloaded, outputs written locally and uploaded, the done-marker last."""
+    with scratch("safeset-shard-") as tmp:
+        local_of: dict[str, str] = {}
+        for uri in task.shard.files:
+            if is_remote(uri):
+                local = tmp / "in" / Remote(uri).name
+                Remote(uri).download("", local)
+                local_of[uri] = str(local)
+        shard = replace(
+            task.shard,
+            path=local_of.get(task.shard.path, task.shard.path),
+            files=tuple(local_of.get(f, f) for f in task.shard.files),
+        )
+        out = str(tmp / "out") if is_remote(task.out) else task.out
+        layout = OutLayout(out)
+        layout.create()
+        summary = _run_local(replace(task, shard=shard, out=out), progress, {v: k for k, v in local_of.items()})
+        if is_remote(task.out):
+            done = layout.done(task.part).relative_to(layout.root).as_posix()
+            Remote(task.out).upload_tree(layout.root, last=(done,))
+        return summary
+
+
+def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: dict[str, str] | None = None) -> dict:
+    """`names`: input files as the user named them, by the local copies read (staged shards)."""
     started = time.perf_counter()
     layout = OutLayout(task.out)
     checker = _checker(task.spec)
@@ -195,6 +228,10 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
             "bytes": stats.bytes,
             "outcomes": dict(sorted(stats.outcomes.items())),
         }
+    for local, name in (names or {}).items():
+        for record in summary["files"]:
+            record["path"] = name if record["path"] == local else record["path"]
+        summary["problems"] = [problem.replace(local, name) for problem in summary["problems"]]
     if sum(summary["decisions"].values()) != summary["rows"]:
         raise RuntimeError(f"{task.shard.name}: rows in != keep + remove + review")
     write_json(layout.done(task.part), summary)

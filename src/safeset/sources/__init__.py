@@ -6,19 +6,25 @@ Kinds, detected from the path:
 - `table`: a metadata parquet / CSV / JSON-lines file with a URL column;
 - `folder`: a folder of image files (recursive), or one image file.
 A folder of parquet files is each file detected on its own.
+
+An input may also be a URI on object storage (`s3://bucket/shards/`, see `safeset.storage`): tars
+(with their parquet beside), parquet files and tables, planned from the store's listing with the
+names a local copy would get, so the outputs are the same. Loose image files are not read from
+object storage (one request per image): pack them into tars.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import BadInputError, UsageError
+from ..storage import Remote, is_remote
 from .base import IMAGE_SUFFIXES, Reader, ReadOptions, Shard, walk_files
 from .folder import FolderReader
 from .image_parquet import ImageParquetReader, image_column
 from .tables import TABLE_SUFFIXES, TableReader, parquet_file
-from .webdataset import TAR_SUFFIXES, WebdatasetReader
+from .webdataset import TAR_SUFFIXES, WebdatasetReader, sidecar_parquet
 
 
 def _registry(*readers: Reader) -> dict[str, Reader]:
@@ -67,15 +73,22 @@ def plan_shards(inputs: Sequence[str | Path], options: ReadOptions = ReadOptions
     """Every shard of every input, in a stable order. Each input is named by its last path component
     in outputs (`clean/NAME/...`, row ids), so two inputs may not share a name."""
     shards: list[Shard] = []
-    names: dict[str, Path] = {}
+    names: dict[str, str] = {}
     for raw in inputs:
-        path = Path(raw).resolve()
-        if not path.exists():
-            raise UsageError(f"input {raw} does not exist")
-        name = path.name
+        if is_remote(raw):
+            remote = Remote(str(raw))
+            name, where = remote.name, remote.uri
+        else:
+            path = Path(raw).resolve()
+            if not path.exists():
+                raise UsageError(f"input {raw} does not exist")
+            name, where = path.name, str(path)
         if name in names:
-            raise UsageError(f"inputs {names[name]} and {path} have the same name {name!r}; rename one")
-        names[name] = path
+            raise UsageError(f"inputs {names[name]} and {where} have the same name {name!r}; rename one")
+        names[name] = where
+        if is_remote(raw):
+            shards.extend(_remote_shards(remote, options))
+            continue
         kind = detect_kind(path, options)
         if kind == "parquet_folder":
             for file in walk_files(path):
@@ -84,6 +97,45 @@ def plan_shards(inputs: Sequence[str | Path], options: ReadOptions = ReadOptions
                 shards.extend(reader_for(file_kind).shards(file, rel, options))
         else:
             shards.extend(reader_for(kind).shards(path, name, options))
+    return shards
+
+
+def _remote_shards(remote: Remote, options: ReadOptions) -> list[Shard]:
+    """Shards of an input on object storage, named as `plan_shards` names a local copy's."""
+    if remote.is_dir():
+        listing = [rel for rel, _ in remote.files()]
+        entries = [(rel, f"{remote.name}/{rel}", remote.child(rel).uri) for rel in listing]
+    elif remote.exists():
+        entries = [(remote.name, remote.name, remote.uri)]
+    else:
+        raise UsageError(f"input {remote.uri} does not exist")
+    present = {rel for rel, _, _ in entries}
+    tars = [e for e in entries if e[0].lower().endswith(TAR_SUFFIXES)]
+    if tars:  # as a local folder holding tars: the tars, each with its parquet if there is one
+        shards = []
+        for rel, name, uri in tars:
+            side = Remote(uri).sibling(sidecar_parquet(PurePosixPath(rel)).name)
+            beside = sidecar_parquet(PurePosixPath(rel)).as_posix() in present if remote.is_dir() else side.exists()
+            files = (uri, side.uri) if beside else (uri,)
+            shards.append(Shard("webdataset", name, uri, files, options=options))
+        return shards
+    shards = []
+    for rel, name, uri in entries:
+        lower = rel.lower()
+        if lower.endswith(".parquet"):
+            source = Remote(uri)
+            with source.filesystem.open_input_file(source.root) as fh:
+                schema = parquet_file(fh, uri).schema_arrow
+            kind = "image_parquet" if image_column(schema, options.image_col) else "table"
+        elif lower.endswith(TABLE_SUFFIXES):
+            kind = "table"
+        else:
+            raise BadInputError(
+                uri,
+                "not read from object storage (only .tar shards, .parquet, .csv and .jsonl files are; "
+                "pack loose images into webdataset tars)",
+            )
+        shards.append(Shard(kind, name, uri, (uri,), options=options))
     return shards
 
 

@@ -49,11 +49,12 @@ def find_column(names: Sequence[str], explicit: str | None, candidates: Sequence
     return None
 
 
-def parquet_file(path: Path) -> pq.ParquetFile:
+def parquet_file(source, name: str | Path | None = None) -> pq.ParquetFile:
+    """Open a parquet file (a path, or an open file called `name` in errors)."""
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as exc:
-        raise BadInputError(path, f"not a readable parquet file ({type(exc).__name__})") from None
+        raise BadInputError(name or source, f"not a readable parquet file ({type(exc).__name__})") from None
 
 
 def iter_parquet_rows(

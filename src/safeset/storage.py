@@ -1,0 +1,149 @@
+"""Inputs and outputs on object storage (`s3://`, `gs://`, `hdfs://`, `file://`), through pyarrow's
+filesystems, by staging.
+
+Everything that reads and writes a shard works on local files (tarfile, Pillow, parquet, the
+write-then-rename discipline of `atomic`), and object stores have no rename. So a remote location
+is used at the edges only:
+- a shard whose files are remote is downloaded into a private temporary directory by the worker
+  that runs it, and deleted after;
+- a worker whose OUT is remote writes its shard's outputs into a private temporary OUT, then uploads
+  them, the done-marker last. One upload is one object PUT, which appears whole or not at all, so a
+  worker killed mid-shard leaves no torn object, and without its done-marker the shard is run again;
+- the scan itself keeps a local staging copy of OUT: it fetches `_state/` to resume, fetches the
+  results parts to merge, and uploads what it writes (run spec, manifests, report).
+
+Credentials come from the usual places of each store (environment, config files, instance roles);
+options go in the URI's query, as pyarrow reads them (e.g. `s3://bucket/out?region=eu-west-1`, or
+`?endpoint_override=host:port&scheme=http` for an S3-compatible server).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import UsageError
+
+_COPY_BLOCK = 8 << 20
+
+
+def is_remote(location: str | Path) -> bool:
+    """A URI with a scheme (`s3://...`, `file:///...`) rather than a local path."""
+    text = str(location)
+    return "://" in text and not Path(text).exists()
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A directory or file on a pyarrow filesystem, named by its URI."""
+
+    uri: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uri", self.uri.rstrip("/"))
+
+    @cached_property
+    def _made(self) -> set[str]:
+        return set()
+
+    @cached_property
+    def _resolved(self):
+        from pyarrow import fs
+
+        try:
+            return fs.FileSystem.from_uri(self.uri)
+        except Exception as exc:  # unknown scheme, bad options, a store not built into this pyarrow
+            raise UsageError(f"cannot open {self.uri}: {exc}") from None
+
+    @property
+    def filesystem(self):
+        return self._resolved[0]
+
+    @property
+    def root(self) -> str:
+        return self._resolved[1].rstrip("/")
+
+    @property
+    def name(self) -> str:
+        return self.root.rsplit("/", 1)[-1]
+
+    def child(self, rel: str) -> Remote:
+        """The URI of `rel` under this one, keeping the query (endpoint and other options)."""
+        parts = urlsplit(self.uri)
+        return Remote(urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + rel)))
+
+    def sibling(self, name: str) -> Remote:
+        """The URI of `name` in the same directory."""
+        parts = urlsplit(self.uri)
+        return Remote(urlunsplit(parts._replace(path=parts.path.rsplit("/", 1)[0] + "/" + name)))
+
+    def _path(self, rel: str = "") -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def info(self, rel: str = ""):
+        return self.filesystem.get_file_info(self._path(rel))
+
+    def is_dir(self) -> bool:
+        from pyarrow import fs
+
+        return self.info().type == fs.FileType.Directory
+
+    def exists(self, rel: str = "") -> bool:
+        from pyarrow import fs
+
+        return self.info(rel).type != fs.FileType.NotFound
+
+    def files(self, rel: str = "") -> list[tuple[str, int]]:
+        """(path relative to this directory, size) of every file under `rel`, sorted; hidden ones
+        (a component starting with '.') left out, as for local folders."""
+        from pyarrow import fs
+
+        base = self._path(rel)
+        selector = fs.FileSelector(base, recursive=True, allow_not_found=True)
+        found = []
+        for entry in self.filesystem.get_file_info(selector):
+            if entry.type != fs.FileType.File:
+                continue
+            relative = entry.path[len(self.root) + 1 :]
+            if not any(part.startswith(".") for part in relative.split("/")):
+                found.append((relative, entry.size))
+        return sorted(found)
+
+    def download(self, rel: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with self.filesystem.open_input_stream(self._path(rel)) as src, open(local, "wb") as dst:
+            while block := src.read(_COPY_BLOCK):
+                dst.write(block)
+
+    def upload(self, local: Path, rel: str) -> None:
+        target = self._path(rel)
+        parent = target.rsplit("/", 1)[0]
+        if parent not in self._made:  # local and HDFS paths need their directories; a store ignores them
+            self.filesystem.create_dir(parent, recursive=True)
+            self._made.add(parent)
+        with open(local, "rb") as src, self.filesystem.open_output_stream(target) as dst:
+            while block := src.read(_COPY_BLOCK):
+                dst.write(block)
+
+    def upload_tree(self, local_root: Path, last: tuple[str, ...] = ()) -> None:
+        """Every file under `local_root`, to the same relative paths; the ones in `last` after all
+        the others (the done-marker that says the rest is complete)."""
+        files = sorted(p.relative_to(local_root).as_posix() for p in local_root.rglob("*") if p.is_file())
+        for rel in [f for f in files if f not in last] + [f for f in files if f in last]:
+            self.upload(local_root / rel, rel)
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A private temporary directory, deleted afterwards whatever happens."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

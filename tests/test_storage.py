@@ -1,0 +1,111 @@
+"""Inputs and outputs on object storage, through pyarrow's filesystems: a real S3 API (moto's
+server, on loopback) and `file://` URIs, compared with the same scan on local paths."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import make_shards, read_json, same_release, samples_from, tree, write_lines
+from pyarrow import fs
+
+import safeset
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3-compatible server on 127.0.0.1; yields (pyarrow filesystem, URI query naming it)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    query = f"?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    filesystem, _ = fs.FileSystem.from_uri("s3://audit" + query + "&allow_bucket_creation=true")
+    filesystem.create_dir("audit")
+    try:
+        yield filesystem, query
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def shards(tiles, tmp_path_factory):
+    root = tmp_path_factory.mktemp("storage-data")
+    samples = samples_from(tiles[:30])
+    write_lines(root / "pdq.txt", [f"pdq {safeset.pdq(image)}" for _, image in tiles[:30:7]])
+    return make_shards(root / "shards", [samples[i::3] for i in range(3)]), root / "pdq.txt"
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "safeset", "--home", str(home), *map(str, args), "-q"],
+        env={**os.environ, **S3_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_scan_reads_and_writes_s3(s3, shards, tmp_path, home):
+    filesystem, query = s3
+    data, listed = shards
+    safeset.BankStore(home).add("pdq", listed, type_name="pdq")
+    local = safeset.scan(data, tmp_path / "local", workers=2, home=str(home))
+    assert local["totals"]["remove"] >= 3
+
+    fs.copy_files(str(data), "audit/in/shards", destination_filesystem=filesystem)
+    source, out = f"s3://audit/in/shards{query}", f"s3://audit/out{query}"
+    done = cli(home, "scan", source, "--out", out, "--workers", "2")
+    assert done.returncode == 0, done.stderr
+
+    remote = tree(filesystem, "audit/out")
+    same_release(remote, tmp_path / "local")
+    assert not [rel for rel in remote if rel.endswith(".partial")]
+    report = read_json(tmp_path / "local" / "report.json")
+    remote_report = json.loads(remote["report.json"])
+    assert remote_report["totals"] == report["totals"] and remote_report["reasons"] == report["reasons"]
+    named = {f["path"] for f in remote_report["inputs"]}
+    assert named and all(p.startswith("s3://audit/in/shards/") for p in named), named
+    assert pq.read_table(filesystem.open_input_file("audit/out/removed.parquet")).num_rows == local["totals"]["remove"]
+
+    # resume works from the store's own state: nothing is run again
+    again = cli(home, "scan", source, "--out", out)
+    assert again.returncode == 0, again.stderr
+    timings = json.loads(tree(filesystem, "audit/out")["report.json"])["timings"]
+    assert timings["shards_resumed"] == 3 and timings["shards_run"] == 0
+
+
+def test_file_uris_and_bad_locations(shards, tmp_path, home):
+    data, listed = shards
+    safeset.BankStore(home).add("pdq", listed, type_name="pdq")
+    safeset.scan(data, tmp_path / "local", workers=1, home=str(home))
+    done = cli(home, "scan", f"file://{data}", "--out", f"file://{tmp_path}/uri-out", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    local_files = tree(fs.LocalFileSystem(), f"{tmp_path}/uri-out")
+    same_release(local_files, tmp_path / "local")
+
+    unknown = cli(home, "scan", str(data), "--out", "nosuchstore://bucket/out")
+    assert unknown.returncode == 2 and "cannot open nosuchstore://bucket/out" in unknown.stderr
+
+    images = tmp_path / "loose"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    loose = cli(home, "scan", f"file://{images}", "--out", tmp_path / "o")
+    assert loose.returncode == 3 and "a.jpg" in loose.stderr and "pack loose images" in loose.stderr
