@@ -83,11 +83,11 @@ class Remote:
         parts = urlsplit(self.uri)
         return Remote(urlunsplit(parts._replace(path=parts.path.rsplit("/", 1)[0] + "/" + name)))
 
-    def _path(self, rel: str = "") -> str:
+    def path(self, rel: str = "") -> str:
         return f"{self.root}/{rel}" if rel else self.root
 
     def info(self, rel: str = ""):
-        return self.filesystem.get_file_info(self._path(rel))
+        return self.filesystem.get_file_info(self.path(rel))
 
     def is_dir(self) -> bool:
         from pyarrow import fs
@@ -104,7 +104,7 @@ class Remote:
         (a component starting with '.') left out, as for local folders."""
         from pyarrow import fs
 
-        base = self._path(rel)
+        base = self.path(rel)
         selector = fs.FileSelector(base, recursive=True, allow_not_found=True)
         found = []
         for entry in self.filesystem.get_file_info(selector):
@@ -117,12 +117,12 @@ class Remote:
 
     def download(self, rel: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        with self.filesystem.open_input_stream(self._path(rel)) as src, open(local, "wb") as dst:
+        with self.filesystem.open_input_stream(self.path(rel)) as src, open(local, "wb") as dst:
             while block := src.read(_COPY_BLOCK):
                 dst.write(block)
 
     def upload(self, local: Path, rel: str) -> None:
-        target = self._path(rel)
+        target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if parent not in self._made:  # local and HDFS paths need their directories; a store ignores them
             self.filesystem.create_dir(parent, recursive=True)

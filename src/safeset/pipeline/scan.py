@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..banks import BankStore
 from ..errors import ShardsFailedError, UsageError
+from ..model import Decision
 from ..policy import Policy
 from ..report import ReportBuilder, render_report, versions
 from ..sinks import ManifestWriter, OutLayout, write_json
@@ -160,9 +164,6 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 raise ShardsFailedError(
                     [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
                 )
-            if remote:  # the merge reads every shard's summary and results
-                _pull(remote, layout, "_state")
-                _pull(remote, layout, "results")
             run = {
                 "engine": engine.name,
                 "workers": config.workers,
@@ -170,7 +171,9 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 "shards_resumed": len(done),
                 "rows_run": sum(o.summary["rows"] for o in outcomes),
             }
-            report = _merge_and_report(config, banks, shards, layout, run, started)
+            fresh = {o.task.part: o.summary for o in outcomes}
+            summaries = [fresh.get(i) or layout.read_done(i) for i in range(len(shards))]
+            report = _merge_and_report(config, banks, shards, summaries, layout, remote, run, started)
             if remote:
                 for path in sorted(layout.root.rglob("*")):
                     rel = _rel(layout, path)
@@ -184,27 +187,56 @@ def _rel(layout: OutLayout, path: Path) -> str:
 
 
 def _pull(remote: Remote, layout: OutLayout, folder: str) -> None:
-    """Copy OUT/folder of a remote OUT into the local staging copy (what is not there yet)."""
-    for rel, size in remote.files(folder):
-        local = layout.root / rel
-        if not (local.is_file() and local.stat().st_size == size):
-            remote.download(rel, local)
+    """Copy OUT/folder of a remote OUT into the local staging copy (what is not there yet), many
+    files at once: a store answers each request slowly, and there is a done-marker per shard."""
+    wanted = [rel for rel, size in remote.files(folder) if not _same_size(layout.root / rel, size)]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda rel: remote.download(rel, layout.root / rel), wanted))
+
+
+def _same_size(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
 
 
 def _merge_and_report(
-    config: ScanConfig, banks: list, shards: Sequence[Shard], layout: OutLayout, run: dict, started: float
+    config: ScanConfig,
+    banks: list,
+    shards: Sequence[Shard],
+    summaries: Sequence[dict],
+    layout: OutLayout,
+    remote: Remote | None,
+    run: dict,
+    started: float,
 ) -> dict[str, Any]:
-    """Every shard is done: merge their results into the manifests and write the report. `run`:
+    """Every shard is done: merge their counts into the report and their removed and held rows
+    into the manifests. A results part is read in full only when it has such rows (or it is an
+    image folder's, whose kept files are listed); otherwise its decisions alone are read. `run`:
     how this run went (engine, workers, shards and rows run), for the report's timings."""
-    summaries = [layout.read_done(i) for i in range(len(shards))]
     created = _now()
     builder = ReportBuilder()
     folders = {s.name: s.name.rsplit("/", 1)[0] for s in shards if s.kind == "folder"}
     manifests = ManifestWriter(layout, folders, created)
-    for i in range(len(shards)):
-        part = pq.read_table(layout.part(i))
-        manifests.add(part)
-        builder.add(part, fetched=config.fetch is not None and shards[i].kind == "table")
+    filesystem = remote.filesystem if remote else None
+
+    def read(i: int) -> tuple[int, pa.Table]:
+        """(rows in shard i's results file, what of it the manifests need)."""
+        path = remote.path(_rel(layout, layout.part(i))) if remote else str(layout.part(i))
+        with filesystem.open_input_file(path) if remote else open(path, "rb") as fh:
+            results = pq.ParquetFile(fh)
+            part = results.read(columns=["decision"])
+            if shards[i].kind == "folder" or pc.any(pc.not_equal(part["decision"], str(Decision.KEEP))).as_py():
+                part = results.read()
+            return results.metadata.num_rows, part
+
+    # reading is I/O, and from object storage mostly waiting: many parts at once (a window of
+    # them, so memory stays flat over a million shards), merged in order
+    with ThreadPoolExecutor(16) as pool:
+        for start in range(0, len(shards), 256):
+            window = range(start, min(len(shards), start + 256))
+            for i, (rows, part) in zip(window, pool.map(read, window), strict=True):
+                builder.merge(summaries[i]["counts"])
+                builder.part_written(shards[i].name, rows)
+                manifests.add(part)
     manifests.close()
     elapsed = time.perf_counter() - started
     report = builder.finish(

@@ -24,6 +24,7 @@ from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
 from ..model import Decision, FetchedImage, Item, Status
 from ..policy import Policy
+from ..report import ReportBuilder
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
 from ..storage import Remote, is_remote, scratch
@@ -202,8 +203,11 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
 
     part = layout.part(task.part)
     tmp = partial_path(part)
-    pq.write_table(results_table(results), tmp)
+    table = results_table(results)
+    pq.write_table(table, tmp)
     commit(tmp, part)
+    counted = ReportBuilder()  # the report's counts for this shard, merged by the scan
+    counted.add(table, fetched=fetcher is not None and task.shard.kind == "table")
 
     decisions = Counter(str(r.decision) for r in results)
     summary = {
@@ -216,6 +220,7 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         "problems": problems,
         # A large table read in parts is hashed once, by its first part.
         "files": [file_record(f) if _first_part(task.shard) else {"path": f} for f in task.shard.files],
+        "counts": counted.counts(),
         "seconds": round(time.perf_counter() - started, 3),
         # where it ran, like the time it took, differs between runs; the outputs never do
         "worker": {"host": socket.gethostname(), "pid": os.getpid(), "bank_loads": _BANK_LOADS},

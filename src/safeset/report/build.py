@@ -1,8 +1,11 @@
 """The audit report: counts, conservation, coverage, per-bank / per-reason / per-domain tables, and
 everything needed to reproduce the run (input and bank checksums, thresholds, versions).
 
-Built in one pass over the results parts. Conservation is checked here, before report.json exists:
-if rows in != keep + remove + review anywhere, the scan fails instead of writing a report.
+Counted where the rows are: each shard worker counts its own results (`ReportBuilder.add`) and
+keeps the counts in its done-marker; the scan merges those (`merge`), so the report costs one
+small record per shard, not a second pass over billions of rows. Conservation is checked here,
+before report.json exists, against the row counts of the results files themselves: if rows in !=
+keep + remove + review anywhere, the scan fails instead of writing a report.
 """
 
 from __future__ import annotations
@@ -67,11 +70,41 @@ class ReportBuilder:
         self.fetch_domains: dict[str, Counter[str]] = defaultdict(Counter)
         self.part_rows: dict[str, int] = {}
 
+    _COUNTERS = ("decisions", "statuses", "reasons", "errors", "unchecked", "bank_items")
+    _TABLES = ("bank_matches", "domains", "fetch_domains")
+
+    def counts(self) -> dict[str, Any]:
+        """What `add` counted, as JSON, for `merge`."""
+        return {
+            "rows": self.rows,
+            "unchecked_rows": self.unchecked_rows,
+            **{name: dict(sorted(getattr(self, name).items())) for name in self._COUNTERS},
+            **{
+                name: {k: dict(sorted(v.items())) for k, v in sorted(getattr(self, name).items())}
+                for name in self._TABLES
+            },
+            "bank_entries": {bank: sorted(entries) for bank, entries in sorted(self.bank_entries.items())},
+        }
+
+    def merge(self, counts: dict[str, Any]) -> None:
+        """Add the `counts()` of a shard's own builder."""
+        self.rows += counts["rows"]
+        self.unchecked_rows += counts["unchecked_rows"]
+        for name in self._COUNTERS:
+            getattr(self, name).update(counts[name])
+        for name in self._TABLES:
+            for key, counter in counts[name].items():
+                getattr(self, name)[key].update(counter)
+        for bank, entries in counts["bank_entries"].items():
+            self.bank_entries[bank].update(entries)
+
+    def part_written(self, shard: str, rows: int) -> None:
+        """The row count of a shard's results file, as the file itself says (for conservation)."""
+        self.part_rows[shard] = rows
+
     def add(self, part: pa.Table, fetched: bool = False) -> None:
         """Count one results part; `fetched` when its rows' images were downloaded by the scan."""
         self.rows += part.num_rows
-        if part.num_rows:
-            self.part_rows[part["shard"][0].as_py()] = part.num_rows
         columns = part.select(["status", "error", "decision", "reasons", "matches", "url"]).to_pydict()
         for status, error, decision, reasons, matches, url in zip(*columns.values(), strict=True):
             self.statuses[status] += 1
