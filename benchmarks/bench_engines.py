@@ -6,7 +6,7 @@ memory a worker needs for LAION-sized hash lists.
    engine and with the Ray engine on a 2-CPU local cluster started once (`ray start`, as a cluster
    would be), at 1 and 2 workers. Medians of 3 runs; each run includes the scan's fixed costs
    (start-up, planning, merging and the report), which are measured on their own with a
-   one-image scan.
+   one-image scan. Also the merge (manifests and report) per shard: a rerun of a finished scan.
 2. Memory: one worker process loads a 10M-hash PDQ bank and a 16.2M-hash MD5 bank (random
    entries, LAION-clean-up sized), checks 600 images against them, and reports what it holds:
    private memory (its own, per worker) and shared file pages (the memory-mapped bank store, one
@@ -63,9 +63,10 @@ class RayCluster:
         subprocess.run([self.ray, "stop", "--force"], capture_output=True, env={**os.environ, **self.env})
 
 
-def scan(data: Path, home: Path, workers: int, engine: list[str], env: dict) -> float:
+def scan(data: Path, home: Path, workers: int, engine: list[str], env: dict, fresh: bool = True) -> float:
     out = ROOT / "out"
-    shutil.rmtree(out, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
     cli = Path(sys.executable).with_name("safeset")
     argv = [str(cli), "--home", str(home), "scan", str(data), "--out", str(out), "--workers", str(workers), "-q"]
     return common.child(bench_scan._RUNNER, *argv, *engine, env=env)["seconds"]
@@ -101,6 +102,20 @@ def throughput() -> dict:
     print(f"end to end, {images} images in {bench_scan.TIMED} shards, median of {RUNS} runs")
     common.table(["engine", "images/s", "per core, fixed costs left out", "fixed s"], rows)
     return results
+
+
+def merge() -> dict:
+    """A rerun of a finished scan runs no shard and only merges: its time for 32 shards less its
+    time for one is what 31 more shards cost the merge."""
+    data, _, _ = bench_scan.build(bench_scan.TIMED)
+    home = ROOT / "home-scan"
+    seconds = {}
+    for name, source in (("one", bench_scan.tiny()), ("all", data)):
+        scan(source, home, 2, [], {})
+        seconds[name] = statistics.median(scan(source, home, 2, [], {}, fresh=False) for _ in range(5))
+    per_shard = (seconds["all"] - seconds["one"]) / (bench_scan.TIMED - 1) * 1000
+    print(f"merging a finished scan: {per_shard:.1f} ms per shard (every shard here has a removal)")
+    return {"rerun_seconds": seconds, "ms_per_shard": per_shard}
 
 
 _MEMORY = """
@@ -178,7 +193,7 @@ def memory() -> dict:
 
 def main() -> None:
     ROOT.mkdir(parents=True, exist_ok=True)
-    common.save("engines", {"throughput": throughput(), "memory": memory()})
+    common.save("engines", {"throughput": throughput(), "merge": merge(), "memory": memory()})
 
 
 if __name__ == "__main__":

@@ -131,8 +131,8 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_output_is_the_same(cluster
     images = {f"{name}.jpg": jpeg(image) for name, image in tiles[:24]}
     names = sorted(images)
     table = tmp_path / "meta.csv"
-    # /slow/ answers after 0.3 s, at 4 requests/s per host: each shard of 6 rows takes a while
-    fetch = ("--fetch", "--allow-network", "127.0.0.0/8", "--table-rows", "6", "--per-domain-rate", "4")
+    # /slow/ answers after 0.3 s, at 2 requests/s per host: each shard of 6 rows takes a while
+    fetch = ("--fetch", "--allow-network", "127.0.0.0/8", "--table-rows", "6", "--per-domain-rate", "2")
     write_lines(tmp_path / "md5.txt", [hashlib.md5(images[names[3]]).hexdigest()])
     safeset.BankStore(home).add("md5", tmp_path / "md5.txt", type_name="md5")
     with FaultyServer(images) as server:
@@ -152,17 +152,17 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_output_is_the_same(cluster
         code, stderr = finish(proc)
         assert code == 0, stderr
         assert done_at_kill < 4, "the kill must land mid-run"
-        assert len(server.log.requests) > len(urls), "the killed shard was run again"
 
         reference = safeset.scan(
             [table],
             tmp_path / "local",
             workers=2,
             home=str(home),
-            fetch=FetchOptions(allowed_networks=("127.0.0.0/8",), per_domain_rate=4),
+            fetch=FetchOptions(allowed_networks=("127.0.0.0/8",), per_domain_rate=2),
             read=safeset.ReadOptions(table_rows=6),
         )
     assert reference["totals"]["remove"] == 1
+    assert read_json(tmp_path / "killed" / "report.json")["timings"]["shard_retries"] >= 1
     assert not list((tmp_path / "killed").rglob("*.partial"))
     assert snapshot(tmp_path / "killed") == snapshot(tmp_path / "local")
 

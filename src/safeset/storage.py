@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import UsageError
 
 _COPY_BLOCK = 8 << 20
+_LISTED: dict[str, tuple[int, int | None]] = {}  # URI -> (size, mtime_ns), as listings reported them
 
 
 def is_remote(location: str | Path) -> bool:
@@ -101,7 +102,8 @@ class Remote:
 
     def files(self, rel: str = "") -> list[tuple[str, int]]:
         """(path relative to this directory, size) of every file under `rel`, sorted; hidden ones
-        (a component starting with '.') left out, as for local folders."""
+        (a component starting with '.') left out, as for local folders. What a listing says of
+        each file is remembered (see `stat`)."""
         from pyarrow import fs
 
         base = self.path(rel)
@@ -113,7 +115,16 @@ class Remote:
             relative = entry.path[len(self.root) + 1 :]
             if not any(part.startswith(".") for part in relative.split("/")):
                 found.append((relative, entry.size))
+                _LISTED[self.child(relative).uri] = (entry.size, entry.mtime_ns)
         return sorted(found)
+
+    def stat(self) -> tuple[int, int | None]:
+        """(size, modification time in ns) of this file: from a listing that saw it if there was
+        one (a million inputs are one LIST request per thousand, not a million HEADs), else asked."""
+        if self.uri not in _LISTED:
+            info = self.info()
+            _LISTED[self.uri] = (info.size, info.mtime_ns)
+        return _LISTED[self.uri]
 
     def download(self, rel: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)

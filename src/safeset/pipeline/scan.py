@@ -18,19 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from ..banks import BankStore
 from ..errors import ShardsFailedError, UsageError
-from ..model import Decision
 from ..policy import Policy
-from ..report import ReportBuilder, render_report, versions
-from ..sinks import ManifestWriter, OutLayout, write_json
+from ..report import render_report, versions
+from ..sinks import OutLayout, write_json
 from ..sources import ReadOptions, Shard, plan_shards
 from ..storage import Remote, is_remote, scratch
 from .check import CheckSettings
+from .merge import Merger
 from .progress import ScanProgress
 from .worker import RunSpec, ShardTask
 
@@ -73,8 +69,7 @@ def _now() -> str:
 def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> dict[str, Any]:
     def stat(path: str) -> list:
         if is_remote(path):
-            info = Remote(path).info()
-            return [path, info.size, info.mtime_ns]
+            return [path, *Remote(path).stat()]
         st = Path(path).stat()
         return [path, st.st_size, st.st_mtime_ns]
 
@@ -126,7 +121,7 @@ def _check_same_scan(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
 def run_scan(config: ScanConfig) -> dict[str, Any]:
     # Engines import the pipeline's worker; importing them here, not at module level, keeps the
     # arrows of DESIGN.md pointing one way.
-    from ..engines import Progress, engine_for
+    from ..engines import Progress, ShardOutcome, engine_for
 
     started = time.perf_counter()
     store = BankStore(config.home)
@@ -155,12 +150,22 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
             done = {i for i in range(len(shards)) if layout.done(i).is_file()}
             target = remote.uri if remote else str(layout.root)
             tasks = [ShardTask(i, s, target, spec) for i, s in enumerate(shards) if i not in done]
+            merger = Merger(shards, layout, remote, created=_now())
+            for i in sorted(done):
+                merger.done(i, layout.read_done(i))
+
+            def shard_done(outcome: ShardOutcome) -> None:
+                progress.shard_done(outcome)
+                if outcome.error is None:
+                    merger.done(outcome.task.part, outcome.summary)
+
             with ScanProgress(
                 len(shards), len(done), enabled=config.progress, fetching=config.fetch is not None
             ) as progress:
-                outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
+                outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=shard_done))
             failed = [o for o in outcomes if o.error]
             if failed:
+                merger.abandon()
                 raise ShardsFailedError(
                     [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
                 )
@@ -169,11 +174,10 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 "workers": config.workers,
                 "shards_run": len(tasks),
                 "shards_resumed": len(done),
+                "shard_retries": sum(o.attempts - 1 for o in outcomes),
                 "rows_run": sum(o.summary["rows"] for o in outcomes),
             }
-            fresh = {o.task.part: o.summary for o in outcomes}
-            summaries = [fresh.get(i) or layout.read_done(i) for i in range(len(shards))]
-            report = _merge_and_report(config, banks, shards, summaries, layout, remote, run, started)
+            report = _report(config, banks, merger, layout, run, started)
             if remote:
                 for path in sorted(layout.root.rglob("*")):
                     rel = _rel(layout, path)
@@ -198,48 +202,14 @@ def _same_size(path: Path, size: int) -> bool:
     return path.is_file() and path.stat().st_size == size
 
 
-def _merge_and_report(
-    config: ScanConfig,
-    banks: list,
-    shards: Sequence[Shard],
-    summaries: Sequence[dict],
-    layout: OutLayout,
-    remote: Remote | None,
-    run: dict,
-    started: float,
+def _report(
+    config: ScanConfig, banks: list, merger: Merger, layout: OutLayout, run: dict, started: float
 ) -> dict[str, Any]:
-    """Every shard is done: merge their counts into the report and their removed and held rows
-    into the manifests. A results part is read in full only when it has such rows (or it is an
-    image folder's, whose kept files are listed); otherwise its decisions alone are read. `run`:
-    how this run went (engine, workers, shards and rows run), for the report's timings."""
-    created = _now()
-    builder = ReportBuilder()
-    folders = {s.name: s.name.rsplit("/", 1)[0] for s in shards if s.kind == "folder"}
-    manifests = ManifestWriter(layout, folders, created)
-    filesystem = remote.filesystem if remote else None
-
-    def read(i: int) -> tuple[int, pa.Table]:
-        """(rows in shard i's results file, what of it the manifests need)."""
-        path = remote.path(_rel(layout, layout.part(i))) if remote else str(layout.part(i))
-        with filesystem.open_input_file(path) if remote else open(path, "rb") as fh:
-            results = pq.ParquetFile(fh)
-            part = results.read(columns=["decision"])
-            if shards[i].kind == "folder" or pc.any(pc.not_equal(part["decision"], str(Decision.KEEP))).as_py():
-                part = results.read()
-            return results.metadata.num_rows, part
-
-    # reading is I/O, and from object storage mostly waiting: many parts at once (a window of
-    # them, so memory stays flat over a million shards), merged in order
-    with ThreadPoolExecutor(16) as pool:
-        for start in range(0, len(shards), 256):
-            window = range(start, min(len(shards), start + 256))
-            for i, (rows, part) in zip(window, pool.map(read, window), strict=True):
-                builder.merge(summaries[i]["counts"])
-                builder.part_written(shards[i].name, rows)
-                manifests.add(part)
-    manifests.close()
+    """Every shard is merged: commit the manifests, write report.json and report.html. `run`: how
+    this run went (engine, workers, shards and rows run), for the report's timings."""
+    summaries = merger.finish()
     elapsed = time.perf_counter() - started
-    report = builder.finish(
+    report = merger.report.finish(
         summaries=summaries,
         banks=[{k: v for k, v in b.to_dict().items() if k != "sources"} for b in banks],
         policy={**config.policy.to_dict(), "sha256": config.policy.sha256},
@@ -247,7 +217,7 @@ def _merge_and_report(
             **asdict(config.check),
             **{f"read.{k}": v for k, v in asdict(config.read).items()},
         },
-        created=created,
+        created=merger.manifests.time,
         timings={
             "seconds": round(elapsed, 3),
             **run,

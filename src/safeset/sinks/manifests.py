@@ -73,6 +73,14 @@ class ManifestWriter:
         kept = part.filter(pc.equal(part["decision"], str(Decision.KEEP)))["key"].to_pylist()
         self._kept.setdefault(input_name, []).extend(kept)
 
+    def discard(self) -> None:
+        """Close without committing: the partial files are deleted."""
+        self._removed.close()
+        self._review.close()
+        self._evidence.close()
+        for path in (self.layout.removed, self.layout.review, self.layout.evidence):
+            partial_path(path).unlink(missing_ok=True)
+
     def close(self) -> None:
         self._removed.close()
         self._review.close()
