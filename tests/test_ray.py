@@ -102,6 +102,39 @@ def test_same_outputs_as_the_local_engine_and_banks_loaded_once_per_process(clus
     assert os.getpid() not in pids  # the shards ran in Ray's workers, not in this process
 
 
+def test_progress_counts_and_summaries_reach_the_driver(cluster, shards, tmp_path, home, monkeypatch):
+    """The engine itself, joined from this process: shard workers' progress counts travel through
+    a Ray actor to the driver's callbacks, as the progress bars need them."""
+    from safeset.engines import Progress, RayEngine
+    from safeset.pipeline.worker import RunSpec, ShardTask
+    from safeset.sinks import OutLayout
+    from safeset.sources import plan_shards
+
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.setenv(name, RAY_ENV[name])
+    data, listed = shards
+    add_bank(home, listed)
+    store = safeset.BankStore(home)
+    spec = RunSpec(
+        str(home),
+        tuple((b.name, b.sha256) for b in store.resolve(None)),
+        safeset.Policy.preset("default"),
+        safeset.CheckSettings(),
+    )
+    layout = OutLayout(tmp_path / "out")
+    layout.create()
+    tasks = [ShardTask(i, shard, str(layout.root), spec) for i, shard in enumerate(plan_shards([data]))]
+    counts, finished = [], []
+    outcomes = RayEngine(workers=2, address=cluster).run(
+        tasks, Progress(counts=counts.append, shard_done=finished.append)
+    )
+
+    assert [o.error for o in outcomes] == [None] * len(tasks)
+    assert sorted(o.task.part for o in finished) == list(range(len(tasks)))
+    rows = sum(o.summary["rows"] for o in outcomes)
+    assert rows == 60 and sum(c.get("items", 0) for c in counts) == rows
+
+
 def test_ray_workers_read_and_write_object_storage_uris(cluster, shards, tmp_path, home):
     """Workers on the cluster download their shard and upload their outputs (`file://` standing in
     for a store here; tests/test_storage.py runs the same against an S3 API)."""
