@@ -9,8 +9,9 @@ memory a worker needs for LAION-sized hash lists.
    one-image scan. Also the merge (manifests and report) per shard: a rerun of a finished scan.
 2. Memory: one worker process loads a 10M-hash PDQ bank and a 16.2M-hash MD5 bank (random
    entries, LAION-clean-up sized), checks 600 images against them, and reports what it holds:
-   private memory (its own, per worker) and shared file pages (the memory-mapped bank store, one
-   copy per machine in the page cache however many workers read it).
+   private memory (its own, per worker) and shared file pages (the memory-mapped bank store:
+   hashes and PDQ search tables, one copy per machine in the page cache however many workers read
+   it).
 
 Run: python benchmarks/bench_engines.py
 """
@@ -183,9 +184,9 @@ def memory() -> dict:
         ["one worker, 10M PDQ + 16.2M MD5 listed", "MB"],
         [
             ["resident in all", after["Rss"]],
-            ["its own (anonymous: index tables, interpreter, libraries)", after["Anonymous"]],
-            ["  of which the loaded banks", result["banks_anonymous_mb"]],
-            ["file pages (bank store, mapped; shared by a machine's workers)", shared_files],
+            ["its own (anonymous: interpreter, libraries, buffers)", after["Anonymous"]],
+            ["  of which loading the banks added", result["banks_anonymous_mb"]],
+            ["file pages (bank store: hashes and PDQ tables, mapped; shared)", shared_files],
         ],
     )
     return result

@@ -257,3 +257,33 @@ def test_large_fast_path_import_merges_and_counts(tmp_path, store):
     index = ExactHashIndex(store.load("big", "md5"), 16)
     q, _, _ = index.search(np.frombuffer(bytes.fromhex("".join(digests)), np.uint8).reshape(-1, 16))
     assert len(q) == 20000
+
+
+def test_pdq_search_tables_are_kept_in_the_store_and_mapped(tmp_path, store):
+    """Large PDQ lists keep their search tables beside the hashes (0600, like them), so workers map
+    one copy instead of each building its own; a search through them is the same search."""
+    from safeset.banks import Matcher, MatchSettings
+
+    rng = np.random.default_rng(7)
+    listed = rng.integers(0, 256, (PdqIndex.MIH_MIN_ENTRIES + 500, 32), dtype=np.uint8)
+    write_lines(tmp_path / "pdq.txt", [f"pdq {row.tobytes().hex()}" for row in listed])
+    store.add("big", tmp_path / "pdq.txt")
+    write_lines(tmp_path / "few.txt", [f"pdq {row.tobytes().hex()}" for row in listed[:10]])
+    store.add("few", tmp_path / "few.txt")
+    bank = store.root / "big"
+    for name in ("pdq.orders.npy", "pdq.starts.npy"):
+        assert stat.S_IMODE((bank / name).stat().st_mode) == 0o600
+    assert store.load_tables("few") is None
+
+    index = Matcher.load(store, [store.get("big")], MatchSettings())._indexes[("big", "pdq")]
+    assert isinstance(index._orders, np.memmap) and isinstance(index._starts, np.memmap)
+    queries = listed[::97].copy()
+    queries[:, :4] ^= 0x0F  # 16 bits away
+    built = PdqIndex(np.asarray(store.load("big", "pdq")))
+    for mapped_part, built_part in zip(index.search(queries, 31), built.search(queries, 31), strict=True):
+        assert np.array_equal(mapped_part, built_part)
+    assert len(index.search(queries, 31)[0]) >= len(queries)
+
+    # tables that do not fit the hashes (a store written halfway) are not used
+    stale = (np.zeros(16, np.uint32), np.zeros(16, np.uint32))
+    assert PdqIndex(np.asarray(store.load("big", "pdq")), stale)._orders.size == 16 * len(listed)

@@ -113,6 +113,13 @@ class TextIndex(SignalIndex):
         return self._entries[i]
 
 
+def build_tables(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-index hashing tables of (N, 32) uint8 hashes: per slot, the entries sorted by that
+    slot's 16 bits (orders, 16 x N uint32) and where each value starts (starts, 16 x 65537)."""
+    orders, starts = _mih.build(np.ascontiguousarray(hashes, dtype=np.uint8))
+    return np.frombuffer(orders, dtype=np.uint32), np.frombuffer(starts, dtype=np.uint32)
+
+
 class PdqIndex(SignalIndex):
     """Exact Hamming-radius search over PDQ hashes given as (N, 32) uint8.
 
@@ -120,19 +127,23 @@ class PdqIndex(SignalIndex):
     values per slot and checks only the entries found there, instead of all N. Every match within
     the radius is returned, none beyond it. Small lists are scanned linearly, which is faster than
     probing, and so are radii of 64 and more, where probing stops paying. Memory: the hashes (32
-    bytes each, memory-mapped from the bank store) plus 64 bytes per hash and 4 MB of slot tables.
+    bytes each) plus 64 bytes per hash and 4 MB of slot tables, all memory-mapped from the bank
+    store when loaded from it.
     """
 
     MIH_MIN_ENTRIES = 4096
 
-    def __init__(self, hashes: np.ndarray):
+    def __init__(self, hashes: np.ndarray, tables: tuple[np.ndarray, np.ndarray] | None = None):
+        """`tables`: the (orders, starts) of `build_tables(hashes)`, if they were kept (the bank
+        store keeps them, memory-mapped, so that a machine's workers share one copy)."""
         hashes = np.ascontiguousarray(hashes, dtype=np.uint8)
         if hashes.ndim != 2 or hashes.shape[1] != 32:
             raise ValueError("PDQ hashes must be an (N, 32) uint8 array")
         self._hashes = hashes
         self._orders = self._starts = None
         if len(hashes) >= self.MIH_MIN_ENTRIES:
-            self._orders, self._starts = _mih.build(hashes)
+            fits = tables is not None and tables[0].size == 16 * len(hashes) and tables[1].size == 16 * 65537
+            self._orders, self._starts = tables if fits else build_tables(hashes)
 
     def __len__(self) -> int:
         return len(self._hashes)

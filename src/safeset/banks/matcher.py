@@ -49,7 +49,7 @@ class Matcher:
                 values = store.load(bank.name, type_name)
                 stype = signal_type(type_name)
                 if isinstance(stype, Pdq):
-                    indexes[(bank.name, type_name)] = PdqIndex(values)
+                    indexes[(bank.name, type_name)] = PdqIndex(values, store.load_tables(bank.name))
                 elif isinstance(stype, HexDigestType):
                     indexes[(bank.name, type_name)] = ExactHashIndex(values, stype.width)
                 else:

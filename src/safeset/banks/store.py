@@ -6,6 +6,8 @@ Layout, every directory 0700 and every file 0600 because the lists are sensitive
                                   count and checksum per signal type, checksum of the whole bank
     HOME/banks/NAME/md5.npy       exact digests (md5, sha1, sha256, url_md5): sorted, words layout
     HOME/banks/NAME/pdq.npy       PDQ: sorted (N, 32) uint8 rows
+    HOME/banks/NAME/pdq.orders.npy, pdq.starts.npy
+                                  PDQ search tables (see `index.PdqIndex`), for lists of 4096+
     HOME/banks/NAME/url.txt       text types (url, domain): sorted normalised values, one per line
 
 (see `hexarray` for the two array layouts). Adding a file to an existing bank merges it in and
@@ -31,6 +33,7 @@ import numpy as np
 from ..atomic import atomic_writer
 from ..errors import BadInputError, UsageError
 from .hexarray import RowBuffer, sort_unique, words_to_rows, write_rows, write_words
+from .index import PdqIndex, build_tables
 from .listfile import LineError, parse_list
 from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
 
@@ -235,9 +238,34 @@ class BankStore:
         rows = rows[:total]
         with atomic_writer(self._path(name, stype), mode=0o600) as fh:
             (write_rows if isinstance(stype, Pdq) else write_words)(fh, rows)
+        if isinstance(stype, Pdq):
+            self._write_tables(name, rows)
         counts[stype.name] = total
         checksums[stype.name] = _content_sha256(stype.name, rows)
         return total - before, len(new) - distinct
+
+    def _tables_paths(self, name: str) -> tuple[Path, Path]:
+        return self.root / name / "pdq.orders.npy", self.root / name / "pdq.starts.npy"
+
+    def _write_tables(self, name: str, rows: np.ndarray) -> None:
+        """Keep a PDQ list's search tables beside it: built once here, mapped by every worker."""
+        paths = self._tables_paths(name)
+        if len(rows) < PdqIndex.MIH_MIN_ENTRIES:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            return
+        for path, table in zip(paths, build_tables(rows), strict=True):
+            with atomic_writer(path, mode=0o600) as fh:
+                np.save(fh, table, allow_pickle=False)
+
+    def load_tables(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A PDQ list's stored search tables, memory-mapped; None where there are none (small
+        lists, or a store written before they were kept: the index then builds its own)."""
+        paths = self._tables_paths(name)
+        if not all(path.is_file() for path in paths):
+            return None
+        orders, starts = (np.load(path, mmap_mode="r", allow_pickle=False) for path in paths)
+        return orders, starts
 
     def _merge_text(self, name: str, stype, values: set[str], counts, checksums) -> int:
         old = self.load(name, stype.name)
