@@ -109,3 +109,27 @@ def test_file_uris_and_bad_locations(shards, tmp_path, home):
     (images / "a.jpg").write_bytes(b"\xff\xd8\xff")
     loose = cli(home, "scan", f"file://{images}", "--out", tmp_path / "o")
     assert loose.returncode == 3 and "a.jpg" in loose.stderr and "pack loose images" in loose.stderr
+
+
+def test_remote_input_shards_are_held_in_memory_not_on_disk(shards, tmp_path, home):
+    """A downloaded input shard may hold flagged images: it goes to a RAM-backed directory
+    (/dev/shm, or SAFESET_STAGING), never to the temporary directory on disk."""
+    from safeset.storage import scratch
+
+    with scratch("probe-", in_memory=True) as held:
+        assert str(held).startswith("/dev/shm/")
+    data, listed = shards
+    safeset.BankStore(home).add("pdq", listed, type_name="pdq")
+    blocked = tmp_path / "staging"
+    blocked.write_text("a file, where the staging directory should be")
+    disk_tmp = tmp_path / "disk-tmp"
+    disk_tmp.mkdir()
+    env = {**os.environ, "SAFESET_STAGING": str(blocked), "TMPDIR": str(disk_tmp)}
+    command = [sys.executable, "-m", "safeset", "--home", str(home), "scan", f"file://{data}", "-q"]
+    refused = subprocess.run([*command, "--out", str(tmp_path / "a"), "--retries", "0"], env=env, capture_output=True)
+    assert refused.returncode == 1 and b"NotADirectoryError" in refused.stderr  # it was to go there
+    blocked.unlink()
+    blocked.mkdir()
+    done = subprocess.run([*command, "--out", str(tmp_path / "b")], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert not list(blocked.iterdir()) and not list(disk_tmp.rglob("*.tar"))

@@ -4,8 +4,9 @@ filesystems, by staging.
 Everything that reads and writes a shard works on local files (tarfile, Pillow, parquet, the
 write-then-rename discipline of `atomic`), and object stores have no rename. So a remote location
 is used at the edges only:
-- a shard whose files are remote is downloaded into a private temporary directory by the worker
-  that runs it, and deleted after;
+- a shard whose files are remote is downloaded by the worker that runs it into a private directory
+  in memory (a tmpfs: /dev/shm, or `SAFESET_STAGING`; the shard may hold flagged images, whose bytes
+  must never reach a disk), and deleted after;
 - a worker whose OUT is remote writes its shard's outputs into a private temporary OUT, then uploads
   them, the done-marker last. One upload is one object PUT, which appears whole or not at all, so a
   worker killed mid-shard leaves no torn object, and without its done-marker the shard is run again;
@@ -19,6 +20,7 @@ options go in the URI's query, as pyarrow reads them (e.g. `s3://bucket/out?regi
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -151,9 +153,19 @@ class Remote:
 
 
 @contextmanager
-def scratch(prefix: str) -> Iterator[Path]:
-    """A private temporary directory, deleted afterwards whatever happens."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+def scratch(prefix: str, in_memory: bool = False) -> Iterator[Path]:
+    """A private temporary directory, deleted afterwards whatever happens. `in_memory`: on a
+    RAM-backed filesystem (`SAFESET_STAGING`, else /dev/shm), for input shards downloaded from a
+    store: they may hold flagged images, and those bytes must never reach a disk (zero view)."""
+    base = None
+    if in_memory:
+        base = os.environ.get("SAFESET_STAGING") or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+        if base is None:
+            raise UsageError(
+                "inputs on object storage are held in memory while they are checked, and this system "
+                "has no /dev/shm: set SAFESET_STAGING to a RAM-backed directory (tmpfs)"
+            )
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     try:
         yield path
     finally:

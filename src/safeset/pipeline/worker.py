@@ -13,6 +13,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -147,12 +148,15 @@ def run_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -
 
 def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dict:
     """A shard with its input or OUT on object storage (see `safeset.storage`): inputs are
-    downloaded, outputs written locally and uploaded, the done-marker last."""
-    with scratch("safeset-shard-") as tmp:
+    downloaded into memory (a tmpfs), outputs (kept rows only) written locally and uploaded, the
+    done-marker last."""
+    remote_inputs = any(is_remote(f) for f in task.shard.files)
+    holding = scratch("safeset-input-", in_memory=True) if remote_inputs else nullcontext()
+    with scratch("safeset-shard-") as tmp, holding as held:
         local_of: dict[str, str] = {}
         for uri in task.shard.files:
             if is_remote(uri):
-                local = tmp / "in" / Remote(uri).name
+                local = held / Remote(uri).name
                 Remote(uri).download("", local)
                 local_of[uri] = str(local)
         shard = replace(
