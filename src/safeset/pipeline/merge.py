@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import UsageError
 from ..model import Decision
 from ..report import ReportBuilder
 from ..sinks import ManifestWriter, OutLayout
@@ -40,6 +41,10 @@ class Merger:
 
     def done(self, part: int, summary: dict) -> None:
         """Shard `part` is done (its files are in OUT): merge it and whatever it unblocks."""
+        if "counts" not in summary:
+            raise UsageError(
+                f"{self.layout.done(part)} was written by an older safeset; use another --out, or delete it"
+            )
         self.summaries[part] = summary
         end = self.merged
         while end in self.summaries:
