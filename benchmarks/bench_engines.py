@@ -70,7 +70,7 @@ def scan(data: Path, home: Path, workers: int, engine: list[str], env: dict, fre
         shutil.rmtree(out, ignore_errors=True)
     cli = Path(sys.executable).with_name("safeset")
     argv = [str(cli), "--home", str(home), "scan", str(data), "--out", str(out), "--workers", str(workers), "-q"]
-    return common.child(bench_scan._RUNNER, *argv, *engine, env=env)["seconds"]
+    return common.timed(*argv, *engine, env=env)["seconds"]
 
 
 def throughput() -> dict:

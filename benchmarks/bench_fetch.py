@@ -40,16 +40,6 @@ download(url_list=sys.argv[1], input_format="csv", url_col="url", caption_col="c
          distributor="multiprocessing", enable_wandb=False)
 """
 
-_TIMED = """
-import json, resource, subprocess, sys, time
-started = time.perf_counter()
-proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-if proc.returncode:
-    sys.exit(proc.stderr[-3000:])
-print(json.dumps({"seconds": time.perf_counter() - started,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
-
 
 def main() -> None:
     images = corpus.build() / "jpeg-512"
@@ -70,13 +60,12 @@ def main() -> None:
         for _ in range(runs):
             out = ROOT / "out-img2dataset"
             shutil.rmtree(out, ignore_errors=True)
-            theirs.append(common.child(_TIMED, sys.executable, "-c", _IMG2DATASET, str(urls), str(out), env=env))
+            theirs.append(common.timed(sys.executable, "-c", _IMG2DATASET, str(urls), str(out), env=env))
             out = ROOT / "out-safeset"
             shutil.rmtree(out, ignore_errors=True)
             cli = Path(sys.executable).with_name("safeset")
             ours.append(
-                common.child(
-                    _TIMED,
+                common.timed(
                     str(cli),
                     "--home",
                     str(ROOT / "home"),

@@ -72,33 +72,21 @@ def tiny() -> Path:
     return data
 
 
-_RUNNER = """
-import json, resource, subprocess, sys, time
-started = time.perf_counter()
-proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-if proc.returncode:
-    sys.exit(proc.stderr[-3000:])
-print(json.dumps({"seconds": time.perf_counter() - started,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
-
-
-def timed(*argv: str) -> dict:
-    """Wall time and the peak memory of the largest process of one command."""
-    return common.child(_RUNNER, *argv)
-
-
 def safeset_scan(data: Path, home: Path, workers: int) -> dict:
     out = ROOT / "out-safeset"
     shutil.rmtree(out, ignore_errors=True)
     cli = Path(sys.executable).with_name("safeset")
-    return timed(str(cli), "--home", str(home), "scan", str(data), "--out", str(out), "--workers", str(workers), "-q")
+    return common.timed(
+        str(cli), "--home", str(home), "scan", str(data), "--out", str(out), "--workers", str(workers), "-q"
+    )
 
 
 def reference_scan(data: Path, md5_list: Path, pdq_list: Path) -> dict:
     out = ROOT / "out-reference"
     shutil.rmtree(out, ignore_errors=True)
-    return timed(sys.executable, str(HERE / "reference_scan.py"), str(data), str(out), str(md5_list), str(pdq_list))
+    return common.timed(
+        sys.executable, str(HERE / "reference_scan.py"), str(data), str(out), str(md5_list), str(pdq_list)
+    )
 
 
 def median(runs: list[dict], key: str) -> float:

@@ -64,6 +64,22 @@ def child(code: str, *args: str, env: dict | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+_TIMED = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+if proc.returncode:
+    sys.exit(proc.stderr[-3000:])
+print(json.dumps({"seconds": time.perf_counter() - started,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def timed(*argv: str, env: dict | None = None) -> dict:
+    """Wall time ("seconds") and the peak memory of the largest process ("peak_mb") of a command."""
+    return child(_TIMED, *argv, env=env)
+
+
 def save(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()}, **result}
