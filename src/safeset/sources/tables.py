@@ -18,7 +18,7 @@ import csv
 import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -217,7 +217,6 @@ class CsvTable(_TextTable):
             raise BadInputError(path, "not UTF-8 text", line=1) from None
 
     def plan(self, path: Path, rows_per_part: int) -> list[Part]:
-        parts: list[Part] = []
         with open(path, "rb") as fh:
             offset = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
         with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -230,20 +229,8 @@ class CsvTable(_TextTable):
                     break
             if header is None:
                 return [Part(0, 0)]
-            begin, begin_line, count, line = offset, header[2] + 1, 0, header[2]
-            for fields, text, line in records:
-                offset += len(text.encode())
-                if not fields:
-                    continue
-                count += 1
-                if count % rows_per_part == 0:
-                    parts.append(Part(count - rows_per_part, count, (begin, offset, begin_line)))
-                    begin, begin_line = offset, line + 1
-        if not parts:
-            return [Part(0, count)]
-        if count % rows_per_part:
-            parts.append(Part(count - count % rows_per_part, count, (begin, offset, begin_line)))
-        return parts
+            pieces = ((len(text.encode()), bool(fields), line) for fields, text, line in records)
+            return _cut_text(pieces, offset, header[2] + 1, rows_per_part)
 
     def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
         header = self.columns(path)
@@ -287,20 +274,9 @@ class JsonLinesTable(_TextTable):
         return []
 
     def plan(self, path: Path, rows_per_part: int) -> list[Part]:
-        parts, count, offset, begin, begin_line = [], 0, 0, 0, 1
         with open(path, "rb") as fh:
-            for number, line in enumerate(fh, start=1):
-                offset += len(line)
-                if line.strip():
-                    count += 1
-                    if count % rows_per_part == 0:
-                        parts.append(Part(count - rows_per_part, count, (begin, offset, begin_line)))
-                        begin, begin_line = offset, number + 1
-        if not parts:
-            return [Part(0, count)]
-        if count % rows_per_part:
-            parts.append(Part(count - count % rows_per_part, count, (begin, offset, begin_line)))
-        return parts
+            pieces = ((len(line), bool(line.strip()), number) for number, line in enumerate(fh, start=1))
+            return _cut_text(pieces, 0, 1, rows_per_part)
 
     def _lines(self, path: Path, part: Part | None) -> Iterator[tuple[int, int, str]]:
         """(row index, line number, line) of the non-blank lines."""
@@ -421,6 +397,25 @@ class _TableWithImages(CleanWriter):
     def close(self) -> None:
         self._table.close()
         self._images.close()
+
+
+def _cut_text(pieces: Iterable[tuple[int, bool, int]], offset: int, line: int, rows_per_part: int) -> list[Part]:
+    """Parts of `rows_per_part` rows of a text table. `pieces`: (bytes, whether it is a row, its
+    last line number) of each record, in order, the first starting at byte `offset`, line `line`."""
+    parts: list[Part] = []
+    count, begin, begin_line = 0, offset, line
+    for size, is_row, last in pieces:
+        offset += size
+        if is_row:
+            count += 1
+            if count % rows_per_part == 0:
+                parts.append(Part(count - rows_per_part, count, (begin, offset, begin_line)))
+                begin, begin_line = offset, last + 1
+    if not parts:
+        return [Part(0, count)]
+    if count % rows_per_part:
+        parts.append(Part(count - count % rows_per_part, count, (begin, offset, begin_line)))
+    return parts
 
 
 def _csv_records(fh, blanks: bool = False) -> Iterator[tuple[list[str], str, int]]:
