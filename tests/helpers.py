@@ -33,6 +33,16 @@ def samples_from(tiles, domain: str = "img.example.org") -> list[Sample]:
     ]
 
 
+def listed_tile_shards(root: Path, tiles, count: int, shards: int, every: int) -> tuple[Path, Path]:
+    """`shards` img2dataset shards of the first `count` tiles (dealt round-robin) under root/shards,
+    and root/pdq.txt listing every `every`-th of them: (shards folder, PDQ list)."""
+    import safeset
+
+    write_lines(root / "pdq.txt", [f"pdq {safeset.pdq(image)}" for _, image in tiles[:count:every]])
+    samples = samples_from(tiles[:count])
+    return make_shards(root / "shards", [samples[i::shards] for i in range(shards)]), root / "pdq.txt"
+
+
 def make_shards(directory: Path, shards: list[list[Sample]]) -> Path:
     for i, samples in enumerate(shards):
         write_img2dataset_shard(directory, i, samples)

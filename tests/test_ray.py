@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_shards, read_json, same_release, samples_from, snapshot, tree, write_lines
+from helpers import listed_tile_shards, read_json, same_release, snapshot, tree, write_lines
 from http_server import HOSTS, FaultyServer
 from pyarrow import fs
 
@@ -70,10 +70,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def shards(tiles, tmp_path_factory):
     """Six img2dataset shards of benign tiles; every 9th tile is on a PDQ test list."""
-    root = tmp_path_factory.mktemp("ray-data")
-    samples = samples_from(tiles[:60])
-    write_lines(root / "pdq.txt", [f"pdq {safeset.pdq(image)}" for _, image in tiles[:60:9]])
-    return make_shards(root / "shards", [samples[i::6] for i in range(6)]), root / "pdq.txt"
+    return listed_tile_shards(tmp_path_factory.mktemp("ray-data"), tiles, 60, shards=6, every=9)
 
 
 def add_bank(home: Path, listed: Path) -> None:

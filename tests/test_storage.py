@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_shards, read_json, same_release, samples_from, tree, write_lines
+from helpers import listed_tile_shards, read_json, same_release, tree
 from pyarrow import fs
 
 import safeset
@@ -47,10 +47,7 @@ def s3():
 
 @pytest.fixture(scope="module")
 def shards(tiles, tmp_path_factory):
-    root = tmp_path_factory.mktemp("storage-data")
-    samples = samples_from(tiles[:30])
-    write_lines(root / "pdq.txt", [f"pdq {safeset.pdq(image)}" for _, image in tiles[:30:7]])
-    return make_shards(root / "shards", [samples[i::3] for i in range(3)]), root / "pdq.txt"
+    return listed_tile_shards(tmp_path_factory.mktemp("storage-data"), tiles, 30, shards=3, every=7)
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
