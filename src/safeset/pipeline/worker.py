@@ -156,8 +156,9 @@ def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dic
         local_of: dict[str, str] = {}
         for uri in task.shard.files:
             if is_remote(uri):
-                local = held / Remote(uri).name
-                Remote(uri).download("", local)
+                source = Remote(uri)
+                local = held / source.name
+                source.download("", local)
                 local_of[uri] = str(local)
         shard = replace(
             task.shard,
