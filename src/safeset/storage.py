@@ -144,10 +144,12 @@ class Remote:
             while block := src.read(_COPY_BLOCK):
                 dst.write(block)
 
-    def upload_tree(self, local_root: Path, last: tuple[str, ...] = ()) -> None:
-        """Every file under `local_root`, to the same relative paths; the ones in `last` after all
-        the others (the done-marker that says the rest is complete)."""
+    def upload_tree(self, local_root: Path, last: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
+        """Every file under `local_root` but those under the `skip` prefixes, to the same relative
+        paths; the ones in `last` after all the others (the done-marker that says the rest is
+        complete)."""
         files = sorted(p.relative_to(local_root).as_posix() for p in local_root.rglob("*") if p.is_file())
+        files = [f for f in files if not f.startswith(skip)] if skip else files
         for rel in [f for f in files if f not in last] + [f for f in files if f in last]:
             self.upload(local_root / rel, rel)
 

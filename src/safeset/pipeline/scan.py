@@ -145,7 +145,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         with layout.locked():
             _check_same_scan(layout, _fingerprint(config, shards, spec))
             if remote:
-                remote.upload(layout.run_spec, _rel(layout, layout.run_spec))
+                remote.upload(layout.run_spec, layout.relative(layout.run_spec))
             layout.remove_partials()
             done = {i for i in range(len(shards)) if layout.done(i).is_file()}
             target = remote.uri if remote else str(layout.root)
@@ -178,16 +178,9 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 "rows_run": sum(o.summary["rows"] for o in outcomes),
             }
             report = _report(config, banks, merger, layout, run, started)
-            if remote:
-                for path in sorted(layout.root.rglob("*")):
-                    rel = _rel(layout, path)
-                    if path.is_file() and not rel.startswith(("_state/", "results/")):
-                        remote.upload(path, rel)
+            if remote:  # what the scan wrote itself; the shards' files are there already
+                remote.upload_tree(layout.root, skip=("_state/", "results/"))
     return report
-
-
-def _rel(layout: OutLayout, path: Path) -> str:
-    return path.relative_to(layout.root).as_posix()
 
 
 def _pull(remote: Remote, layout: OutLayout, folder: str) -> None:

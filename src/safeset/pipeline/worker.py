@@ -170,7 +170,7 @@ def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dic
         layout.create()
         summary = _run_local(replace(task, shard=shard, out=out), progress, {v: k for k, v in local_of.items()})
         if is_remote(task.out):
-            done = layout.done(task.part).relative_to(layout.root).as_posix()
+            done = layout.relative(layout.done(task.part))
             Remote(task.out).upload_tree(layout.root, last=(done,))
         return summary
 

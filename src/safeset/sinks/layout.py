@@ -41,6 +41,10 @@ class OutLayout:
         self.report_html = self.root / "report.html"
         self.run_spec = self.state / "run.json"
 
+    def relative(self, path: Path) -> str:
+        """`path`, a file under OUT, as OUT-relative posix text (its key on object storage)."""
+        return path.relative_to(self.root).as_posix()
+
     def part(self, index: int) -> Path:
         return self.results / f"part-{index:05d}.parquet"
 
