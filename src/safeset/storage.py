@@ -102,10 +102,10 @@ class Remote:
 
         return self.info(rel).type != fs.FileType.NotFound
 
-    def files(self, rel: str = "") -> list[tuple[str, int]]:
+    def files(self, rel: str = "", remember: bool = False) -> list[tuple[str, int]]:
         """(path relative to this directory, size) of every file under `rel`, sorted; hidden ones
-        (a component starting with '.') left out, as for local folders. What a listing says of
-        each file is remembered (see `stat`)."""
+        (a component starting with '.') left out, as for local folders. `remember`: keep what the
+        listing says of each file, for `stat` (inputs, whose fingerprint needs it)."""
         from pyarrow import fs
 
         base = self.path(rel)
@@ -117,7 +117,8 @@ class Remote:
             relative = entry.path[len(self.root) + 1 :]
             if not any(part.startswith(".") for part in relative.split("/")):
                 found.append((relative, entry.size))
-                _LISTED[self.child(relative).uri] = (entry.size, entry.mtime_ns)
+                if remember:
+                    _LISTED[self.child(relative).uri] = (entry.size, entry.mtime_ns)
         return sorted(found)
 
     def stat(self) -> tuple[int, int | None]:

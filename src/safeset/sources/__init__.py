@@ -103,7 +103,7 @@ def plan_shards(inputs: Sequence[str | Path], options: ReadOptions = ReadOptions
 def _remote_shards(remote: Remote, options: ReadOptions) -> list[Shard]:
     """Shards of an input on object storage, named as `plan_shards` names a local copy's."""
     if remote.is_dir():
-        listing = [rel for rel, _ in remote.files()]
+        listing = [rel for rel, _ in remote.files(remember=True)]
         entries = [(rel, f"{remote.name}/{rel}", remote.child(rel).uri) for rel in listing]
     elif remote.exists():
         entries = [(remote.name, remote.name, remote.uri)]
