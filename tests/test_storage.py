@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import listed_tile_shards, read_json, same_release, tree
@@ -50,10 +51,10 @@ def shards(tiles, tmp_path_factory):
     return listed_tile_shards(tmp_path_factory.mktemp("storage-data"), tiles, 30, shards=3, every=7)
 
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "safeset", "--home", str(home), *map(str, args), "-q"],
-        env={**os.environ, **S3_ENV},
+        env={**os.environ, **S3_ENV, **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
@@ -130,3 +131,35 @@ def test_remote_input_shards_are_held_in_memory_not_on_disk(shards, tmp_path, ho
     done = subprocess.run([*command, "--out", str(tmp_path / "b")], env=env, capture_output=True)
     assert done.returncode == 0, done.stderr
     assert not list(blocked.iterdir()) and not list(disk_tmp.rglob("*.tar"))
+
+
+def test_large_parquet_table_on_s3_is_cut_into_parts_read_in_place(s3, tmp_path, home):
+    """LAION's metadata files are gigabytes: a remote parquet table is planned from its footer and
+    each part reads only its own row groups from the store. Nothing is staged: with staging made
+    impossible the scan still runs, and its outputs are the local scan's, byte for byte."""
+    filesystem, query = s3
+    rows = [{"URL": f"https://img{i % 5}.example.org/{i}.jpg", "TEXT": f"photo {i}"} for i in range(230)]
+    meta = tmp_path / "laion-part-00000.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), meta, row_group_size=40)
+    listed = tmp_path / "urls.txt"
+    listed.write_text("".join(rows[i]["URL"] + "\n" for i in (3, 81, 229)))
+    safeset.BankStore(home).add("urls", listed, type_name="url")
+    local = safeset.scan(meta, tmp_path / "local", workers=2, home=str(home), read=safeset.ReadOptions(table_rows=80))
+    assert local["totals"]["rows"] == 230 and local["totals"]["remove"] == 3
+
+    fs.copy_files(str(meta), "audit/meta/laion-part-00000.parquet", destination_filesystem=filesystem)
+    source, out = f"s3://audit/meta/laion-part-00000.parquet{query}", f"s3://audit/meta-out{query}"
+    not_a_dir = tmp_path / "staging"
+    not_a_dir.write_text("staging here would fail")
+    done = cli(home, "scan", source, "--out", out, "--table-rows", "80", env={"SAFESET_STAGING": str(not_a_dir)})
+    assert done.returncode == 0, done.stderr
+
+    remote = tree(filesystem, "audit/meta-out")
+    same_release(remote, tmp_path / "local")
+    parts = sorted(rel for rel in remote if rel.startswith("clean/"))
+    assert parts == [f"clean/laion-part-00000.parquet/part-0000{k}.parquet" for k in range(3)]
+    report = json.loads(remote["report.json"])
+    assert report["totals"] == local["totals"]
+    (named,) = report["inputs"]
+    assert named["path"].startswith("s3://audit/meta/laion-part-00000.parquet")
+    assert named["sha256"] == local["inputs"][0]["sha256"]  # hashed once, streamed from the store

@@ -129,9 +129,17 @@ class Remote:
             _LISTED[self.uri] = (info.size, info.mtime_ns)
         return _LISTED[self.uri]
 
+    def open(self, rel: str = ""):
+        """A sequential binary stream of the file (a context manager)."""
+        return self.filesystem.open_input_stream(self.path(rel))
+
+    def open_random(self, rel: str = ""):
+        """A seekable binary file, read by ranges as it is used (what a parquet reader wants)."""
+        return self.filesystem.open_input_file(self.path(rel))
+
     def download(self, rel: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        with self.filesystem.open_input_stream(self.path(rel)) as src, open(local, "wb") as dst:
+        with self.open(rel) as src, open(local, "wb") as dst:
             while block := src.read(_COPY_BLOCK):
                 dst.write(block)
 

@@ -61,7 +61,7 @@ class Merger:
         """(rows in shard i's results file, what of it the manifests need)."""
         part = self.layout.part(i)
         if self.remote:
-            opened = self.remote.filesystem.open_input_file(self.remote.path(self.layout.relative(part)))
+            opened = self.remote.open_random(self.layout.relative(part))
         else:
             opened = open(part, "rb")
         with opened as fh:

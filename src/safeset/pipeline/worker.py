@@ -132,7 +132,7 @@ def _first_part(shard: Shard) -> bool:
 def file_record(path: str) -> dict:
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with Remote(path).open() if is_remote(path) else open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -148,18 +148,18 @@ def run_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -
 
 def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dict:
     """A shard with its input or OUT on object storage (see `safeset.storage`): inputs are
-    downloaded into memory (a tmpfs), outputs (kept rows only) written locally and uploaded, the
-    done-marker last."""
-    remote_inputs = any(is_remote(f) for f in task.shard.files)
-    holding = scratch("safeset-input-", in_memory=True) if remote_inputs else nullcontext()
+    downloaded into memory (a tmpfs) unless their reader reads them in place, outputs (kept rows
+    only) written locally and uploaded, the done-marker last."""
+    in_place = reader_for(task.shard.kind).reads_in_place(task.shard)
+    staged = [] if in_place else [f for f in task.shard.files if is_remote(f)]
+    holding = scratch("safeset-input-", in_memory=True) if staged else nullcontext()
     with scratch("safeset-shard-") as tmp, holding as held:
         local_of: dict[str, str] = {}
-        for uri in task.shard.files:
-            if is_remote(uri):
-                source = Remote(uri)
-                local = held / source.name
-                source.download("", local)
-                local_of[uri] = str(local)
+        for uri in staged:
+            source = Remote(uri)
+            local = held / source.name
+            source.download("", local)
+            local_of[uri] = str(local)
         shard = replace(
             task.shard,
             path=local_of.get(task.shard.path, task.shard.path),

@@ -9,8 +9,9 @@ A folder of parquet files is each file detected on its own.
 
 An input may also be a URI on object storage (`s3://bucket/shards/`, see `safeset.storage`): tars
 (with their parquet beside), parquet files and tables, planned from the store's listing with the
-names a local copy would get, so the outputs are the same. Loose image files are not read from
-object storage (one request per image): pack them into tars.
+names a local copy would get, so the outputs are the same; a large parquet table is cut into parts
+as a local one is. Loose image files are not read from object storage (one request per image):
+pack them into tars.
 """
 
 from __future__ import annotations
@@ -122,11 +123,11 @@ def _remote_shards(remote: Remote, options: ReadOptions) -> list[Shard]:
     shards = []
     for rel, name, uri in entries:
         lower = rel.lower()
+        if lower.endswith(".parquet") and not image_column(parquet_file(uri).schema_arrow, options.image_col):
+            shards.extend(reader_for("table").shards(uri, name, options))  # parts, each read in place
+            continue
         if lower.endswith(".parquet"):
-            source = Remote(uri)
-            with source.filesystem.open_input_file(source.root) as fh:
-                schema = parquet_file(fh, uri).schema_arrow
-            kind = "image_parquet" if image_column(schema, options.image_col) else "table"
+            kind = "image_parquet"
         elif lower.endswith(TABLE_SUFFIXES):
             kind = "table"
         else:

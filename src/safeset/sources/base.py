@@ -62,6 +62,11 @@ class Reader(ABC):
         """Every row of the shard exactly once. Shard-level trouble that still lets the readable rows
         through (a truncated tar, say) is appended to `problems` instead of raising."""
 
+    def reads_in_place(self, shard: Shard) -> bool:
+        """Whether the shard's files are read where they are when they live on object storage
+        (by ranges, a part of a large table), rather than downloaded into memory first."""
+        return False
+
     @abstractmethod
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
         """The writer of this shard's clean release, in the input's own format, under

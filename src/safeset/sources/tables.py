@@ -10,6 +10,12 @@ split into parts, each its own shard (the unit of resume and of parallelism): a 
 file is a run of row groups (or of rows, inside one large group), a part of a CSV or JSON-lines
 file a byte range found in one pass when the scan is planned. Row indexes stay absolute: row 123456
 of a file is row 123456 whichever part reads it.
+
+A parquet table on object storage is planned from its footer and read where it is: each part
+fetches only its own row groups' columns, by ranges, rather than the whole file (a LAION metadata
+file is gigabytes, a part megabytes). It holds URLs and captions, no image bytes, so nothing needs
+holding in memory (zero view). CSV and JSON-lines files have no index to find rows by: on object
+storage each is one shard, downloaded whole by the worker that runs it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -29,6 +35,7 @@ import pyarrow.parquet as pq
 from ..atomic import commit, partial_path
 from ..errors import BadInputError
 from ..model import FetchedImage, Item, ItemResult, Status
+from ..storage import Remote, is_remote
 from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard
 from .img2dataset import Img2datasetWriter
 
@@ -50,8 +57,11 @@ def find_column(names: Sequence[str], explicit: str | None, candidates: Sequence
 
 
 def parquet_file(source, name: str | Path | None = None) -> pq.ParquetFile:
-    """Open a parquet file (a path, or an open file called `name` in errors)."""
+    """Open a parquet file: a path, a URI on object storage (read by ranges as it is used), or an
+    open file called `name` in errors."""
     try:
+        if isinstance(source, str) and is_remote(source):
+            return pq.ParquetFile(Remote(source).open_random())
         return pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as exc:
         raise BadInputError(name or source, f"not a readable parquet file ({type(exc).__name__})") from None
@@ -313,8 +323,14 @@ def _registry(*formats: TableFormat) -> dict[str, TableFormat]:
 FORMATS = _registry(ParquetTable(), CsvTable(), JsonLinesTable())
 
 
-def _format(path: Path) -> TableFormat:
-    return FORMATS[path.suffix.lower()]
+def _suffix(path: str | Path) -> str:
+    """The file's suffix, lower case; a URI's without its query."""
+    name = Remote(path).name if isinstance(path, str) and is_remote(path) else Path(path).name
+    return PurePosixPath(name).suffix.lower()
+
+
+def _format(path: str | Path) -> TableFormat:
+    return FORMATS[_suffix(path)]
 
 
 def _write_text(dest: Path, header: str, lines: Iterator[str]) -> None:
@@ -341,19 +357,23 @@ def _columns(path: Path, names: Sequence[str], options: ReadOptions) -> tuple[st
 class TableReader(Reader):
     kind = "table"
 
-    def shards(self, path: Path, name: str, options: ReadOptions) -> list[Shard]:
+    def shards(self, path: str | Path, name: str, options: ReadOptions) -> list[Shard]:
+        """`path` may be a URI on object storage if the file is parquet (see `reads_in_place`)."""
         table_format = _format(path)
         _columns(path, table_format.columns(path), options)  # fail fast, naming the file
         parts = table_format.plan(path, max(1, options.table_rows))
         if len(parts) == 1:
             return [Shard(self.kind, name, str(path), (str(path),), options=options)]
         return [
-            Shard(self.kind, f"{name}/part-{k:05d}{path.suffix}", str(path), (str(path),), options=options, part=part)
+            Shard(self.kind, f"{name}/part-{k:05d}{_suffix(path)}", str(path), (str(path),), options=options, part=part)
             for k, part in enumerate(parts)
         ]
 
+    def reads_in_place(self, shard: Shard) -> bool:
+        return isinstance(_format(shard.path), ParquetTable)
+
     def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
-        path = Path(shard.path)
+        path = shard.path
         table_format = _format(path)
         url_col, caption_col, key_col = _columns(path, table_format.columns(path), shard.options)
         columns = list(dict.fromkeys(c for c in (url_col, caption_col, key_col) if c))
@@ -372,7 +392,7 @@ class TableReader(Reader):
             )
 
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
-        path = Path(shard.path)
+        path = shard.path
         table = SecondPass(lambda keep: _format(path).write_kept(path, shard.part, keep, clean_root / shard.name))
         if not save_images:
             return table
