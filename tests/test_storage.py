@@ -51,9 +51,13 @@ def shards(tiles, tmp_path_factory):
     return listed_tile_shards(tmp_path_factory.mktemp("storage-data"), tiles, 30, shards=3, every=7)
 
 
+def scan_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return cli(home, "scan", *args, "-q", env=env)
+
+
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "safeset", "--home", str(home), *map(str, args), "-q"],
+        [sys.executable, "-m", "safeset", "--home", str(home), *map(str, args)],
         env={**os.environ, **S3_ENV, **(env or {})},
         capture_output=True,
         text=True,
@@ -70,7 +74,7 @@ def test_scan_reads_and_writes_s3(s3, shards, tmp_path, home):
 
     fs.copy_files(str(data), "audit/in/shards", destination_filesystem=filesystem)
     source, out = f"s3://audit/in/shards{query}", f"s3://audit/out{query}"
-    done = cli(home, "scan", source, "--out", out, "--workers", "2")
+    done = scan_cli(home, source, "--out", out, "--workers", "2")
     assert done.returncode == 0, done.stderr
 
     remote = tree(filesystem, "audit/out")
@@ -84,28 +88,37 @@ def test_scan_reads_and_writes_s3(s3, shards, tmp_path, home):
     assert pq.read_table(filesystem.open_input_file("audit/out/removed.parquet")).num_rows == local["totals"]["remove"]
 
     # resume works from the store's own state: nothing is run again
-    again = cli(home, "scan", source, "--out", out)
+    again = scan_cli(home, source, "--out", out)
     assert again.returncode == 0, again.stderr
     timings = json.loads(tree(filesystem, "audit/out")["report.json"])["timings"]
     assert timings["shards_resumed"] == 3 and timings["shards_run"] == 0
+
+    # the page is re-rendered from the store's report.json, as for a local OUT
+    page = tree(filesystem, "audit/out")["report.html"]
+    filesystem.delete_file("audit/out/report.html")
+    rendered = cli(home, "report", out)
+    assert rendered.returncode == 0, rendered.stderr
+    assert tree(filesystem, "audit/out")["report.html"] == page
+    nothing = cli(home, "report", f"s3://audit/nothing-here{query}")
+    assert nothing.returncode == 2 and "holds no report.json" in nothing.stderr
 
 
 def test_file_uris_and_bad_locations(shards, tmp_path, home):
     data, listed = shards
     safeset.BankStore(home).add("pdq", listed, type_name="pdq")
     safeset.scan(data, tmp_path / "local", workers=1, home=str(home))
-    done = cli(home, "scan", f"file://{data}", "--out", f"file://{tmp_path}/uri-out", "--workers", "1")
+    done = scan_cli(home, f"file://{data}", "--out", f"file://{tmp_path}/uri-out", "--workers", "1")
     assert done.returncode == 0, done.stderr
     local_files = tree(fs.LocalFileSystem(), f"{tmp_path}/uri-out")
     same_release(local_files, tmp_path / "local")
 
-    unknown = cli(home, "scan", str(data), "--out", "nosuchstore://bucket/out")
+    unknown = scan_cli(home, str(data), "--out", "nosuchstore://bucket/out")
     assert unknown.returncode == 2 and "cannot open nosuchstore://bucket/out" in unknown.stderr
 
     images = tmp_path / "loose"
     images.mkdir()
     (images / "a.jpg").write_bytes(b"\xff\xd8\xff")
-    loose = cli(home, "scan", f"file://{images}", "--out", tmp_path / "o")
+    loose = scan_cli(home, f"file://{images}", "--out", tmp_path / "o")
     assert loose.returncode == 3 and "a.jpg" in loose.stderr and "pack loose images" in loose.stderr
 
 
@@ -151,7 +164,7 @@ def test_large_parquet_table_on_s3_is_cut_into_parts_read_in_place(s3, tmp_path,
     source, out = f"s3://audit/meta/laion-part-00000.parquet{query}", f"s3://audit/meta-out{query}"
     not_a_dir = tmp_path / "staging"
     not_a_dir.write_text("staging here would fail")
-    done = cli(home, "scan", source, "--out", out, "--table-rows", "80", env={"SAFESET_STAGING": str(not_a_dir)})
+    done = scan_cli(home, source, "--out", out, "--table-rows", "80", env={"SAFESET_STAGING": str(not_a_dir)})
     assert done.returncode == 0, done.stderr
 
     remote = tree(filesystem, "audit/meta-out")

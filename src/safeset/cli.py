@@ -393,9 +393,9 @@ def hash_command(files, as_json: bool) -> None:
 
 
 @cli.command("report")
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def report_command(out: Path) -> None:
-    """(Re)render OUT/report.html from OUT/report.json."""
+@click.argument("out")
+def report_command(out: str) -> None:
+    """(Re)render OUT/report.html from OUT/report.json (OUT: a folder, or a URI such as s3://...)."""
     from .report import render_report
 
     _out.print(f"report: {render_report(out)}")
