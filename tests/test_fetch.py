@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 import subprocess
 import sys
 import tarfile
 import time
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -312,3 +314,75 @@ def test_many_rows_all_come_back(server, images, tmp_path, home):
     assert result.exit_code == 0, result.output
     found = results_by_url(tmp_path / "out")
     assert len(found) == 1500 and {r["status"] for r in found.values()} == {"ok"}
+
+
+@pytest.mark.parametrize("remote_out", [False, True], ids=["local-out", "uri-out"])
+def test_retry_failed_fetches_again_only_the_failures_that_may_pass(server, images, tmp_path, home, remote_out):
+    """img2dataset users re-download whole datasets to fill in what failed; `--retry-failed`
+    fetches only the rows that failed for a passing reason (here a 503), carries every other
+    row over, and ends where an uninterrupted run with no failures would have."""
+    names = sorted(images)[:10]
+    listed = names[7]
+    def img(i: int) -> str:
+        return server.url(f"/img/{names[i]}")
+
+    def flaky(key: str, i: int) -> str:  # a 503 on the first request, then the image
+        return server.url(f"/flaky/{key}/{names[i]}")
+
+    urls = [img(0), flaky("a", 1), img(2), server.url("/status/404")]  # shard 0
+    urls += [img(4), img(5), img(6), img(3)]  # shard 1: nothing that may pass failed
+    urls += [flaky("b", 8), flaky("c", 7), img(9)]  # shard 2: the listed image behind a 503
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, urls)
+    write_lines(tmp_path / "md5.txt", [hashlib.md5(images[listed]).hexdigest()])
+    assert run_cli("bank", "add", "md5", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    out = tmp_path / "out"
+    target = f"file://{out}" if remote_out else out
+    args = ("scan", meta, "--fetch", "--save-images", *LOOPBACK, "--fetch-retries", "0", "--table-rows", "4", "-q")
+
+    assert run_cli(*args, "--out", target, home=home).exit_code == 0
+    first = results_by_url(out)
+    assert [first[urls[i]]["error"] for i in (1, 3, 8, 9)] == ["http_503", "http_404", "http_503", "http_503"]
+
+    before = len(server.log.requests)
+    again = run_cli(*args, "--out", target, "--retry-failed", home=home)
+    assert again.exit_code == 0, again.output
+    asked = sorted(path for _, path, _ in server.log.requests[before:])
+    assert asked == sorted(urlsplit(urls[i]).path for i in (1, 8, 9))
+    retried = results_by_url(out)
+    assert retried[urls[1]]["status"] == "ok" and retried[urls[8]]["decision"] == "keep"
+    assert retried[urls[9]]["decision"] == "remove" and retried[urls[9]]["matches"][0]["bank"] == "md5"
+    assert retried[urls[3]]["error"] == "http_404"  # not a failure that passes: not asked again
+    assert {u: r for u, r in retried.items() if u not in (urls[1], urls[8], urls[9])} == {
+        u: r for u, r in first.items() if u not in (urls[1], urls[8], urls[9])
+    }
+    report = read_json(out / "report.json")
+    assert report["timings"]["shards_resumed"] == 1 and report["timings"]["rows_refetched"] == 3
+
+    # the same as a run that met no 503 at all (the flaky paths now answer at once)
+    fresh = tmp_path / "fresh"
+    assert run_cli(*args, "--out", fresh, home=home).exit_code == 0
+    for part in sorted((fresh / "results").iterdir()):
+        assert (out / "results" / part.name).read_bytes() == part.read_bytes(), part.name
+    for table in sorted(p for p in (fresh / "clean").rglob("*.csv") if p.is_file()):
+        assert (out / table.relative_to(fresh)).read_bytes() == table.read_bytes()
+    for tar in sorted((fresh / "clean").rglob("*.tar")):
+        assert saved_images(out / tar.relative_to(fresh)) == saved_images(tar)
+    fresh_report = read_json(fresh / "report.json")
+    assert report["totals"] == fresh_report["totals"] and report["reasons"] == fresh_report["reasons"]
+    assert report["fetch"]["outcomes"] == fresh_report["fetch"]["outcomes"] == {"ok": 10, "http_404": 1}
+    assert report["fetch"]["requests"] == 14  # 11, then the three 503s fetched again
+
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in written if images[listed] in p.read_bytes()]  # zero view
+    before = len(server.log.requests)
+    assert run_cli(*args, "--out", target, "--retry-failed", home=home).exit_code == 0
+    assert len(server.log.requests) == before  # a 404 is not asked again
+
+
+def saved_images(tar_path) -> dict[str, bytes]:
+    """url -> image bytes of an img2dataset shard (KEY.jpg beside KEY.json)."""
+    with tarfile.open(tar_path) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    keys = [name.removesuffix(".json") for name in members if name.endswith(".json")]
+    return {json.loads(members[f"{key}.json"])["url"]: members[f"{key}.jpg"] for key in keys}

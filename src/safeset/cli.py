@@ -216,6 +216,12 @@ def bank_rm(ctx, name: str) -> None:
     "--save-images", is_flag=True, help="With --fetch: write the kept images as webdataset shards under clean/."
 )
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="With --fetch, rerunning into the same OUT: fetch again the rows of done shards whose download "
+    "failed for a reason that may pass (timeout, connection, DNS, 429, 5xx, truncated); other rows stay as they are.",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(min=1),
     default=64,
@@ -295,6 +301,7 @@ def scan_command(
     retries,
     fetch,
     save_images,
+    retry_failed,
     concurrency,
     per_domain_concurrency,
     per_domain_rate,
@@ -349,6 +356,7 @@ def scan_command(
         home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
         fetch=fetch_options,
         save_images=save_images,
+        retry_failed=retry_failed,
         progress=not quiet,
     )
     print_summary(report, out)

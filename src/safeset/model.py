@@ -122,3 +122,16 @@ class ItemResult:
             "decision": str(self.decision),
             "reasons": list(self.reasons),
         }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ItemResult:
+        """The result a results row records (`to_row`'s inverse): a row carried over unchanged
+        into a later run of its shard."""
+        fields = {k: v for k, v in row.items() if k not in ("status", "matches", "signals", "decision")}
+        return cls(
+            **fields,
+            status=Status(row["status"]),
+            matches=[Match(**m) for m in row["matches"]],
+            signals=dict(row["signals"]),
+            decision=Decision(row["decision"]),
+        )

@@ -143,6 +143,9 @@ class Remote:
             while block := src.read(_COPY_BLOCK):
                 dst.write(block)
 
+    def delete(self, rel: str) -> None:
+        self.filesystem.delete_file(self.path(rel))
+
     def upload(self, local: Path, rel: str) -> None:
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]

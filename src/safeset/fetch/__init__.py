@@ -1,7 +1,7 @@
 """Fetch: downloading the images of URL-only datasets (LAION metadata) into memory, politely and
 safely, for hashing. Nothing fetched is written to disk unless kept (`--save-images`)."""
 
-from .client import Fetched, FetchOptions, fetch_one, optout_reason, retry_after_seconds
+from .client import Fetched, FetchOptions, fetch_one, optout_reason, retry_after_seconds, worth_refetching
 from .guard import AddressPolicy, Blocked, check_url
 from .scheduler import Fetcher, FetchStats
 
@@ -16,4 +16,5 @@ __all__ = [
     "fetch_one",
     "optout_reason",
     "retry_after_seconds",
+    "worth_refetching",
 ]

@@ -57,8 +57,24 @@ class Fetched:
     retry_after: float | None = None
 
 
-def _failed(reason: str, retryable: bool = False, retry_after: float | None = None) -> Fetched:
-    return Fetched("fetch_failed", reason, retryable=retryable, retry_after=retry_after)
+# Failures that may pass: the server or the path to it was overloaded or down for a while. They are
+# retried within a run (with backoff), and `--retry-failed` fetches them again in a later one.
+_PASSING = frozenset({"connect", "timeout", "truncated", "disconnected"})
+
+
+def may_pass(reason: str) -> bool:
+    return reason in _PASSING or reason == "http_429" or (reason.startswith("http_5") and len(reason) == 8)
+
+
+def worth_refetching(reason: str | None) -> bool:
+    """Whether a row that failed for `reason` is fetched again by `--retry-failed`: the failures
+    that may pass, and DNS failures too (a resolver overloaded by a crawl fails names that exist;
+    retrying at once would not help, an hour later it may)."""
+    return reason is not None and (may_pass(reason) or reason == "dns")
+
+
+def _failed(reason: str, retry_after: float | None = None) -> Fetched:
+    return Fetched("fetch_failed", reason, retryable=may_pass(reason), retry_after=retry_after)
 
 
 def optout_reason(headers) -> str | None:
@@ -100,13 +116,13 @@ async def fetch_one(session: aiohttp.ClientSession, url: str, options: FetchOpti
     except aiohttp.ClientSSLError:
         return _failed("tls")
     except aiohttp.ClientConnectorError:
-        return _failed("connect", retryable=True)
+        return _failed("connect")
     except (TimeoutError, aiohttp.ServerTimeoutError):
-        return _failed("timeout", retryable=True)
+        return _failed("timeout")
     except aiohttp.ClientPayloadError:
-        return _failed("truncated", retryable=True)
+        return _failed("truncated")
     except aiohttp.ServerDisconnectedError:
-        return _failed("disconnected", retryable=True)
+        return _failed("disconnected")
     except aiohttp.InvalidURL:
         return _failed("bad_url")
     except (aiohttp.ClientError, ValueError, UnicodeError):
@@ -130,7 +146,7 @@ async def _fetch(session: aiohttp.ClientSession, url: str, options: FetchOptions
                 return Fetched("skipped_optout", reason)
             if response.status == 429 or response.status >= 500:
                 wait = retry_after_seconds(response.headers.get("Retry-After"))
-                return _failed(f"http_{response.status}", retryable=True, retry_after=wait)
+                return _failed(f"http_{response.status}", retry_after=wait)
             if response.status != 200:
                 return _failed(f"http_{response.status}")
             content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()

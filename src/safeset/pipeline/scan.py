@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..banks import BankStore
 from ..errors import ShardsFailedError, UsageError
+from ..model import Status
 from ..policy import Policy
 from ..report import render_report, versions
 from ..sinks import OutLayout, write_json
@@ -50,12 +51,15 @@ class ScanConfig:
     read: ReadOptions = field(default_factory=ReadOptions)
     fetch: FetchOptions | None = None  # download the images of URL-only rows
     save_images: bool = False  # with fetch: write the kept images as webdataset shards under clean/
+    retry_failed: bool = False  # with fetch: done shards fetch again the rows that failed for a passing reason
     home: str | None = None
     progress: bool = False
 
     def __post_init__(self) -> None:
         if self.save_images and self.fetch is None:
             raise UsageError("--save-images keeps fetched images: it needs --fetch")
+        if self.retry_failed and self.fetch is None:
+            raise UsageError("--retry-failed fetches failed rows again: it needs --fetch")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if not self.inputs:
@@ -147,12 +151,16 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
             if remote:
                 remote.upload(layout.run_spec, layout.relative(layout.run_spec))
             layout.remove_partials()
-            done = {i for i in range(len(shards)) if layout.done(i).is_file()}
+            earlier = {i: summary for i in range(len(shards)) if (summary := layout.read_done(i)) is not None}
+            again = {i for i, summary in earlier.items() if config.retry_failed and _has_passing_failures(summary)}
+            done = earlier.keys() - again
             target = remote.uri if remote else str(layout.root)
-            tasks = [ShardTask(i, s, target, spec) for i, s in enumerate(shards) if i not in done]
+            tasks = [
+                ShardTask(i, s, target, spec, retry_failed=i in again) for i, s in enumerate(shards) if i not in done
+            ]
             merger = Merger(shards, layout, remote, created=_now())
             for i in sorted(done):
-                merger.done(i, layout.read_done(i))
+                merger.done(i, earlier[i])
 
             def shard_done(outcome: ShardOutcome) -> None:
                 progress.shard_done(outcome)
@@ -176,11 +184,21 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 "shards_resumed": len(done),
                 "shard_retries": sum(o.attempts - 1 for o in outcomes),
                 "rows_run": sum(o.summary["rows"] for o in outcomes),
+                "rows_refetched": sum(o.summary.get("refetched", 0) for o in outcomes),
             }
             report = _report(config, banks, merger, layout, run, started)
             if remote:  # what the scan wrote itself; the shards' files are there already
                 remote.upload_tree(layout.root, skip=("_state/", "results/"))
     return report
+
+
+def _has_passing_failures(summary: dict) -> bool:
+    """Whether a done shard has rows whose download failed for a reason that may pass."""
+    from ..fetch import worth_refetching
+
+    prefix = f"{Status.FETCH_FAILED}: "  # the report counts errors as "status: reason"
+    errors = summary["counts"]["errors"]
+    return any(worth_refetching(error.removeprefix(prefix)) for error in errors if error.startswith(prefix))
 
 
 def _pull(remote: Remote, layout: OutLayout, folder: str) -> None:

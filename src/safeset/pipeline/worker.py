@@ -23,11 +23,12 @@ from .. import __version__
 from ..atomic import commit, partial_path
 from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
-from ..model import Decision, FetchedImage, Item, Status
+from ..model import Decision, FetchedImage, Item, ItemResult, Status
 from ..policy import Policy
 from ..report import ReportBuilder
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
+from ..sources.tables import saved_images_dir
 from ..storage import Remote, is_remote, scratch
 from .check import Checker, CheckSettings
 
@@ -59,6 +60,9 @@ class ShardTask:
     shard: Shard
     out: str
     spec: RunSpec
+    # A done shard run again for `--retry-failed`: only the rows whose download failed for a
+    # reason that may pass are fetched; every other row's result is carried over unchanged.
+    retry_failed: bool = False
 
 
 class BankChangedError(SafesetError):
@@ -125,6 +129,52 @@ def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | Non
         progress(dict(counts))
 
 
+@dataclass(frozen=True)
+class _Earlier:
+    """A done shard's last run, as its outputs record it."""
+
+    summary: dict
+    results: dict[int, ItemResult]  # by row index
+
+
+def _earlier_run(layout: OutLayout, part: int) -> _Earlier | None:
+    """Read the shard's last run, then withdraw its done-marker: from here on the shard is not
+    done, so a worker killed while rewriting its outputs leaves it to be run again in full. None
+    when there is no done-marker (a retry killed after withdrawing it): the shard runs in full."""
+    summary = layout.read_done(part)
+    if summary is None:
+        return None
+    rows = pq.read_table(layout.part(part)).to_pylist()
+    layout.done(part).unlink()
+    return _Earlier(summary, {row["index"]: ItemResult.from_row(row) for row in rows})
+
+
+def _refetched(items: Iterator[Item], earlier: _Earlier, carried: list[ItemResult]) -> Iterator[Item]:
+    """The rows whose download failed for a reason that may pass, to be fetched again; every
+    other row's earlier result goes to `carried`."""
+    from ..fetch import worth_refetching
+
+    for item in items:
+        before = earlier.results[item.index]
+        if before.status is Status.FETCH_FAILED and worth_refetching(before.error):
+            yield item
+        else:
+            carried.append(before)
+
+
+def _fetch_summary(stats, earlier: _Earlier | None, refetched: list[ItemResult]) -> dict:
+    """The shard's fetch figures; after a retry, the earlier run's too: its requests count, and
+    the refetched rows' earlier outcomes give way to their new ones."""
+    summary = {"requests": stats.requests, "retries": stats.retries, "bytes": stats.bytes}
+    outcomes = Counter(stats.outcomes)
+    if earlier is not None:
+        before = earlier.summary["fetch"]
+        summary = {name: count + before[name] for name, count in summary.items()}
+        outcomes.update(before["outcomes"])
+        outcomes.subtract(Counter(r.error for r in refetched))
+    return {**summary, "outcomes": dict(sorted((+outcomes).items()))}
+
+
 def _first_part(shard: Shard) -> bool:
     return shard.part is None or shard.part.start == 0
 
@@ -168,11 +218,28 @@ def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dic
         out = str(tmp / "out") if is_remote(task.out) else task.out
         layout = OutLayout(out)
         layout.create()
+        if is_remote(task.out) and task.retry_failed:
+            _stage_earlier_run(Remote(task.out), layout, task)
         summary = _run_local(replace(task, shard=shard, out=out), progress, {v: k for k, v in local_of.items()})
         if is_remote(task.out):
             done = layout.relative(layout.done(task.part))
             Remote(task.out).upload_tree(layout.root, last=(done,))
         return summary
+
+
+def _stage_earlier_run(remote: Remote, layout: OutLayout, task: ShardTask) -> None:
+    """What `_earlier_run` reads, from a remote OUT into the local one (the done-marker, the
+    results part, the images saved for kept rows), then the remote done-marker withdrawn as the
+    local one will be. No done-marker: a retry was killed after withdrawing it; run in full."""
+    done = layout.relative(layout.done(task.part))
+    if not remote.exists(done):
+        return
+    wanted = [done, layout.relative(layout.part(task.part))]
+    if task.spec.save_images:
+        wanted += [rel for rel, _ in remote.files(f"clean/{saved_images_dir(task.shard)}")]
+    for rel in wanted:
+        remote.download(rel, layout.root / rel)
+    remote.delete(done)
 
 
 def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: dict[str, str] | None = None) -> dict:
@@ -184,6 +251,10 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
     problems: list[str] = []
     read = Counter()
     items = _counted(reader.items(task.shard, problems), read)
+    earlier = _earlier_run(layout, task.part) if task.retry_failed else None
+    carried: list[ItemResult] = []
+    if earlier is not None:
+        items = _refetched(items, earlier, carried)
     fetcher = None
     if task.spec.fetch is not None:
         from ..fetch import Fetcher
@@ -200,6 +271,13 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
             writer.keep(result)
         result.locator = None  # a removed or held row's bytes (if fetched) are dropped here
         results.append(result)
+    refetched = [earlier.results[r.index] for r in results] if earlier is not None else []
+    for result in carried:
+        if result.decision is Decision.KEEP:
+            writer.keep(result)
+        results.append(result)
+    if carried and progress is not None:
+        progress({"items": len(carried)})
     writer.close()
     results.sort(key=lambda r: r.index)
     indexes = [r.index for r in results]
@@ -231,13 +309,9 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         "worker": {"host": socket.gethostname(), "pid": os.getpid(), "bank_loads": _BANK_LOADS},
     }
     if fetcher is not None:
-        stats = fetcher.stats
-        summary["fetch"] = {
-            "requests": stats.requests,
-            "retries": stats.retries,
-            "bytes": stats.bytes,
-            "outcomes": dict(sorted(stats.outcomes.items())),
-        }
+        summary["fetch"] = _fetch_summary(fetcher.stats, earlier, refetched)
+    if earlier is not None:
+        summary["refetched"] = len(refetched)
     for local, name in (names or {}).items():
         for record in summary["files"]:
             record["path"] = name if record["path"] == local else record["path"]

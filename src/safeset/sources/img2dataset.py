@@ -106,6 +106,44 @@ class Img2datasetWriter:
         return tar
 
 
+class SavedShard:
+    """A shard an earlier run of the same input shard wrote in this layout, read back by MD5: a
+    rerun that carries kept rows over (`--retry-failed`) copies their images from it into the
+    shard it writes, instead of fetching them again. It holds kept images only (never flagged
+    ones), and it is indexed on first use, so a run that carries nothing never opens it."""
+
+    def __init__(self, stem: Path):
+        self.stem = stem
+        self._where: dict[str, tuple[int, int, str | None, str | None]] | None = None
+
+    def _index(self) -> dict[str, tuple[int, int, str | None, str | None]]:
+        """md5 -> (offset, size, url, caption) of each saved image."""
+        tar, side = self.stem.with_suffix(".tar"), self.stem.with_suffix(".parquet")
+        if not (tar.is_file() and side.is_file()):
+            return {}
+        rows = {r["key"]: r for r in pq.read_table(side).to_pylist() if r["status"] == "success"}
+        where = {}
+        with tarfile.open(tar) as archive:
+            for member in archive:
+                key, _, ext = member.name.rpartition(".")
+                row = rows.get(key)
+                if row is not None and ext not in ("txt", "json"):
+                    where[row["md5"]] = (member.offset_data, member.size, row["url"], row["caption"])
+        return where
+
+    def copy(self, md5: str, writer: Img2datasetWriter) -> None:
+        """Add the saved image with this MD5 to `writer`. Its absence means the earlier run's
+        outputs are not what its done-marker says: the shard fails, and is run again in full."""
+        if self._where is None:
+            self._where = self._index()
+        if md5 not in self._where:
+            raise RuntimeError(f"{self.stem.with_suffix('.tar')}: no saved image with MD5 {md5}")
+        offset, size, url, caption = self._where[md5]
+        with open(self.stem.with_suffix(".tar"), "rb") as fh:
+            fh.seek(offset)
+            writer.add(fh.read(size), url, caption, md5=md5)
+
+
 def _tarfile_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size

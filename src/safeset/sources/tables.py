@@ -37,7 +37,7 @@ from ..errors import BadInputError
 from ..model import FetchedImage, Item, ItemResult, Status
 from ..storage import Remote, is_remote
 from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard
-from .img2dataset import Img2datasetWriter
+from .img2dataset import Img2datasetWriter, SavedShard
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 URL_COLUMNS = ("url", "image_url", "img_url")
@@ -396,23 +396,32 @@ class TableReader(Reader):
         table = SecondPass(lambda keep: _format(path).write_kept(path, shard.part, keep, clean_root / shard.name))
         if not save_images:
             return table
-        images = Img2datasetWriter(clean_root / Path(shard.name).with_suffix(""), 0)
-        return _TableWithImages(table, images)
+        images = clean_root / saved_images_dir(shard)
+        return _TableWithImages(table, Img2datasetWriter(images, 0), SavedShard(images / "00000"))
+
+
+def saved_images_dir(shard: Shard) -> PurePosixPath:
+    """Where `--save-images` writes a table shard's kept images, relative to `clean/`."""
+    return PurePosixPath(shard.name).with_suffix("")
 
 
 class _TableWithImages(CleanWriter):
     """The filtered table, and the fetched images of its kept rows as an img2dataset shard beside
-    it (`clean/NAME/00000.tar`), written as each row is decided."""
+    it (`clean/NAME/00000.tar`), written as each row is decided. A row carried over from an earlier
+    run of the shard (no bytes in hand) has its image copied from the shard that run saved."""
 
-    def __init__(self, table: CleanWriter, images: Img2datasetWriter):
+    def __init__(self, table: CleanWriter, images: Img2datasetWriter, earlier: SavedShard):
         self._table = table
         self._images = images
+        self._earlier = earlier
 
     def keep(self, result: ItemResult) -> None:
         self._table.keep(result)
         image = result.locator
         if isinstance(image, FetchedImage):
             self._images.add(image.data, image.url, image.caption, md5=result.md5)
+        elif result.status is Status.OK and result.md5 is not None:
+            self._earlier.copy(result.md5, self._images)
 
     def close(self) -> None:
         self._table.close()
