@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
@@ -19,7 +20,8 @@ from http_server import HOSTS, FaultyServer
 from multidict import CIMultiDict
 
 from safeset.demo import jpeg
-from safeset.fetch import AddressPolicy, Blocked, check_url, optout_reason, retry_after_seconds
+from safeset.fetch import AddressPolicy, Blocked, Fetcher, FetchOptions, check_url, optout_reason, retry_after_seconds
+from safeset.model import Item, Status
 
 LOOPBACK = ("--allow-network", "127.0.0.0/8", "--allow-network", "::1/128")
 
@@ -226,6 +228,43 @@ def test_politeness_per_domain_and_breadth_across_domains(server, images, tmp_pa
         assert server.log.most_active[host] <= 2
     # 6 requests a domain at 4/s is ~1.3 s; the 4 domains went in parallel, not one after another
     assert elapsed < 1.3 * 4
+
+
+def test_first_requests_of_many_workers_to_one_domain_are_spread_over_its_interval(server, images):
+    """A cluster's workers start their first shards together and meet the big domains at once.
+    24 workers, each pacing one domain at 1 request/s (its share of 24/s): their first requests
+    spread over that second instead of arriving in the same instant."""
+    url = server.url(f"/img/{sorted(images)[0]}")
+    options = FetchOptions(per_domain_rate=1.0, allow_private=True)
+
+    def first_shard(worker: int) -> list[Item]:
+        item = Item(row_id=f"s:{worker}", shard="s", index=worker, key=str(worker), url=f"{url}?worker={worker}")
+        return list(Fetcher(options, "test", stagger=True).fetch(iter([item])))
+
+    with ThreadPoolExecutor(24) as pool:
+        fetched = [item for items in pool.map(first_shard, range(24)) for item in items]
+    assert len(fetched) == 24 and all(item.data == images[sorted(images)[0]] for item in fetched)
+    times = sorted(t for _, _, t in server.log.requests)
+    assert 0.5 <= times[-1] - times[0] <= 1.5  # all together would be a few ms
+
+
+def test_a_domain_met_again_later_in_a_shard_keeps_its_pace(server, images):
+    """A domain whose queue ran dry is forgotten, but not its pace: a row of it read later in the
+    shard waits for its turn (here 1 request/s) instead of going at once."""
+    url = server.url(f"/img/{sorted(images)[0]}")
+
+    def rows():
+        yield Item(row_id="s:0", shard="s", index=0, key="0", url=url)
+        for index in range(1, 512):  # rows with nothing to fetch, read slowly: the first request ends
+            if index == 256:
+                time.sleep(0.3)
+            yield Item(row_id=f"s:{index}", shard="s", index=index, key=str(index), status=Status.NO_IMAGE)
+        yield Item(row_id="s:512", shard="s", index=512, key="512", url=url + "?again")
+
+    fetcher = Fetcher(FetchOptions(per_domain_rate=1.0, allow_private=True), "test")
+    assert len(list(fetcher.fetch(rows()))) == 513
+    first, second = sorted(t for _, _, t in server.log.requests)
+    assert second - first >= 0.95
 
 
 def test_domain_banks_are_optouts_before_any_request(server, images, tmp_path, home):

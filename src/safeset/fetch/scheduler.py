@@ -7,6 +7,13 @@ retried with exponential backoff and jitter, or after the server's Retry-After, 
 back the whole domain, not just the row. Throughput therefore comes from breadth, and a slow or
 overloaded server is never hammered.
 
+Per-domain limits are for a whole scan, each worker pacing its share (see `pipeline.scan`). On a
+cluster every worker starts its first shard at the same moment and meets the big domains at once;
+left alone they would all send their first request to each of them in the same instant, a burst
+of one request per worker however low the rate. So a worker's first shard (`stagger`) starts each
+domain at a random point of its first interval, which spreads those first requests evenly over
+it. Later shards start at scattered times anyway, and are not delayed.
+
 The fetching runs on an asyncio loop in a background thread; the shard worker consumes the fetched
 items as an ordinary iterator (in completion order) and hashes them while others download. The
 bytes of an item live in memory only, from download to hashing.
@@ -57,14 +64,20 @@ class Fetcher:
         options: FetchOptions,
         version: str,
         skip: Callable[[str], str | None] | None = None,
+        stagger: bool = False,
     ):
         """`skip(url)` returns an opt-out reason for rows that must not be requested at all (a URL
-        on a `domain` bank), or None."""
+        on a `domain` bank), or None. `stagger`: start each domain at a random point of its first
+        interval (a worker's first shard, see above)."""
         self.options = options
         self.version = version
         self.skip = skip
+        self.stagger = stagger
         self.policy = AddressPolicy(options.allow_private, options.allowed_networks)
         self.stats = FetchStats()
+        # When a domain whose queue ran dry may be asked again, kept while that is still ahead:
+        # its next row may come later in the shard, and must wait for its turn all the same.
+        self._paces: dict[str, float] = {}
 
     # ---- the synchronous face --------------------------------------------------------------
     def fetch(self, items: Iterator[Item]) -> Iterator[Item]:
@@ -153,8 +166,18 @@ class Fetcher:
             self.stats.outcomes[exc.reason] += 1
             await out.put(item)
             return
-        domains.setdefault(host.lower(), _Domain()).queue.append((item, 0))
+        host = host.lower()
+        if host not in domains:
+            domains[host] = _Domain(next_start=self._first_start(host))
+        domains[host].queue.append((item, 0))
         self._queued += 1
+
+    def _first_start(self, host: str) -> float:
+        """When a domain met now may have its first request (in loop time)."""
+        now = asyncio.get_running_loop().time()
+        if host in self._paces:
+            return self._paces.pop(host)
+        return now + random.uniform(0, 1.0 / self.options.per_domain_rate) if self.stagger else 0.0
 
     def _launch(self, loop, session, domains, tasks, out, wake) -> float | None:
         """Start every request the limits allow now; return when the next one may start."""
@@ -183,6 +206,10 @@ class Fetcher:
                 next_wake = domain.next_start if next_wake is None else min(next_wake, domain.next_start)
             elif not domain.queue and domain.active == 0:
                 del domains[host]
+                if domain.next_start > now:
+                    self._paces[host] = domain.next_start
+        if len(self._paces) > 4 * len(domains) + 1024:  # forget the paces that have passed
+            self._paces = {host: start for host, start in self._paces.items() if start > now}
         return next_wake
 
     async def _one(self, session, item: Item, attempt: int, domain: _Domain, out: asyncio.Queue, wake) -> None:

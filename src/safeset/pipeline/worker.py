@@ -71,6 +71,7 @@ class BankChangedError(SafesetError):
 
 _CHECKERS: dict[tuple, Checker] = {}
 _BANK_LOADS = 0  # how often this process has loaded banks: once per scan, whatever its shard count
+_FETCHED_SHARDS = 0  # shards this process has fetched for
 
 
 def _checker(spec: RunSpec) -> Checker:
@@ -259,7 +260,10 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
     if task.spec.fetch is not None:
         from ..fetch import Fetcher
 
-        fetcher = Fetcher(task.spec.fetch, __version__, skip=checker.matcher.optout_reason)
+        global _FETCHED_SHARDS
+        stagger = _FETCHED_SHARDS == 0  # this process's first: every worker starts one at once
+        _FETCHED_SHARDS += 1
+        fetcher = Fetcher(task.spec.fetch, __version__, skip=checker.matcher.optout_reason, stagger=stagger)
         items = _count_fetched(fetcher.fetch(items), progress, task.spec.save_images)
     else:
         items = _unfetched(items)
