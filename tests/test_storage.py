@@ -176,3 +176,38 @@ def test_large_parquet_table_on_s3_is_cut_into_parts_read_in_place(s3, tmp_path,
     (named,) = report["inputs"]
     assert named["path"].startswith("s3://audit/meta/laion-part-00000.parquet")
     assert named["sha256"] == local["inputs"][0]["sha256"]  # hashed once, streamed from the store
+
+
+def test_one_scan_at_a_time_per_remote_out(s3, shards, tmp_path, home):
+    """A store has no locks: a scan holds a lease object in OUT while it runs. A live lease of a
+    scan elsewhere refuses a second scan; a lapsed one, or one left by a dead process of this
+    machine, is taken over; a finished scan leaves none behind."""
+    import socket
+    import time
+
+    filesystem, query = s3
+    data, listed = shards
+    safeset.BankStore(home).add("pdq", listed, type_name="pdq")
+    fs.copy_files(str(data), "audit/lease-in", destination_filesystem=filesystem)
+    source, out = f"s3://audit/lease-in{query}", f"s3://audit/lease-out{query}"
+
+    def lease(host: str, pid: int, renewed: float) -> None:
+        body = {"token": "theirs", "host": host, "pid": pid, "started": renewed - 60, "renewed": renewed}
+        with filesystem.open_output_stream("audit/lease-out/_state/lease.json") as fh:
+            fh.write(json.dumps(body).encode())
+
+    lease("scanner-7.example.org", 4242, time.time())  # a scan running on another machine
+    refused = scan_cli(home, source, "--out", out)
+    assert refused.returncode == 2
+    assert "another scan is writing to s3://audit/lease-out" in refused.stderr and "scanner-7" in refused.stderr
+    assert "results/part-00000.parquet" not in tree(filesystem, "audit/lease-out")
+
+    lease("scanner-7.example.org", 4242, time.time() - 3600)  # it died an hour ago: lapsed
+    assert scan_cli(home, source, "--out", out).returncode == 0
+    assert "_state/lease.json" not in tree(filesystem, "audit/lease-out")
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lease(socket.gethostname(), int(dead.stdout), time.time())  # killed on this machine a moment ago
+    rerun = scan_cli(home, source, "--out", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "_state/lease.json" not in tree(filesystem, "audit/lease-out")

@@ -20,9 +20,14 @@ options go in the URI's query, as pyarrow reads them (e.g. `s3://bucket/out?regi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,13 +151,21 @@ class Remote:
     def delete(self, rel: str) -> None:
         self.filesystem.delete_file(self.path(rel))
 
-    def upload(self, local: Path, rel: str) -> None:
+    def _output(self, rel: str):
+        """A stream writing the file `rel` (one object PUT, on a store)."""
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if parent not in self._made:  # local and HDFS paths need their directories; a store ignores them
             self.filesystem.create_dir(parent, recursive=True)
             self._made.add(parent)
-        with open(local, "rb") as src, self.filesystem.open_output_stream(target) as dst:
+        return self.filesystem.open_output_stream(target)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self._output(rel) as dst:
+            dst.write(data)
+
+    def upload(self, local: Path, rel: str) -> None:
+        with open(local, "rb") as src, self._output(rel) as dst:
             while block := src.read(_COPY_BLOCK):
                 dst.write(block)
 
@@ -164,6 +177,82 @@ class Remote:
         files = [f for f in files if not f.startswith(skip)] if skip else files
         for rel in [f for f in files if f not in last] + [f for f in files if f in last]:
             self.upload(local_root / rel, rel)
+
+
+class Lease:
+    """One writer at a time for a location on a store, which has no locks: an object naming its
+    holder, renewed while it is held, deleted when it is let go.
+
+    To take it: no live lease by someone else may be there (one renewed within `ttl` seconds, and
+    not left by a dead process of this machine); write ours; wait `settle` seconds; read it back.
+    Two takers that both found it free both write, and the one that wrote last wins: the other
+    reads the winner's lease back and gives up. A holder that died stops renewing, and its lease
+    lapses after `ttl` (at once, for a rerun on the same machine)."""
+
+    def __init__(self, remote: Remote, rel: str, what: str, ttl: float = 300.0, settle: float = 1.0):
+        self.remote, self.rel, self.what, self.ttl, self.settle = remote, rel, what, ttl, settle
+        self.token = uuid.uuid4().hex
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, daemon=True, name="safeset-lease")
+
+    def __enter__(self) -> Lease:
+        held = self._read()
+        if held is not None and not self._lapsed(held):
+            raise self._taken(held)
+        self._write()
+        time.sleep(self.settle)
+        held = self._read()
+        if held is None or held.get("token") != self.token:
+            raise self._taken(held or {})
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._renewer.join()
+        if (self._read() or {}).get("token") == self.token:
+            self.remote.delete(self.rel)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 5):
+            self._write()
+
+    def _write(self) -> None:
+        lease = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid()}
+        self.remote.write_bytes(
+            self.rel, json.dumps({**lease, "started": self.started, "renewed": time.time()}).encode()
+        )
+
+    def _read(self) -> dict | None:
+        try:
+            with self.remote.open(self.rel) as fh:
+                return json.loads(fh.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _lapsed(self, held: dict) -> bool:
+        if time.time() - held.get("renewed", 0) > self.ttl:
+            return True
+        return held.get("host") == socket.gethostname() and not _alive(held.get("pid", 0))
+
+    def _taken(self, held: dict) -> UsageError:
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(held.get("started", 0)))
+        return UsageError(
+            f"another {self.what} is writing to {self.remote.uri} ({held.get('host', '?')}, pid "
+            f"{held.get('pid', '?')}, since {since}); if it is gone, its lease lapses {self.ttl:.0f} s "
+            "after it was last renewed"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 @contextmanager

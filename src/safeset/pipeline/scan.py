@@ -25,7 +25,7 @@ from ..policy import Policy
 from ..report import render_report, versions
 from ..sinks import OutLayout, write_json
 from ..sources import ReadOptions, Shard, plan_shards
-from ..storage import Remote, is_remote, scratch
+from ..storage import Lease, Remote, is_remote, scratch
 from .check import CheckSettings
 from .merge import Merger
 from .progress import ScanProgress
@@ -141,7 +141,10 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     )
     shards = plan_shards(config.inputs, config.read)
     remote = Remote(config.out) if is_remote(config.out) else None
-    with scratch("safeset-out-") if remote else nullcontext(Path(config.out)) as root:
+    with (
+        scratch("safeset-out-") if remote else nullcontext(Path(config.out)) as root,
+        Lease(remote, "_state/lease.json", "scan") if remote else nullcontext(),
+    ):
         layout = OutLayout(root)
         layout.create()
         if remote:
