@@ -4,6 +4,7 @@ not even the URLs of removed items, which here point at a loopback server that r
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import threading
@@ -94,3 +95,23 @@ def test_report_renders_in_a_browser_and_loads_nothing(tiles, tmp_path, home, se
     (out / "report.html").unlink()
     assert run_cli("report", out).exit_code == 0
     assert (out / "report.html").read_text() == before
+
+
+def test_page_lists_the_first_thousand_shards_and_the_json_all(tmp_path, home):
+    """A LAION-sized scan has hundreds of thousands of shards, more rows than a browser lays out:
+    the page lists the first 1,000 and says how many there are; report.json keeps every one."""
+    write_lines(tmp_path / "meta.csv", ["url", *(f"https://img{i}.example.org/{i}.jpg" for i in range(1003))])
+    out = tmp_path / "out"
+    done = run_cli("scan", tmp_path / "meta.csv", "--out", out, "--table-rows", "1", "--workers", "2", "-q", home=home)
+    assert done.exit_code == 0, done.output
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["shards"]) == 1003 and report["totals"]["rows"] == 1003
+
+    page = (out / "report.html").read_text()
+    shards = page[page.index('<table id="shards">') :]
+    shards = shards[: shards.index("</table>")]
+    assert shards.count("<tr>") == 1 + 1000  # the header, then the first 1,000
+    assert "meta.csv/part-00999.csv" in shards and "part-01000" not in shards
+    assert "The first 1,000 of 1,003 shards; report.json lists them all." in page
+    inputs = page[page.index('<table id="inputs">') :]
+    assert inputs[: inputs.index("</table>")].count("<tr>") == 1 + 1  # one file, read in 1,003 parts

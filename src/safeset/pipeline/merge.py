@@ -25,6 +25,9 @@ from ..sources import Shard
 from ..storage import Remote
 
 _WINDOW = 256  # parts read at once (I/O, from object storage mostly waiting)
+# What the report and the scan's timings need of a merged shard's summary. The rest, its counts
+# above all, is let go once merged: the driver holds every shard's summary until the end.
+_KEPT = frozenset({"part", "shard", "kind", "rows", "decisions", "problems", "files", "fetch", "refetched"})
 
 
 class Merger:
@@ -52,7 +55,10 @@ class Merger:
         for start in range(self.merged, end, _WINDOW):
             window = range(start, min(end, start + _WINDOW))
             for i, (rows, table) in zip(window, self._pool.map(self._read, window), strict=True):
-                self.report.merge(self.summaries[i]["counts"])
+                summary = self.summaries[i]
+                self.report.merge(summary["counts"])
+                for key in summary.keys() - _KEPT:  # in place: the engine's outcome holds the same dict
+                    del summary[key]
                 self.report.part_written(self.shards[i].name, rows)
                 self.manifests.add(table)
         self.merged = end

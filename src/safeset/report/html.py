@@ -34,6 +34,18 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+# Rows shown of the tables with one row per shard or input file: a LAION-sized scan has hundreds of
+# thousands, more than a browser can lay out; report.json lists them all.
+MAX_LISTED = 1000
+
+
+def _listing(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str, what: str) -> str:
+    shown = _table(headers, rows[:MAX_LISTED], table_id)
+    if len(rows) > MAX_LISTED:
+        shown += f"<p>The first {MAX_LISTED:,} of {len(rows):,} {what}; report.json lists them all.</p>"
+    return shown
+
+
 def _section(title: str, content: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{content}</section>"
 
@@ -108,21 +120,23 @@ def render_html(report: dict[str, Any]) -> str:
         _fetch_section(report.get("fetch")),
         _section(
             "Shards",
-            _table(
+            _listing(
                 ["part", "shard", "kind", "rows", "keep", "remove", "review"],
                 [
                     [s["part"], s["shard"], s["kind"], s["rows"], s["keep"], s["remove"], s["review"]]
                     for s in report["shards"]
                 ],
                 "shards",
+                "shards",
             ),
         ),
         _section(
             "Input files",
-            _table(
+            _listing(
                 ["file", "bytes", "sha256"],
                 [[f["path"], f.get("bytes", "-"), f.get("sha256", "-")] for f in report["inputs"]],
                 "inputs",
+                "input files",
             ),
         ),
         _section(
