@@ -216,7 +216,10 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 5):
-            self._write()
+            try:
+                self._write()
+            except OSError:  # the store did not answer this time; four more tries before it lapses
+                pass
 
     def _write(self) -> None:
         lease = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid()}
