@@ -200,7 +200,7 @@ def _has_passing_failures(summary: dict) -> bool:
     from ..fetch import worth_refetching
 
     prefix = f"{Status.FETCH_FAILED}: "  # the report counts errors as "status: reason"
-    errors = summary["counts"]["errors"]
+    errors = summary.get("counts", {}).get("errors", {})  # none: an older safeset's, refused by the merge
     return any(worth_refetching(error.removeprefix(prefix)) for error in errors if error.startswith(prefix))
 
 
