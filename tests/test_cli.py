@@ -50,5 +50,8 @@ def test_usage_errors_exit_2(tmp_path, home):
     assert address.exit_code == 2 and "--ray-address is for --engine ray" in address.stderr
     missing = run_cli("scan", tmp_path / "missing", "--out", tmp_path / "o", home=home)
     assert missing.exit_code == 2
+    for flag in ("--save-images", "--retry-failed"):
+        alone = run_cli("scan", tmp_path / "a", "--out", tmp_path / "o", flag, home=home)
+        assert alone.exit_code == 2 and "it needs --fetch" in alone.stderr
     no_report = run_cli("report", tmp_path / "a")
     assert no_report.exit_code == 2 and "no report.json" in no_report.stderr
