@@ -211,3 +211,24 @@ def test_one_scan_at_a_time_per_remote_out(s3, shards, tmp_path, home):
     rerun = scan_cli(home, source, "--out", out)
     assert rerun.returncode == 0, rerun.stderr
     assert "_state/lease.json" not in tree(filesystem, "audit/lease-out")
+
+
+def test_a_download_that_fails_fails_the_shard_rather_than_passing_for_a_truncated_tar(shards, tmp_path):
+    """A shard's tar is read while it downloads; if the download breaks off, the reader must not
+    take the end of what arrived for the end of a truncated tar (its rows recorded as missing):
+    the shard fails as a worker does, and is run again."""
+    from safeset.sources import Shard, reader_for
+    from safeset.storage import StagingError, arriving
+
+    data, _ = shards
+    held = tmp_path / "held" / "00000.tar"
+    with arriving({f"file://{data}/vanished.tar": held}):
+        problems: list[str] = []
+        with pytest.raises(StagingError, match="vanished.tar: download failed"):
+            list(reader_for("webdataset").items(Shard("webdataset", "x", str(held), (str(held),)), problems))
+        assert problems == []
+
+    with arriving({f"file://{data}/00000.tar": held}):  # one that arrives: the same samples as the file
+        streamed = list(reader_for("webdataset").items(Shard("webdataset", "x", str(held), (str(held),)), []))
+    local = list(reader_for("webdataset").items(Shard("webdataset", "x", str(data / "00000.tar"), ()), []))
+    assert [(i.key, i.data) for i in streamed] == [(i.key, i.data) for i in local] and len(local) == 10

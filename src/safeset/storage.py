@@ -20,6 +20,7 @@ options go in the URI's query, as pyarrow reads them (e.g. `s3://bucket/out?regi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -177,6 +178,119 @@ class Remote:
         files = [f for f in files if not f.startswith(skip)] if skip else files
         for rel in [f for f in files if f not in last] + [f for f in files if f in last]:
             self.upload(local_root / rel, rel)
+
+
+class StagingError(Exception):
+    """A shard's input could not be downloaded. Not an `OSError`, so that no reader takes it for a
+    truncated file of its own: the shard fails as a worker does, and is retried."""
+
+
+class Arriving:
+    """A remote file downloaded into a local one by a background thread, and readable while it
+    arrives (`open`): a reader that reads front to back (a tar) hashes the first samples while the
+    last ones are still on their way, so a shard costs its download or its hashing, whichever is
+    longer, rather than both. A read past what has arrived waits for it."""
+
+    def __init__(self, remote: Remote, local: Path):
+        self.remote, self.local = remote, local
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.touch()
+        self._arrived = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._download, daemon=True, name="safeset-staging")
+        self._thread.start()
+
+    def _download(self) -> None:
+        try:
+            with self.remote.open() as src, open(self.local, "wb") as dst:
+                while not self._cancelled and (block := src.read(_COPY_BLOCK)):
+                    dst.write(block)
+                    dst.flush()  # visible to readers of the file before they are told it arrived
+                    with self._changed:
+                        self._arrived += len(block)
+                        self._changed.notify_all()
+        except BaseException as exc:  # handed to the reader, whose shard then fails
+            self._error = exc
+        finally:
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    def wait(self, size: int | None = None) -> None:
+        """Until `size` bytes have arrived (None: all of them); a failed download raises."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._done or (size is not None and self._arrived >= size))
+            if self._error is not None and (size is None or self._arrived < size):
+                raise StagingError(f"{self.remote.uri}: download failed ({self._error})") from None
+
+    def cancel(self) -> None:
+        """Stop downloading (the shard ended early) and wait for the thread to let go of the file."""
+        self._cancelled = True
+        self._thread.join()
+
+    def open(self) -> io.BufferedReader:
+        return io.BufferedReader(_ArrivingReader(self), buffer_size=1 << 20)
+
+
+class _ArrivingReader(io.RawIOBase):
+    def __init__(self, arriving: Arriving):
+        self._arriving = arriving
+        self._fh = open(arriving.local, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        self._arriving.wait(self._fh.tell() + len(buffer))
+        return self._fh.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            self._arriving.wait()
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+_ARRIVING: dict[str, Arriving] = {}  # local path -> its download, while the shard that staged it runs
+
+
+@contextmanager
+def arriving(files: dict[str, Path]) -> Iterator[None]:
+    """Download `files` (URI -> local path) in the background for as long as the block runs; read
+    them with `open_input`. On the way out every download has ended (cancelled if still going)."""
+    downloads = {str(local): Arriving(Remote(uri), local) for uri, local in files.items()}
+    _ARRIVING.update(downloads)
+    try:
+        yield
+    finally:
+        for local, download in downloads.items():
+            download.cancel()
+            _ARRIVING.pop(local, None)
+
+
+def open_input(path: str | Path):
+    """Open an input file for reading: a staged one as it arrives, any other as it is."""
+    download = _ARRIVING.get(str(path))
+    return download.open() if download is not None else open(path, "rb")
+
+
+def wait_for_input(path: str | Path) -> None:
+    """Until a staged input file has arrived whole (for readers that need all of it: a parquet)."""
+    download = _ARRIVING.get(str(path))
+    if download is not None:
+        download.wait()
 
 
 class Lease:

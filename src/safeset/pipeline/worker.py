@@ -29,7 +29,7 @@ from ..report import ReportBuilder
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
 from ..sources.tables import saved_images_dir
-from ..storage import Remote, is_remote, scratch
+from ..storage import Remote, arriving, is_remote, open_input, scratch, wait_for_input
 from .check import Checker, CheckSettings
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def _first_part(shard: Shard) -> bool:
 def file_record(path: str) -> dict:
     digest = hashlib.sha256()
     size = 0
-    with Remote(path).open() if is_remote(path) else open(path, "rb") as fh:
+    with Remote(path).open() if is_remote(path) else open_input(path) as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -199,29 +199,30 @@ def run_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -
 
 def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dict:
     """A shard with its input or OUT on object storage (see `safeset.storage`): inputs are
-    downloaded into memory (a tmpfs) unless their reader reads them in place, outputs (kept rows
-    only) written locally and uploaded, the done-marker last."""
-    in_place = reader_for(task.shard.kind).reads_in_place(task.shard)
-    staged = [] if in_place else [f for f in task.shard.files if is_remote(f)]
+    downloaded into memory (a tmpfs) as their reader wants them (`Reader.staging`), outputs (kept
+    rows only) written locally and uploaded, the done-marker last."""
+    reader = reader_for(task.shard.kind)
+    remote_files = [f for f in task.shard.files if is_remote(f)]
+    staged = [f for f in remote_files if reader.staging(task.shard, f) != "in_place"]
     holding = scratch("safeset-input-", in_memory=True) if staged else nullcontext()
     with scratch("safeset-shard-") as tmp, holding as held:
-        local_of: dict[str, str] = {}
-        for uri in staged:
-            source = Remote(uri)
-            local = held / source.name
-            source.download("", local)
-            local_of[uri] = str(local)
-        shard = replace(
-            task.shard,
-            path=local_of.get(task.shard.path, task.shard.path),
-            files=tuple(local_of.get(f, f) for f in task.shard.files),
-        )
-        out = str(tmp / "out") if is_remote(task.out) else task.out
-        layout = OutLayout(out)
-        layout.create()
-        if is_remote(task.out) and task.retry_failed:
-            _stage_earlier_run(Remote(task.out), layout, task)
-        summary = _run_local(replace(task, shard=shard, out=out), progress, {v: k for k, v in local_of.items()})
+        local_of = {uri: held / Remote(uri).name for uri in staged}
+        with arriving(local_of):
+            for uri, local in local_of.items():
+                if reader.staging(task.shard, uri) == "whole":
+                    wait_for_input(local)
+            names = {uri: str(local) for uri, local in local_of.items()}
+            shard = replace(
+                task.shard,
+                path=names.get(task.shard.path, task.shard.path),
+                files=tuple(names.get(f, f) for f in task.shard.files),
+            )
+            out = str(tmp / "out") if is_remote(task.out) else task.out
+            layout = OutLayout(out)
+            layout.create()
+            if is_remote(task.out) and task.retry_failed:
+                _stage_earlier_run(Remote(task.out), layout, task)
+            summary = _run_local(replace(task, shard=shard, out=out), progress, {v: k for k, v in names.items()})
         if is_remote(task.out):
             done = layout.relative(layout.done(task.part))
             Remote(task.out).upload_tree(layout.root, last=(done,))

@@ -62,10 +62,12 @@ class Reader(ABC):
         """Every row of the shard exactly once. Shard-level trouble that still lets the readable rows
         through (a truncated tar, say) is appended to `problems` instead of raising."""
 
-    def reads_in_place(self, shard: Shard) -> bool:
-        """Whether the shard's files are read where they are when they live on object storage
-        (by ranges, a part of a large table), rather than downloaded into memory first."""
-        return False
+    def staging(self, shard: Shard, file: str) -> str:
+        """How this reader wants `file` of `shard` when it lives on object storage: "whole"
+        (downloaded into memory before the shard starts), "streamed" (downloaded into memory and
+        read as it arrives, for a file read front to back: a tar), or "in_place" (read from the
+        store by ranges: a part of a large table, which holds no image bytes)."""
+        return "whole"
 
     @abstractmethod
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:

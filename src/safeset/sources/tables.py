@@ -358,7 +358,7 @@ class TableReader(Reader):
     kind = "table"
 
     def shards(self, path: str | Path, name: str, options: ReadOptions) -> list[Shard]:
-        """`path` may be a URI on object storage if the file is parquet (see `reads_in_place`)."""
+        """`path` may be a URI on object storage if the file is parquet (see `staging`)."""
         table_format = _format(path)
         _columns(path, table_format.columns(path), options)  # fail fast, naming the file
         parts = table_format.plan(path, max(1, options.table_rows))
@@ -369,8 +369,8 @@ class TableReader(Reader):
             for k, part in enumerate(parts)
         ]
 
-    def reads_in_place(self, shard: Shard) -> bool:
-        return isinstance(_format(shard.path), ParquetTable)
+    def staging(self, shard: Shard, file: str) -> str:
+        return "in_place" if isinstance(_format(file), ParquetTable) else "whole"
 
     def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
         path = shard.path

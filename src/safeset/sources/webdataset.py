@@ -22,6 +22,7 @@ import pyarrow as pa
 from ..atomic import commit, partial_path
 from ..errors import BadInputError
 from ..model import Item, ItemResult, Status
+from ..storage import open_input
 from .base import IMAGE_SUFFIXES, CleanWriter, Reader, ReadOptions, Shard, walk_files
 from .tables import filter_parquet, parquet_file
 
@@ -76,6 +77,9 @@ class WebdatasetReader(Reader):
             shards.append(Shard(self.kind, shard_name, str(tar), files, options=options))
         return shards
 
+    def staging(self, shard: Shard, file: str) -> str:
+        return "streamed" if file == shard.path else "whole"  # the tar is read front to back
+
     # ---- one walk serves both passes ---------------------------------------------------------
     def _walk(self, shard: Shard, problems: list[str]) -> Iterator[_Sample]:
         tar_path = Path(shard.path)
@@ -99,7 +103,7 @@ class WebdatasetReader(Reader):
             return _Sample(extra - 1, key)
 
         try:
-            with tarfile.open(tar_path, mode="r:*") as tar:
+            with open_input(tar_path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
                 yield from self._samples(tar, tar_path, place, problems)
         except tarfile.ReadError as exc:
             if rows is None:
@@ -202,8 +206,9 @@ class _TarCopy(CleanWriter):
         self.kept: dict[int, Any] = {}
         opener = gzip.open if self.target.name.endswith((".gz", ".tgz")) else open
         self.out = opener(partial_path(self.target), "wb")
+        self.raw = open_input(shard.path)
         try:
-            self.source = tarfile.open(shard.path, mode="r:*")
+            self.source = tarfile.open(fileobj=self.raw, mode="r:*")
         except tarfile.ReadError:  # pass 1 recorded it: the clean tar is then empty
             self.source = None
             return
@@ -221,6 +226,7 @@ class _TarCopy(CleanWriter):
         self.out.close()
         if self.source is not None:
             self.source.close()
+        self.raw.close()
         commit(partial_path(self.target), self.target)
         if len(self.shard.files) > 1:
             side = Path(self.shard.files[1])
