@@ -300,8 +300,10 @@ class Lease:
     To take it: no live lease by someone else may be there (one renewed within `ttl` seconds, and
     not left by a dead process of this machine); write ours; wait `settle` seconds; read it back.
     Two takers that both found it free both write, and the one that wrote last wins: the other
-    reads the winner's lease back and gives up. A holder that died stops renewing, and its lease
-    lapses after `ttl` (at once, for a rerun on the same machine)."""
+    reads the winner's lease back and gives up. (Both could win only if one's read came before
+    the other's write and its write after the other's read-back, `settle` seconds later: a store
+    answering that slowly, or not consistently, defeats this.) A holder that died stops renewing,
+    and its lease lapses after `ttl` (at once, for a rerun on the same machine)."""
 
     def __init__(self, remote: Remote, rel: str, what: str, ttl: float = 300.0, settle: float = 1.0):
         self.remote, self.rel, self.what, self.ttl, self.settle = remote, rel, what, ttl, settle
