@@ -6,12 +6,15 @@ write-then-rename discipline of `atomic`), and object stores have no rename. So 
 is used at the edges only:
 - a shard whose files are remote is downloaded by the worker that runs it into a private directory
   in memory (a tmpfs: /dev/shm, or `SAFESET_STAGING`; the shard may hold flagged images, whose bytes
-  must never reach a disk), and deleted after;
+  must never reach a disk), and deleted after. A tar is read as it arrives (`Arriving`), so its
+  download overlaps its hashing; a metadata parquet is read in place, by ranges (no image bytes);
+  each reader says which it wants (`sources.Reader.staging`);
 - a worker whose OUT is remote writes its shard's outputs into a private temporary OUT, then uploads
   them, the done-marker last. One upload is one object PUT, which appears whole or not at all, so a
   worker killed mid-shard leaves no torn object, and without its done-marker the shard is run again;
 - the scan itself keeps a local staging copy of OUT: it fetches `_state/` to resume, fetches the
-  results parts to merge, and uploads what it writes (run spec, manifests, report).
+  results parts to merge, and uploads what it writes (run spec, manifests, report). It holds a
+  `Lease` on OUT meanwhile, since a store has no locks to keep a second scan out.
 
 Credentials come from the usual places of each store (environment, config files, instance roles);
 options go in the URI's query, as pyarrow reads them (e.g. `s3://bucket/out?region=eu-west-1`, or
