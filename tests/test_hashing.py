@@ -6,12 +6,13 @@ import hashlib
 
 import numpy as np
 import pdqhash
+import pyarrow.parquet as pq
 import pytest
-from helpers import bomb_png, encode
+from helpers import bomb_png, encode, make_shards, run_cli
 from PIL import Image
 
 import safeset
-from safeset.demo import photo_dir
+from safeset.demo import Sample, photo_dir
 from safeset.hashing import DecodeError, PdqHash, decode_rgb, normalise_url, pdq_variants, to_luma, url_host
 from safeset.hashing.image import DecodeLimits
 from safeset.hashing.reference import reference_pdq
@@ -257,3 +258,20 @@ def test_hashes_near_the_quality_gate_are_exactly_the_reference(tiles):
     for data, reference in near_gate:
         ours = safeset.pdq(data)
         assert (str(ours), ours.quality) == (str(reference), reference.quality)
+
+
+def test_pdq_exact_scans_give_the_reference_bits_for_flat_images_too(tiles, tmp_path, home):
+    """The fast path is within a few bits of the reference wherever a hash can match; the bits of
+    a flat image (quality < 50) are noise, and only a full decode reproduces them. `--pdq-exact`
+    hashes everything that way: the results hold the reference's hash for every image."""
+    encoded = [encode(image, "JPEG", quality=85) for _, image in tiles]
+    flat = [data for data in encoded if reference_pdq(data).quality < 44][:10]
+    assert len(flat) == 10 and max(safeset.pdq(data) - reference_pdq(data) for data in flat) > 16
+    samples = [Sample(f"https://img.example.org/{k}.jpg", f"photo {k}", d) for k, d in enumerate(encoded[:6] + flat)]
+    make_shards(tmp_path / "shards", [samples])
+    out = tmp_path / "out"
+    assert run_cli("scan", tmp_path / "shards", "--out", out, "--pdq-exact", "-q", home=home).exit_code == 0
+    rows = {r["url"]: r for r in pq.read_table(out / "results").to_pylist()}
+    for sample in samples:
+        reference = reference_pdq(sample.image)
+        assert (rows[sample.url]["pdq"], rows[sample.url]["pdq_quality"]) == (str(reference), reference.quality)

@@ -29,6 +29,7 @@ class CheckSettings:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     pdq_dihedral: bool = True  # also query the 8 flips and quarter turns of each image
     pdq_trim: bool = True  # also query the image without uniform borders (letterbox, padding)
+    pdq_exact: bool = False  # hash every image from its full decode: the reference's bits, always
 
     def __post_init__(self) -> None:
         for name in ("pdq_threshold", "pdq_variant_threshold"):
@@ -66,7 +67,7 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
     digests = byte_digests(data)
     result.md5, result.sha1, result.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
     try:
-        variants = pdq_bytes(data, settings.limits, settings.pdq_dihedral, settings.pdq_trim)
+        variants = pdq_bytes(data, settings.limits, settings.pdq_dihedral, settings.pdq_trim, settings.pdq_exact)
     except DecodeError as exc:
         result.status = Status.DECODE_FAILED
         result.error = exc.reason
