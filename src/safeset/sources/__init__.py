@@ -103,7 +103,8 @@ def plan_shards(inputs: Sequence[str | Path], options: ReadOptions = ReadOptions
 
 def _remote_shards(remote: Remote, options: ReadOptions) -> list[Shard]:
     """Shards of an input on object storage, named as `plan_shards` names a local copy's."""
-    if remote.is_dir():
+    folder = remote.is_dir()  # asked once: on a store each call is a request
+    if folder:
         listing = [rel for rel, _ in remote.files(remember=True)]
         entries = [(rel, f"{remote.name}/{rel}", remote.child(rel).uri) for rel in listing]
     elif remote.exists():
@@ -115,8 +116,9 @@ def _remote_shards(remote: Remote, options: ReadOptions) -> list[Shard]:
     if tars:  # as a local folder holding tars: the tars, each with its parquet if there is one
         shards = []
         for rel, name, uri in tars:
-            side = Remote(uri).sibling(sidecar_parquet(PurePosixPath(rel)).name)
-            beside = sidecar_parquet(PurePosixPath(rel)).as_posix() in present if remote.is_dir() else side.exists()
+            sidecar = sidecar_parquet(PurePosixPath(rel))
+            side = Remote(uri).sibling(sidecar.name)
+            beside = sidecar.as_posix() in present if folder else side.exists()
             files = (uri, side.uri) if beside else (uri,)
             shards.append(Shard("webdataset", name, uri, files, options=options))
         return shards
