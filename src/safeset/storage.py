@@ -284,9 +284,12 @@ def arriving(files: dict[str, Path]) -> Iterator[None]:
 
 
 def open_input(path: str | Path):
-    """Open an input file for reading: a staged one as it arrives, any other as it is."""
+    """Open an input file for reading: a staged one as it arrives, one on a store (read in place)
+    as a stream from it, any other as it is."""
     download = _ARRIVING.get(str(path))
-    return download.open() if download is not None else open(path, "rb")
+    if download is not None:
+        return download.open()
+    return Remote(str(path)).open() if is_remote(path) else open(path, "rb")
 
 
 def wait_for_input(path: str | Path) -> None:

@@ -183,7 +183,7 @@ def _first_part(shard: Shard) -> bool:
 def file_record(path: str) -> dict:
     digest = hashlib.sha256()
     size = 0
-    with Remote(path).open() if is_remote(path) else open_input(path) as fh:
+    with open_input(path) as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -202,14 +202,14 @@ def _run_staged(task: ShardTask, progress: Callable[[dict], None] | None) -> dic
     downloaded into memory (a tmpfs) as their reader wants them (`Reader.staging`), outputs (kept
     rows only) written locally and uploaded, the done-marker last."""
     reader = reader_for(task.shard.kind)
-    remote_files = [f for f in task.shard.files if is_remote(f)]
-    staged = [f for f in remote_files if reader.staging(task.shard, f) != "in_place"]
+    ways = {f: reader.staging(task.shard, f) for f in task.shard.files if is_remote(f)}
+    staged = [uri for uri, way in ways.items() if way != "in_place"]
     holding = scratch("safeset-input-", in_memory=True) if staged else nullcontext()
     with scratch("safeset-shard-") as tmp, holding as held:
         local_of = {uri: held / Remote(uri).name for uri in staged}
         with arriving(local_of):
             for uri, local in local_of.items():
-                if reader.staging(task.shard, uri) == "whole":
+                if ways[uri] == "whole":
                     wait_for_input(local)
             names = {uri: str(local) for uri, local in local_of.items()}
             shard = replace(
