@@ -75,6 +75,7 @@ class FaultyServer:
         app.router.add_get("/redirect/{hops}/{name}", self._redirect)
         app.router.add_get("/loop", self._loop_redirect)
         app.router.add_get("/to-metadata", self._to_metadata)
+        app.router.add_get("/goto", self._goto)
         app.router.add_get("/huge", self._huge)
         app.router.add_get("/gzip-bomb", self._gzip_bomb)
         app.router.add_get("/optout/{directive}/{name}", self._optout)
@@ -162,6 +163,10 @@ class FaultyServer:
 
     async def _to_metadata(self, request):
         raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+
+    async def _goto(self, request):
+        """A redirect to whatever URL the query's `u` names."""
+        raise web.HTTPFound(request.query["u"])
 
     async def _huge(self, request):
         response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})

@@ -287,3 +287,17 @@ def test_pdq_search_tables_are_kept_in_the_store_and_mapped(tmp_path, store):
     # tables that do not fit the hashes (a store written halfway) are not used
     stale = (np.zeros(16, np.uint32), np.zeros(16, np.uint32))
     assert PdqIndex(np.asarray(store.load("big", "pdq")), stale)._orders.size == 16 * len(listed)
+
+
+def test_hosts_are_normalised_as_a_client_connects_to_them():
+    """A dataset URL spelled with full-width letters or ideographic dots reaches the same host as its
+    plain spelling, so URL and domain banks must match it (they used to be bypassed)."""
+    from safeset.model import ItemResult, Status
+
+    domain, url = signal_type("domain"), signal_type("url")
+    assert domain.normalise("Bücher.DE.") == domain.normalise("xn--bcher-kva.de") == "xn--bcher-kva.de"
+    assert domain.normalise("*.example.org") == "example.org" and domain.normalise("[::1]") == "::1"
+    disguised = "https://\uff42\uff41\uff44\u3002example\u3002org/x.jpg"  # ｂａｄ。example。org
+    result = ItemResult(row_id="s:0", shard="s", index=0, key="0", url=disguised, status=Status.OK)
+    assert ("", "bad.example.org") in domain.item_values(result) and ("", "example.org") in domain.item_values(result)
+    assert url.item_values(result) == [("", url.normalise("https://BAD.example.org/x.jpg"))]

@@ -6,12 +6,13 @@ import hashlib
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,6 +22,7 @@ from multidict import CIMultiDict
 
 from safeset.demo import jpeg
 from safeset.fetch import AddressPolicy, Blocked, Fetcher, FetchOptions, check_url, optout_reason, retry_after_seconds
+from safeset.fetch.guard import guarded_socket_factory
 from safeset.model import Item, Status
 
 LOOPBACK = ("--allow-network", "127.0.0.0/8", "--allow-network", "::1/128")
@@ -65,6 +67,15 @@ def results_by_url(out) -> dict[str, dict]:
         ("fc00::1", False),
         ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
         ("ff02::1", False),
+        ("::127.0.0.1", False),  # IPv4-compatible loopback
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b:1::a9fe:a9fe", False),  # local-use NAT64 of 169.254.169.254
+        ("64:ff9b::5db8:d822", True),  # NAT64 of 93.184.216.34: a public address behind it
+        ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("2002:c0a8:101::1", False),  # 6to4 of 192.168.1.1
+        ("2002:5db8:d822::1", True),  # 6to4 of a public address
+        ("fec0::1", False),  # site-local
     ],
 )
 def test_only_public_addresses_are_allowed_by_default(address, public):
@@ -89,13 +100,42 @@ def test_allowing_networks():
         ("http://127.0.0.1/a.jpg", "ssrf_blocked"),
         ("http://[::1]/a.jpg", "ssrf_blocked"),
         ("http://169.254.169.254/latest/meta-data/", "ssrf_blocked"),
+        # hosts that IDNA normalisation turns into IP literals: the client would connect to them
+        ("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/a.jpg", "ssrf_blocked"),  # full-width digits
+        ("http://127\u30020\u30020\u30021/a.jpg", "ssrf_blocked"),  # ideographic full stops
+        ("http://\u2460\u2461\u2466.0.0.1/a.jpg", "ssrf_blocked"),  # circled digits
+        ("http://\uff11\uff10.0.0.1/a.jpg", "ssrf_blocked"),  # 10.0.0.1
+        ("http://[64:ff9b::7f00:1]/a.jpg", "ssrf_blocked"),
+        ("http://[2002:a9fe:a9fe::1]/latest/", "ssrf_blocked"),
     ],
 )
 def test_url_checks(url, reason):
     with pytest.raises(Blocked) as info:
         check_url(url, AddressPolicy())
     assert info.value.reason == reason
-    assert check_url("https://Example.org/a.jpg", AddressPolicy()) == ("https", "example.org")
+    checked = check_url("https://Example.org/a.jpg", AddressPolicy())
+    assert (checked.scheme, checked.host) == ("https", "example.org")
+
+
+def test_the_socket_factory_refuses_before_connecting():
+    """The last gate: whatever path an address took, no socket is opened to a refused one."""
+    factory = guarded_socket_factory(AddressPolicy(allowed=["127.0.0.2/32"]))
+    with pytest.raises(Blocked):
+        factory((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80)))
+    with pytest.raises(Blocked):
+        factory((socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::ffff:127.0.0.1", 80, 0, 0)))
+    opened = factory((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 80)))
+    assert opened.fileno() >= 0  # a socket, not yet connected anywhere
+    opened.close()
+
+
+def test_a_bad_allowed_network_is_a_usage_error(tmp_path, home):
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, ["http://127.0.0.1:9/a.jpg"])
+    out = tmp_path / "out"
+    result = run_cli("scan", meta, "--out", out, "--fetch", "--allow-network", "10.0.0/33", "-q", home=home)
+    assert result.exit_code == 2 and "--allow-network '10.0.0/33' is not a network" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_optout_and_retry_after_parsing():
@@ -195,6 +235,72 @@ def test_private_addresses_are_refused_unless_allowed(server, images, tmp_path, 
     allowed = run_cli("scan", meta, "--out", out2, "--fetch", "--allow-private-networks", "-q", home=home)
     assert allowed.exit_code == 0, allowed.output
     assert {r["status"] for r in results_by_url(out2).values()} == {"ok"}
+
+
+def test_hosts_normalised_into_refused_addresses_are_never_requested(server, images, tmp_path, home):
+    """Spellings of loopback that the URL library turns into the IP literal 127.0.0.1 (IDNA), in
+    rows and behind redirects: refused, and the server, which counts every request, sees none of
+    them. 127.0.0.1 itself is allowed here, so only the redirects' first hops are requested."""
+    name = sorted(images)[0]
+    port = server.port
+    disguised = [
+        f"http://\uff11\uff12\uff17.\uff10.\uff10.\uff12:{port}/img/{name}",  # full-width 127.0.0.2
+        f"http://127\u30020\u30020\u30023:{port}/img/{name}",  # ideographic dots
+        f"http://\u2460\u2461\u2466.0.0.4:{port}/img/{name}",  # circled digits
+        f"http://[::ffff:127.0.0.2]:{port}/img/{name}",
+        f"http://[64:ff9b::7f00:2]:{port}/img/{name}",  # NAT64: refused before any connection
+    ]
+    redirected = [server.url("/goto?u=" + quote(url, safe="")) for url in disguised[:3]]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, disguised + redirected)
+    out = tmp_path / "out"
+    result = run_cli("scan", meta, "--out", out, "--fetch", "--allow-network", "127.0.0.1/32", "-q", home=home)
+    assert result.exit_code == 0, result.output
+    found = results_by_url(out)
+    assert {url: (r["status"], r["error"]) for url, r in found.items()} == {
+        url: ("fetch_failed", "ssrf_blocked") for url in disguised + redirected
+    }
+    assert sorted(path for _, path, _ in server.log.requests) == sorted(urlsplit(u).path for u in redirected)
+    assert {host for host, _, _ in server.log.requests} == {"127.0.0.1"}
+
+
+def test_a_redirect_to_an_opted_out_domain_is_not_followed(server, images, tmp_path, home):
+    """A `domain` bank is an opt-out list: its hosts are never requested, whichever hop leads there."""
+    name = sorted(images)[0]
+    target = server.url(f"/img/{name}", host="127.0.0.2")
+    listed = f"http://\uff11\uff12\uff17.0.0.2:{server.port}/img/{name}"  # the same host, full-width
+    urls = [server.url("/goto?u=" + quote(u, safe="")) for u in (target, listed)]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, urls)
+    write_lines(tmp_path / "domains.txt", ["127.0.0.2"])
+    assert run_cli("bank", "add", "optout", tmp_path / "domains.txt", "--type", "domain", home=home).exit_code == 0
+    out = tmp_path / "out"
+    assert run_cli("scan", meta, "--out", out, "--fetch", *LOOPBACK, "-q", home=home).exit_code == 0
+    found = results_by_url(out)
+    assert [(found[u]["status"], found[u]["error"], found[u]["decision"]) for u in urls] == [
+        ("skipped_optout", "listed domain (optout)", "remove")
+    ] * 2
+    assert server.log.times("127.0.0.2") == [] and len(server.log.times("127.0.0.1")) == 2
+
+
+def test_a_fetch_that_raises_ends_its_row_instead_of_hanging_the_shard(server, images, monkeypatch):
+    """A bug in the HTTP client (here: one injected for one URL) is the row's failure, `internal`;
+    before, its task died with the row still counted in flight, and the shard never ended."""
+    from safeset.fetch import scheduler
+
+    real = scheduler.fetch_one
+
+    async def buggy(session, url, *args):
+        if url.endswith("?bug"):
+            raise AssertionError("a bug in the client")
+        return await real(session, url, *args)
+
+    monkeypatch.setattr(scheduler, "fetch_one", buggy)
+    url = server.url(f"/img/{sorted(images)[0]}")
+    items = [Item(row_id=f"s:{i}", shard="s", index=i, key=str(i), url=u) for i, u in enumerate([url, url + "?bug"])]
+    fetched = {item.url: item for item in Fetcher(FetchOptions(allow_private=True), "test").fetch(iter(items))}
+    assert fetched[url].data == images[sorted(images)[0]]
+    assert (fetched[url + "?bug"].status, fetched[url + "?bug"].error) == (Status.FETCH_FAILED, "internal")
 
 
 def test_politeness_per_domain_and_breadth_across_domains(server, images, tmp_path, home):

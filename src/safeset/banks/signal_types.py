@@ -12,7 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from ..hashing.digests import domain_suffixes, normalise_url, url_host
+from ..hashing.digests import domain_suffixes, normal_host, normalise_url, url_host
 from ..model import ItemResult
 
 
@@ -111,21 +111,26 @@ class Url(SignalType):
         return [("", normal)] if normal else []
 
 
-_DOMAIN = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]|[0-9a-f:]+")
+_DOMAIN = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*|[0-9a-f:.]+")
 
 
 class Domain(SignalType):
-    """A listed domain covers its subdomains: `example.com` matches `img.example.com`."""
+    """A listed domain covers its subdomains: `example.com` matches `img.example.com`. Listed and
+    requested hosts are normalised alike (`normal_host`: IDNA, so `bücher.de`, its punycode and
+    its full-width spelling are one domain)."""
 
     name = "domain"
 
     def normalise(self, value: str) -> str:
-        text = value.strip().lower().rstrip(".")
+        text = value.strip()
         if text.startswith("*."):
             text = text[2:]
-        if not text or not _DOMAIN.fullmatch(text):
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        host = normal_host(text)
+        if not host or not _DOMAIN.fullmatch(host):
             raise InvalidEntry("not a domain name")
-        return text
+        return host
 
     def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
         host = url_host(result.url) if result.url else None

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urljoin
 
 import aiohttp
+from yarl import URL
 
-from .guard import AddressPolicy, Blocked, check_url
+from .guard import AddressPolicy, Blocked, check_url, guarded_socket_factory, is_blocked, parse_networks
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/javascript")
@@ -39,6 +40,9 @@ class FetchOptions:
     allow_private: bool = False
     allowed_networks: tuple[str, ...] = ()
     respect_optout: bool = True
+
+    def __post_init__(self) -> None:
+        parse_networks(self.allowed_networks)  # a bad CIDR is a usage error now, not in a worker later
 
     def user_agent(self, version: str) -> str:
         contact = f"; contact: {self.contact}" if self.contact else ""
@@ -103,9 +107,16 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def fetch_one(session: aiohttp.ClientSession, url: str, options: FetchOptions, policy: AddressPolicy) -> Fetched:
+# Why a URL must not be requested at all (a `domain` bank lists its host), or None.
+Skip = Callable[[str], str | None]
+
+
+async def fetch_one(
+    session: aiohttp.ClientSession, url: str, options: FetchOptions, policy: AddressPolicy, skip: Skip | None = None
+) -> Fetched:
+    """Fetch `url`; every failure becomes a reason code. `skip` is asked about every hop."""
     try:
-        return await _fetch(session, url, options, policy)
+        return await _fetch(session, url, options, policy, skip)
     except Blocked as exc:
         return _failed(exc.reason)
     except aiohttp.ClientConnectorDNSError as exc:
@@ -115,8 +126,8 @@ async def fetch_one(session: aiohttp.ClientSession, url: str, options: FetchOpti
         return _failed("tls")
     except aiohttp.ClientSSLError:
         return _failed("tls")
-    except aiohttp.ClientConnectorError:
-        return _failed("connect")
+    except aiohttp.ClientConnectorError as exc:
+        return _failed("ssrf_blocked" if is_blocked(exc.os_error) else "connect")
     except (TimeoutError, aiohttp.ServerTimeoutError):
         return _failed("timeout")
     except aiohttp.ClientPayloadError:
@@ -129,18 +140,25 @@ async def fetch_one(session: aiohttp.ClientSession, url: str, options: FetchOpti
         return _failed("http_error")
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, options: FetchOptions, policy: AddressPolicy) -> Fetched:
+async def _fetch(
+    session: aiohttp.ClientSession, url: str, options: FetchOptions, policy: AddressPolicy, skip: Skip | None
+) -> Fetched:
     timeout = aiohttp.ClientTimeout(
         total=options.total_timeout, sock_connect=options.connect_timeout, sock_read=options.read_timeout
     )
+    target = check_url(url, policy)
     for _ in range(options.max_redirects + 1):
-        check_url(url, policy)
-        async with session.get(url, allow_redirects=False, timeout=timeout) as response:
+        if skip is not None and (reason := skip(str(target))):
+            return Fetched("skipped_optout", reason)  # an opt-out is never requested, redirected to or not
+        async with session.get(target, allow_redirects=False, timeout=timeout) as response:
             if response.status in _REDIRECTS:
                 location = response.headers.get("Location")
                 if not location:
                     return _failed("bad_redirect")
-                url = urljoin(url, location)
+                try:
+                    target = check_url(target.join(URL(location)), policy)
+                except ValueError:
+                    return _failed("bad_redirect")
                 continue
             if options.respect_optout and (reason := optout_reason(response.headers)):
                 return Fetched("skipped_optout", reason)
@@ -168,6 +186,7 @@ def make_session(options: FetchOptions, policy: AddressPolicy, version: str) -> 
 
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(policy),
+        socket_factory=guarded_socket_factory(policy),
         limit=options.concurrency,
         limit_per_host=options.per_domain_concurrency,
         ttl_dns_cache=300,

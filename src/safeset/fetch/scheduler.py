@@ -160,13 +160,12 @@ class Fetcher:
             await out.put(item)
             return
         try:
-            _, host = check_url(item.url, self.policy)  # refused URLs never reach the queues
+            host = check_url(item.url, self.policy).host  # refused URLs never reach the queues
         except Blocked as exc:
             item.status, item.error = Status.FETCH_FAILED, exc.reason
             self.stats.outcomes[exc.reason] += 1
             await out.put(item)
             return
-        host = host.lower()
         if host not in domains:
             domains[host] = _Domain(next_start=self._first_start(host))
         domains[host].queue.append((item, 0))
@@ -215,7 +214,12 @@ class Fetcher:
     async def _one(self, session, item: Item, attempt: int, domain: _Domain, out: asyncio.Queue, wake) -> None:
         options = self.options
         self.stats.requests += 1
-        result: Fetched = await fetch_one(session, item.url, options, self.policy)
+        try:
+            result: Fetched = await fetch_one(session, item.url, options, self.policy, self.skip)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in the client, not the server's doing: the row says so, the shard goes on
+            result = Fetched("fetch_failed", "internal")
         loop = asyncio.get_running_loop()
         domain.active -= 1
         self._in_flight -= 1

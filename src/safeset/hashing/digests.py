@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import urlsplit, urlunsplit
 
+from yarl import URL
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -18,12 +20,28 @@ def byte_digests(data: bytes) -> dict[str, str]:
 
 
 def url_md5(url: str) -> str:
-    """MD5 of the URL string exactly as the dataset holds it (Re-LAION matched URLs this way)."""
-    return hashlib.md5(url.encode("utf-8"), usedforsecurity=False).hexdigest()
+    """MD5 of the URL string exactly as the dataset holds it (Re-LAION matched URLs this way). A
+    lone surrogate (JSON can carry one) is hashed as its own UTF-8-like bytes, not an error."""
+    return hashlib.md5(url.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def normal_host(host: str) -> str | None:
+    """A host name as an HTTP client connects to it: IDNA-encoded (full-width letters and digits,
+    ideographic dots and other compatibility forms mapped, so `ｅｘａｍｐｌｅ.com` is
+    `example.com` and `１２７.０.０.１` the IP literal `127.0.0.1`), lower case, no trailing
+    dot; an IPv6 literal compressed. None for a host no client could use."""
+    host = host.strip().rstrip(".")
+    if not host:
+        return None
+    try:
+        return URL.build(scheme="http", host=host).raw_host or None
+    except (ValueError, UnicodeError):
+        return None
 
 
 def normalise_url(url: str) -> str | None:
-    """Scheme and host lowercased, default port and fragment dropped, empty path made '/'.
+    """Scheme and host normalised (see `normal_host`), default port and fragment dropped, empty
+    path made '/'.
 
     Path and query are kept as they are: servers treat them case-sensitively. Returns None for a
     string that is not an absolute http(s) URL, which then simply matches nothing.
@@ -34,7 +52,7 @@ def normalise_url(url: str) -> str | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".")
+    host = normal_host(parts.hostname or "")
     if scheme not in _DEFAULT_PORTS or not host:
         return None
     netloc = f"[{host}]" if ":" in host else host
