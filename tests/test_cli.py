@@ -28,7 +28,7 @@ def test_hash_prints_one_json_object_per_file(coffee, tmp_path):
         "pdq_quality": 100,
         "error": None,
     }
-    assert second["status"] == "decode_failed" and second["error"] == "not_an_image" and second["pdq"] is None
+    assert second["status"] == "unsupported_media" and second["error"] == "html" and second["pdq"] is None
     table = run_cli("hash", photo)
     assert table.exit_code == 0 and str(safeset.pdq(coffee))[:16] in table.stdout
 

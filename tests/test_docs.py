@@ -60,7 +60,7 @@ def test_readme_commands_and_api_example_run(tmp_path):
     (python_block,) = blocks("python")
     proc = subprocess.run([sys.executable, "-c", python_block], cwd=tmp_path, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stdout.decode().strip() == "decode_failed"
+    assert proc.stdout.decode().strip() == "unsupported_media"
 
 
 def test_readme_policy_example_is_a_valid_policy(tmp_path):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+import tracemalloc
 
 import numpy as np
 import pdqhash
@@ -16,7 +20,7 @@ from safeset.demo import Sample, photo_dir
 from safeset.hashing import DecodeError, PdqHash, decode_rgb, normalise_url, pdq_variants, to_luma, url_host
 from safeset.hashing.image import DecodeLimits
 from safeset.hashing.reference import reference_pdq
-from safeset.model import Item, Status
+from safeset.model import Item, Payload, Status
 from safeset.pipeline import hash_item
 
 # Pinned so that any change to decoding or hashing is seen: the md5 of the file we hash (from
@@ -137,7 +141,7 @@ def test_similar_images_are_near_and_different_images_far(coffee, tiles):
 
 
 def _result(data: bytes):
-    return hash_item(Item(row_id="t:0", shard="t", index=0, key="k", data=data))
+    return hash_item(Item(row_id="t:0", shard="t", index=0, key="k", payloads=[Payload("", data)]))
 
 
 def test_digests_and_statuses_of_good_and_bad_bytes(coffee):
@@ -158,11 +162,24 @@ def test_digests_and_statuses_of_good_and_bad_bytes(coffee):
     assert empty.status is Status.NO_IMAGE and empty.error == "empty file" and empty.md5 is None
 
     html = _result(b"<!doctype html><html><body>404 Not Found</body></html>")
-    assert html.status is Status.DECODE_FAILED and html.error == "not_an_image"
+    assert html.status is Status.UNSUPPORTED_MEDIA and html.error == "html"
     assert html.md5 is not None
 
     bomb = _result(bomb_png())
     assert bomb.status is Status.DECODE_FAILED and bomb.error == "too_many_pixels"
+
+    # not images: named by what their bytes are, whatever a file name would say
+    assert (_result(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64).status, _result(b"\x00\x00\x00\x18ftypmp42").error) == (
+        Status.UNSUPPORTED_MEDIA,
+        "mp4",
+    )
+    heic = _result(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    assert (heic.status, heic.error) == (Status.UNSUPPORTED_MEDIA, "heif")
+    eps = _result(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+    assert (eps.status, eps.error) == (Status.UNSUPPORTED_MEDIA, "postscript")
+    # a broken header of a format that is decoded is a broken image, not another kind of file
+    broken = _result(b"\x89PNG\r\n\x1a\n" + b"\xff" * 64)
+    assert broken.status is Status.DECODE_FAILED and broken.error.startswith("corrupt")
 
 
 def test_decodable_oddities_hash(coffee):
@@ -275,3 +292,67 @@ def test_pdq_exact_scans_give_the_reference_bits_for_flat_images_too(tiles, tmp_
     for sample in samples:
         reference = reference_pdq(sample.image)
         assert (rows[sample.url]["pdq"], rows[sample.url]["pdq_quality"]) == (str(reference), reference.quality)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n0 0 moveto 16 16 lineto stroke showpage\n%%EOF\n"
+_WATCH = """
+import sys
+seen = []
+def hook(event, args):
+    if event in ("subprocess.Popen", "os.posix_spawn", "os.exec", "tempfile.mkstemp", "tempfile.mkdtemp"):
+        seen.append(event)
+    elif event == "open" and isinstance(args[0], str) and args[0].startswith(sys.argv[2]):
+        seen.append("open " + args[0])
+sys.addaudithook(hook)
+import safeset
+record = safeset.hash_file(sys.argv[1])
+print(record["status"], record["error"], record["md5"] is not None, sorted(set(seen)))
+"""
+
+
+@pytest.mark.parametrize("name, data", [("listed.eps", EPS), ("listed.pdf", b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n")])
+def test_formats_pillow_would_hand_to_another_program_are_never_decoded(tmp_path, name, data):
+    """Pillow renders EPS through Ghostscript, writing the bytes to a temporary file first. Only an
+    allow-list of in-memory decoders runs: no program is started, no temporary file made, and
+    the bytes are still hashed (the audit hook sees every such attempt, Ghostscript installed or not)."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _WATCH, str(path), str(scratch)], env=env, capture_output=True, text=True, check=True
+    )
+    kind = "postscript" if name.endswith(".eps") else "pdf"
+    assert proc.stdout.strip().split(maxsplit=3) == ["unsupported_media", kind, "True", "[]"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_bug_while_decoding_is_raised_not_recorded_as_a_bad_image(coffee, monkeypatch):
+    """Only what decoders raise on bad bytes is an item's status; an error of safeset's own code
+    (here one injected into the luminance step) fails the shard, so it is seen and fixed."""
+    from safeset.hashing import image
+
+    def broken(rgb):
+        raise AttributeError("a bug of ours")
+
+    monkeypatch.setattr(image, "luma_of_rgb", broken)
+    with pytest.raises(AttributeError, match="a bug of ours"):
+        _result(encode(coffee, "PNG"))
+
+
+def test_long_thin_images_cost_linear_memory(tmp_path):
+    """PDQ's filter along a side of n pixels used an n x n matrix: 2 GB for a 228-byte 16000 x 8
+    PNG. Now it costs O(64 n); a side over the limit is refused before decoding."""
+    thin = encode(Image.new("L", (16000, 8), 128), "PNG", optimize=True)
+    assert len(thin) < 1000
+    tracemalloc.start()
+    try:
+        result = _result(thin)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.status is Status.OK and (result.width, result.height) == (16000, 8)
+    assert peak < 64 * 2**20
+    too_long = _result(encode(Image.new("L", (40000, 8), 128), "PNG", optimize=True))
+    assert (too_long.status, too_long.error) == (Status.DECODE_FAILED, "too_large")

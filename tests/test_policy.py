@@ -10,7 +10,10 @@ from safeset.policy import Policy, preset_names
 
 
 def _result(status=Status.OK, quality=100, matches=()):
-    return ItemResult("s:0", "s", 0, "k", None, status, pdq="ab" * 32, pdq_quality=quality, matches=list(matches))
+    pdq = "ab" * 32 if quality is not None else None
+    return ItemResult(
+        row_id="s:0", shard="s", index=0, key="k", status=status, pdq=pdq, pdq_quality=quality, matches=list(matches)
+    )
 
 
 def test_presets_load_and_differ():

@@ -120,7 +120,7 @@ def test_progress_counts_and_summaries_reach_the_driver(cluster, shards, tmp_pat
     )
     layout = OutLayout(tmp_path / "out")
     layout.create()
-    tasks = [ShardTask(i, shard, str(layout.root), spec) for i, shard in enumerate(plan_shards([data]))]
+    tasks = [ShardTask(i, shard, str(layout.root), spec) for i, shard in enumerate(plan_shards([data]).shards)]
     counts, finished = [], []
     outcomes = RayEngine(workers=2, address=cluster).run(
         tasks, Progress(counts=counts.append, shard_done=finished.append)

@@ -80,9 +80,9 @@ def test_scan_removes_listed_images_and_writes_a_clean_release(dataset, tmp_path
     assert totals["rows"] == dataset["rows"]
     assert totals["rows"] == totals["keep"] + totals["remove"] + totals["review"]
     assert report["conservation"]["holds"] is True
-    assert totals["remove"] == 3 and totals["review"] == 0
-    assert report["statuses"] == {"no_image": 2, "ok": dataset["rows"] - 2}
-    assert report["unchecked"]["no_image"] == 2
+    assert totals["remove"] == 3 and totals["review"] == 1  # the sample whose only member is not an image
+    assert report["statuses"] == {"no_image": 1, "ok": dataset["rows"] - 2, "unsupported_media": 1}
+    assert report["unchecked"]["no_image"] == report["unchecked"]["unsupported_media"] == 1
     assert {b["name"]: b["items_matched"] for b in report["banks"]} == {"md5": 1, "pdq": 2, "urls": 1}
     assert [Path(f["path"]).name for f in report["inputs"]] == [
         "00000.parquet",
@@ -112,13 +112,15 @@ def test_scan_removes_listed_images_and_writes_a_clean_release(dataset, tmp_path
     assert (
         by_url["https://gone.example.org/x.jpg"]["error"] == "img2dataset failed_to_download: HTTP Error 404: Not Found"
     )
-    assert by_url["https://odd.example.org/x.xyz"]["error"] == "sample has no image member"
+    odd = by_url["https://odd.example.org/x.xyz"]
+    assert (odd["status"], odd["error"], odd["decision"]) == ("unsupported_media", "text", "review")
+    assert odd["md5"] == hashlib.md5(b"not an image at all").hexdigest()  # hashed all the same
 
     removed = pq.read_table(out / "removed.parquet").to_pylist()
     assert sorted(r["url"] for r in removed) == sorted(
         [dataset["exact"].url, dataset["resized"].url, dataset["url_listed"].url]
     )
-    assert pq.read_table(out / "review.parquet").num_rows == 0
+    assert pq.read_table(out / "review.parquet").to_pylist()[0]["url"] == "https://odd.example.org/x.xyz"
     evidence = [json.loads(line) for line in (out / "evidence.jsonl").read_text().splitlines()]
     assert {(e["url"], e["bank"]) for e in evidence} == {
         (dataset["exact"].url, "md5"),
@@ -128,8 +130,8 @@ def test_scan_removes_listed_images_and_writes_a_clean_release(dataset, tmp_path
     }
     assert all(set(e) >= {"url", "md5", "sha1", "pdq", "bank", "entry", "time"} for e in evidence)
 
-    # The clean release: same layout, kept samples byte-identical, removed ones absent.
-    removed_keys = {r["key"] for r in removed}
+    # The clean release: same layout, kept samples byte-identical, removed and held ones absent.
+    removed_keys = {r["key"] for r in removed} | {r["key"] for r in results if r["decision"] == "review"}
     for shard in ("00000", "00001"):
         original = tar_members(dataset["shards"] / f"{shard}.tar")
         clean = tar_members(out / "clean" / "shards" / f"{shard}.tar")
@@ -256,7 +258,11 @@ def test_truncated_and_unreadable_shards(dataset, tmp_path, home):
     rows = pq.read_table(dataset["shards"] / "00000.parquet").num_rows
     assert report["totals"]["rows"] == rows  # every parquet row is accounted for
     assert report["statuses"]["ok"] > 0 and report["statuses"]["no_image"] > 1
-    assert any("00000.tar: tar unreadable after" in p for p in report["problems"])
+    assert any("00000.tar: tar ends inside a member after" in p for p in report["problems"])
+    cut = [r for r in pq.read_table(out / "results").to_pylist() if r["status"] == "decode_failed"]
+    assert [r["error"] for r in cut] == ["truncated"]  # the member the archive ends in, recorded as such
+    with tarfile.open(out / "clean" / "broken" / "00000.tar") as clean:  # whole members only
+        assert all(len(clean.extractfile(m).read()) == m.size for m in clean.getmembers())
     assert "1 input problem(s) recorded" in result.stdout
 
     garbage = tmp_path / "garbage.tar"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,16 +84,24 @@ def test_image_folder_with_bad_files(tiles, coffee, tmp_path, home, store):
     )
     status = {k: (r["status"], r["error"]) for k, r in results.items()}
     assert status["nested/deeper/renamed.xyz"] == ("ok", None)
-    assert status["nested/page.jpg"] == ("decode_failed", "not_an_image")
+    assert status["nested/page.jpg"] == ("unsupported_media", "html")  # whatever its name says
     assert status["empty.jpg"] == ("no_image", "empty file")
     assert status["cut.jpg"] == ("decode_failed", "truncated")
     assert status["bomb.png"] == ("decode_failed", "too_many_pixels")
-    assert status["notes.txt"] == ("decode_failed", "not_an_image")
+    assert status["notes.txt"] == ("unsupported_media", "text")
     assert results["listed.png"]["decision"] == "remove"
-    assert report["totals"]["rows"] == 8 and report["totals"]["remove"] == 1
-    assert report["unchecked"] == {"decode_failed": 4, "no_image": 1}
-    kept = (tmp_path / "out" / "clean" / "photos" / "kept.txt").read_text().splitlines()
-    assert sorted(kept) == sorted(k for k in results if k != "listed.png")
+    assert report["totals"]["rows"] == 8 and report["totals"]["remove"] == 1 and report["totals"]["review"] == 2
+    assert report["unchecked"] == {"decode_failed": 2, "no_image": 1, "unsupported_media": 2}
+    assert kept_files(tmp_path / "out" / "clean" / "photos") == sorted(
+        k for k, r in results.items() if r["decision"] == "keep"
+    )
+
+
+def kept_files(clean: Path) -> list[str]:
+    """Every path the `.kept` lists of a folder's clean release name (NUL-terminated)."""
+    listed = b"".join(p.read_bytes() for p in sorted(clean.glob("*.kept")))
+    assert listed == b"" or listed.endswith(b"\0")
+    return sorted(os.fsdecode(name) for name in listed.split(b"\0")[:-1])
 
 
 def test_folder_is_chunked_into_shards(tiles, tmp_path):
@@ -99,7 +109,7 @@ def test_folder_is_chunked_into_shards(tiles, tmp_path):
     folder.mkdir()
     for i in range(7):
         (folder / f"{i}.jpg").write_bytes(jpeg(tiles[i][1]))
-    shards = plan_shards([folder], ReadOptions(folder_chunk=3))
+    shards = plan_shards([folder], ReadOptions(folder_chunk=3)).shards
     assert [s.name for s in shards] == ["many/chunk-00000", "many/chunk-00001", "many/chunk-00002"]
     assert [len(s.members) for s in shards] == [3, 3, 1]
 
@@ -198,7 +208,7 @@ def test_large_tables_are_split_into_row_range_shards(tmp_path, home, store, fmt
                     fh.write("\n")  # a blank line: not a row
     else:
         path.write_text("".join(json.dumps(r) + ("\n\n" if i == 500 else "\n") for i, r in enumerate(rows)))
-    shards = plan_shards([path], ReadOptions(table_rows=200))
+    shards = plan_shards([path], ReadOptions(table_rows=200)).shards
     assert len(shards) >= 5 and all(s.name.startswith(f"{path.name}/part-") for s in shards)
     _bank(store, tmp_path, "urls", [rows[7]["URL"], rows[640]["URL"], rows[1002]["URL"]], "url")
 
@@ -254,3 +264,194 @@ def test_img2dataset_writer_tars_read_back_as_tarfile_writes_them(tmp_path):
     long_name = "k" * 120 + ".jpg"
     for name, size in (("a.jpg", 0), (long_name, 5), ("é.jpg", 3), ("0001.json", 123_456)):
         assert _ustar_header(name, size) == _tarfile_header(name, size)
+
+
+def test_folder_names_and_special_files_cannot_inject_or_hang(tiles, tmp_path, home, store):
+    """A file name holding a newline once injected a line into the kept list (a listed `b.jpg`
+    appeared kept); FIFOs hung the scan; links to devices and loops crashed it."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    listed = jpeg(tiles[7][1])
+    (photos / "b.jpg").write_bytes(listed)
+    (photos / "a\nb.jpg").write_bytes(jpeg(tiles[8][1]))
+    (photos / os.fsdecode(b"caf\xe9.jpg")).write_bytes(jpeg(tiles[9][1]))  # a Latin-1 name, not UTF-8
+    (photos / "real.jpg").write_bytes(jpeg(tiles[10][1]))
+    os.symlink("real.jpg", photos / "link.jpg")
+    os.symlink("gone.jpg", photos / "dangling.jpg")
+    os.symlink("loop2.jpg", photos / "loop1.jpg")
+    os.symlink("loop1.jpg", photos / "loop2.jpg")
+    os.symlink("/dev/zero", photos / "zero.jpg")
+    os.mkfifo(photos / "pipe.jpg")
+    _bank(store, tmp_path, "md5", [hashlib.md5(listed).hexdigest()], "md5")
+
+    report = safeset.scan(photos, tmp_path / "out", home=str(home), workers=1)
+    results = {r["key"]: r for r in pq.read_table(tmp_path / "out" / "results").to_pylist()}
+    assert {k: (r["status"], r["error"]) for k, r in results.items() if r["status"] != "ok"} == {
+        "dangling.jpg": ("no_image", "dangling.jpg: missing (or a dangling link)"),
+        "loop1.jpg": ("no_image", "loop1.jpg: link loop"),
+        "loop2.jpg": ("no_image", "loop2.jpg: link loop"),
+        "zero.jpg": ("no_image", "zero.jpg: not a regular file (character device)"),
+        "pipe.jpg": ("no_image", "pipe.jpg: not a regular file (fifo)"),
+    }
+    assert results["b.jpg"]["decision"] == "remove" and results["link.jpg"]["md5"] == results["real.jpg"]["md5"]
+    assert "caf\\udce9.jpg" in results  # written, escaped, not a crash
+    assert report["totals"]["rows"] == 10 and report["totals"]["remove"] == 1
+    kept = kept_files(tmp_path / "out" / "clean" / "photos")
+    assert "a\nb.jpg" in kept and "b.jpg" not in kept and os.fsdecode(b"caf\xe9.jpg") in kept
+    assert not {"dangling.jpg", "loop1.jpg", "pipe.jpg", "zero.jpg"} & set(kept)  # nothing unread is listed
+
+
+def write_files_layout(root: Path, tiles, failed: int = 2) -> tuple[Path, list[str]]:
+    """img2dataset's `output_format=files`: 00000/KEY.jpg, KEY.txt, KEY.json, and 00000.parquet
+    listing every input row (failed downloads too), with 00000_stats.json beside."""
+    shard = root / "00000"
+    shard.mkdir(parents=True)
+    rows, urls = [], []
+    for i, (name, image) in enumerate(tiles):
+        key = f"00000{i:04d}"
+        url = f"https://img.example.org/{name}.jpg"
+        urls.append(url)
+        if i < failed:
+            rows.append(
+                {"key": key, "url": url, "caption": name, "status": "failed_to_download", "error_message": "404"}
+            )
+            continue
+        (shard / f"{key}.jpg").write_bytes(jpeg(image))
+        (shard / f"{key}.txt").write_text(f"caption {name}")
+        (shard / f"{key}.json").write_text(json.dumps({"url": url, "key": key, "status": "success"}))
+        rows.append({"key": key, "url": url, "caption": name, "status": "success", "error_message": None})
+    pq.write_table(pa.Table.from_pylist(rows), root / "00000.parquet")
+    (root / "00000_stats.json").write_text(json.dumps({"count": len(rows)}))
+    return root, urls
+
+
+def test_img2dataset_files_layout_is_one_row_per_sample(tiles, tmp_path, home, store):
+    root, urls = write_files_layout(tmp_path / "ds", tiles[:6])
+    _bank(store, tmp_path, "md5", [hashlib.md5(jpeg(tiles[3][1])).hexdigest()], "md5")
+    report = safeset.scan(root, tmp_path / "out", home=str(home), workers=1)
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert report["totals"]["rows"] == 6 and [r["url"] for r in results] == urls
+    assert [r["status"] for r in results] == ["no_image"] * 2 + ["ok"] * 4
+    assert results[3]["decision"] == "remove" and results[3]["key"] == "00000/000000003.jpg"
+    kept = kept_files(tmp_path / "out" / "clean" / "ds")
+    assert not [k for k in kept if "000000003" in k]  # the removed sample's sidecars go with it
+    assert "00000/000000004.json" in kept and "00000/000000004.txt" in kept
+    clean = pq.read_table(tmp_path / "out" / "clean" / "ds" / "00000.parquet")
+    assert clean["key"].to_pylist() == ["000000000", "000000001", "000000002", "000000004", "000000005"]
+
+
+def _image_parquet(path: Path, tiles, rows: int = 4) -> Path:
+    table = pa.table({"image": [{"bytes": jpeg(tiles[i][1]), "path": f"{i}.jpg"} for i in range(rows)]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def test_folders_of_tables_are_recognised_by_their_layout(tiles, tmp_path, home, store):
+    """img2dataset's parquet output, a Hugging Face dataset repository and Spark output are folders
+    of data files with sidecars beside them: each file is read as what it is, the sidecars are
+    listed as not read (they used to make the folder a folder of images: 0 of N listed removed)."""
+    listed = jpeg(tiles[2][1])
+    _bank(store, tmp_path, "md5", [hashlib.md5(listed).hexdigest()], "md5")
+    layouts = {
+        "img2dataset": ["00000.parquet", "00001.parquet", "00000_stats.json", "00001_stats.json"],
+        "hf": ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet", "README.md", ".gitattributes"],
+        "spark": ["part-00000-a.snappy.parquet", "part-00001-a.snappy.parquet", "_SUCCESS", ".part-00000-a.crc"],
+    }
+    for layout, names in layouts.items():
+        root = tmp_path / layout
+        for name in names:
+            if name.endswith(".parquet"):
+                _image_parquet(root / name, tiles)
+            else:
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_text("{}")
+        report = safeset.scan(root, tmp_path / f"out-{layout}", home=str(home), workers=1)
+        assert report["totals"]["rows"] == 8 and report["totals"]["remove"] == 2, layout
+        ignored = sorted(Path(f["path"]).name for f in report["ignored_files"])
+        assert ignored == sorted(n.rsplit("/", 1)[-1] for n in names if not n.endswith(".parquet") and n[0] != ".")
+
+
+def test_a_folder_that_mixes_kinds_is_refused_or_read_as_told(tiles, tmp_path, home, store):
+    from helpers import make_shards, samples_from
+
+    mixed = make_shards(tmp_path / "mixed", [samples_from(tiles[:3])])
+    loose = jpeg(tiles[5][1])
+    (mixed / "loose.jpg").write_bytes(loose)  # beside the tars: once silently never checked
+    _bank(store, tmp_path, "md5", [hashlib.md5(loose).hexdigest()], "md5")
+    refused = run_cli("scan", mixed, "--out", tmp_path / "out", "-q", home=home)
+    assert refused.exit_code == 3
+    assert "holds 1 tar(s) and also 1 image file(s)" in refused.stderr and "--input-kind" in refused.stderr
+
+    as_tars = safeset.scan(
+        mixed, tmp_path / "out-wds", home=str(home), workers=1, read=ReadOptions(input_kind="webdataset")
+    )
+    assert as_tars["totals"]["rows"] == 3
+    assert [(Path(f["path"]).name, f["reason"]) for f in as_tars["ignored_files"]] == [
+        ("00000_stats.json", "not read as a webdataset input (--input-kind)"),
+        ("loose.jpg", "not read as a webdataset input (--input-kind)"),
+    ]
+    every_file = safeset.scan(
+        mixed, tmp_path / "out-files", home=str(home), workers=1, read=ReadOptions(input_kind="folder")
+    )
+    rows = pq.read_table(tmp_path / "out-files" / "results").to_pylist()
+    by_file = {name: r for r in rows for name in [r["key"], *(p["name"] for p in r["payloads"])]}
+    assert (by_file["loose.jpg"]["status"], by_file["loose.jpg"]["decision"]) == ("ok", "remove")
+    tar = by_file["00000.tar"]  # grouped with 00000.parquet, which shares its name
+    assert (tar["status"], tar["decision"]) == ("unsupported_media", "review") and len(tar["payloads"]) == 1
+    assert every_file["totals"]["rows"] == 3  # the shard's tar and parquet, its stats file, the loose image
+
+
+def test_image_parquet_every_byte_column_and_list_element_is_a_payload(tiles, tmp_path, home, store):
+    images = [jpeg(tiles[i][1]) for i in range(4)]
+    thumbs = [jpeg(tiles[i][1].resize((64, 64))) for i in range(4)]
+    extra = [[jpeg(tiles[10 + i][1]), jpeg(tiles[20 + i][1])] for i in range(4)]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "image": pa.array([{"bytes": d, "path": f"{i}.jpg"} for i, d in enumerate(images)], type=image_type),
+            "thumbnail": pa.array(thumbs, type=pa.binary()),
+            "views": pa.array([[{"bytes": d, "path": None} for d in row] for row in extra], type=pa.list_(image_type)),
+            "text": [f"c{i}" for i in range(4)],
+        }
+    )
+    pq.write_table(table, tmp_path / "train.parquet")
+    _bank(store, tmp_path, "md5", [hashlib.md5(thumbs[1]).hexdigest(), hashlib.md5(extra[2][1]).hexdigest()], "md5")
+    safeset.scan(tmp_path / "train.parquet", tmp_path / "out", home=str(home), workers=1)
+    rows = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert [r["decision"] for r in rows] == ["keep", "remove", "remove", "keep"]
+    assert [m["payload"] for m in rows[1]["matches"]] == ["thumbnail"]
+    assert [m["payload"] for m in rows[2]["matches"]] == ["views[1]"]
+    assert [p["name"] for p in rows[0]["payloads"]] == ["thumbnail", "views[0]", "views[1]"]
+
+
+def test_image_parquet_with_paths_instead_of_bytes(tiles, tmp_path, home, store):
+    """Hugging Face's Image feature may hold only a path: the file is read from there (relative to
+    the parquet's folder or the input's), never from outside it unless the path is absolute."""
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "data").mkdir()
+    listed = jpeg(tiles[4][1])
+    (root / "images" / "a.jpg").write_bytes(listed)
+    (tmp_path / "outside.jpg").write_bytes(listed)
+    (root / "data" / "b.jpg").write_bytes(jpeg(tiles[5][1]))
+    paths = ["images/a.jpg", "b.jpg", str(tmp_path / "outside.jpg"), "images/missing.jpg", "../../outside.jpg"]
+    table = pa.table({"image": [{"bytes": None, "path": p} for p in paths]})
+    pq.write_table(table, root / "data" / "train.parquet")
+    _bank(store, tmp_path, "md5", [hashlib.md5(listed).hexdigest()], "md5")
+    refused = run_cli("scan", root, "--out", tmp_path / "refused", "-q", home=home)
+    assert refused.exit_code == 3 and "holds 2 image file(s), 1 parquet file(s)" in refused.stderr
+    report = safeset.scan(
+        root, tmp_path / "out", home=str(home), workers=1, read=ReadOptions(input_kind="image_parquet")
+    )
+    rows = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert [(r["status"], r["decision"]) for r in rows] == [
+        ("ok", "remove"),
+        ("ok", "keep"),
+        ("ok", "remove"),
+        ("no_image", "keep"),
+        ("no_image", "keep"),
+    ]
+    assert rows[3]["error"] == "image file not found: images/missing.jpg"
+    assert rows[4]["error"] == "image file not found: ../../outside.jpg"  # outside the dataset: not read
+    assert report["totals"]["unchecked"] == 2

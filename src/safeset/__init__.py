@@ -88,11 +88,16 @@ def scan(
 
 def hash_file(path: str | Path) -> dict[str, Any]:
     """md5, sha1, sha256, PDQ and its quality of one file, with a status and reason if it is not an image."""
-    from .model import Item
+    from .model import Item, Status
     from .pipeline import hash_item
+    from .sources.base import UnreadableFile, read_file
 
     path = Path(path)
-    item = Item(row_id=str(path), shard="", index=0, key=path.name, data=path.read_bytes())
+    item = Item(row_id=str(path), shard="", index=0, key=path.name)
+    try:
+        item.payloads = [read_file(path)]
+    except UnreadableFile as exc:
+        item.status, item.error = Status.NO_IMAGE, exc.reason
     result = hash_item(item)
     fields_ = ("md5", "sha1", "sha256", "pdq", "pdq_quality", "error")
     return {"path": str(path), "status": str(result.status), **{f: getattr(result, f) for f in fields_}}

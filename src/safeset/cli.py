@@ -18,6 +18,7 @@ from rich.table import Table
 
 from . import BankStore, Policy, __version__
 from .errors import SafesetError
+from .model import DEFAULT_MAX_BYTES
 from .policy import preset_names
 
 _out = Console(soft_wrap=True)
@@ -201,6 +202,12 @@ def bank_rm(ctx, name: str) -> None:
     "included (about 4x the time per image at 1500 px). Without it the hash is within a few bits of the "
     "reference wherever it can match.",
 )
+@click.option(
+    "--input-kind",
+    type=click.Choice(["webdataset", "image_parquet", "table", "folder"]),
+    help="Read every INPUT as this kind instead of detecting it: for a folder that mixes kinds, what does "
+    "not belong to it is listed in the report; 'folder' hashes every file as a file, whatever it is.",
+)
 @click.option("--url-col", help="URL column of metadata tables (default: 'url', any case).")
 @click.option("--caption-col", help="Caption column (default: 'caption' or 'text', any case).")
 @click.option("--image-col", help="Image-bytes column of parquet inputs (default: 'image' and kin).")
@@ -266,9 +273,11 @@ def bank_rm(ctx, name: str) -> None:
 @click.option(
     "--max-bytes",
     type=click.IntRange(min=1),
-    default=16 * 2**20,
+    default=DEFAULT_MAX_BYTES,
     show_default=True,
-    help="Largest image body accepted, counted while it streams (after decompression).",
+    help="Largest payload held in memory and decoded. A larger download fails (too_large, counted while it "
+    "streams, after decompression); a larger tar member, file or cell gets its exact digests only, computed as "
+    "it streams past (decode_failed: too_large).",
 )
 @click.option("--contact", default="", help="How to reach you (URL or e-mail), sent in the user agent.")
 @click.option(
@@ -302,6 +311,7 @@ def scan_command(
     pdq_variant_threshold,
     pdq_variants,
     pdq_exact,
+    input_kind,
     url_col,
     caption_col,
     image_col,
@@ -361,7 +371,14 @@ def scan_command(
         pdq_dihedral=pdq_variants in ("all", "dihedral"),
         pdq_trim=pdq_variants in ("all", "trim"),
         pdq_exact=pdq_exact,
-        read=ReadOptions(url_col=url_col, caption_col=caption_col, image_col=image_col, table_rows=table_rows),
+        read=ReadOptions(
+            url_col=url_col,
+            caption_col=caption_col,
+            image_col=image_col,
+            table_rows=table_rows,
+            max_bytes=max_bytes,
+            input_kind=input_kind,
+        ),
         home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
         fetch=fetch_options,
         save_images=save_images,

@@ -16,8 +16,14 @@ class Status(StrEnum):
     OK = "ok"
     NO_IMAGE = "no_image"  # the row has no image bytes (failed download, metadata without --fetch, ...)
     FETCH_FAILED = "fetch_failed"
-    DECODE_FAILED = "decode_failed"  # bytes present (exact hashes computed) but not decodable pixels
+    DECODE_FAILED = "decode_failed"  # an image (or claims to be one) that could not be decoded in full
+    UNSUPPORTED_MEDIA = "unsupported_media"  # bytes that are not an image safeset decodes (video, archive, ...)
+    UNREADABLE_ROW = "unreadable_row"  # the input row itself could not be parsed (bad CSV record, JSON line)
     SKIPPED_OPTOUT = "skipped_optout"
+
+
+# Statuses a payload of a row can have, worst first: a row is as unchecked as its worst payload.
+PAYLOAD_SEVERITY = (Status.DECODE_FAILED, Status.UNSUPPORTED_MEDIA, Status.NO_IMAGE, Status.OK)
 
 
 class Decision(StrEnum):
@@ -28,11 +34,28 @@ class Decision(StrEnum):
 
 # The condition an item with a usable PDQ of too low quality is recorded under (policy key, reason).
 LOW_QUALITY = "pdq_low_quality"
+# The largest payload held in memory and decoded (`--max-bytes`): a larger download fails
+# (`too_large`), a larger local payload gets its exact digests only, computed as it streams past.
+DEFAULT_MAX_BYTES = 32 * 2**20
+
+
+@dataclass(slots=True)
+class Payload:
+    """One run of bytes a row holds: a tar member, an image cell or list element, a file, a download.
+    Every payload that could reach the clean release is hashed and matched first. `data` lives in
+    memory only, until hashed; a payload too large to hold was hashed by its reader as it streamed
+    past (`digests`), and `error` says why its bytes are not all here ("too_large", "truncated")."""
+
+    name: str  # where in the row: "" for a row's only payload, else a member's extension or a column
+    data: bytes | None = None
+    digests: dict[str, str] | None = None
+    error: str | None = None
 
 
 @dataclass(slots=True)
 class Item:
-    """One input row. `data` holds the image bytes in memory only, and is dropped after hashing."""
+    """One input row and its payloads (in memory only, dropped after hashing). `data` is the first
+    payload's bytes, for rows that have one (a fetched image, a file)."""
 
     row_id: str  # "<shard>:<index>", stable across runs and engines
     shard: str
@@ -40,12 +63,23 @@ class Item:
     key: str
     url: str | None = None
     caption: str | None = None
-    data: bytes | None = None
+    payloads: list[Payload] = field(default_factory=list)
     status: Status | None = None  # set by a reader that already knows the row has no image
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     embedding: Any = None
     locator: Any = None  # where the row sits in its input, for the reader's clean pass (tar byte ranges)
+
+    @property
+    def data(self) -> bytes | None:
+        return self.payloads[0].data if self.payloads else None
+
+    @data.setter
+    def data(self, value: bytes | None) -> None:
+        if self.payloads:
+            self.payloads[0].data = value
+        elif value is not None:
+            self.payloads.append(Payload("", value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,49 +99,89 @@ class Match:
     entry: str  # the listed value that matched (a hash in hex, a URL, a domain)
     distance: int = 0  # Hamming distance for PDQ; 0 for exact signals
     variant: str = ""  # which query-side PDQ variant matched ("" plain, "flip_h", "trim", ...)
+    payload: str = ""  # which payload of the row matched ("" the row's own; else see `PayloadResult.name`)
 
 
-@dataclass(slots=True)
-class ItemResult:
-    """The outcome for one input row. Exactly one per row, whatever happened to it."""
+def printable(text: str | None) -> str | None:
+    """Text as it can be written (UTF-8): a name that was not valid UTF-8 (its bytes kept as lone
+    surrogates by Python) or a lone surrogate from JSON becomes a backslash escape, not an error."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
-    row_id: str
-    shard: str
-    index: int
-    key: str
-    url: str | None
-    status: Status
+
+@dataclass(slots=True, kw_only=True)
+class Hashes:
+    """What hashing one payload found: its status, digests and PDQ."""
+
+    status: Status = Status.OK
     error: str | None = None
     md5: str | None = None
     sha1: str | None = None
     sha256: str | None = None
-    url_md5: str | None = None
     pdq: str | None = None
     pdq_quality: int | None = None
+    width: int | None = None
+    height: int | None = None
+    # Transient, never written: query-side PDQ variants (name -> hex), used for matching.
+    pdq_variants: dict[str, str] = field(default_factory=dict)
+
+    def hash_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in HASH_FIELDS}
+
+
+HASH_FIELDS = ("md5", "sha1", "sha256", "pdq", "pdq_quality", "width", "height")
+
+
+@dataclass(slots=True, kw_only=True)
+class PayloadResult(Hashes):
+    """A payload of a row besides its primary one (whose hashes are the row's own fields)."""
+
+    name: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        return {"name": printable(self.name), "status": str(self.status), "error": self.error, **self.hash_row()}
+
+
+@dataclass(slots=True, kw_only=True)
+class ItemResult(Hashes):
+    """The outcome for one input row. Exactly one per row, whatever happened to it. Its hash fields
+    are its primary payload's (the first image among them); `payloads` the others'."""
+
+    row_id: str = ""
+    shard: str = ""
+    index: int = 0
+    key: str = ""
+    url: str | None = None
+    url_md5: str | None = None
+    payloads: list[PayloadResult] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
     decision: Decision = Decision.KEEP
     reasons: list[str] = field(default_factory=list)
-    # Transient, never written to the results: query-side PDQ variants (name -> hex), used for
-    # matching; and the item's locator, handed back to its reader to copy the row if kept.
-    pdq_variants: dict[str, str] = field(default_factory=dict)
+    # Transient, never written: the item's locator, handed back to its reader to copy the row if kept.
     locator: Any = None
+
+    def hashed(self) -> list[tuple[str, Hashes]]:
+        """(payload name for matches, hashes) of every payload: the primary ("") first."""
+        return [("", self)] + [(p.name, p) for p in self.payloads]
 
     def to_row(self) -> dict[str, Any]:
         return {
-            "row_id": self.row_id,
-            "shard": self.shard,
+            "row_id": printable(self.row_id),
+            "shard": printable(self.shard),
             "index": self.index,
-            "key": self.key,
-            "url": self.url,
+            "key": printable(self.key),
+            "url": printable(self.url),
             "status": str(self.status),
-            "error": self.error,
-            "md5": self.md5,
-            "sha1": self.sha1,
-            "sha256": self.sha256,
+            "error": printable(self.error),
+            **self.hash_row(),
             "url_md5": self.url_md5,
-            "pdq": self.pdq,
-            "pdq_quality": self.pdq_quality,
+            "payloads": [p.to_row() for p in self.payloads],
             "matches": [
                 {
                     "bank": m.bank,
@@ -115,6 +189,7 @@ class ItemResult:
                     "entry": m.entry,
                     "distance": m.distance,
                     "variant": m.variant,
+                    "payload": printable(m.payload),
                 }
                 for m in self.matches
             ],
@@ -127,10 +202,12 @@ class ItemResult:
     def from_row(cls, row: dict[str, Any]) -> ItemResult:
         """The result a results row records (`to_row`'s inverse): a row carried over unchanged
         into a later run of its shard."""
-        fields = {k: v for k, v in row.items() if k not in ("status", "matches", "signals", "decision")}
+        special = ("status", "matches", "signals", "decision", "payloads")
+        fields = {k: v for k, v in row.items() if k not in special}
         return cls(
             **fields,
             status=Status(row["status"]),
+            payloads=[PayloadResult(**{**p, "status": Status(p["status"])}) for p in row["payloads"]],
             matches=[Match(**m) for m in row["matches"]],
             signals=dict(row["signals"]),
             decision=Decision(row["decision"]),

@@ -292,6 +292,11 @@ def open_input(path: str | Path):
     return Remote(str(path)).open() if is_remote(path) else open(path, "rb")
 
 
+def is_staged(path: str | Path) -> bool:
+    """Whether `path` is an input staged from a store, arriving while this shard runs."""
+    return str(path) in _ARRIVING
+
+
 def wait_for_input(path: str | Path) -> None:
     """Until a staged input file has arrived whole (for readers that need all of it: a parquet)."""
     download = _ARRIVING.get(str(path))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..hashing.digests import domain_suffixes, url_host
 from ..model import ItemResult, Match
 from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
-from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
+from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, SignalType, signal_type
 from .store import BankInfo, BankStore
 
 # At most this many PDQ matches per item and bank are recorded, nearest first: a near-blank image can
@@ -57,32 +57,35 @@ class Matcher:
         return cls(indexes, settings)
 
     def match(self, results: Sequence[ItemResult]) -> None:
-        """Append to each result's `matches` every listed entry it matches, in a stable order. An
-        entry reached by several PDQ variants of one item is recorded once, at its nearest."""
+        """Append to each result's `matches` every listed entry any of its payloads matches, in a
+        stable order. An entry reached by several PDQ variants of one payload is recorded once, at
+        its nearest."""
         for (bank, type_name), index in self._indexes.items():
             stype = signal_type(type_name)
-            owners, variants, values = self._queries(results, stype)
-            if not values:
+            queries = self._queries(results, stype)
+            if not queries.values:
                 continue
             if isinstance(stype, HexDigestType):
-                queries = np.frombuffer(bytes.fromhex("".join(values)), dtype=np.uint8).reshape(-1, stype.width)
+                values = np.frombuffer(bytes.fromhex("".join(queries.values)), dtype=np.uint8)
+                searched = values.reshape(-1, stype.width)
             else:
-                queries = values
+                searched = queries.values
             radius = max(self.settings.pdq_threshold, self.settings.variant_threshold) if isinstance(stype, Pdq) else 0
-            q, e, d = index.search(queries, radius=radius)
-            best: dict[tuple[int, int], Match] = {}
+            q, e, d = index.search(searched, radius=radius)
+            best: dict[tuple[int, str, int], Match] = {}
             for qi, ei, dist in zip(q.tolist(), e.tolist(), d.tolist(), strict=True):
-                limit = self.settings.pdq_threshold if not variants[qi] else self.settings.variant_threshold
+                variant = queries.variants[qi]
+                limit = self.settings.pdq_threshold if not variant else self.settings.variant_threshold
                 if dist > limit:
                     continue
-                key = (owners[qi], ei)
+                key = (queries.owners[qi], queries.payloads[qi], ei)
                 if key not in best or dist < best[key].distance:
-                    best[key] = Match(bank, type_name, index.entry(ei), int(dist), variants[qi])
+                    best[key] = Match(bank, type_name, index.entry(ei), int(dist), variant, queries.payloads[qi])
             per_item: dict[int, list[Match]] = defaultdict(list)
-            for (owner, _), found in best.items():
+            for (owner, _, _), found in best.items():
                 per_item[owner].append(found)
             for owner, matches in sorted(per_item.items()):
-                matches.sort(key=lambda m: (m.distance, m.entry))
+                matches.sort(key=lambda m: (m.distance, m.payload, m.entry))
                 results[owner].matches.extend(matches[:MAX_PDQ_MATCHES] if isinstance(stype, Pdq) else matches)
 
     def optout_reason(self, url: str) -> str | None:
@@ -94,15 +97,28 @@ class Matcher:
                 return f"listed domain ({bank})"
         return None
 
-    def _queries(self, results: Sequence[ItemResult], stype) -> tuple[list[int], list[str], list[str]]:
-        owners: list[int] = []
-        variants: list[str] = []
-        values: list[str] = []
+    def _queries(self, results: Sequence[ItemResult], stype: SignalType) -> _Queries:
+        queries = _Queries()
         for i, result in enumerate(results):
-            if isinstance(stype, Pdq) and (result.pdq_quality or 0) < self.settings.pdq_min_quality:
-                continue
-            for variant, value in stype.item_values(result):
-                owners.append(i)
-                variants.append(variant)
-                values.append(value)
-        return owners, variants, values
+            for payload, hashes in result.hashed() if stype.per_payload else [("", result)]:
+                if isinstance(stype, Pdq) and (hashes.pdq_quality or 0) < self.settings.pdq_min_quality:
+                    continue
+                for variant, value in stype.item_values(hashes):
+                    queries.add(i, payload, variant, value)
+        return queries
+
+
+@dataclass
+class _Queries:
+    """Parallel lists: which result, payload and variant each queried value comes from."""
+
+    owners: list[int] = field(default_factory=list)
+    payloads: list[str] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)
+
+    def add(self, owner: int, payload: str, variant: str, value: str) -> None:
+        self.owners.append(owner)
+        self.payloads.append(payload)
+        self.variants.append(variant)
+        self.values.append(value)

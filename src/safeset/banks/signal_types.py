@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from ..hashing.digests import domain_suffixes, normal_host, normalise_url, url_host
-from ..model import ItemResult
+from ..model import Hashes, ItemResult
 
 
 class InvalidEntry(ValueError):
@@ -23,22 +23,27 @@ class InvalidEntry(ValueError):
 class SignalType(ABC):
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
+    # Whether it describes bytes, so that every payload of a row is compared (a row's second image
+    # can be the listed one), or the row itself (its URL), compared once.
+    per_payload: ClassVar[bool] = False
 
     @abstractmethod
     def normalise(self, value: str) -> str:
         """The canonical form of a listed value, or `InvalidEntry` with the reason."""
 
     @abstractmethod
-    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
-        """(variant, canonical value) pairs of an item this type compares against its lists; the
-        variant is "" except for PDQ's query-side variants."""
+    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
+        """(variant, canonical value) pairs this type compares against its lists: of one payload's
+        hashes if `per_payload`, else of the row's `ItemResult`. The variant is "" except for
+        PDQ's query-side variants."""
 
 
 class HexDigestType(SignalType):
     """A hash written as a fixed number of hex characters, stored as `width` bytes. It is compared
-    with the `ItemResult` field of the same name."""
+    with the field of the same name of each payload's hashes."""
 
     hex_chars: ClassVar[int]
+    per_payload = True
 
     @property
     def width(self) -> int:
@@ -52,8 +57,8 @@ class HexDigestType(SignalType):
             raise InvalidEntry(f"not hex ({self.name})")
         return text
 
-    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
-        value = getattr(result, self.name)
+    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
+        value = getattr(hashes, self.name)
         return [("", value)] if value else []
 
 
@@ -79,6 +84,7 @@ class Sha256(HexDigestType):
 class UrlMd5(HexDigestType):
     name = "url_md5"
     hex_chars = 32
+    per_payload = False
 
 
 class Pdq(HexDigestType):
@@ -93,8 +99,8 @@ class Pdq(HexDigestType):
             raise InvalidEntry("all-zero PDQ hash (the hash of a blank image)")
         return text
 
-    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
-        return super().item_values(result) + list(result.pdq_variants.items()) if result.pdq else []
+    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
+        return super().item_values(hashes) + list(hashes.pdq_variants.items()) if hashes.pdq else []
 
 
 class Url(SignalType):

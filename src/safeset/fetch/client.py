@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from ..model import DEFAULT_MAX_BYTES
 from .guard import AddressPolicy, Blocked, check_url, guarded_socket_factory, is_blocked, parse_networks
 
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -34,7 +35,7 @@ class FetchOptions:
     connect_timeout: float = 10.0
     read_timeout: float = 20.0  # between two reads of the body
     total_timeout: float = 60.0
-    max_bytes: int = 16 * 2**20
+    max_bytes: int = DEFAULT_MAX_BYTES
     max_redirects: int = 5
     contact: str = ""  # who to contact about the crawl, shown in the user agent
     allow_private: bool = False

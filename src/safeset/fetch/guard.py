@@ -35,9 +35,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 BLOCKED = "ssrf_blocked"
 # IPv6 prefixes whose last 32 bits are an IPv4 address the packets end up at (RFC 4291, 6052, 8215).
-_EMBEDDING = tuple(
-    ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
-)
+_EMBEDDING = tuple(ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48"))
 
 
 class Blocked(OSError):

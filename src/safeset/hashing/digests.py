@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from yarl import URL
@@ -12,11 +13,18 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def byte_digests(data: bytes) -> dict[str, str]:
     """md5, sha1 and sha256 of `data` as lowercase hex, the forms hotline lists use."""
-    return {
-        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
-        "sha1": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    return stream_digests((data,))
+
+
+def stream_digests(chunks: Iterable[bytes]) -> dict[str, str]:
+    """`byte_digests` of the concatenated chunks, holding one chunk at a time: for payloads too
+    large to keep in memory (a reader hashes them as they stream past)."""
+    md5, sha1, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False), hashlib.sha256()
+    for chunk in chunks:
+        md5.update(chunk)
+        sha1.update(chunk)
+        sha256.update(chunk)
+    return {"md5": md5.hexdigest(), "sha1": sha1.hexdigest(), "sha256": sha256.hexdigest()}
 
 
 def url_md5(url: str) -> str:

@@ -3,11 +3,20 @@
 Everything here works in memory: no temporary files, and a failure is a `DecodeError` carrying a
 short reason code. The code is chosen from the exception's type and message, but the message itself
 is never passed on, because some decoders quote header bytes in their messages (zero view).
+
+Only an allow-list of formats is decoded (`IMAGE_FORMATS`): Pillow can open more, but some of its
+plugins hand the bytes to another program through a temporary file (EPS and PostScript go to
+Ghostscript), and a flagged image's bytes must never reach a disk. Bytes in any other format are
+not an image safeset decodes (`UnsupportedMedia`, with what they look like, see `sniff`).
+
+A decoder failure on bad bytes is the item's status; any other exception is a bug and propagates
+(the shard fails and says so), so a bug is never mistaken for a bad image.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,9 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .sniff import DECODED_KINDS, sniff
+
 # Pillow's own decompression-bomb threshold (about 89.5 megapixels); larger images are refused
 # before their pixels are decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
+# Longest side decoded. PDQ's filter costs memory and time in proportion to the sides, and a
+# 40000 x 8 image is a probe, not a photograph; JPEG itself stops at 65535.
+DEFAULT_MAX_SIDE = 32_768
+# Formats decoded in memory by Pillow's own code or its bundled libraries, without temporary files
+# or helper programs. Pillow's registry names; MPO (multi-picture JPEG) opens through JPEG.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "ICO", "AVIF", "JPEG2000", "PPM")
+# What Pillow raises on bad data (its own fuzz tests list these); anything else is a bug.
+DECODER_ERRORS = (OSError, SyntaxError, ValueError, NotImplementedError, EOFError, struct.error)
 
 
 class DecodeError(Exception):
@@ -28,9 +47,15 @@ class DecodeError(Exception):
         self.reason = reason
 
 
+class UnsupportedMedia(DecodeError):
+    """The bytes are not in a format safeset decodes; `reason` says what they look like ("mp4",
+    "tar", "postscript", "html", "unknown", ...)."""
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int = DEFAULT_MAX_SIDE
 
 
 # A decoded image whose shorter side is at least this is treated as sharp enough: larger JPEGs are
@@ -54,20 +79,23 @@ class Luma:
 # for the process: `warnings.catch_warnings` around each decode is not thread-safe, and images are
 # decoded on several threads when fetching.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Decoders warn about oddities of bytes they still decode ("Corrupt EXIF data"): a dataset of
+# millions of web images would fill the terminal and logs with them, and they say nothing the
+# item's status does not.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 @contextmanager
 def _decoding():
-    """Map any decoder failure on untrusted bytes to a per-item `DecodeError`."""
+    """Map a decoder's failure on untrusted bytes to a per-item `DecodeError`. Only Pillow's calls
+    run inside; an exception of another type is a bug, and goes on up."""
     try:
         yield
-    except DecodeError:
-        raise
     except Image.DecompressionBombError:
         raise DecodeError("too_many_pixels") from None
-    except UnidentifiedImageError:
-        raise DecodeError("not_an_image") from None
-    except Exception as exc:
+    except MemoryError:
+        raise DecodeError("too_large") from None
+    except DECODER_ERRORS as exc:
         raise DecodeError(_reason_for(exc)) from None
 
 
@@ -76,21 +104,24 @@ def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Imag
     if not data:
         raise DecodeError("empty_file")
     with _decoding():
-        image = Image.open(io.BytesIO(data))
+        try:
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except UnidentifiedImageError:  # no allowed format's reader would take it
+            kind = sniff(data)
+            raise (DecodeError("corrupt:header") if kind in DECODED_KINDS else UnsupportedMedia(kind)) from None
         width, height = image.size
-        if width <= 0 or height <= 0:
-            raise DecodeError("empty_image")
-        if width * height > limits.max_pixels:
-            raise DecodeError("too_many_pixels")
+    if width <= 0 or height <= 0:
+        raise DecodeError("empty_image")
+    if width * height > limits.max_pixels:
+        raise DecodeError("too_many_pixels")
+    if max(width, height) > limits.max_side:
+        raise DecodeError("too_large")
     return image
 
 
 def decode_rgb(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
     """Bytes -> full-size HxWx3 uint8 (the first frame), or `DecodeError`."""
-    image = open_image(data, limits)
-    with _decoding():
-        image.load()
-        return to_rgb_array(image)
+    return to_rgb_array(_loaded(open_image(data, limits)))
 
 
 def _scale(width: int, height: int, min_side: int) -> int:
@@ -111,16 +142,30 @@ def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool 
     jpeg_luma = not exact and image.format == "JPEG" and image.mode in ("RGB", "L", "YCbCr")
     # Full size, and luminance from RGB (or a greyscale original): the reference's own input.
     same_as_reference = scale == 1 and not (jpeg_luma and image.mode != "L")
-    with _decoding():
-        if jpeg_luma:
+    if jpeg_luma:
+        with _decoding():
             image.draft("L", (width // scale, height // scale))
-        image.load()
-        if image.mode not in ("L", "RGB"):
-            image = Image.fromarray(to_rgb_array(image))
-        if scale > 1 and not jpeg_luma:
-            image = image.reduce(scale)
-        pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
+    image = _loaded(image)
+    if image.mode not in ("L", "RGB"):  # high bit depth: scaled into 0..255 (see `to_rgb_array`)
+        image = Image.fromarray(to_rgb_array(image))
+    if scale > 1 and not jpeg_luma:
+        image = image.reduce(scale)
+    pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
     return Luma(pixels, height, width, exact=same_as_reference)
+
+
+def _high_depth(mode: str) -> bool:
+    return mode.startswith("I") or mode == "F"
+
+
+def _loaded(image: Image.Image) -> Image.Image:
+    """The decoded pixels, as L, RGB or a high-bit-depth grey mode: the decoder's work, under
+    `_decoding`, so that what follows (ours) raises as the bug it would be."""
+    with _decoding():
+        image.load()
+        if image.mode not in ("L", "RGB") and not _high_depth(image.mode):
+            image = image.convert("RGB")
+    return image
 
 
 def luma_of_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -139,8 +184,6 @@ def _reason_for(exc: BaseException) -> str:
     text = str(exc).lower()
     if "truncated" in text or isinstance(exc, EOFError):
         return "truncated"
-    if isinstance(exc, MemoryError):
-        return "too_large"
     return f"corrupt:{type(exc).__name__}"
 
 
@@ -151,7 +194,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     of being clipped, which is what Pillow's own `convert("RGB")` would do to it.
     """
     mode = image.mode
-    if mode.startswith("I") or mode == "F":
+    if _high_depth(mode):
         grey = np.asarray(image, dtype=np.float64)
         if mode.startswith("I;16"):
             grey = grey / 257.0

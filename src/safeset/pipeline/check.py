@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from ..banks import Matcher
 from ..errors import UsageError
-from ..hashing import DecodeError, DecodeLimits, byte_digests, pdq_bytes, url_md5
+from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
-from ..model import Item, ItemResult, Status
+from ..model import HASH_FIELDS, Item, ItemResult, Payload, PayloadResult, Status, printable
 from ..policy import Policy
 
 BATCH = 256  # items matched per vectorised index call
@@ -44,8 +44,43 @@ class CheckSettings:
         return DecodeLimits(max_pixels=self.max_image_pixels)
 
 
+def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) -> PayloadResult:
+    """Digests and PDQ of one payload, with its status; its bytes are dropped here."""
+    hashed = PayloadResult(name=payload.name)
+    data, payload.data = payload.data, None
+    digests = payload.digests if payload.digests is not None else byte_digests(data) if data else None
+    if digests is not None:
+        hashed.md5, hashed.sha1, hashed.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
+    if payload.error:  # too large to hold (hashed as it streamed past), or cut off: not decoded
+        hashed.status, hashed.error = Status.DECODE_FAILED, payload.error
+        return hashed
+    if not data:
+        hashed.status, hashed.error = Status.NO_IMAGE, "empty file" if data is not None else "no image bytes"
+        return hashed
+    try:
+        image = pdq_image(data, settings.limits, settings.pdq_dihedral, settings.pdq_trim, settings.pdq_exact)
+    except UnsupportedMedia as exc:
+        hashed.status, hashed.error = Status.UNSUPPORTED_MEDIA, exc.reason
+        return hashed
+    except DecodeError as exc:
+        hashed.status, hashed.error = Status.DECODE_FAILED, exc.reason
+        return hashed
+    plain = image.variants.pop("")
+    hashed.pdq, hashed.pdq_quality = str(plain), plain.quality
+    hashed.width, hashed.height = image.width, image.height
+    hashed.pdq_variants = {name: str(h) for name, h in image.variants.items()}
+    return hashed
+
+
+# A payload that could not be checked makes its whole row unchecked, the worst one first. An empty
+# extra payload holds nothing to check and changes nothing.
+_DEGRADING = (Status.DECODE_FAILED, Status.UNSUPPORTED_MEDIA)
+
+
 def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResult:
-    """Digests of the bytes and URL, and PDQ of the pixels, with the item's status."""
+    """Every payload of the item hashed (digests, PDQ); the row's own hash fields are its primary
+    payload's, the first decoded image among them (else the first), the others go to `payloads`.
+    The row's status is the primary's, unless another payload could not be checked."""
     result = ItemResult(
         row_id=item.row_id,
         shard=item.shard,
@@ -57,25 +92,24 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         url_md5=url_md5(item.url) if item.url else None,
         locator=item.locator,
     )
-    data, item.data = item.data, None
-    if item.status is not None:
+    hashed = [hash_payload(payload, settings) for payload in item.payloads]
+    item.payloads = []
+    if not hashed:
+        if item.status is None:
+            result.status, result.error = Status.NO_IMAGE, "no image bytes"
         return result
-    if not data:
-        result.status = Status.NO_IMAGE
-        result.error = "empty file" if data is not None else "no image bytes"
-        return result
-    digests = byte_digests(data)
-    result.md5, result.sha1, result.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
-    try:
-        variants = pdq_bytes(data, settings.limits, settings.pdq_dihedral, settings.pdq_trim, settings.pdq_exact)
-    except DecodeError as exc:
-        result.status = Status.DECODE_FAILED
-        result.error = exc.reason
-        return result
-    plain = variants.pop("")
-    result.pdq, result.pdq_quality = str(plain), plain.quality
-    result.pdq_variants = {name: str(h) for name, h in variants.items()}
+    primary = next((h for h in hashed if h.status is Status.OK), hashed[0])
+    for name in ("status", "error", *HASH_FIELDS, "pdq_variants"):
+        setattr(result, name, getattr(primary, name))
+    result.payloads = [h for h in hashed if h is not primary]
+    worst = min(result.payloads, key=lambda h: _rank(h.status), default=None)
+    if worst is not None and _rank(worst.status) < _rank(result.status):
+        result.status, result.error = worst.status, f"{printable(worst.name)}: {worst.error}"
     return result
+
+
+def _rank(status: Status) -> int:
+    return _DEGRADING.index(status) if status in _DEGRADING else len(_DEGRADING)
 
 
 class Checker:
@@ -103,7 +137,8 @@ class Checker:
     def _decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None) -> list[ItemResult]:
         self.matcher.match(batch)
         for result in batch:
-            result.pdq_variants = {}
+            for _, hashes in result.hashed():
+                hashes.pdq_variants = {}
             self.policy.decide(result, self.settings.pdq_min_quality)
         if progress is not None:
             progress({"items": len(batch)})

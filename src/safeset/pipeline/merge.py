@@ -4,8 +4,8 @@ The manifests (removed, review, evidence) list rows in shard order, and the repo
 counts each shard worker made of its own results. Both are built here as shards finish: shard i is
 merged as soon as it and every shard before it are done, so when the last shard finishes only the
 tail is left, not a pass over every shard (measured at 1-1.5 ms a shard: a quarter of an hour for
-LAION-5B's 550,000). A results part is read in full only when it has removed or held rows, or lists
-an image folder's kept files; otherwise its decisions alone are read.
+LAION-5B's 550,000). A results part is read in full only when it has removed or held rows;
+otherwise its decisions alone are read.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ class Merger:
         self.layout = layout
         self.remote = remote
         self.report = ReportBuilder()
-        folders = {s.name: s.name.rsplit("/", 1)[0] for s in shards if s.kind == "folder"}
-        self.manifests = ManifestWriter(layout, folders, created)
+        self.manifests = ManifestWriter(layout, created)
         self.summaries: dict[int, dict] = {}
         self.merged = 0  # shards [0, merged) are in the outputs
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="safeset-merge")
@@ -73,7 +72,7 @@ class Merger:
         with opened as fh:
             results = pq.ParquetFile(fh)
             table = results.read(columns=["decision"])
-            if self.shards[i].kind == "folder" or pc.any(pc.not_equal(table["decision"], str(Decision.KEEP))).as_py():
+            if pc.any(pc.not_equal(table["decision"], str(Decision.KEEP))).as_py():
                 table = results.read()
             return results.metadata.num_rows, table
 

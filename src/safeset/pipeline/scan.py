@@ -9,6 +9,7 @@ something different into the same OUT is refused rather than mixing two scans.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -74,7 +75,10 @@ def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> 
     def stat(path: str) -> list:
         if is_remote(path):
             return [path, *Remote(path).stat()]
-        st = Path(path).stat()
+        try:
+            st = os.stat(path)
+        except OSError:  # a dangling link or a loop: a row of its own, noticed if it changes
+            st = os.lstat(path)
         return [path, st.st_size, st.st_mtime_ns]
 
     return {
@@ -139,7 +143,8 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         fetch=_per_worker(config.fetch, engine.parallelism),
         save_images=config.save_images,
     )
-    shards = plan_shards(config.inputs, config.read)
+    plan = plan_shards(config.inputs, config.read)
+    shards = plan.shards
     remote = Remote(config.out) if is_remote(config.out) else None
     with (
         scratch("safeset-out-") if remote else nullcontext(Path(config.out)) as root,
@@ -189,7 +194,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 "rows_run": sum(o.summary["rows"] for o in outcomes),
                 "rows_refetched": sum(o.summary.get("refetched", 0) for o in outcomes),
             }
-            report = _report(config, banks, merger, layout, run, started)
+            report = _report(config, banks, merger, layout, run, started, plan.ignored)
             if remote:  # what the scan wrote itself; the shards' files are there already
                 remote.upload_tree(layout.root, skip=("_state/", "results/"))
     return report
@@ -217,7 +222,13 @@ def _same_size(path: Path, size: int) -> bool:
 
 
 def _report(
-    config: ScanConfig, banks: list, merger: Merger, layout: OutLayout, run: dict, started: float
+    config: ScanConfig,
+    banks: list,
+    merger: Merger,
+    layout: OutLayout,
+    run: dict,
+    started: float,
+    ignored: list[dict[str, str]],
 ) -> dict[str, Any]:
     """Every shard is merged: commit the manifests, write report.json and report.html. `run`: how
     this run went (engine, workers, shards and rows run), for the report's timings."""
@@ -232,6 +243,7 @@ def _report(
             **{f"read.{k}": v for k, v in asdict(config.read).items()},
         },
         created=merger.manifests.time,
+        ignored=ignored,
         timings={
             "seconds": round(elapsed, 3),
             **run,

@@ -28,8 +28,9 @@ from ..policy import Policy
 from ..report import ReportBuilder
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
+from ..sources.base import UnreadableFile, open_regular
 from ..sources.tables import saved_images_dir
-from ..storage import Remote, arriving, is_remote, open_input, scratch, wait_for_input
+from ..storage import Remote, arriving, is_remote, is_staged, open_input, scratch, wait_for_input
 from .check import Checker, CheckSettings
 
 if TYPE_CHECKING:
@@ -177,13 +178,20 @@ def _fetch_summary(stats, earlier: _Earlier | None, refetched: list[ItemResult])
 
 
 def _first_part(shard: Shard) -> bool:
-    return shard.part is None or shard.part.start == 0
+    """Whether this shard checksums its files: a table read in parts is hashed by its first part."""
+    return getattr(shard.part, "start", 0) == 0
 
 
 def file_record(path: str) -> dict:
+    """An input file's size and checksum, for the report; a file that is not a regular one (a
+    FIFO, a device, a dangling link: recorded as rows of their own) is named with why."""
     digest = hashlib.sha256()
     size = 0
-    with open_input(path) as fh:
+    try:
+        opened = open_input(path) if is_remote(path) or is_staged(path) else open_regular(path)
+    except UnreadableFile as exc:
+        return {"path": path, "unreadable": exc.reason}
+    with opened as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)

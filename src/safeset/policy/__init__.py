@@ -40,6 +40,10 @@ _DEFAULT_UNCHECKED = {
     Status.NO_IMAGE.value: Decision.KEEP,
     Status.FETCH_FAILED.value: Decision.KEEP,
     Status.DECODE_FAILED.value: Decision.KEEP,
+    # Bytes that are not an image safeset decodes, and rows that could not be read: their content
+    # went unchecked but for exact hashes, so by default someone looks at the hashes and the URL.
+    Status.UNSUPPORTED_MEDIA.value: Decision.REVIEW,
+    Status.UNREADABLE_ROW.value: Decision.REVIEW,
     Status.SKIPPED_OPTOUT.value: Decision.REMOVE,
     LOW_QUALITY: Decision.KEEP,
 }
@@ -128,7 +132,10 @@ class Policy:
             actions[f"match:{m.bank}:{m.signal_type}"] = self.match_banks.get(m.bank, self.match_default)
         if result.status is not Status.OK:
             actions[f"unchecked:{result.status}"] = self.unchecked[str(result.status)]
-        elif result.pdq_quality is None or result.pdq_quality < pdq_min_quality:
+        decoded = [h for _, h in result.hashed() if h.pdq is not None]
+        if (result.status is Status.OK and result.pdq is None) or any(
+            (h.pdq_quality or 0) < pdq_min_quality for h in decoded
+        ):
             actions[f"unchecked:{LOW_QUALITY}"] = self.unchecked[LOW_QUALITY]
         result.reasons = list(actions)
         result.decision = max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP)

@@ -138,6 +138,7 @@ class ReportBuilder:
         settings: dict,
         created: str,
         timings: dict,
+        ignored: Sequence[dict] = (),
     ) -> dict[str, Any]:
         self._check_conservation(summaries)
         totals = {"rows": self.rows, **{str(d): self.decisions.get(str(d), 0) for d in Decision}}
@@ -174,6 +175,8 @@ class ReportBuilder:
                 for d, c in domains
             ],
             "inputs": _input_files(summaries),
+            "ignored_files": list(ignored)[:MAX_PROBLEMS],
+            "ignored_files_total": len(ignored),
             "shards": [
                 {"part": s["part"], "shard": s["shard"], "kind": s["kind"], "rows": s["rows"], **s["decisions"]}
                 for s in summaries

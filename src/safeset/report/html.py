@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
+from ..model import printable
+
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
@@ -25,7 +27,7 @@ def _cell(value: Any) -> str:
         return f"<td>{'yes' if value else 'no'}</td>"
     if isinstance(value, (int, float)):
         return f'<td class="n">{value:,}</td>'
-    return f"<td>{escape(str(value))}</td>"
+    return f"<td>{escape(printable(str(value)))}</td>"
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str) -> str:
@@ -139,6 +141,18 @@ def render_html(report: dict[str, Any]) -> str:
                 "input files",
             ),
         ),
+        _section(
+            "Files not read",
+            "<p>Found beside the data and left out; none of them reaches the clean release.</p>"
+            + _listing(
+                ["file", "why"],
+                [[f["path"], f["reason"]] for f in report.get("ignored_files", [])],
+                "ignored",
+                "files not read",
+            ),
+        )
+        if report.get("ignored_files")
+        else "",
         _section(
             "Problems",
             _table(["problem"], [[p] for p in report["problems"]], "problems")

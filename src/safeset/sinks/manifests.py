@@ -1,5 +1,5 @@
-"""The run-level outputs derived from the results parts: removal and review manifests, the hash-only
-evidence export, and the kept-file lists of image folders.
+"""The run-level outputs derived from the results parts: removal and review manifests, and the
+hash-only evidence export.
 
 Nothing here sees image bytes: the results parts hold hashes, URLs and row ids only.
 """
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..atomic import commit, partial_path, write_atomic
+from ..atomic import commit, partial_path
 from ..model import Decision
 from .layout import OutLayout
 from .results import RESULTS_SCHEMA
@@ -29,23 +29,23 @@ MANIFEST_COLUMNS = (
     "url_md5",
     "pdq",
     "pdq_quality",
+    "payloads",
     "matches",
     "reasons",
 )
 MANIFEST_SCHEMA = pa.schema([RESULTS_SCHEMA.field(c) for c in MANIFEST_COLUMNS])
+_EVIDENCE_HASHES = ("md5", "sha1", "sha256", "pdq")
 
 
 class ManifestWriter:
     """Fed every results part in order; `close()` commits the files."""
 
-    def __init__(self, layout: OutLayout, folder_shards: dict[str, str], time: str):
+    def __init__(self, layout: OutLayout, time: str):
         self.layout = layout
         self.time = time
-        self._folder_shards = folder_shards  # shard name -> input name, for image folders
         self._removed = pq.ParquetWriter(partial_path(layout.removed), MANIFEST_SCHEMA)
         self._review = pq.ParquetWriter(partial_path(layout.review), MANIFEST_SCHEMA)
         self._evidence = open(partial_path(layout.evidence), "w", encoding="utf-8")
-        self._kept: dict[str, list[str]] = {}
 
     def add(self, part: pa.Table) -> None:
         decision = part["decision"]
@@ -54,24 +54,18 @@ class ManifestWriter:
             if chosen.num_rows:
                 writer.write_table(chosen.select(list(MANIFEST_COLUMNS)))
                 self._write_evidence(chosen, value)
-        self._collect_kept(part)
 
     def _write_evidence(self, rows: pa.Table, decision: Decision) -> None:
-        columns = ["row_id", "url", "md5", "sha1", "sha256", "pdq", "matches"]
-        for row in rows.select(columns).to_pylist():
-            for match in row.pop("matches") or []:
-                record = {**row, **match, "decision": str(decision), "time": self.time}
+        """One record per match, with the hashes of the payload that matched (a row's second image
+        can be the listed one: the hotline needs its hashes, not the first image's)."""
+        for row in rows.select(["row_id", "url", *_EVIDENCE_HASHES, "payloads", "matches"]).to_pylist():
+            own = {name: row[name] for name in _EVIDENCE_HASHES}
+            payloads = {p["name"]: {name: p[name] for name in _EVIDENCE_HASHES} for p in row["payloads"]}
+            for match in row["matches"]:
+                hashes = payloads.get(match["payload"], own) if match["payload"] else own
+                record = {"row_id": row["row_id"], "url": row["url"], **hashes, **match}
+                record.update(decision=str(decision), time=self.time)
                 self._evidence.write(json.dumps(record, sort_keys=True) + "\n")
-
-    def _collect_kept(self, part: pa.Table) -> None:
-        if not self._folder_shards or part.num_rows == 0:
-            return
-        shard = part["shard"][0].as_py()
-        input_name = self._folder_shards.get(shard)
-        if input_name is None:
-            return
-        kept = part.filter(pc.equal(part["decision"], str(Decision.KEEP)))["key"].to_pylist()
-        self._kept.setdefault(input_name, []).extend(kept)
 
     def discard(self) -> None:
         """Close without committing: the partial files are deleted."""
@@ -87,7 +81,3 @@ class ManifestWriter:
         self._evidence.close()
         for path in (self.layout.removed, self.layout.review, self.layout.evidence):
             commit(partial_path(path), path)
-        for input_name in sorted(set(self._folder_shards.values())):
-            target = self.layout.clean / input_name / "kept.txt"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, "".join(k + "\n" for k in self._kept.get(input_name, [])).encode())

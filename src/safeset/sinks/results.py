@@ -14,6 +14,22 @@ MATCH_TYPE = pa.struct(
         ("entry", pa.string()),
         ("distance", pa.int16()),
         ("variant", pa.string()),
+        ("payload", pa.string()),
+    ]
+)
+
+PAYLOAD_TYPE = pa.struct(
+    [
+        ("name", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("md5", pa.string()),
+        ("sha1", pa.string()),
+        ("sha256", pa.string()),
+        ("pdq", pa.string()),
+        ("pdq_quality", pa.int16()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
     ]
 )
 
@@ -29,9 +45,12 @@ RESULTS_SCHEMA = pa.schema(
         ("md5", pa.string()),
         ("sha1", pa.string()),
         ("sha256", pa.string()),
-        ("url_md5", pa.string()),
         ("pdq", pa.string()),
         ("pdq_quality", pa.int16()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("url_md5", pa.string()),
+        ("payloads", pa.list_(PAYLOAD_TYPE)),
         ("matches", pa.list_(MATCH_TYPE)),
         ("signals", pa.map_(pa.string(), pa.float32())),
         ("decision", pa.string()),

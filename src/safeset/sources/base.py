@@ -7,14 +7,18 @@ a removed or held item are never written anywhere (zero view) and are never kept
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..model import Item, ItemResult
+from ..hashing import stream_digests
+from ..model import DEFAULT_MAX_BYTES, Item, ItemResult, Payload
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".pjpeg", ".pjp", ".avif", ".ico"}
@@ -30,6 +34,8 @@ class ReadOptions:
     image_col: str | None = None
     folder_chunk: int = 1000  # image files per shard for a folder of images
     table_rows: int = 100_000  # rows per shard of a metadata table (LAION files hold millions)
+    max_bytes: int = DEFAULT_MAX_BYTES  # largest payload held in memory; larger ones are hashed streaming
+    input_kind: str | None = None  # read every input as this kind (`--input-kind`); None: detect each
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Shard:
     members: tuple[str, ...] = ()  # folder chunks: the image files, relative to `path`
     options: ReadOptions = field(default_factory=ReadOptions)
     part: Any = None  # a part of a large table: which rows, and where they are in the file
+    root: str = ""  # the input this shard is part of, as given (files a row refers to may be under it)
 
     def row_id(self, index: int) -> str:
         return f"{self.name}:{index}"
@@ -114,3 +121,73 @@ def walk_files(root: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
     return sorted(found)
+
+
+def json_object(text: bytes, problem: Callable[[str], None]) -> dict:
+    """A sidecar's JSON object; anything else (not JSON, not an object, nested past what the
+    parser follows) is a `problem` noted, and no metadata."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        problem("is not valid JSON")
+        return {}
+    if not isinstance(value, dict):
+        problem("is not a JSON object")
+        return {}
+    return value
+
+
+class UnreadableFile(Exception):
+    """A path that is not a regular file safeset can read; `reason` is a short code for the row."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISDIR, "directory"),
+)
+_CHUNK = 1 << 20
+
+
+def open_regular(path: Path | str):
+    """An open binary file, if `path` is a regular file (links to one followed); else
+    `UnreadableFile`, before a byte is read: a FIFO would block forever, a device such as
+    /dev/zero never ends, a dangling link or a link loop cannot be read at all."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens without a writer
+    except FileNotFoundError:
+        raise UnreadableFile("missing (or a dangling link)") from None
+    except OSError as exc:
+        reason = {errno.ELOOP: "link loop", errno.EACCES: "permission denied"}.get(exc.errno, "unreadable")
+        raise UnreadableFile(reason) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((what for test, what in _KINDS if test(mode)), "special file")
+        raise UnreadableFile(f"not a regular file ({kind})")
+    return os.fdopen(fd, "rb")
+
+
+def read_file(path: Path, name: str = "", max_bytes: int = DEFAULT_MAX_BYTES) -> Payload:
+    """A regular file's bytes as a payload (see `open_regular`): in memory up to `max_bytes`, a
+    larger file hashed as it streams past."""
+    with open_regular(path) as fh:
+        try:
+            head = fh.read(max_bytes + 1)
+            if len(head) <= max_bytes:
+                return Payload(name, head)
+            digests = stream_digests(_chain(head, iter(lambda: fh.read(_CHUNK), b"")))
+        except OSError as exc:
+            raise UnreadableFile(f"read error ({errno.errorcode.get(exc.errno, 'EIO')})") from None
+    return Payload(name, digests=digests, error="too_large")
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest

@@ -1,18 +1,82 @@
-"""A folder of image files (recursive), or a single image file.
+"""A folder of image files (recursive), one image file, or img2dataset's `output_format=files`.
 
-Every regular, non-hidden file is a row, whatever its extension: a file that is not an image gets a
-`decode_failed` status with the reason, rather than being silently skipped. The folder is split into
-chunks of `folder_chunk` files; the clean release is the list of kept files (`clean/NAME/kept.txt`),
-written from the results when the scan finishes, since the images themselves need no rewriting.
+A row is a sample: the files of one folder that share a name up to the extension (`photo.jpg`,
+and `photo.json` / `photo.txt` beside it, as img2dataset writes them). Its text sidecars are
+metadata (a `.json` gives the URL, a `.txt` the caption); every other file is a payload, hashed
+and matched whatever its extension says, and a file that is not an image gets a status with the
+reason rather than being skipped. Only regular files are read (links to them followed): a FIFO,
+a device, a dangling link or a link loop is a row with the reason, never a read that hangs.
+
+img2dataset's files layout is `00000/` (the samples, keys as file names) beside `00000.parquet`
+(one row per input row, failed downloads included) and `00000_stats.json`: each such folder is a
+shard whose rows are its parquet's rows, as for a tar with its parquet.
+
+The clean release of each shard is the list of its kept samples' files, `clean/NAME/<shard>.kept`:
+NUL-terminated paths relative to the input folder, as `xargs -0`, `rsync --from0 --files-from`
+and `tar --null -T` read them (a name may hold any byte but NUL, newlines included), and for the
+files layout the shard's parquet filtered beside it. The files themselves need no rewriting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..model import Item, Status
-from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, walk_files
+from ..atomic import atomic_writer
+from ..hashing.sniff import is_text
+from ..model import Item, ItemResult, Status, printable
+from .base import (
+    CleanWriter,
+    Reader,
+    ReadOptions,
+    SecondPass,
+    Shard,
+    UnreadableFile,
+    json_object,
+    read_file,
+    walk_files,
+)
+from .tables import filter_parquet
+
+SIDECAR_EXTENSIONS = frozenset({".json", ".txt"})
+
+
+@dataclass(frozen=True)
+class FilesPart:
+    """An img2dataset files-layout shard: its samples' folder and the parquet that lists its rows."""
+
+    folder: str  # relative to the input folder
+    parquet: str
+
+
+def sample_key(rel: str) -> str:
+    """Files of one sample share this: the path without its last extension."""
+    head, _, base = rel.rpartition("/")
+    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    return f"{head}/{stem}" if head else stem
+
+
+def group_samples(rels: list[str]) -> list[tuple[str, ...]]:
+    """Relative paths grouped into samples, each in name order, samples in the order of their first file."""
+    groups: dict[str, list[str]] = {}
+    for rel in rels:
+        groups.setdefault(sample_key(rel), []).append(rel)
+    return [tuple(files) for files in groups.values()]
+
+
+def files_layout(folder: Path) -> list[tuple[str, str]]:
+    """img2dataset files-layout shards in `folder`: (samples folder, its parquet) pairs, both named
+    relative to it, where `NAME/` has a `NAME.parquet` beside it."""
+    found = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+            parquet = Path(entry.path).with_name(entry.name + ".parquet")
+            if parquet.is_file():
+                found.append((entry.name, parquet.name))
+    return found
 
 
 class FolderReader(Reader):
@@ -21,18 +85,40 @@ class FolderReader(Reader):
     def shards(self, path: Path, name: str, options: ReadOptions) -> list[Shard]:
         if path.is_file():
             return [Shard(self.kind, f"{name}/chunk-00000", str(path.parent), (str(path),), (path.name,), options)]
-        files = walk_files(path)
-        chunk = max(1, options.folder_chunk)
         shards = []
-        for number, start in enumerate(range(0, len(files), chunk)):
-            group = files[start : start + chunk]
+        layout = files_layout(path)
+        claimed = {folder for folder, _ in layout}
+        for folder, parquet in layout:
+            files = walk_files(path / folder)
+            members = tuple(f.relative_to(path).as_posix() for f in files)
+            shards.append(
+                Shard(
+                    self.kind,
+                    f"{name}/{folder}",
+                    str(path),
+                    (*map(str, files), str(path / parquet)),
+                    members,
+                    options,
+                    part=FilesPart(folder, parquet),
+                )
+            )
+        sidecars = {p for _, p in layout} | {f"{folder}_stats.json" for folder in claimed}
+        loose = [
+            f.relative_to(path).as_posix()
+            for f in walk_files(path)
+            if f.relative_to(path).parts[0] not in claimed and f.relative_to(path).as_posix() not in sidecars
+        ]
+        samples = group_samples(loose)
+        chunk = max(1, options.folder_chunk)
+        for number, start in enumerate(range(0, len(samples), chunk)):
+            members = tuple(rel for sample in samples[start : start + chunk] for rel in sample)
             shards.append(
                 Shard(
                     self.kind,
                     f"{name}/chunk-{number:05d}",
                     str(path),
-                    tuple(str(f) for f in group),
-                    tuple(f.relative_to(path).as_posix() for f in group),
+                    tuple(str(path / m) for m in members),
+                    members,
                     options,
                 )
             )
@@ -40,16 +126,101 @@ class FolderReader(Reader):
 
     def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
         root = Path(shard.path)
-        for index, rel in enumerate(shard.members):
-            item = Item(row_id=shard.row_id(index), shard=shard.name, index=index, key=rel)
+        samples = group_samples(list(shard.members))
+        part = shard.part
+        if not isinstance(part, FilesPart):
+            for index, files in enumerate(samples):
+                yield self._item(shard, root, index, files, None, problems)
+            return
+        from .webdataset import _read_rows
+
+        rows = _read_rows(root / part.parquet)
+        by_key = {sample_key(files[0]).rpartition("/")[2]: files for files in samples}
+        seen: set[str] = set()
+        for index, row in enumerate(rows):
+            key = str(row.get("key"))
+            files = by_key.get(key) if key not in seen else None
+            seen.add(key)
+            if files is None:
+                item = Item(row_id=shard.row_id(index), shard=shard.name, index=index, key=key, url=row.get("url"))
+                status = row.get("status")
+                item.status = Status.NO_IMAGE
+                message = (row.get("error_message") or "").strip()
+                item.error = (
+                    f"img2dataset {status}" + (f": {message[:200]}" if message else "")
+                    if status and status != "success"
+                    else "missing from folder"
+                )
+                yield item
+            else:
+                yield self._item(shard, root, index, files, row, problems)
+        extra = len(rows)
+        for key, files in by_key.items():
+            if key not in seen:
+                problems.append(f"{root / part.folder}: sample {printable(key)!r} has no row in {part.parquet}")
+                yield self._item(shard, root, extra, files, None, problems)
+                extra += 1
+
+    def _item(
+        self, shard: Shard, root: Path, index: int, files: tuple[str, ...], row: dict | None, problems: list[str]
+    ) -> Item:
+        """One sample: its text sidecars read as metadata, every other file as a payload. A file
+        that cannot be read is named in the row's error and left out of the kept list."""
+        item = Item(row_id=shard.row_id(index), shard=shard.name, index=index, key=files[0])
+        meta: dict[str, Any] = {}
+        listed: list[str] = []
+        unreadable: list[str] = []
+        for rel in files:
             try:
-                item.data = (root / rel).read_bytes()
-            except OSError as exc:
-                item.status, item.error = Status.NO_IMAGE, f"unreadable file ({type(exc).__name__})"
-                problems.append(f"{root / rel}: cannot read ({exc.strerror})")
-            yield item
+                payload = read_file(root / rel, rel, shard.options.max_bytes)
+            except UnreadableFile as exc:
+                problems.append(f"{root / rel}: {exc.reason}")
+                unreadable.append(f"{printable(rel)}: {exc.reason}")
+                continue
+            listed.append(rel)
+            if len(files) > 1 and Path(rel).suffix.lower() in SIDECAR_EXTENSIONS and is_text(payload.data or b""):
+                if rel.endswith(".json") and not meta:
+                    meta = json_object(payload.data, lambda why, rel=rel: problems.append(f"{root / rel} {why}"))
+                elif rel.endswith(".txt") and item.caption is None:
+                    item.caption = payload.data.decode("utf-8")
+                continue
+            item.payloads.append(payload)
+        item.locator = tuple(listed)
+        if item.payloads:
+            item.key = item.payloads[0].name
+        else:
+            item.status = Status.NO_IMAGE
+            item.error = unreadable[0] if unreadable else "sample has no image file"
+        if unreadable and item.payloads:
+            problems.append(f"{root / files[0]}: sample left partly unread ({len(unreadable)} file(s))")
+        url = (row or {}).get("url") or meta.get("url")
+        item.url = url if isinstance(url, str) and url else None
+        if item.caption is None and isinstance((row or {}).get("caption"), str):
+            item.caption = row["caption"]
+        return item
 
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
-        """Nothing per shard: the images need no rewriting, and the kept-file list is written from
-        the results when the scan finishes (`safeset.sinks.ManifestWriter`)."""
-        return SecondPass(lambda keep: None)
+        """The kept samples' files, listed; for the files layout, the parquet filtered too."""
+        part = shard.part
+
+        def write(kept: Mapping[int, Any]) -> None:
+            target = clean_root / _list_name(shard)
+            with atomic_writer(target) as fh:
+                for index in sorted(kept):
+                    for rel in kept[index]:
+                        fh.write(os.fsencode(rel) + b"\0")
+            if isinstance(part, FilesPart):
+                filter_parquet(Path(shard.path) / part.parquet, target.with_name(part.parquet), kept)
+
+        return _KeptFiles(write)
+
+
+class _KeptFiles(SecondPass):
+    """Collects each kept row's files (its locator) for the list written at the end."""
+
+    def keep(self, result: ItemResult) -> None:
+        self._kept[result.index] = result.locator or ()
+
+
+def _list_name(shard: Shard) -> str:
+    return f"{shard.name}.kept"

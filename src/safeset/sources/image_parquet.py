@@ -1,7 +1,18 @@
-"""Parquet files whose rows carry the image bytes (the Hugging Face `datasets` layout).
+"""Parquet files whose rows carry image bytes (the Hugging Face `datasets` layout, img2dataset's
+`output_format=parquet`).
 
-The image column is either a struct `{bytes: binary, path: string}` (HF's `Image` feature) or plain
-binary. The clean release is the same file minus removed and held rows, schema unchanged.
+An image is plain binary or a struct `{bytes: binary, path: string}` (HF's `Image` feature). Every
+byte-holding value of a row is a payload, hashed and matched before the row can reach the clean
+release: every binary or image column, every element of a list of images (`Sequence(Image())`),
+every binary field of a struct. The primary payload is the column named with `--image-col`, or
+the conventional one (`image`, `jpg`, ...), or the first.
+
+An image struct whose `bytes` are null refers to a file by `path` (HF datasets written without
+embedding their files): it is read from the path, absolute or relative to the parquet file's folder
+or to the input's root; a relative path may not lead outside those. A file that is not there is
+`no_image`, with the path.
+
+The clean release is the same file minus removed and held rows, schema unchanged.
 """
 
 from __future__ import annotations
@@ -11,9 +22,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..errors import BadInputError
-from ..model import Item, Status
-from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard
+from ..errors import BadInputError, UsageError
+from ..model import Item, Payload, Status, printable
+from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, UnreadableFile, read_file
 from .tables import (
     CAPTION_COLUMNS,
     KEY_COLUMNS,
@@ -28,24 +39,45 @@ IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "b
 
 
 def _holds_bytes(field_type: pa.DataType) -> bool:
+    """Whether values of this type can carry bytes anywhere inside them."""
     if pa.types.is_binary(field_type) or pa.types.is_large_binary(field_type):
         return True
     if pa.types.is_struct(field_type):
-        index = field_type.get_field_index("bytes")
-        return index >= 0 and _holds_bytes(field_type.field(index).type)
+        names = {field_type.field(i).name for i in range(field_type.num_fields)}
+        # an image struct, even one whose bytes are all null (its images are files at `path`)
+        return {"bytes", "path"} <= names or any(
+            _holds_bytes(field_type.field(i).type) for i in range(field_type.num_fields)
+        )
+    if pa.types.is_list(field_type) or pa.types.is_large_list(field_type) or pa.types.is_fixed_size_list(field_type):
+        return _holds_bytes(field_type.value_type)
     return False
 
 
-def image_column(schema: pa.Schema, explicit: str | None) -> str | None:
-    """The column holding image bytes: the one named, a conventional name, or the only struct with bytes."""
+def image_columns(schema: pa.Schema, explicit: str | None, where: str | Path = "") -> list[str]:
+    """Every column that can carry bytes, the primary one first: the one named, else a
+    conventional name, else the first. Empty when there is none (a metadata table)."""
+    holding = [f.name for f in schema if _holds_bytes(f.type)]
     if explicit:
-        name = find_column(schema.names, explicit, ())
-        return name if name is not None and _holds_bytes(schema.field(name).type) else None
-    name = find_column(schema.names, None, IMAGE_COLUMNS)
-    if name is not None and _holds_bytes(schema.field(name).type):
-        return name
-    structs = [f.name for f in schema if pa.types.is_struct(f.type) and _holds_bytes(f.type)]
-    return structs[0] if len(structs) == 1 else None
+        named = find_column(schema.names, explicit, ())
+        if named is None or named not in holding:
+            found = ", ".join(holding) or "none"
+            raise UsageError(
+                f"{where}: --image-col {explicit!r} names no column holding bytes (those that do: {found})"
+            )
+        primary = named
+    else:
+        primary = find_column(holding, None, IMAGE_COLUMNS) or (holding[0] if holding else None)
+    return [primary, *(c for c in holding if c != primary)] if primary else []
+
+
+def image_column(schema: pa.Schema, explicit: str | None, where: str | Path = "") -> str | None:
+    """The primary image column, or None for a parquet without bytes (a metadata table)."""
+    columns = image_columns(schema, explicit, where)
+    return columns[0] if columns else None
+
+
+def _is_image_struct(value: dict) -> bool:
+    return "bytes" in value and "path" in value
 
 
 class ImageParquetReader(Reader):
@@ -57,34 +89,77 @@ class ImageParquetReader(Reader):
     def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
         path = Path(shard.path)
         schema = parquet_file(path).schema_arrow
-        image = image_column(schema, shard.options.image_col)
-        if image is None:
-            raise BadInputError(
-                path, f"no image-bytes column (columns: {', '.join(schema.names)}); name it with --image-col"
-            )
+        images = image_columns(schema, shard.options.image_col, path)
+        if not images:
+            raise BadInputError(path, f"no image-bytes column (columns: {', '.join(schema.names)})")
         url = find_column(schema.names, shard.options.url_col, URL_COLUMNS)
         caption = find_column(schema.names, shard.options.caption_col, CAPTION_COLUMNS)
         key_col = find_column(schema.names, None, KEY_COLUMNS)
-        columns = list(dict.fromkeys(c for c in (image, url, caption, key_col) if c))
-        # Small batches: each row holds a whole image.
+        columns = list(dict.fromkeys(c for c in (*images, url, caption, key_col) if c))
+        bases = [path.parent] + ([Path(shard.root)] if shard.root and Path(shard.root).is_dir() else [])
+        # Small batches: each row holds whole images.
         for index, row in iter_parquet_rows(path, columns, problems, batch_size=64):
             item = Item(row_id=shard.row_id(index), shard=shard.name, index=index, key=str(index))
             if row is None:
-                item.status, item.error = Status.NO_IMAGE, "unreadable row"
+                item.status, item.error = Status.UNREADABLE_ROW, "unreadable row group"
                 yield item
                 continue
-            cell = row.get(image)
-            data, image_path = (cell.get("bytes"), cell.get("path")) if isinstance(cell, dict) else (cell, None)
+            missing: list[str] = []
+            for column in images:
+                self._collect(column, row.get(column), item, bases, missing, shard.options.max_bytes)
+            first = row.get(images[0])
+            image_path = first.get("path") if isinstance(first, dict) else None
             if key_col and row.get(key_col) is not None:
                 item.key = str(row[key_col])
             elif image_path:
                 item.key = image_path
             item.url = row.get(url) if url else None
             item.caption = row.get(caption) if caption else None
-            if data is None:
-                item.status, item.error = Status.NO_IMAGE, "image cell is empty"
-            item.data = data
+            if not item.payloads:
+                item.status = Status.NO_IMAGE
+                item.error = f"image file not found: {printable(missing[0])}" if missing else "image cell is empty"
+            elif missing:
+                problems.append(f"{path}, row {index}: image file not found: {printable(missing[0])}")
             yield item
+
+    def _collect(self, name: str, value, item: Item, bases: list[Path], missing: list[str], max_bytes: int) -> None:
+        """Every payload inside one value: a binary, an image struct (its bytes, or the file at its
+        path), a struct's fields, a list's elements."""
+        if value is None:
+            return
+        if isinstance(value, bytes):
+            item.payloads.append(Payload(name, value))
+        elif isinstance(value, dict) and _is_image_struct(value) and value["bytes"] is None:
+            if value["path"]:
+                self._referenced(name, value["path"], item, bases, missing, max_bytes)
+        elif isinstance(value, dict):
+            for field, inner in value.items():
+                self._collect(
+                    name if _is_image_struct(value) else f"{name}.{field}", inner, item, bases, missing, max_bytes
+                )
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                self._collect(f"{name}[{i}]", inner, item, bases, missing, max_bytes)
+
+    def _referenced(
+        self, name: str, where: str, item: Item, bases: list[Path], missing: list[str], max_bytes: int
+    ) -> None:
+        candidates = [Path(where)] if Path(where).is_absolute() else [base / where for base in bases]
+        for candidate in candidates:
+            if not Path(where).is_absolute() and not _inside(candidate, bases):
+                continue
+            try:
+                item.payloads.append(read_file(candidate, name, max_bytes))
+                return
+            except UnreadableFile:
+                continue
+        missing.append(where)
 
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
         return SecondPass(lambda keep: filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64))
+
+
+def _inside(candidate: Path, bases: list[Path]) -> bool:
+    """Whether a relative path, resolved (links followed), stays inside one of the folders."""
+    resolved = candidate.resolve()
+    return any(resolved.is_relative_to(base.resolve()) for base in bases)

@@ -5,14 +5,23 @@ img2dataset writes `00000.tar` holding `KEY.jpg`, `KEY.txt`, `KEY.json` per down
 `failed_to_download`, no tar member). So when the parquet exists it defines the rows: row index =
 parquet row, and a row with no sample in the tar is recorded as `no_image`. A tar without a parquet
 (other webdataset writers) is read alone, one row per sample key, in tar order.
+
+Every member of a sample that goes into the clean release is checked first. A member is metadata
+only if its extension says so (`.txt`, `.json`, `.cls`, ...) and it is text (UTF-8, no NUL byte);
+every other member is a payload of the row, hashed and matched whatever its extension says (a
+`KEY.png` beside `KEY.jpg`, a `KEY.seg.png`, a `KEY.bin`, a nested tar). A payload larger than
+`max_bytes` is hashed as it streams past, never held whole in memory.
+
+A member's bytes in the archive run from its first header to the next member's header, as tarfile
+found them: for a sparse member that is the stored data, not its expanded size, so the clean copy
+takes exactly the member and nothing of the next one.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,20 +30,42 @@ import pyarrow as pa
 
 from ..atomic import commit, partial_path
 from ..errors import BadInputError
-from ..model import Item, ItemResult, Status
+from ..hashing import stream_digests
+from ..hashing.sniff import is_text
+from ..model import Item, ItemResult, Payload, Status
 from ..storage import open_input
-from .base import IMAGE_SUFFIXES, CleanWriter, Reader, ReadOptions, Shard, walk_files
+from .base import CleanWriter, Reader, ReadOptions, Shard, json_object, walk_files
 from .tables import filter_parquet, parquet_file
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _ROW_COLUMNS = ("key", "status", "error_message", "url", "caption")
+# Members that describe a sample rather than carry its content, when they are text. Webdataset's
+# conventions (`.cls` a class label, `.txt` a caption, `.json` a record) and their common kin.
+METADATA_EXTENSIONS = frozenset(
+    {"txt", "text", "caption", "cap", "json", "cls", "cls2", "id", "key", "url", "tags", "md", "yaml", "yml", "csv"}
+)
+_CHUNK = 1 << 20
+
+
+@dataclass
+class _Member:
+    info: tarfile.TarInfo
+    end: int  # where its bytes in the archive end (the next header): the clean copy's range end
+    ext: str
+    payload: Payload | None = None  # a payload of the row; None: metadata, its text in `text`
+    text: bytes = b""
+
+    @property
+    def complete(self) -> bool:
+        """All its bytes were read (a member cut off by the end of the archive is not copied)."""
+        return self.payload is None or self.payload.error != "truncated"
 
 
 @dataclass
 class _Sample:
     index: int
     key: str
-    members: list[tuple[tarfile.TarInfo, bytes]] = field(default_factory=list)
+    members: list[_Member] = field(default_factory=list)
     row: dict | None = None
 
 
@@ -45,10 +76,6 @@ def _split_member(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext.lower()
 
 
-def _is_image(ext: str) -> bool:
-    return f".{ext.rsplit('.', 1)[-1]}" in IMAGE_SUFFIXES
-
-
 def sidecar_parquet(tar_path: Path) -> Path:
     name = tar_path.name
     for suffix in TAR_SUFFIXES:
@@ -56,6 +83,43 @@ def sidecar_parquet(tar_path: Path) -> Path:
             name = name[: -len(suffix)]
             break
     return tar_path.with_name(name + ".parquet")
+
+
+def read_member(handle, size: int, name: str, max_bytes: int) -> Payload:
+    """A tar member's bytes as a payload: in memory if they fit in `max_bytes`, else hashed as
+    they stream past. A member the archive ends inside of is `truncated` (and its digests, of
+    part of it, are not kept); the tar error that stopped the read is raised after."""
+    if size <= max_bytes:
+        try:
+            data = handle.read()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise _Truncated(Payload(name, error="truncated")) from exc
+        if len(data) != size:
+            raise _Truncated(Payload(name, error="truncated"))
+        return Payload(name, data)
+    read = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal read
+        while chunk := handle.read(_CHUNK):
+            read += len(chunk)
+            yield chunk
+
+    try:
+        digests = stream_digests(chunks())
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise _Truncated(Payload(name, error="truncated")) from exc
+    if read != size:
+        raise _Truncated(Payload(name, error="truncated"))
+    return Payload(name, digests=digests, error="too_large")
+
+
+class _Truncated(Exception):
+    """The archive ended inside a member; carries the member's payload, marked as such."""
+
+    def __init__(self, payload: Payload):
+        super().__init__("truncated")
+        self.payload = payload
 
 
 class WebdatasetReader(Reader):
@@ -104,7 +168,7 @@ class WebdatasetReader(Reader):
 
         try:
             with open_input(tar_path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
-                yield from self._samples(tar, tar_path, place, problems)
+                yield from self._samples(tar, tar_path, place, problems, shard.options.max_bytes)
         except tarfile.ReadError as exc:
             if rows is None:
                 raise BadInputError(tar_path, f"not a readable tar archive ({exc})") from None
@@ -116,22 +180,34 @@ class WebdatasetReader(Reader):
                 if i not in seen:
                     yield _Sample(i, str(row.get("key")), row=row)
 
-    def _samples(self, tar: tarfile.TarFile, tar_path: Path, place, problems: list[str]) -> Iterator[_Sample]:
+    def _samples(
+        self, tar: tarfile.TarFile, tar_path: Path, place: Callable[[str], _Sample], problems: list[str], max_bytes: int
+    ) -> Iterator[_Sample]:
         current: _Sample | None = None
         count = 0
+        skipped = 0
         try:
             while (info := tar.next()) is not None:
+                end = tar.offset  # tarfile has found where the next header starts
                 tar.members.clear()  # tarfile keeps every header otherwise; we read forward only
                 if not info.isfile():
+                    skipped += not info.isdir()
                     continue
-                key, _ = _split_member(info.name)
+                key, ext = _split_member(info.name)
                 if current is None or key != current.key:
                     if current is not None:
                         count += 1
                         yield current
                     current = place(key)
-                handle = tar.extractfile(info)
-                current.members.append((info, handle.read() if handle else b""))
+                current.members.append(_read(tar, info, end, ext, max_bytes))
+        except _Truncated as cut:
+            current.members.append(_Member(info, end, ext, cut.payload))
+            problems.append(
+                f"{tar_path}: tar ends inside a member after {count} complete sample(s); "
+                "the rest of its rows are recorded as no_image"
+            )
+            yield current
+            return
         except (tarfile.TarError, EOFError, OSError) as exc:
             problems.append(
                 f"{tar_path}: tar unreadable after {count} complete sample(s) ({type(exc).__name__}); "
@@ -141,6 +217,9 @@ class WebdatasetReader(Reader):
                 # The sample being read when the archive broke: only members read in full are kept.
                 yield current
             return
+        finally:
+            if skipped:
+                problems.append(f"{tar_path}: {skipped} link or device member(s) are not samples: left out")
         if current is not None:
             yield current
         if not _ends_cleanly(tar):
@@ -154,31 +233,28 @@ class WebdatasetReader(Reader):
     def _item(self, shard: Shard, sample: _Sample, problems: list[str]) -> Item:
         row = sample.row or {}
         meta: dict = {}
-        data = None
         caption = None
-        for info, payload in sample.members:
-            _, ext = _split_member(info.name)
-            if data is None and _is_image(ext):
-                data = payload
-            elif ext == "txt":
-                caption = payload.decode("utf-8", "replace")
-            elif ext == "json":
-                try:
-                    meta = json.loads(payload)
-                except ValueError:
-                    problems.append(f"{shard.path}: {info.name} is not valid JSON")
+        for member in sample.members:
+            if member.payload is not None:
+                continue
+            if member.ext == "txt" and caption is None:
+                caption = member.text.decode("utf-8")
+            elif member.ext == "json" and not meta:
+                where = f"{shard.path}: {member.info.name}"
+                meta = json_object(member.text, lambda why, where=where: problems.append(f"{where} {why}"))
+        payloads = [m.payload for m in sample.members if m.payload is not None]
         item = Item(
             row_id=shard.row_id(sample.index),
             shard=shard.name,
             index=sample.index,
             key=sample.key.rpartition("/")[2],
-            url=row.get("url") or meta.get("url"),
-            caption=caption if caption is not None else (row.get("caption") or meta.get("caption")),
-            data=data,
-            # Each member's bytes in the archive, headers included: what the clean pass copies.
-            locator=tuple((info.offset, _member_end(info)) for info, _ in sample.members),
+            url=_text(row.get("url")) or _text(meta.get("url")),
+            caption=caption if caption is not None else (_text(row.get("caption")) or _text(meta.get("caption"))),
+            payloads=payloads,
+            # Each complete member's bytes in the archive, headers included: what the clean pass copies.
+            locator=tuple((m.info.offset, m.end) for m in sample.members if m.complete),
         )
-        if data is None:
+        if not payloads:
             item.status = Status.NO_IMAGE
             status = row.get("status")
             if sample.members:
@@ -195,6 +271,19 @@ class WebdatasetReader(Reader):
         return _TarCopy(shard, clean_root)
 
 
+def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, end: int, ext: str, max_bytes: int) -> _Member:
+    """One file member, as metadata (text under a metadata extension) or as a payload."""
+    handle = tar.extractfile(info)
+    payload = read_member(handle, info.size, ext, max_bytes)
+    if ext.rsplit(".", 1)[-1] in METADATA_EXTENSIONS and payload.data is not None and is_text(payload.data):
+        return _Member(info, end, ext, text=payload.data)
+    return _Member(info, end, ext, payload)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 class _TarCopy(CleanWriter):
     """Copies each kept sample's members byte for byte, headers included, as it is decided (in
     archive order): the byte ranges come from pass 1, and only kept ones are ever read again."""
@@ -204,8 +293,13 @@ class _TarCopy(CleanWriter):
         self.target = clean_root / shard.name
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.kept: dict[int, Any] = {}
-        opener = gzip.open if self.target.name.endswith((".gz", ".tgz")) else open
-        self.out = opener(partial_path(self.target), "wb")
+        raw_out = open(partial_path(self.target), "wb")
+        if self.target.name.endswith((".gz", ".tgz")):
+            # No name and no time in the gzip header, so that reruns write identical files.
+            self.out = gzip.GzipFile(filename="", mode="wb", fileobj=raw_out, mtime=0)
+            self._raw_out = raw_out
+        else:
+            self.out, self._raw_out = raw_out, None
         self.raw = open_input(shard.path)
         try:
             self.source = tarfile.open(fileobj=self.raw, mode="r:*")
@@ -224,6 +318,8 @@ class _TarCopy(CleanWriter):
     def close(self) -> None:
         self.out.write(b"\0" * 2 * tarfile.BLOCKSIZE)  # end-of-archive marker
         self.out.close()
+        if self._raw_out is not None:
+            self._raw_out.close()
         if self.source is not None:
             self.source.close()
         self.raw.close()
@@ -231,10 +327,6 @@ class _TarCopy(CleanWriter):
         if len(self.shard.files) > 1:
             side = Path(self.shard.files[1])
             filter_parquet(side, self.target.parent / side.name, self.kept)
-
-
-def _member_end(info: tarfile.TarInfo) -> int:
-    return info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -250,10 +342,13 @@ def _read_rows(path: Path) -> list[dict]:
 
 def _copy_range(source, out, start: int, end: int) -> None:
     source.seek(start)
-    data = source.read(end - start)
-    if len(data) != end - start:  # pass 1 read these bytes in full: the file changed under us
-        raise BadInputError(getattr(source, "name", "tar"), "changed while it was being scanned")
-    out.write(data)
+    remaining = end - start
+    while remaining:
+        data = source.read(min(remaining, _CHUNK))
+        if not data:  # pass 1 read these bytes in full: the file changed under us
+            raise BadInputError(getattr(source, "name", "tar"), "changed while it was being scanned")
+        out.write(data)
+        remaining -= len(data)
 
 
 def _ends_cleanly(tar: tarfile.TarFile) -> bool:

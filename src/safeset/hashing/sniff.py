@@ -1,0 +1,88 @@
+"""What a run of bytes is, by its content: never by a file name or extension, which a hostile or
+careless dataset can get wrong either way (`KEY.bin` holding a JPEG, `KEY.jpg` holding a web page).
+
+Used to name why bytes are not an image safeset decodes (`unsupported_media: mp4`) and to tell a
+broken image from something that never was one. The names are short codes, safe to record: they
+say what the bytes look like, never what they contain.
+"""
+
+from __future__ import annotations
+
+# (offset, magic, kind), tried in order.
+_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\xff\xd8\xff", "jpeg"),
+    (0, b"\x89PNG\r\n\x1a\n", "png"),
+    (0, b"GIF87a", "gif"),
+    (0, b"GIF89a", "gif"),
+    (0, b"BM", "bmp"),
+    (0, b"II*\x00", "tiff"),
+    (0, b"MM\x00*", "tiff"),
+    (0, b"\x00\x00\x01\x00", "ico"),
+    (0, b"\x00\x00\x02\x00", "ico"),
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpeg2000"),
+    (0, b"\xff\x4f\xff\x51", "jpeg2000"),
+    (0, b"\xff\x0a", "jxl"),
+    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "jxl"),
+    (0, b"8BPS", "psd"),
+    (0, b"\x1a\x45\xdf\xa3", "matroska"),  # also WebM
+    (0, b"OggS", "ogg"),
+    (0, b"FLV", "flv"),
+    (0, b"ID3", "mp3"),
+    (0, b"fLaC", "flac"),
+    (0, b"%PDF", "pdf"),
+    (0, b"%!PS", "postscript"),
+    (0, b"\xc5\xd0\xd3\xc6", "postscript"),  # DOS EPS binary header
+    (0, b"PK\x03\x04", "zip"),  # also .npz, .docx
+    (0, b"\x1f\x8b", "gzip"),
+    (0, b"BZh", "bzip2"),
+    (0, b"\xfd7zXZ\x00", "xz"),
+    (0, b"(\xb5/\xfd", "zstd"),
+    (0, b"7z\xbc\xaf\x27\x1c", "7z"),
+    (0, b"Rar!", "rar"),
+    (0, b"\x93NUMPY", "npy"),
+    (257, b"ustar", "tar"),
+)
+# ISO base media files (`....ftyp<brand>`): still images in HEIF or AVIF, the rest video.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_RIFF = {b"WEBP": "webp", b"AVI ": "avi", b"WAVE": "wav"}
+# Kinds the decoder reads (see `image.IMAGE_FORMATS`): such bytes that fail to decode are a broken
+# image (`decode_failed`), where any other kind is not an image at all (`unsupported_media`).
+DECODED_KINDS = frozenset({"jpeg", "png", "gif", "webp", "bmp", "tiff", "ico", "avif", "jpeg2000", "ppm"})
+
+
+def sniff(data: bytes) -> str:
+    """A short name for what `data` is: an image format, a container, a kind of text, or "unknown"."""
+    head = data[:512]
+    for offset, magic, kind in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] in _RIFF:
+        return _RIFF[head[8:12]]
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "heif" if brand in _HEIF_BRANDS else "avif" if brand in _AVIF_BRANDS else "mp4"
+    if head[:2] in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6") and head[2:3].isspace():
+        return "ppm"
+    if len(data) >= 188 * 2 and data[0] == data[188] == 0x47:
+        return "mpeg-ts"
+    if is_text(data):
+        stripped = head.lstrip().lower()
+        if stripped.startswith((b"<!doctype html", b"<html")):
+            return "html"
+        if stripped.startswith((b"<svg", b"<?xml")):
+            return "svg" if b"<svg" in stripped else "xml"
+        return "text"
+    return "unknown"
+
+
+def is_text(data: bytes) -> bool:
+    """UTF-8 with no NUL byte: a caption or a JSON record, never an image (every image format
+    either has bytes invalid in UTF-8 or NUL bytes in its header)."""
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
