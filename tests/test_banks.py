@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
+import threading
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +34,7 @@ def test_one_hash_per_line_reports_every_bad_line(tmp_path):
     assert [(e.line, e.reason) for e in parsed.errors] == [
         (4, "wrong length for md5: 31 chars, expected 32"),
         (5, "not hex (md5)"),
-        (8, "expected '<hash>' or '<type> <hash>'"),
+        (8, "wrong length for md5: 1 chars, expected 32"),  # read as `<hash>  <file name>`
     ]
 
 
@@ -54,13 +58,10 @@ def test_typed_lines_in_threatexchange_format(tmp_path):
     )
     parsed = parse_list(path)
     assert parsed.values("pdq") == {PDQ_A}
-    assert parsed.values("md5") == {MD5_A}
     assert parsed.values("sha1") == {SHA1_A}
     assert parsed.values("url") == {"https://example.com/x.jpg"}
-    assert [(e.line, e.reason) for e in parsed.errors] == [
-        (4, "all-zero PDQ hash (the hash of a blank image)"),
-        (5, "unknown signal type 'video_md5'"),
-    ]
+    assert [(e.line, e.reason) for e in parsed.errors] == [(4, "all-zero PDQ hash (the hash of a blank image)")]
+    assert parsed.values("md5") == {MD5_A, MD5_B}  # pytx's video_md5: the MD5 of a file's bytes
 
 
 def test_untyped_lines_need_a_type(tmp_path):
@@ -96,11 +97,116 @@ def test_a_url_with_a_comma_is_not_a_csv_header(tmp_path):
     assert parsed.values("url") == {"https://e.example/a,b.jpg"} and not parsed.errors
 
 
-def test_binary_file_is_refused_with_its_line(tmp_path):
+def test_lines_that_are_not_utf8_are_bad_lines_and_a_file_of_nothing_else_is_refused(tmp_path, store):
     path = tmp_path / "bin.txt"
-    path.write_bytes(f"{MD5_A}\n".encode() + b"\xff\xfe\n")
-    with pytest.raises(BadInputError, match=r"bin\.txt, line 2: not UTF-8"):
-        parse_list(path, "md5")
+    path.write_bytes(f"{MD5_A}\n".encode() + b"\xff\xfe\n" + f"{MD5_B}\n".encode())
+    parsed = parse_list(path, "md5")
+    assert parsed.values("md5") == {MD5_A, MD5_B}
+    assert [(e.line, e.reason) for e in parsed.errors] == [(2, "not UTF-8 text")]
+
+    binary = tmp_path / "photo.jpg"
+    binary.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    with pytest.raises(BadInputError, match=r"photo\.jpg, line 1: .*no line holds a valid value"):
+        store.add("x", binary, type_name="md5")
+    assert store.names() == []  # no empty bank left behind
+
+
+def test_checksum_tool_output_and_line_endings(tmp_path):
+    """md5sum output (`<hash>  <file>`, `\\<hash>  <escaped file>`, BSD `MD5 (file) = <hash>`), and
+    files with CR or CRLF line ends, are read; a hash is never quoted back in a message."""
+    sums = tmp_path / "sums.txt"
+    sums.write_text(f"{MD5_A}  photo one.jpg\n\\{MD5_B}  new\\nline.jpg\nMD5 (x.jpg) = {MD5_B.upper()}\n")
+    parsed = parse_list(sums, "md5")
+    assert parsed.values("md5") == {MD5_A, MD5_B} and parsed.errors == []
+    untyped = parse_list(sums)  # without --type the hash sits where a type name belongs
+    assert [e.line for e in untyped.errors] == [1, 2] and untyped.values("md5") == {MD5_B}
+    assert all(MD5_A not in str(e) and MD5_B not in str(e) for e in untyped.errors)
+    assert all("--type" in str(e) for e in untyped.errors)
+
+    for ending in ("\r", "\r\n"):
+        mixed = tmp_path / f"end{len(ending)}.txt"
+        mixed.write_bytes(ending.join([f"pdq {PDQ_A}", f"md5 {MD5_A}", "md5 nothex"]).encode())
+        parsed = parse_list(mixed)
+        assert parsed.values("pdq") == {PDQ_A} and parsed.values("md5") == {MD5_A}
+        assert [(e.line, e.reason) for e in parsed.errors] == [(3, "wrong length for md5: 6 chars, expected 32")]
+
+
+def test_a_very_long_line_is_rejected_as_it_streams_past(tmp_path):
+    path = tmp_path / "long.txt"
+    with open(path, "wb") as fh:
+        fh.write(f"md5 {MD5_A}\n".encode())
+        for _ in range(64):
+            fh.write(b"a" * (1 << 20))  # one 64 MiB line
+        fh.write(f"\r\nmd5 {MD5_B}\n".encode())
+    tracemalloc.start()
+    try:
+        parsed = parse_list(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parsed.values("md5") == {MD5_A, MD5_B}
+    assert [(e.line, e.reason) for e in parsed.errors] == [(2, "line too long (over 64 KiB)")]
+    assert peak < 16 * 2**20  # the line was never gathered
+
+
+def test_readding_the_same_file_changes_nothing(tmp_path, store):
+    path = write_lines(tmp_path / "a.txt", [MD5_A, MD5_B])
+    first = store.add("iwf", path, type_name="md5")
+    again = store.add("iwf", path, type_name="md5")
+    assert (again.added, again.bank.version, again.bank.sha256) == (0, 1, first.bank.sha256)
+    assert store.get("iwf") == first.bank and len(store.get("iwf").sources) == 1
+    subset = store.add("iwf", write_lines(tmp_path / "b.txt", [MD5_A]), type_name="md5")
+    assert subset.added == 0 and subset.bank.version == 1  # a new file, recorded; no new content
+    assert len(subset.bank.sources) == 2
+    assert store.add("iwf", write_lines(tmp_path / "c.txt", [SHA1_A]), type_name="sha1").bank.version == 2
+
+
+def test_readers_never_see_half_an_update(tmp_path, store):
+    """A bank is switched to a new version in one rename: a reader loading it while lists are added
+    sees one version whole, its arrays matching its checksums, every time. A scan planned on the
+    version before an update still finds that version by its checksum."""
+    from safeset.banks.store import _content_sha256
+
+    rng = np.random.default_rng(1)
+    batches = [[row.tobytes().hex() for row in rng.integers(0, 256, (5000, 16), dtype=np.uint8)] for _ in range(12)]
+    first = store.add("live", write_lines(tmp_path / "0.txt", batches[0]), type_name="md5").bank
+    stop = threading.Event()
+    seen: list[tuple[int, bool]] = []
+
+    def read() -> None:
+        reader = BankStore(store.home)
+        while not stop.is_set():
+            info = reader.get("live")
+            rows = reader.load_rows(info, signal_type("md5"))
+            seen.append(
+                (
+                    info.version,
+                    _content_sha256("md5", rows) == info.checksums["md5"] and len(rows) == info.counts["md5"],
+                )
+            )
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for i, batch in enumerate(batches[1:], start=1):
+            previous = store.get("live")
+            store.add("live", write_lines(tmp_path / f"{i}.txt", batch), type_name="md5")
+            assert store.version("live", previous.sha256) == previous  # kept for scans planned on it
+    finally:
+        stop.set()
+        thread.join()
+    assert len({v for v, _ in seen}) > 3 and all(whole for _, whole in seen)
+    assert store.version("live", first.sha256) is None  # two updates later it is gone
+    assert len([p for p in (store.root / "live").iterdir() if p.is_dir()]) == 2  # current and previous
+
+
+def test_home_made_by_the_user_keeps_its_permissions(tmp_path):
+    home = tmp_path / "shared-home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    BankStore(home).add("x", write_lines(tmp_path / "a.txt", [MD5_A]), type_name="md5")
+    assert stat.S_IMODE(home.stat().st_mode) == 0o755  # the user's directory, untouched
+    assert stat.S_IMODE((home / "banks").stat().st_mode) == 0o700  # safeset's own, private
 
 
 def test_store_lifecycle_versions_and_private_files(tmp_path, store):
@@ -270,7 +376,7 @@ def test_pdq_search_tables_are_kept_in_the_store_and_mapped(tmp_path, store):
     store.add("big", tmp_path / "pdq.txt")
     write_lines(tmp_path / "few.txt", [f"pdq {row.tobytes().hex()}" for row in listed[:10]])
     store.add("few", tmp_path / "few.txt")
-    bank = store.root / "big"
+    bank = Path(store.get("big").directory)
     for name in ("pdq.orders.npy", "pdq.starts.npy"):
         assert stat.S_IMODE((bank / name).stat().st_mode) == 0o600
     assert store.load_tables("few") is None

@@ -346,3 +346,34 @@ def test_gzipped_tar_shards(tiles, tmp_path, home):
     assert report["totals"]["rows"] == 5 and report["totals"]["remove"] == 1
     with tarfile.open(tmp_path / "out" / "clean" / "gz" / "00000.tar.gz") as tar:
         assert len({m.name.split(".")[0] for m in tar.getmembers()}) == 4
+
+
+def test_outputs_do_not_depend_on_the_order_banks_are_named_in(dataset, tmp_path, home):
+    add_banks(home, dataset["lists"])
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    assert (
+        run_cli(
+            "scan", dataset["shards"], "--out", one, "--bank", "urls", "--bank", "md5", "--bank", "pdq", "-q", home=home
+        ).exit_code
+        == 0
+    )
+    assert (
+        run_cli(
+            "scan", dataset["shards"], "--out", two, "--bank", "pdq", "--bank", "md5", "--bank", "urls", "-q", home=home
+        ).exit_code
+        == 0
+    )
+    assert snapshot(one) == snapshot(two)
+
+
+def test_a_scan_of_a_folder_and_a_table_together(tiles, tmp_path, home):
+    """An image folder beside a metadata table whose shard is all kept: every run of this crashed in
+    the manifest writer (KeyError: 'Field "shard"'), and no report was ever written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.jpg").write_bytes(jpeg(tiles[i][1]))
+    write_lines(tmp_path / "meta.csv", ["url,caption", "https://a.example/1.jpg,one"])
+    report = safeset.scan([photos, tmp_path / "meta.csv"], tmp_path / "out", home=str(home), workers=1)
+    assert report["totals"]["rows"] == 4 and report["totals"]["keep"] == 4

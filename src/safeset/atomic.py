@@ -17,14 +17,34 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def commit(partial: Path, final: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the names in a directory (a rename into it) survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(partial: Path, final: Path, durable: bool = False) -> None:
+    """Rename `partial` into place. `durable`: its bytes reach the disk first, and the rename
+    after it, so that after a power loss the file is there whole or not at all (a done-marker
+    must never outlive the results it vouches for)."""
+    if durable:
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     os.replace(partial, final)
+    if durable:
+        fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """A binary file handle for `path`, committed on success; `mode` is applied whatever the umask
-    (0600 for hash lists)."""
+def atomic_writer(path: Path, mode: int = 0o644, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file handle for `path`, committed on success (see `commit`); `mode` is applied
+    whatever the umask (0600 for hash lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -35,9 +55,9 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    commit(tmp, path)
+    commit(tmp, path, durable)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    with atomic_writer(path, mode) as fh:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
+    with atomic_writer(path, mode, durable) as fh:
         fh.write(data)

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,10 @@ from .signal_types import HexDigestType, InvalidEntry, Pdq, SignalType, signal_t
 _VALUE_COLUMNS = ("hash", "value", "signal", "signal_value", "hash_value")
 _TYPE_COLUMNS = ("type", "signal_type", "hash_type")
 _BLOCK = 1 << 21
+MAX_LINE = 64 * 1024  # longer lines are bad lines: no hash, URL or domain is this long
+# The csv module refuses fields over 128 KiB by raising out of the whole file; fields are checked
+# against MAX_LINE here instead, row by row. (The limit is the process's: see also sources.tables.)
+csv.field_size_limit(sys.maxsize)
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class ParsedList:
         try:
             stype = signal_type(type_token)
         except KeyError:
-            self.reject(line, f"unknown signal type {type_token[:32]!r}")
+            self.reject(line, _unknown_type(type_token))
             return
         if forced is not None and stype.name != forced.name:
             self.reject(line, f"type {stype.name} differs from --type {forced.name}")
@@ -102,8 +109,20 @@ class ParsedList:
         return set(self.text.get(type_name, ()))
 
 
+def _unknown_type(token: str) -> str:
+    """The reason for a type token that names no type. The token is quoted only when it looks like
+    a name: a hash in the type's place (a line of md5sum output read without --type) never is."""
+    if _NAME_LIKE.fullmatch(token) and not _HEX_LIKE.fullmatch(token):
+        return f"unknown signal type {token!r}"
+    return "unknown signal type (not shown: it looks like a value, not a type name; pass --type)"
+
+
+_NAME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+_HEX_LIKE = re.compile(r"[0-9A-Fa-f]+")
+
+
 def parse_list(path: Path, type_name: str | None = None) -> ParsedList:
-    """Parse a list file. A file that is not text at all raises `BadInputError`; bad lines do not."""
+    """Parse a list file. Bad lines (not UTF-8, too long, not a value) are reported, not raised."""
     forced = _resolve_type(path, type_name)
     try:
         with open(path, "rb") as fh:
@@ -150,34 +169,55 @@ def _parse_lines(path: Path, forced: SignalType | None) -> ParsedList:
     fast = forced if isinstance(forced, HexDigestType) else None
     if fast is not None:
         parsed.expected = path.stat().st_size // (fast.hex_chars + 1) + 1
-    number = 1  # line number of the first line of the next chunk
     with open(path, "rb") as fh:
-        carry = b""
-        while block := fh.read(_BLOCK):
-            data = carry + block
-            cut = data.rfind(b"\n") + 1  # whole lines only; the rest waits for the next block
-            chunk, carry = data[:cut], data[cut:]
-            if chunk:
-                _parse_block(path, chunk, number, forced, fast, parsed)
-                number += chunk.count(b"\n")
-        if carry:  # a last line without a newline
-            _parse_block(path, carry, number, forced, fast, parsed)
+        for number, chunk in _line_blocks(fh, parsed):
+            _parse_block(chunk, number, forced, fast, parsed)
     return parsed
 
 
-def _parse_block(path: Path, chunk: bytes, number: int, forced, fast: HexDigestType | None, parsed: ParsedList) -> None:
-    """Lines of `chunk` (the first is line `number`): bare hex digests of the forced type in bulk,
-    everything else one by one."""
+def _line_blocks(fh, parsed: ParsedList) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, block of whole lines ending in "\n") over a file whose lines may
+    end in "\n", "\r\n" or a lone "\r". A line longer than `MAX_LINE` is rejected as it streams
+    past, never held (a 256 MiB line cost 33 s when it was gathered block by block)."""
+    number = 1
+    carry = b""
+    skipping = False  # inside a line too long to keep
+    cr_pending = False  # the last block ended in "\r": a "\n" starting the next belongs to it
+    while block := fh.read(_BLOCK):
+        if cr_pending and block.startswith(b"\n"):
+            block = block[1:]
+        cr_pending = block.endswith(b"\r")
+        if skipping:
+            end = min((i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0), default=-1)
+            if end < 0:
+                continue
+            parsed.reject(number, f"line too long (over {MAX_LINE // 1024} KiB)")
+            number += 1
+            skipping = False
+            block = block[end + 1 + (block[end : end + 2] == b"\r\n") :]
+        data = (carry + block).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        cut = data.rfind(b"\n") + 1
+        chunk, carry = data[:cut], data[cut:]
+        if chunk:
+            yield number, chunk
+            number += chunk.count(b"\n")
+        if len(carry) > MAX_LINE:
+            skipping, carry = True, b""
+    if skipping:
+        parsed.reject(number, f"line too long (over {MAX_LINE // 1024} KiB)")
+    elif carry:  # a last line without a line end
+        yield number, carry
+
+
+def _parse_block(chunk: bytes, number: int, forced, fast: HexDigestType | None, parsed: ParsedList) -> None:
+    """Lines of `chunk` (the first is line `number`, all end in "\n" but perhaps the last): bare
+    hex digests of the forced type in bulk, everything else one by one."""
     raw = np.frombuffer(chunk, dtype=np.uint8)
     ends = np.flatnonzero(raw == 10)
     if len(ends) == 0 or ends[-1] != len(raw) - 1:
         ends = np.append(ends, len(raw))
     starts = np.concatenate(([0], ends[:-1] + 1))
     lengths = ends - starts
-    has_cr = np.zeros(len(ends), dtype=bool)
-    nonempty = lengths > 0
-    has_cr[nonempty] = raw[ends[nonempty] - 1] == 13
-    lengths = lengths - has_cr
     slow = np.ones(len(ends), dtype=bool)
     if fast is not None:
         candidates = np.flatnonzero(lengths == fast.hex_chars)
@@ -196,30 +236,57 @@ def _parse_block(path: Path, chunk: bytes, number: int, forced, fast: HexDigestT
         try:
             text = line.decode("utf-8-sig" if number + i == 1 else "utf-8")
         except UnicodeDecodeError:
-            raise BadInputError(path, "not UTF-8 text", line=number + i) from None
+            parsed.reject(number + i, "not UTF-8 text")
+            continue
         _parse_line(text, number + i, forced, parsed)
 
 
+# `MD5 (file name) = hash`: the BSD format of md5sum/sha1sum/sha256sum --tag.
+_TAGGED = re.compile(r"(MD5|SHA1|SHA256) \((.*)\) = ([0-9A-Fa-f]+)")
+
+
 def _parse_line(text: str, number: int, forced: SignalType | None, parsed: ParsedList) -> None:
+    """One line: `<hash>` (with --type), `<type> <hash>` (python-threatexchange), or a checksum
+    tool's `<hash>  <file name>` (with --type) or `MD5 (file name) = <hash>`."""
     line = text.strip()
     if not line or line.startswith("#"):
         return
     tokens = line.split()
     if len(tokens) == 1:
         parsed.add(number, forced, tokens[0])
+    elif tagged := _TAGGED.fullmatch(line):
+        parsed.add_named(number, tagged.group(1), forced, tagged.group(3))
+    elif len(tokens) == 2 and _known_type(tokens[0]):
+        parsed.add_named(number, tokens[0], forced, tokens[1])
+    elif isinstance(forced, HexDigestType) and not _known_type(tokens[0]):
+        parsed.add(number, forced, tokens[0].removeprefix("\\"))  # md5sum output: the rest is a file name
     elif len(tokens) == 2:
         parsed.add_named(number, tokens[0], forced, tokens[1])
     else:
-        parsed.reject(number, "expected '<hash>' or '<type> <hash>'")
+        parsed.reject(number, "expected '<hash>', '<type> <hash>', or '<hash>  <file name>' with --type")
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _known_type(token: str) -> bool:
+    try:
+        signal_type(token)
+        return True
+    except KeyError:
+        return False
 
 
 def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(path, "not UTF-8 text", line=raw[: exc.start].count(b"\n") + 1) from None
-    reader = csv.reader(io.StringIO(text))
+    # Bytes that are not UTF-8 are kept as lone surrogates, so that their rows (not the whole
+    # file) are the bad ones; any line ending will do.
+    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=None))
     header = None
     for row in reader:
         if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#"):
@@ -250,6 +317,12 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
     for row in reader:
         number = reader.line_num
         if not row or not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        if any(len(cell) > MAX_LINE for cell in row):
+            parsed.reject(number, f"field too long (over {MAX_LINE // 1024} KiB)")
+            continue
+        if any(_not_utf8(cell) for cell in row):
+            parsed.reject(number, "not UTF-8 text")
             continue
         if len(row) != len(header):
             parsed.reject(number, f"{len(row)} fields, header has {len(header)}")

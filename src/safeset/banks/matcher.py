@@ -46,10 +46,10 @@ class Matcher:
             for type_name in SIGNAL_TYPES:
                 if not bank.counts.get(type_name):
                     continue
-                values = store.load(bank.name, type_name)
+                values = store.load(bank, type_name)
                 stype = signal_type(type_name)
                 if isinstance(stype, Pdq):
-                    indexes[(bank.name, type_name)] = PdqIndex(values, store.load_tables(bank.name))
+                    indexes[(bank.name, type_name)] = PdqIndex(values, store.load_tables(bank))
                 elif isinstance(stype, HexDigestType):
                     indexes[(bank.name, type_name)] = ExactHashIndex(values, stype.width)
                 else:

@@ -12,7 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from ..hashing.digests import domain_suffixes, normal_host, normalise_url, url_host
+from ..hashing.digests import domain_suffixes, normal_host, normalise_url, threatexchange_url_md5, url_host
 from ..model import Hashes, ItemResult
 
 
@@ -67,7 +67,7 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 class Md5(HexDigestType):
     name = "md5"
-    aliases = ("photo_md5",)
+    aliases = ("photo_md5", "video_md5")  # python-threatexchange's names: MD5s of a file's bytes
     hex_chars = 32
 
 
@@ -78,13 +78,25 @@ class Sha1(HexDigestType):
 
 class Sha256(HexDigestType):
     name = "sha256"
+    aliases = ("video_sha256",)
     hex_chars = 64
 
 
 class UrlMd5(HexDigestType):
+    """MD5 of the URL: as the dataset holds it (Re-LAION's lists), and as python-threatexchange
+    normalises it first (its lists); a match records the second as variant "threatexchange"."""
+
     name = "url_md5"
     hex_chars = 32
     per_payload = False
+
+    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
+        values = super().item_values(hashes)
+        url = getattr(hashes, "url", None)
+        if url:
+            normal = threatexchange_url_md5(url)
+            values += [("threatexchange", normal)] if normal != hashes.url_md5 else []
+        return values
 
 
 class Pdq(HexDigestType):

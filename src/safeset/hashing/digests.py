@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from yarl import URL
 
@@ -31,6 +31,16 @@ def url_md5(url: str) -> str:
     """MD5 of the URL string exactly as the dataset holds it (Re-LAION matched URLs this way). A
     lone surrogate (JSON can carry one) is hashed as its own UTF-8-like bytes, not an error."""
     return hashlib.md5(url.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def threatexchange_url_md5(url: str) -> str:
+    """MD5 of a URL as python-threatexchange hashes it for its `url_md5` lists (its
+    `common.normalize_url`): the whole URL lower-cased, parsed and re-joined, its first
+    `scheme://` removed, UTF-8. Lists written with it match only this form, not the URL as held."""
+    lowered = url.lower()
+    parsed = urlparse(lowered)
+    text = parsed.geturl().replace(f"{parsed.scheme}://", "", 1)
+    return hashlib.md5(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
 def normal_host(host: str) -> str | None:

@@ -80,10 +80,12 @@ def _checker(spec: RunSpec) -> Checker:
     checker = _CHECKERS.get(key)
     if checker is None:
         store = BankStore(spec.home)
-        infos = [store.get(name) for name, _ in spec.banks]
-        for info, (name, planned) in zip(infos, spec.banks, strict=True):
-            if info.sha256 != planned:
-                raise BankChangedError(f"bank {name!r} changed while the scan was running; rerun the scan")
+        infos = []
+        for name, planned in spec.banks:  # the very versions the scan planned with, even if updated since
+            info = store.version(name, planned)
+            if info is None:
+                raise BankChangedError(f"bank {name!r} changed twice while the scan was running; rerun the scan")
+            infos.append(info)
         match = MatchSettings(
             spec.settings.pdq_threshold, spec.settings.pdq_min_quality, spec.settings.pdq_variant_threshold
         )
