@@ -455,3 +455,81 @@ def test_image_parquet_with_paths_instead_of_bytes(tiles, tmp_path, home, store)
     assert rows[3]["error"] == "image file not found: images/missing.jpg"
     assert rows[4]["error"] == "image file not found: ../../outside.jpg"  # outside the dataset: not read
     assert report["totals"]["unchecked"] == 2
+
+
+def test_a_broken_csv_record_costs_one_row_not_the_rest_of_the_file(tmp_path, home, store):
+    """An unterminated quote used to swallow every following line into one caption: the listed URL
+    after it was never matched, and the row was copied into the clean table as no_image."""
+    long_caption = "x" * 200_000  # over the csv module's default field limit
+    rows = [
+        "url,caption",
+        "https://a.example/1.jpg,one",
+        'https://a.example/2.jpg,"never closed',
+        "https://a.example/3.jpg,three",
+        "https://listed.example/4.jpg,four",
+        f"https://a.example/5.jpg,{long_caption}",
+    ]
+    meta = tmp_path / "meta.csv"
+    meta.write_bytes("\n".join(rows).encode() + b"\nhttps://a.example/6.jpg,caf\xe9\nhttps://a.example/7.jpg,seven\n")
+    _bank(store, tmp_path, "urls", ["https://listed.example/4.jpg"], "url")
+    report = safeset.scan(meta, tmp_path / "out", home=str(home), workers=1, read=ReadOptions(table_rows=3))
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert [(r["url"], r["status"], r["decision"]) for r in results] == [
+        ("https://a.example/1.jpg", "no_image", "keep"),
+        (None, "unreadable_row", "review"),
+        ("https://a.example/3.jpg", "no_image", "keep"),
+        ("https://listed.example/4.jpg", "no_image", "remove"),
+        ("https://a.example/5.jpg", "no_image", "keep"),
+        (None, "unreadable_row", "review"),  # a byte that is not UTF-8
+        ("https://a.example/7.jpg", "no_image", "keep"),
+    ]
+    assert results[1]["error"] == "unreadable CSV record (line 3)"
+    assert report["totals"]["rows"] == 7
+    clean = b"".join(p.read_bytes() for p in sorted((tmp_path / "out" / "clean" / "meta.csv").iterdir()))
+    kept = [line for line in meta.read_bytes().splitlines(keepends=True)[1:] if b"/1.jpg" in line or b"/3.jpg" in line]
+    assert clean.count(b"url,caption") == 3 and b"never closed" not in clean and b"listed" not in clean
+    assert all(line in clean for line in kept) and long_caption.encode() in clean
+
+
+def test_odd_json_lines_are_unreadable_rows(tmp_path, home):
+    meta = tmp_path / "meta.jsonl"
+    meta.write_bytes(
+        b'{"url": "https://a.example/1.jpg"}\n'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b'\n["not", "an", "object"]\n{"url": "https://a.example/\xff.jpg"}\n{"url": "https://a.example/5.jpg"}\n'
+    )
+    report = safeset.scan(meta, tmp_path / "out", home=str(home), workers=1)
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert [r["status"] for r in results] == [
+        "no_image",
+        "unreadable_row",
+        "unreadable_row",
+        "unreadable_row",
+        "no_image",
+    ]
+    assert [r["error"] for r in results[1:4]] == [
+        "invalid JSON (line 2)",
+        "a JSON line must be an object (line 3)",
+        "not UTF-8 text (line 4)",
+    ]
+    assert report["totals"]["review"] == 3
+
+
+def test_a_kept_row_that_cannot_be_copied_fails_the_shard(tmp_path, home):
+    """A parquet table whose last row group is corrupt: its rows are unreadable; a policy that keeps
+    unreadable rows cannot have them copied, and the clean table is never silently cut short."""
+    path = tmp_path / "meta.parquet"
+    pq.write_table(pa.table({"url": [f"https://a.example/{i}.jpg" for i in range(200)]}), path, row_group_size=100)
+    data = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    end = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size
+    data[chunk.data_page_offset + 16 : end - 4] = b"\xff" * (end - 4 - chunk.data_page_offset - 16)  # its data page
+    path.write_bytes(bytes(data))
+    policy = tmp_path / "keep.toml"
+    policy.write_text('[unchecked]\nunreadable_row = "keep"\n')
+    result = run_cli("scan", path, "--out", tmp_path / "out", "--policy", policy, "-q", home=home)
+    assert result.exit_code == 3 and "meta.parquet, row 100: 100 kept row(s) from here on cannot be read" in result.stderr
+    default = run_cli("scan", path, "--out", tmp_path / "out2", "-q", home=home)
+    assert default.exit_code == 0, default.output
+    assert pq.read_table(tmp_path / "out2" / "clean" / "meta.parquet").num_rows == 100

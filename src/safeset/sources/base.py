@@ -101,9 +101,10 @@ class CleanWriter(ABC):
 
 class SecondPass(CleanWriter):
     """For formats rewritten in one pass over the input once every decision is known (tables):
-    collects the kept rows and hands them to `write` at the end."""
+    collects the kept rows and hands them to `write` at the end, which says how many rows it
+    wrote. That must be every kept row: a clean release short of a kept row is a failed shard."""
 
-    def __init__(self, write: Callable[[Mapping[int, Any]], None]):
+    def __init__(self, write: Callable[[Mapping[int, Any]], int]):
         self._write = write
         self._kept: dict[int, Any] = {}
 
@@ -111,7 +112,9 @@ class SecondPass(CleanWriter):
         self._kept[result.index] = None  # the row is re-read from the input; nothing of it is held here
 
     def close(self) -> None:
-        self._write(self._kept)
+        written = self._write(self._kept)
+        if written != len(self._kept):
+            raise RuntimeError(f"the clean release holds {written} rows, {len(self._kept)} were kept")
 
 
 def walk_files(root: Path) -> list[Path]:

@@ -203,14 +203,15 @@ class FolderReader(Reader):
         """The kept samples' files, listed; for the files layout, the parquet filtered too."""
         part = shard.part
 
-        def write(kept: Mapping[int, Any]) -> None:
+        def write(kept: Mapping[int, Any]) -> int:
             target = clean_root / _list_name(shard)
             with atomic_writer(target) as fh:
                 for index in sorted(kept):
                     for rel in kept[index]:
                         fh.write(os.fsencode(rel) + b"\0")
-            if isinstance(part, FilesPart):
+            if isinstance(part, FilesPart):  # samples with no row in it (beyond its rows) are listed only
                 filter_parquet(Path(shard.path) / part.parquet, target.with_name(part.parquet), kept)
+            return len(kept)
 
         return _KeptFiles(write)
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -45,6 +47,9 @@ CAPTION_COLUMNS = ("caption", "text", "alt", "alt_text")
 KEY_COLUMNS = ("key", "id")
 
 Row = tuple[int, dict | None, str | None]  # (absolute row index, row or None, error)
+# The csv module refuses fields over 128 KiB by raising out of the whole file: LAION captions and
+# list-valued fields can be longer. (The limit is the process's own; see also banks.listfile.)
+csv.field_size_limit(sys.maxsize)
 
 
 def find_column(names: Sequence[str], explicit: str | None, candidates: Sequence[str]) -> str | None:
@@ -67,6 +72,25 @@ def parquet_file(source, name: str | Path | None = None) -> pq.ParquetFile:
         raise BadInputError(name or source, f"not a readable parquet file ({type(exc).__name__})") from None
 
 
+def _batches(
+    pf: pq.ParquetFile, groups: Sequence[int], columns: list[str] | None, batch_size: int
+) -> Iterator[tuple[int, pa.RecordBatch | None, int]]:
+    """(absolute index of its first row, batch, rows) over `groups`, one row group at a time: the
+    rows of a group that cannot be read (a corrupt page) come as one (index, None, rows), and
+    reading goes on with the next group, so one bad group costs its own rows only."""
+    meta = pf.metadata
+    first = sum(meta.row_group(g).num_rows for g in range(groups[0])) if groups else 0
+    for group in groups:
+        index, end = first, first + meta.row_group(group).num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[group]):
+                yield index, batch, batch.num_rows
+                index += batch.num_rows
+        except (pa.ArrowException, OSError):
+            yield index, None, end - index
+        first = end
+
+
 def iter_parquet_rows(
     path: Path,
     columns: list[str],
@@ -75,29 +99,22 @@ def iter_parquet_rows(
     rows: tuple[int, int] | None = None,
     row_groups: Sequence[int] | None = None,
 ) -> Iterator[tuple[int, dict | None]]:
-    """(row index, row) for every row in the file (or in `rows`, read from `row_groups`). Rows past
-    a corrupt row group are yielded as None, so they are still recorded, and the failure goes to
-    `problems`."""
+    """(row index, row) for every row in the file (or in `rows`, read from `row_groups`). The rows
+    of a corrupt row group are yielded as None, so they are still recorded, and the failure goes
+    to `problems`."""
     pf = parquet_file(path)
-    meta = pf.metadata
-    groups = list(row_groups) if row_groups is not None else list(range(meta.num_row_groups))
-    start, stop = rows if rows is not None else (0, meta.num_rows)
-    index = sum(meta.row_group(g).num_rows for g in range(groups[0])) if groups else 0
-    try:
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=groups):
-            if index + batch.num_rows <= start:
-                index += batch.num_rows
-                continue
-            for row in batch.to_pylist():
-                if start <= index < stop:
-                    yield index, row
-                index += 1
-            if index >= stop:
-                return
-    except (pa.ArrowException, OSError) as exc:
-        problems.append(f"{path}: unreadable after row {index} ({type(exc).__name__}); later rows recorded as no_image")
-    for missing in range(max(index, start), stop):
-        yield missing, None
+    groups = list(row_groups) if row_groups is not None else list(range(pf.metadata.num_row_groups))
+    start, stop = rows if rows is not None else (0, pf.metadata.num_rows)
+    for index, batch, count in _batches(pf, groups, columns, batch_size):
+        if index + count <= start:
+            continue
+        if index >= stop:
+            return
+        if batch is None:
+            problems.append(f"{path}: rows {index} to {index + count - 1} are unreadable (a corrupt row group)")
+        for offset, row in enumerate(batch.to_pylist() if batch is not None else [None] * count):
+            if start <= index + offset < stop:
+                yield index + offset, row
 
 
 def filter_parquet(
@@ -107,26 +124,31 @@ def filter_parquet(
     batch_size: int = 1024,
     rows: tuple[int, int] | None = None,
     row_groups: Sequence[int] | None = None,
-) -> None:
-    """Copy the rows of `src` (or of its part) whose index is in `keep` to `dest`, same schema."""
+) -> int:
+    """Copy the rows of `src` (or of its part) whose index is in `keep` to `dest`, same schema;
+    returns how many it wrote. A kept row that cannot be read back (in a corrupt row group the
+    policy chose to keep) fails the copy, rather than leaving a short file behind silently."""
     pf = parquet_file(src)
-    meta = pf.metadata
-    groups = list(row_groups) if row_groups is not None else list(range(meta.num_row_groups))
-    start, stop = rows if rows is not None else (0, meta.num_rows)
-    index = sum(meta.row_group(g).num_rows for g in range(groups[0])) if groups else 0
+    groups = list(row_groups) if row_groups is not None else list(range(pf.metadata.num_row_groups))
+    start, stop = rows if rows is not None else (0, pf.metadata.num_rows)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(dest)
+    written = 0
+    lost: list[int] = []
     with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
-        try:
-            for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups):
-                wanted = [start <= index + i < stop and index + i in keep for i in range(batch.num_rows)]
-                writer.write_batch(batch.filter(pa.array(wanted, type=pa.bool_())))
-                index += batch.num_rows
-                if index >= stop:
-                    break
-        except (pa.ArrowException, OSError):
-            pass  # pass 1 recorded the unreadable rows; nothing past them can be copied
+        for index, batch, count in _batches(pf, groups, None, batch_size):
+            wanted = [start <= index + i < stop and index + i in keep for i in range(count)]
+            if batch is None:
+                lost += [index + i for i, w in enumerate(wanted) if w]
+                continue
+            chosen = batch.filter(pa.array(wanted, type=pa.bool_()))
+            writer.write_batch(chosen)
+            written += chosen.num_rows
+    if lost:
+        tmp.unlink()
+        raise BadInputError(src, f"{len(lost)} kept row(s) from here on cannot be read to copy", row=lost[0])
     commit(tmp, dest)
+    return written
 
 
 # ---- table formats -------------------------------------------------------------------------------
@@ -155,8 +177,9 @@ class TableFormat(ABC):
         """Every row of the part (or the file) once, with its absolute index."""
 
     @abstractmethod
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
-        """The part (or the file) with only the rows in `keep`, in the same format."""
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
+        """The part (or the file) with only the rows in `keep`, in the same format; returns how
+        many rows it wrote."""
 
 
 class ParquetTable(TableFormat):
@@ -186,10 +209,10 @@ class ParquetTable(TableFormat):
         for index, row in iter_parquet_rows(path, columns, problems, rows=span, row_groups=groups):
             yield index, row, None if row is not None else "unreadable row"
 
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
         span = (part.start, part.stop) if part and part.where else None
         groups = range(*part.where) if part and part.where else None
-        filter_parquet(path, dest, keep, rows=span, row_groups=groups)
+        return filter_parquet(path, dest, keep, rows=span, row_groups=groups)
 
 
 class _TextTable(TableFormat):
@@ -204,68 +227,80 @@ class _TextTable(TableFormat):
                     raw = fh.read(part.where[1] - part.where[0])
                 else:
                     raw = fh.read()
-            first_line = part.where[2] if part and part.where else 1
-            text = raw.decode("utf-8-sig" if first_line == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            line = first_line + raw[: exc.start].count(b"\n")
-            raise BadInputError(path, "not UTF-8 text", line=line) from None
         except OSError as exc:
             raise BadInputError(path, f"cannot read: {exc.strerror}") from None
-        return io.StringIO(text, newline=""), first_line
+        first_line = part.where[2] if part and part.where else 1
+        # Bytes that are not UTF-8 stay as lone surrogates: their rows are unreadable, the others
+        # are read, and kept rows are written back byte for byte.
+        text = raw.decode("utf-8", "surrogateescape")
+        return io.StringIO(text.removeprefix("\ufeff") if first_line == 1 else text, newline=""), first_line
 
 
 class CsvTable(_TextTable):
-    """CSV with a header row. Records are copied verbatim into the clean release, quoting and all."""
+    """CSV with a header row. Records are copied verbatim into the clean release, quoting and all.
+
+    A record the CSV parser cannot read (an unterminated quote, which would otherwise swallow every
+    line after it into one field) is one unreadable row of its first line, and reading resumes on
+    the next line: the rows after it are rows, checked, not a caption's text."""
 
     suffixes = (".csv",)
 
     def columns(self, path: Path) -> list[str]:
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as fh:
-                return next(_csv_records(fh), ([], "", 0))[0]
-        except UnicodeDecodeError:
-            raise BadInputError(path, "not UTF-8 text", line=1) from None
+        with open(path, "rb") as fh:
+            text = fh.read(1 << 20).decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+        header = next((f for f, _, _ in _csv_records(io.StringIO(text, newline="")) if f), None)
+        if header is None:
+            return []
+        if any(not _is_utf8(name) for name in header):
+            raise BadInputError(path, "header is not UTF-8 text", line=1)
+        return header
 
     def plan(self, path: Path, rows_per_part: int) -> list[Part]:
         with open(path, "rb") as fh:
             offset = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
-        with open(path, encoding="utf-8-sig", newline="") as fh:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
             records = _csv_records(fh, blanks=True)
             header = None
             for record in records:  # blank lines may come before the header
-                offset += len(record[1].encode())
+                offset += _size(record[1])
                 if record[0]:
                     header = record
                     break
             if header is None:
                 return [Part(0, 0)]
-            pieces = ((len(text.encode()), bool(fields), line) for fields, text, line in records)
+            pieces = ((_size(text), fields is None or bool(fields), line) for fields, text, line in records)
             return _cut_text(pieces, offset, header[2] + 1, rows_per_part)
 
-    def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
-        header = self.columns(path)
+    def _records(self, path: Path, part: Part | None) -> Iterator[tuple[int, list[str] | None, str, int]]:
+        """(row index, fields or None if unreadable, raw text, last line number) of the part's rows."""
         text, first_line = self._text(path, part)
         records = _csv_records(text)
         if not (part and part.where):
-            next(records, None)  # the whole file: its header comes first
-        for index, (fields, _, line) in enumerate(records, start=part.start if part else 0):
-            line += first_line - 1
-            if len(fields) != len(header):
+            for fields, _, _ in records:  # the whole file: its header comes first
+                if fields:
+                    break
+        for index, (fields, raw, line) in enumerate(records, start=part.start if part else 0):
+            yield index, fields, raw, line + first_line - 1
+
+    def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
+        header = self.columns(path)
+        for index, fields, _, line in self._records(path, part):
+            if fields is None:
+                problems.append(f"{path}, line {line}: not a readable CSV record (an unterminated quote?)")
+                yield index, None, f"unreadable CSV record (line {line})"
+            elif len(fields) != len(header):
                 problems.append(f"{path}, line {line}: {len(fields)} fields, header has {len(header)}")
                 yield index, None, f"malformed CSV row (line {line})"
+            elif not all(_is_utf8(field) for field in fields):
+                problems.append(f"{path}, line {line}: not UTF-8 text")
+                yield index, None, f"not UTF-8 text (line {line})"
             else:
                 yield index, dict(zip(header, fields, strict=True)), None
 
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            header = next(_csv_records(fh), ([], "", 0))[1]
-        text, _ = self._text(path, part)
-        records = _csv_records(text)
-        if not (part and part.where):
-            next(records, None)
-        _write_text(
-            dest, header, (t for i, (_, t, _) in enumerate(records, start=part.start if part else 0) if i in keep)
-        )
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+            header = next((raw for fields, raw, _ in _csv_records(fh) if fields), "")
+        return _write_text(dest, header, (raw for index, _, raw, _ in self._records(path, part) if index in keep))
 
 
 class JsonLinesTable(_TextTable):
@@ -300,14 +335,16 @@ class JsonLinesTable(_TextTable):
     def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
         for index, number, line in self._lines(path, part):
             try:
+                if not _is_utf8(line):
+                    raise BadInputError(path, "not UTF-8 text", line=number)
                 yield index, _json_row(path, line, number), None
             except BadInputError as exc:
                 problems.append(str(exc))
-                yield index, None, f"invalid JSON (line {number})"
+                yield index, None, f"{exc.reason} (line {number})"
 
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> None:
+    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
         kept = (_line(line) for i, _, line in self._lines(path, part) if i in keep)
-        _write_text(dest, "", kept)
+        return _write_text(dest, "", kept)
 
 
 def _registry(*formats: TableFormat) -> dict[str, TableFormat]:
@@ -333,13 +370,32 @@ def _format(path: str | Path) -> TableFormat:
     return FORMATS[_suffix(path)]
 
 
-def _write_text(dest: Path, header: str, lines: Iterator[str]) -> None:
+def _write_text(dest: Path, header: str, lines: Iterator[str]) -> int:
+    """The header and the lines, byte for byte as read (any bytes that were not UTF-8 too);
+    returns how many lines it wrote."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(dest)
-    with open(tmp, "w", encoding="utf-8", newline="") as out:
+    count = 0
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
         out.write(header)
-        out.writelines(lines)
+        for line in lines:
+            out.write(line)
+            count += 1
     commit(tmp, dest)
+    return count
+
+
+def _size(text: str) -> int:
+    """Bytes `text` was read from (bytes that were not UTF-8 kept as lone surrogates)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _columns(path: Path, names: Sequence[str], options: ReadOptions) -> tuple[str, str | None, str | None]:
@@ -387,7 +443,7 @@ class TableReader(Reader):
                 key=str(key) if key is not None else str(index),
                 url=_text(row.get(url_col)),
                 caption=_text(row.get(caption_col)) if caption_col else None,
-                status=Status.NO_IMAGE if error else None,  # a URL-only row: fetched, or not, by the worker
+                status=Status.UNREADABLE_ROW if error else None,  # a URL-only row: fetched, or not, by the worker
                 error=error,
             )
 
@@ -447,22 +503,37 @@ def _cut_text(pieces: Iterable[tuple[int, bool, int]], offset: int, line: int, r
     return parts
 
 
-def _csv_records(fh, blanks: bool = False) -> Iterator[tuple[list[str], str, int]]:
+def _csv_records(fh, blanks: bool = False) -> Iterator[tuple[list[str] | None, str, int]]:
     """(fields, raw text exactly as in the file, last line number) of each CSV record; a quoted
-    field may span lines. Blank records are left out unless `blanks`."""
-    raw: list[str] = []
+    field may span lines. Blank records are left out unless `blanks`. A record the parser cannot
+    read (an unterminated quote, text after a closing quote) comes back as (None, its first line,
+    that line's number), and reading goes on from the line after: a stray quote costs one row,
+    never the rest of the file."""
+    source = enumerate(fh, start=1)
+    again: deque[tuple[int, str]] = deque()  # lines to read once more, after a bad record
+    raw: list[tuple[int, str]] = []
 
-    def lines():
-        for line in fh:
-            raw.append(line)
-            yield line
+    def lines() -> Iterator[str]:
+        while True:
+            numbered = again.popleft() if again else next(source, None)
+            if numbered is None:
+                return
+            raw.append(numbered)
+            yield numbered[1]
 
-    reader = csv.reader(lines())
-    for fields in reader:
-        text = "".join(raw)
-        raw.clear()
-        if fields or blanks:
-            yield fields, text, reader.line_num
+    while True:
+        try:
+            for fields in csv.reader(lines(), strict=True):
+                text, last = "".join(line for _, line in raw), raw[-1][0]
+                raw.clear()
+                if fields or blanks:
+                    yield fields, text, last
+            return
+        except csv.Error:
+            (number, first), *rest = raw
+            raw.clear()
+            again.extendleft(reversed(rest))
+            yield None, first, number
 
 
 def _line(text: str) -> str:
@@ -472,7 +543,7 @@ def _line(text: str) -> str:
 def _json_row(path: Path, line: str, number: int) -> dict:
     try:
         row = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadInputError(path, "invalid JSON", line=number) from None
     if not isinstance(row, dict):
         raise BadInputError(path, "a JSON line must be an object", line=number)
