@@ -216,6 +216,8 @@ def test_fetch_statuses_for_every_fault(server, images, tmp_path, home):
     assert fetch["outcomes"]["ok"] == 9 and fetch["outcomes"]["ssrf_blocked"] == 2  # 8 images and a mislabelled page
     assert fetch["optouts"] == 3 and 0 < fetch["success_rate"] < 1
     assert any(d["domain"] == "127.0.0.1" for d in fetch["domains"])
+    # the per-domain table adds up to the outcomes: every fetched row is counted once in each
+    assert sum(d["ok"] + d["failed"] + d["optout"] for d in fetch["domains"]) == sum(fetch["outcomes"].values())
     html = (out / "report.html").read_text()
     assert '<table id="fetch-domains">' in html and "too_many_redirects" in html
     # the clean table drops the listed row (and keeps the others, unchecked ones included)

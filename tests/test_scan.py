@@ -377,3 +377,22 @@ def test_a_scan_of_a_folder_and_a_table_together(tiles, tmp_path, home):
     write_lines(tmp_path / "meta.csv", ["url,caption", "https://a.example/1.jpg,one"])
     report = safeset.scan([photos, tmp_path / "meta.csv"], tmp_path / "out", home=str(home), workers=1)
     assert report["totals"]["rows"] == 4 and report["totals"]["keep"] == 4
+
+
+def test_conservation_can_fail_and_then_says_so(dataset, tmp_path, home):
+    """Conservation is computed from figures that could disagree (rows the inputs declare, rows the
+    results files hold, the decisions in them), not asserted: a results part that lost a row
+    behind a done-marker's back makes the rerun write a report that says FAILS, and exit 1."""
+    add_banks(home, dataset["lists"])
+    out = tmp_path / "out"
+    assert run_cli("scan", dataset["shards"], "--out", out, "-q", home=home).exit_code == 0
+    assert read_json(out / "report.json")["conservation"]["holds"] is True
+    part = out / "results" / "part-00001.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.slice(0, table.num_rows - 1), part)
+    rerun = run_cli("scan", dataset["shards"], "--out", out, "-q", home=home)
+    assert rerun.exit_code == 1 and "rows in != keep + remove + review" in rerun.stderr
+    conservation = read_json(out / "report.json")["conservation"]
+    assert conservation["holds"] is False and conservation["rows_in"] == dataset["rows"]
+    assert conservation["failures"] == [{"shard": "shards/00001.tar", "declared": 22, "results": 21, "decided": 22}]
+    assert "Conservation FAILS" in (out / "report.html").read_text()

@@ -529,7 +529,9 @@ def test_a_kept_row_that_cannot_be_copied_fails_the_shard(tmp_path, home):
     policy = tmp_path / "keep.toml"
     policy.write_text('[unchecked]\nunreadable_row = "keep"\n')
     result = run_cli("scan", path, "--out", tmp_path / "out", "--policy", policy, "-q", home=home)
-    assert result.exit_code == 3 and "meta.parquet, row 100: 100 kept row(s) from here on cannot be read" in result.stderr
+    assert (
+        result.exit_code == 3 and "meta.parquet, row 100: 100 kept row(s) from here on cannot be read" in result.stderr
+    )
     default = run_cli("scan", path, "--out", tmp_path / "out2", "-q", home=home)
     assert default.exit_code == 0, default.output
     assert pq.read_table(tmp_path / "out2" / "clean" / "meta.parquet").num_rows == 100

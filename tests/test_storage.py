@@ -218,17 +218,18 @@ def test_a_download_that_fails_fails_the_shard_rather_than_passing_for_a_truncat
     take the end of what arrived for the end of a truncated tar (its rows recorded as missing):
     the shard fails as a worker does, and is run again."""
     from safeset.sources import Shard, reader_for
+    from safeset.sources.base import ShardLog
     from safeset.storage import StagingError, arriving
 
     data, _ = shards
     held = tmp_path / "held" / "00000.tar"
     with arriving({f"file://{data}/vanished.tar": held}):
-        problems: list[str] = []
+        log = ShardLog()
         with pytest.raises(StagingError, match="vanished.tar: download failed"):
-            list(reader_for("webdataset").items(Shard("webdataset", "x", str(held), (str(held),)), problems))
-        assert problems == []
+            list(reader_for("webdataset").items(Shard("webdataset", "x", str(held), (str(held),)), log))
+        assert log.problems == []
 
     with arriving({f"file://{data}/00000.tar": held}):  # one that arrives: the same samples as the file
-        streamed = list(reader_for("webdataset").items(Shard("webdataset", "x", str(held), (str(held),)), []))
-    local = list(reader_for("webdataset").items(Shard("webdataset", "x", str(data / "00000.tar"), ()), []))
+        streamed = list(reader_for("webdataset").items(Shard("webdataset", "x", str(held), (str(held),)), ShardLog()))
+    local = list(reader_for("webdataset").items(Shard("webdataset", "x", str(data / "00000.tar"), ()), ShardLog()))
     assert [(i.key, i.data) for i in streamed] == [(i.key, i.data) for i in local] and len(local) == 10

@@ -21,6 +21,7 @@ from PIL import Image
 import safeset
 from safeset.demo import jpeg
 from safeset.sources import Shard, reader_for
+from safeset.sources.base import ShardLog
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]], **options) -> Path:
@@ -153,7 +154,7 @@ def test_a_huge_member_is_read_in_bounded_memory(tmp_path):
     assert shard.stat().st_size < 8 * 2**20
     tracemalloc.start()
     try:
-        items = list(reader_for("webdataset").items(Shard("webdataset", "s", str(shard), (str(shard),)), []))
+        items = list(reader_for("webdataset").items(Shard("webdataset", "s", str(shard), (str(shard),)), ShardLog()))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -1,7 +1,9 @@
 """Write-then-rename, the one way safeset writes a file.
 
-A file is written as NAME.partial and renamed into place, so a killed process leaves either the old
-file, the new one, or a `.partial` leftover (which the next scan deletes), never a torn file.
+A file is written as NAME.partial, synced to disk, and renamed into place, the directory synced
+after: a killed process or a power loss leaves either the old file, the new one, or a `.partial`
+leftover (which the next scan deletes), never a torn file, and never a done-marker whose results
+did not reach the disk (a shard's files are committed before its marker).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def commit(partial: Path, final: Path, durable: bool = False) -> None:
-    """Rename `partial` into place. `durable`: its bytes reach the disk first, and the rename
-    after it, so that after a power loss the file is there whole or not at all (a done-marker
-    must never outlive the results it vouches for)."""
+def commit(partial: Path, final: Path, durable: bool = True) -> None:
+    """Rename `partial` into place, its bytes on disk first and the rename after them, so that
+    after a power loss the file is there whole or not at all (`durable=False`: neither synced,
+    for files that are rewritten anyway)."""
     if durable:
         fd = os.open(partial, os.O_RDONLY)
         try:
@@ -42,7 +44,7 @@ def commit(partial: Path, final: Path, durable: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644, durable: bool = False) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, mode: int = 0o644, durable: bool = True) -> Iterator[BinaryIO]:
     """A binary file handle for `path`, committed on success (see `commit`); `mode` is applied
     whatever the umask (0600 for hash lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +60,6 @@ def atomic_writer(path: Path, mode: int = 0o644, durable: bool = False) -> Itera
     commit(tmp, path, durable)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     with atomic_writer(path, mode, durable) as fh:
         fh.write(data)

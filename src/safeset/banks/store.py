@@ -312,7 +312,7 @@ class BankStore:
             fsync_dir(bank_dir)
             if label is not None or existing is None or existing_dir == bank_dir:
                 self._write_settings(name, label if label is not None else info.label, info.enabled)
-            with atomic_writer(bank_dir / "current", mode=0o600, durable=True) as fh:
+            with atomic_writer(bank_dir / "current", mode=0o600) as fh:
                 fh.write(final.name.encode())
             self._forget_old(bank_dir, keep=(final.name, Path(existing.directory).name if existing else ""))
             info = self._info(name, final)
@@ -368,7 +368,7 @@ class BankStore:
                 entry.unlink()
 
     def _write_settings(self, name: str, label: str, enabled: bool) -> None:
-        with atomic_writer(self.root / name / "settings.json", mode=0o600, durable=True) as fh:
+        with atomic_writer(self.root / name / "settings.json", mode=0o600) as fh:
             fh.write(json.dumps({"label": label, "enabled": enabled}, indent=2).encode())
 
     def set_enabled(self, name: str, enabled: bool) -> BankInfo:

@@ -27,7 +27,9 @@ from ..storage import Remote
 _WINDOW = 256  # parts read at once (I/O, from object storage mostly waiting)
 # What the report and the scan's timings need of a merged shard's summary. The rest, its counts
 # above all, is let go once merged: the driver holds every shard's summary until the end.
-_KEPT = frozenset({"part", "shard", "kind", "rows", "decisions", "problems", "files", "fetch", "refetched"})
+_KEPT = frozenset(
+    {"part", "shard", "kind", "rows", "declared", "decisions", "problems", "files", "fetch", "refetched"}
+)
 
 
 class Merger:
@@ -43,7 +45,7 @@ class Merger:
 
     def done(self, part: int, summary: dict) -> None:
         """Shard `part` is done (its files are in OUT): merge it and whatever it unblocks."""
-        if "counts" not in summary:
+        if "counts" not in summary or "declared" not in summary:
             raise UsageError(
                 f"{self.layout.done(part)} was written by an older safeset; use another --out, or delete it"
             )

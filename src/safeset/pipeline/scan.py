@@ -23,7 +23,7 @@ from ..banks import BankStore
 from ..errors import ShardsFailedError, UsageError
 from ..model import Status
 from ..policy import Policy
-from ..report import render_report, versions
+from ..report import ConservationError, render_report, versions
 from ..sinks import OutLayout, write_json
 from ..sources import ReadOptions, Shard, plan_shards
 from ..storage import Lease, Remote, is_remote, scratch
@@ -252,4 +252,8 @@ def _report(
     )
     write_json(layout.report_json, report)
     render_report(layout.root)  # from report.json, exactly as `safeset report` does
+    if not report["conservation"]["holds"]:
+        raise ConservationError(
+            f"rows in != keep + remove + review (see conservation in {layout.report_json}); this is a bug in safeset"
+        )
     return report

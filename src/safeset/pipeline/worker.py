@@ -28,7 +28,7 @@ from ..policy import Policy
 from ..report import ReportBuilder
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
-from ..sources.base import UnreadableFile, open_regular
+from ..sources.base import ShardLog, UnreadableFile, open_regular
 from ..sources.tables import saved_images_dir
 from ..storage import Remote, arriving, is_remote, is_staged, open_input, scratch, wait_for_input
 from .check import Checker, CheckSettings
@@ -260,9 +260,9 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
     layout = OutLayout(task.out)
     checker = _checker(task.spec)
     reader = reader_for(task.shard.kind)
-    problems: list[str] = []
+    log = ShardLog()
     read = Counter()
-    items = _counted(reader.items(task.shard, problems), read)
+    items = _counted(reader.items(task.shard, log), read)
     earlier = _earlier_run(layout, task.part) if task.retry_failed else None
     carried: list[ItemResult] = []
     if earlier is not None:
@@ -296,8 +296,11 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
     writer.close()
     results.sort(key=lambda r: r.index)
     indexes = [r.index for r in results]
-    if len(set(indexes)) != len(indexes) or len(results) != read["rows"]:
-        raise RuntimeError(f"{task.shard.name}: {read['rows']} rows read, {len(results)} results (rows in != out)")
+    if len(set(indexes)) != len(indexes) or not len(results) == read["rows"] == log.rows:
+        raise RuntimeError(
+            f"{task.shard.name}: the input holds {log.rows} rows, {read['rows']} were read, "
+            f"{len(results)} have results (rows in != out)"
+        )
 
     part = layout.part(task.part)
     tmp = partial_path(part)
@@ -313,9 +316,10 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         "shard": task.shard.name,
         "kind": task.shard.kind,
         "rows": len(results),
+        "declared": log.rows,
         "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
         "statuses": dict(sorted(Counter(str(r.status) for r in results).items())),
-        "problems": problems,
+        "problems": log.problems,
         # A large table read in parts is hashed once, by its first part.
         "files": [file_record(f) if _first_part(task.shard) else {"path": f} for f in task.shard.files],
         "counts": counted.counts(),

@@ -84,8 +84,18 @@ def render_html(report: dict[str, Any]) -> str:
             )
             + f'<p id="conservation" class="{"ok" if holds else "bad"}">Conservation '
             + ("holds" if holds else "FAILS")
-            + f": {conservation['rows_in']:,} rows in = {conservation['keep_remove_review']:,} kept + removed"
-            " + held for review, over " + f"{conservation['shards']:,} shard(s).</p>",
+            + f": {conservation['rows_in']:,} rows in, {conservation['results_rows']:,} results, "
+            f"{conservation['keep_remove_review']:,} kept + removed + held for review, over "
+            f"{conservation['shards']:,} shard(s).</p>"
+            + (
+                _table(
+                    ["shard", "rows in", "results", "decided"],
+                    [[f["shard"], f["declared"], f["results"], f["decided"]] for f in conservation["failures"]],
+                    "conservation-failures",
+                )
+                if conservation.get("failures")
+                else ""
+            ),
         ),
         _section(
             "Banks",

@@ -55,6 +55,20 @@ class Shard:
         return f"{self.name}:{index}"
 
 
+@dataclass
+class ShardLog:
+    """What reading a shard notes besides its rows: its problems (lines for the report), and how
+    many rows the input says the shard holds, counted from the input's own structure (a parquet
+    footer, the parts a table was planned into, an img2dataset parquet's rows, the samples of a
+    tar). The worker checks the rows it ends with against this count: rows in = rows out."""
+
+    problems: list[str] = field(default_factory=list)
+    rows: int = 0
+
+    def declare(self, rows: int) -> None:
+        self.rows += rows
+
+
 class Reader(ABC):
     """One input format. Subclasses register themselves by `kind`."""
 
@@ -65,9 +79,10 @@ class Reader(ABC):
         """Split the input at `path` (called `name` in outputs) into shards, in a stable order."""
 
     @abstractmethod
-    def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
-        """Every row of the shard exactly once. Shard-level trouble that still lets the readable rows
-        through (a truncated tar, say) is appended to `problems` instead of raising."""
+    def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
+        """Every row of the shard exactly once, each declared in `log` as the input's structure
+        shows it. Shard-level trouble that still lets the readable rows through (a truncated tar,
+        say) goes to `log.problems` instead of raising."""
 
     def staging(self, shard: Shard, file: str) -> str:
         """How this reader wants `file` of `shard` when it lives on object storage: "whole"

@@ -34,6 +34,7 @@ from .base import (
     ReadOptions,
     SecondPass,
     Shard,
+    ShardLog,
     UnreadableFile,
     json_object,
     read_file,
@@ -124,17 +125,20 @@ class FolderReader(Reader):
             )
         return shards
 
-    def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
+    def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
         root = Path(shard.path)
+        problems = log.problems
         samples = group_samples(list(shard.members))
         part = shard.part
         if not isinstance(part, FilesPart):
+            log.declare(len(samples))  # the samples its planned files make
             for index, files in enumerate(samples):
                 yield self._item(shard, root, index, files, None, problems)
             return
         from .webdataset import _read_rows
 
         rows = _read_rows(root / part.parquet)
+        log.declare(len(rows))
         by_key = {sample_key(files[0]).rpartition("/")[2]: files for files in samples}
         seen: set[str] = set()
         for index, row in enumerate(rows):
@@ -158,6 +162,7 @@ class FolderReader(Reader):
         for key, files in by_key.items():
             if key not in seen:
                 problems.append(f"{root / part.folder}: sample {printable(key)!r} has no row in {part.parquet}")
+                log.declare(1)
                 yield self._item(shard, root, extra, files, None, problems)
                 extra += 1
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ..errors import BadInputError, UsageError
 from ..model import Item, Payload, Status, printable
-from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, UnreadableFile, read_file
+from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, ShardLog, UnreadableFile, read_file
 from .tables import (
     CAPTION_COLUMNS,
     KEY_COLUMNS,
@@ -86,9 +86,12 @@ class ImageParquetReader(Reader):
     def shards(self, path: Path, name: str, options: ReadOptions) -> list[Shard]:
         return [Shard(self.kind, name, str(path), (str(path),), options=options)]
 
-    def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
+    def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
         path = Path(shard.path)
-        schema = parquet_file(path).schema_arrow
+        problems = log.problems
+        opened = parquet_file(path)
+        schema = opened.schema_arrow
+        log.declare(opened.metadata.num_rows)
         images = image_columns(schema, shard.options.image_col, path)
         if not images:
             raise BadInputError(path, f"no image-bytes column (columns: {', '.join(schema.names)})")

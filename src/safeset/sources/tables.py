@@ -38,7 +38,7 @@ from ..atomic import commit, partial_path
 from ..errors import BadInputError
 from ..model import FetchedImage, Item, ItemResult, Status
 from ..storage import Remote, is_remote
-from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard
+from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, ShardLog
 from .img2dataset import Img2datasetWriter, SavedShard
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
@@ -419,7 +419,7 @@ class TableReader(Reader):
         _columns(path, table_format.columns(path), options)  # fail fast, naming the file
         parts = table_format.plan(path, max(1, options.table_rows))
         if len(parts) == 1:
-            return [Shard(self.kind, name, str(path), (str(path),), options=options)]
+            return [Shard(self.kind, name, str(path), (str(path),), options=options, part=parts[0])]
         return [
             Shard(self.kind, f"{name}/part-{k:05d}{_suffix(path)}", str(path), (str(path),), options=options, part=part)
             for k, part in enumerate(parts)
@@ -428,12 +428,17 @@ class TableReader(Reader):
     def staging(self, shard: Shard, file: str) -> str:
         return "in_place" if isinstance(_format(file), ParquetTable) else "whole"
 
-    def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
+    def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
         path = shard.path
         table_format = _format(path)
         url_col, caption_col, key_col = _columns(path, table_format.columns(path), shard.options)
         columns = list(dict.fromkeys(c for c in (url_col, caption_col, key_col) if c))
-        for index, row, error in table_format.rows(path, shard.part, columns, problems):
+        part = shard.part
+        if part is not None:
+            log.declare(part.stop - part.start)  # counted when the scan was planned
+        for index, row, error in table_format.rows(path, part, columns, log.problems):
+            if part is None:  # a table not planned into parts (one on object storage): each record read
+                log.declare(1)
             row = row or {}
             key = row.get(key_col) if key_col else None
             yield Item(

@@ -34,7 +34,7 @@ from ..hashing import stream_digests
 from ..hashing.sniff import is_text
 from ..model import Item, ItemResult, Payload, Status
 from ..storage import open_input
-from .base import CleanWriter, Reader, ReadOptions, Shard, json_object, walk_files
+from .base import CleanWriter, Reader, ReadOptions, Shard, ShardLog, json_object, walk_files
 from .tables import filter_parquet, parquet_file
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -145,9 +145,11 @@ class WebdatasetReader(Reader):
         return "streamed" if file == shard.path else "whole"  # the tar is read front to back
 
     # ---- one walk serves both passes ---------------------------------------------------------
-    def _walk(self, shard: Shard, problems: list[str]) -> Iterator[_Sample]:
+    def _walk(self, shard: Shard, log: ShardLog) -> Iterator[_Sample]:
+        problems = log.problems
         tar_path = Path(shard.path)
         rows = _read_rows(Path(shard.files[1])) if len(shard.files) > 1 else None
+        log.declare(len(rows) if rows is not None else 0)  # the parquet's rows; samples beyond them below
         position: dict[str, int] = {}
         if rows is not None:
             for i, row in enumerate(rows):
@@ -163,6 +165,7 @@ class WebdatasetReader(Reader):
                 return _Sample(i, key, row=rows[i])
             if rows is not None:
                 problems.append(f"{tar_path}: sample {key!r} has no row in {Path(shard.files[1]).name}")
+            log.declare(1)  # a sample the tar holds beyond the parquet's rows (or in a tar alone)
             extra += 1
             return _Sample(extra - 1, key)
 
@@ -226,9 +229,9 @@ class WebdatasetReader(Reader):
             problems.append(f"{tar_path}: data after sample {count} is not a tar header (truncated or corrupt)")
 
     # ---- pass 1: items ----------------------------------------------------------------------
-    def items(self, shard: Shard, problems: list[str]) -> Iterator[Item]:
-        for sample in self._walk(shard, problems):
-            yield self._item(shard, sample, problems)
+    def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
+        for sample in self._walk(shard, log):
+            yield self._item(shard, sample, log.problems)
 
     def _item(self, shard: Shard, sample: _Sample, problems: list[str]) -> Item:
         row = sample.row or {}
