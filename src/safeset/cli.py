@@ -32,6 +32,9 @@ class _Group(click.Group):
         except SafesetError as exc:
             _err.print(f"[red]error:[/] {escape(str(exc))}")
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _err.print("[yellow]interrupted:[/] shards that finished are done; a rerun resumes from them")
+            ctx.exit(130)
 
 
 def _store(ctx: click.Context) -> BankStore:

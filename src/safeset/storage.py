@@ -385,20 +385,64 @@ def _alive(pid: int) -> bool:
     return pid > 0
 
 
+# Filesystems that keep their files in memory only.
+_MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def filesystem_type(path: str | Path) -> str | None:
+    """The type of the filesystem `path` is on ("tmpfs", "ext4", ...), from /proc/self/mountinfo:
+    the mount point that is the longest prefix of the resolved path. None where it cannot be told."""
+    target = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                fields, _, tail = line.partition(" - ")
+                mount = fields.split()[4].replace("\\040", " ")
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, tail.split()[0]
+    except OSError:
+        return None
+    return kind
+
+
+def _staging_base() -> str:
+    """Where input shards from a store are held: a RAM-backed directory, checked to be one. They
+    may hold flagged images, whose bytes must never reach a disk (zero view)."""
+    base = os.environ.get("SAFESET_STAGING") or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    if base is None:
+        raise UsageError(
+            "inputs on object storage are held in memory while they are checked, and this system "
+            "has no /dev/shm: set SAFESET_STAGING to a RAM-backed directory (tmpfs)"
+        )
+    kind = filesystem_type(base)
+    if kind not in _MEMORY_FILESYSTEMS and os.environ.get("SAFESET_STAGING_ALLOW_DISK") != "1":
+        raise UsageError(
+            f"{base} is on {kind or 'an unknown filesystem'}, not in memory: inputs from object storage may "
+            "hold flagged images, which must never be written to a disk. Set SAFESET_STAGING to a tmpfs "
+            "(or, knowing the disk is encrypted and private, SAFESET_STAGING_ALLOW_DISK=1)"
+        )
+    return base
+
+
+def _remove_stale(base: str | None, prefix: str) -> None:
+    """Scratch directories of `prefix` that a killed process left behind (their names carry the
+    pid, and it is no longer alive on this machine): removed, so no staged shard outlives its run."""
+    for entry in Path(base or tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and entry.is_dir() and entry.stat().st_uid == os.getuid():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextmanager
 def scratch(prefix: str, in_memory: bool = False) -> Iterator[Path]:
-    """A private temporary directory, deleted afterwards whatever happens. `in_memory`: on a
-    RAM-backed filesystem (`SAFESET_STAGING`, else /dev/shm), for input shards downloaded from a
-    store: they may hold flagged images, and those bytes must never reach a disk (zero view)."""
-    base = None
-    if in_memory:
-        base = os.environ.get("SAFESET_STAGING") or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
-        if base is None:
-            raise UsageError(
-                "inputs on object storage are held in memory while they are checked, and this system "
-                "has no /dev/shm: set SAFESET_STAGING to a RAM-backed directory (tmpfs)"
-            )
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    """A private temporary directory, deleted afterwards whatever happens, and by the next run if
+    this process is killed first. `in_memory`: on a RAM-backed filesystem (`SAFESET_STAGING`, else
+    /dev/shm, checked), for input shards downloaded from a store."""
+    base = _staging_base() if in_memory else None
+    _remove_stale(base, prefix)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
     try:
         yield path
     finally:

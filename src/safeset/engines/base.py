@@ -7,9 +7,13 @@ read better a second time); any other failure, including a worker process that d
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import resource
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ClassVar
@@ -35,7 +39,7 @@ class ShardOutcome:
     summary: dict | None = None
     error: str | None = None
     bad_input: bool = False
-    attempts: int = 0
+    attempts: int = 0  # runs that ended, or that its worker died in
 
 
 @dataclass(frozen=True)
@@ -65,42 +69,76 @@ class Engine(ABC):
 
         The retry rule, the same for every engine: a shard whose worker raised or died is run
         again, up to `retries` more times; a shard with bad input (`BadInputError`) is not, since
-        it would not read better a second time. A shard's outputs are committed only when it
-        succeeds (done-marker last), so a failed attempt leaves nothing a retry could trip on."""
+        it would not read better a second time. A shard that did not get to run, or was cut short
+        by another shard's worker dying, is run again without that counting against it; a shard
+        whose worker died is a suspect, run on its own from then on (`run_round`'s `alone`), so that
+        if it kills its worker again it takes no other shard down with it. A shard's outputs are
+        committed only when it succeeds (done-marker last), so a failed attempt leaves nothing a
+        retry could trip on."""
         outcomes = {task.part: ShardOutcome(task) for task in tasks}
         pending = list(tasks)
+        suspects: set[int] = set()
         with self.started(progress):
             while pending:
-                retry: list[ShardTask] = []
-                for task, result in self.run_round(pending):
-                    outcome = outcomes[task.part]
-                    outcome.attempts += 1
-                    if isinstance(result, BaseException):
-                        outcome.summary = None
-                        outcome.bad_input = isinstance(result, BadInputError)
-                        outcome.error = str(result) if isinstance(result, SafesetError) else _describe(result)
-                    else:
-                        outcome.summary, outcome.error = result, None
-                    if outcome.error and not outcome.bad_input and outcome.attempts <= self.retries:
-                        retry.append(task)
-                    else:
-                        progress.shard_done(outcome)
-                pending = retry
+                again: list[ShardTask] = []
+                # closed on the way out whatever happens (Ctrl-C in a callback), so that the engine
+                # stops its workers now, not when the interpreter exits
+                with contextlib.closing(self.run_round(pending, frozenset(suspects))) as rounds:
+                    for task, result in rounds:
+                        if self._settle(outcomes[task.part], result, suspects):
+                            again.append(task)
+                        else:
+                            progress.shard_done(outcomes[task.part])
+                pending = sorted(again, key=lambda t: t.part)
         return [outcomes[task.part] for task in tasks]
+
+    def _settle(self, outcome: ShardOutcome, result: dict | BaseException, suspects: set[int]) -> bool:
+        """Record one run's result; whether the shard is to run again."""
+        if isinstance(result, NotRun):
+            return True
+        outcome.attempts += 1
+        if isinstance(result, BaseException):
+            outcome.summary = None
+            outcome.bad_input = isinstance(result, BadInputError)
+            outcome.error = str(result) if isinstance(result, SafesetError) else _describe(result)
+            if isinstance(result, WorkerDied):
+                suspects.add(outcome.task.part)
+        else:
+            outcome.summary, outcome.error = result, None
+        return bool(outcome.error) and not outcome.bad_input and outcome.attempts <= self.retries
 
     @abstractmethod
     def started(self, progress: Progress) -> AbstractContextManager[None]:
         """Set up what the rounds need (progress plumbing, a cluster connection) and tear it down."""
 
     @abstractmethod
-    def run_round(self, tasks: Sequence[ShardTask]) -> Iterator[tuple[ShardTask, dict | BaseException]]:
-        """Run `tasks` once each; yield each with its summary, or with what went wrong (`WorkerDied`
-        when the worker process died), as they finish."""
+    def run_round(
+        self, tasks: Sequence[ShardTask], alone: Set[int] = frozenset()
+    ) -> Iterator[tuple[ShardTask, dict | BaseException]]:
+        """Run `tasks` once each; yield each with its summary, or with what went wrong
+        (`WorkerDied` when its worker process died, `NotRun` when it was not run to its end through
+        no fault of its own). The tasks whose parts are in `alone` killed a worker before: an
+        engine whose workers share a fate (a process pool) runs each of them by itself."""
 
 
 class WorkerDied(SafesetError):
-    def __init__(self):
-        super().__init__("the worker process died")
+    def __init__(self, how: str = ""):
+        super().__init__("the worker process died" + (f" ({how})" if how else ""))
+
+
+class NotRun(Exception):
+    """The task did not run to its end, through no fault of its own (another shard's worker died,
+    and the pool with it): it is run again, and that does not count as an attempt."""
+
+
+def harden_process() -> None:
+    """What every process that reads flagged bytes does first: no core dumps (a dump would write
+    its memory, images included, to disk: RLIMIT_CORE 0), and not dumpable (no other process of
+    the same user can read its memory through /proc or ptrace)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        PR_SET_DUMPABLE = 4
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _describe(exc: BaseException) -> str:

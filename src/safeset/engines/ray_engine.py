@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from contextlib import contextmanager
 
 from .._optional import import_optional
 from ..pipeline.worker import ShardTask, run_shard
-from .base import Engine, Progress, WorkerDied, worker_env
+from .base import Engine, Progress, WorkerDied, harden_process, worker_env
 
 
 def _ray():
@@ -49,6 +49,7 @@ class _ProgressSink:
 
 
 def _run_remote(task: ShardTask, sink) -> dict:
+    harden_process()  # Ray's worker processes are its own: each task makes sure of it
     return run_shard(task, progress=lambda counts: sink.add.remote(counts))
 
 
@@ -105,7 +106,10 @@ class RayEngine(Engine):
             if finished:
                 return
 
-    def run_round(self, tasks: Sequence[ShardTask]) -> Iterator[tuple[ShardTask, dict | BaseException]]:
+    def run_round(
+        self, tasks: Sequence[ShardTask], alone: Set[int] = frozenset()
+    ) -> Iterator[tuple[ShardTask, dict | BaseException]]:
+        """A Ray worker that dies takes only its own task with it: no shard needs running alone."""
         ray = _ray()
         limit = self.parallelism  # no more tasks queued than can run: the rest wait here, in order
         waiting = list(reversed(tasks))

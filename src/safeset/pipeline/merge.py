@@ -27,9 +27,7 @@ from ..storage import Remote
 _WINDOW = 256  # parts read at once (I/O, from object storage mostly waiting)
 # What the report and the scan's timings need of a merged shard's summary. The rest, its counts
 # above all, is let go once merged: the driver holds every shard's summary until the end.
-_KEPT = frozenset(
-    {"part", "shard", "kind", "rows", "declared", "decisions", "problems", "files", "fetch", "refetched"}
-)
+_KEPT = frozenset({"part", "shard", "kind", "rows", "declared", "decisions", "problems", "files", "fetch", "refetched"})
 
 
 class Merger:

@@ -178,7 +178,11 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
             with ScanProgress(
                 len(shards), len(done), enabled=config.progress, fetching=config.fetch is not None
             ) as progress:
-                outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=shard_done))
+                try:
+                    outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=shard_done))
+                except BaseException:  # Ctrl-C: the done shards stay done, no manifest is left half-written
+                    merger.abandon()
+                    raise
             failed = [o for o in outcomes if o.error]
             if failed:
                 merger.abandon()
