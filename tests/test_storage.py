@@ -124,26 +124,52 @@ def test_file_uris_and_bad_locations(shards, tmp_path, home):
 
 def test_remote_input_shards_are_held_in_memory_not_on_disk(shards, tmp_path, home):
     """A downloaded input shard may hold flagged images: it goes to a RAM-backed directory
-    (/dev/shm, or SAFESET_STAGING), never to the temporary directory on disk."""
+    (/dev/shm, or SAFESET_STAGING, checked to be a tmpfs), never to the temporary directory on
+    disk; a staging directory on a disk is refused before anything is downloaded."""
     from safeset.storage import scratch
 
     with scratch("probe-", in_memory=True) as held:
         assert str(held).startswith("/dev/shm/")
     data, listed = shards
     safeset.BankStore(home).add("pdq", listed, type_name="pdq")
-    blocked = tmp_path / "staging"
-    blocked.write_text("a file, where the staging directory should be")
+    on_disk = tmp_path / "staging"
+    on_disk.mkdir()
     disk_tmp = tmp_path / "disk-tmp"
     disk_tmp.mkdir()
-    env = {**os.environ, "SAFESET_STAGING": str(blocked), "TMPDIR": str(disk_tmp)}
+    env = {**os.environ, "SAFESET_STAGING": str(on_disk), "TMPDIR": str(disk_tmp)}
     command = [sys.executable, "-m", "safeset", "--home", str(home), "scan", f"file://{data}", "-q"]
-    refused = subprocess.run([*command, "--out", str(tmp_path / "a"), "--retries", "0"], env=env, capture_output=True)
-    assert refused.returncode == 1 and b"NotADirectoryError" in refused.stderr  # it was to go there
-    blocked.unlink()
-    blocked.mkdir()
-    done = subprocess.run([*command, "--out", str(tmp_path / "b")], env=env, capture_output=True)
+    refused = subprocess.run([*command, "--out", str(tmp_path / "a")], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and f"{on_disk} is on ext4, not in memory" in refused.stderr.replace("\n", " ")
+    assert not (tmp_path / "a" / "_state").exists()
+
+    allowed = {**env, "SAFESET_STAGING_ALLOW_DISK": "1", "SAFESET_STAGING": str(tmp_path / "a-file")}
+    (tmp_path / "a-file").write_text("a file, where the staging directory should be")
+    failed = subprocess.run(
+        [*command, "--out", str(tmp_path / "b"), "--retries", "0"], env=allowed, capture_output=True
+    )
+    assert failed.returncode == 1 and b"NotADirectoryError" in failed.stderr  # it was to go there
+    allowed["SAFESET_STAGING"] = str(on_disk)
+    done = subprocess.run([*command, "--out", str(tmp_path / "c")], env=allowed, capture_output=True)
     assert done.returncode == 0, done.stderr
-    assert not list(blocked.iterdir()) and not list(disk_tmp.rglob("*.tar"))
+    assert not list(on_disk.iterdir()) and not list(disk_tmp.rglob("*.tar"))
+
+
+def test_a_staged_copy_left_by_a_killed_worker_is_removed_by_the_next_run(shards, tmp_path, home):
+    """A worker killed while it holds a shard in memory leaves it in /dev/shm; the next run's
+    staging removes what dead processes of this machine left."""
+    probe = (
+        "from safeset.storage import scratch\nimport os, sys\nwith scratch('safeset-input-', in_memory=True) as held:\n"
+    )
+    probe += (
+        "    (held / '00000.tar').write_bytes(b'staged')\n    print(held, flush=True)\n    os.kill(os.getpid(), 9)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    left = Path(killed.stdout.strip())
+    assert killed.returncode == -9 and (left / "00000.tar").is_file()
+    data, listed = shards
+    safeset.BankStore(home).add("pdq", listed, type_name="pdq")
+    assert scan_cli(home, f"file://{data}", "--out", tmp_path / "out").returncode == 0
+    assert not left.exists()
 
 
 def test_large_parquet_table_on_s3_is_cut_into_parts_read_in_place(s3, tmp_path, home):

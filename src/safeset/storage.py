@@ -407,7 +407,7 @@ def filesystem_type(path: str | Path) -> str | None:
     return kind
 
 
-def _staging_base() -> str:
+def staging_base() -> str:
     """Where input shards from a store are held: a RAM-backed directory, checked to be one. They
     may hold flagged images, whose bytes must never reach a disk (zero view)."""
     base = os.environ.get("SAFESET_STAGING") or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
@@ -440,7 +440,7 @@ def scratch(prefix: str, in_memory: bool = False) -> Iterator[Path]:
     """A private temporary directory, deleted afterwards whatever happens, and by the next run if
     this process is killed first. `in_memory`: on a RAM-backed filesystem (`SAFESET_STAGING`, else
     /dev/shm, checked), for input shards downloaded from a store."""
-    base = _staging_base() if in_memory else None
+    base = staging_base() if in_memory else None
     _remove_stale(base, prefix)
     path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
     try:

@@ -25,8 +25,8 @@ from ..model import Status
 from ..policy import Policy
 from ..report import ConservationError, render_report, versions
 from ..sinks import OutLayout, write_json
-from ..sources import ReadOptions, Shard, plan_shards
-from ..storage import Lease, Remote, is_remote, scratch
+from ..sources import ReadOptions, Shard, plan_shards, reader_for
+from ..storage import Lease, Remote, is_remote, scratch, staging_base
 from .check import CheckSettings
 from .merge import Merger
 from .progress import ScanProgress
@@ -145,6 +145,8 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     )
     plan = plan_shards(config.inputs, config.read)
     shards = plan.shards
+    if any(reader_for(s.kind).staging(s, f) != "in_place" for s in shards for f in s.files if is_remote(f)):
+        staging_base()  # where input shards will be held in memory: refused now if that is a disk
     remote = Remote(config.out) if is_remote(config.out) else None
     with (
         scratch("safeset-out-") if remote else nullcontext(Path(config.out)) as root,
