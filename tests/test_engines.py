@@ -90,15 +90,15 @@ def test_a_worker_that_dies_costs_only_its_own_shard(poison_and_nine, tmp_path, 
     layout = OutLayout(tmp_path / "out")
     layout.create()
     tasks = [ShardTask(i, s, str(layout.root), spec) for i, s in enumerate(plan_shards([poison_and_nine]).shards)]
-    kills = []
+    kills: set[int] = set()
     stop = threading.Event()
 
     def oom_killer() -> None:  # kills whichever worker has the poison open
         while not stop.is_set():
             for pid in _children(os.getpid()):
-                if _holding(pid, "poison.tar"):
+                if pid not in kills and _holding(pid, "poison.tar"):
                     os.kill(pid, signal.SIGKILL)
-                    kills.append(pid)
+                    kills.add(pid)
             time.sleep(0.005)
 
     killer = threading.Thread(target=oom_killer, daemon=True)

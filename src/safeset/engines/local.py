@@ -3,8 +3,9 @@
 Workers are started with `spawn` (no inherited threads or locks) and, on Linux, die with the
 scheduling process (PR_SET_PDEATHSIG; a worker whose parent died before it could ask for that
 exits at once), so a `kill -9` of a scan leaves no orphan still writing into OUT while the rerun
-starts. They dump no core and are not dumpable (`harden_process`). Progress counts, and which
-shard each worker process starts, flow back over one queue, drained by a thread.
+starts. They dump no core and are not dumpable (`harden_process`). Progress counts flow back over
+a queue, drained by a thread; which worker process runs which shard is written into shared memory
+as it starts, where a worker killed the next instant cannot fail to leave it.
 
 A worker that dies (out of memory, a segfault in a decoder) breaks the pool it ran in, and the
 pool fails every shard it holds. The shard whose worker died is told apart by the processes' exit
@@ -23,21 +24,22 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence, Set
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from queue import Empty
 
 from ..pipeline.worker import ShardTask, run_shard
 from .base import Engine, NotRun, Progress, WorkerDied, harden_process, worker_env
 
 _progress_queue = None
+_started = None  # shared memory: slot i holds the pid of the worker that started the pool's task i
 
 
-def _init_worker(queue, parent: int) -> None:
-    global _progress_queue
-    _progress_queue = queue
+def _init_worker(queue, started, parent: int) -> None:
+    global _progress_queue, _started
+    _progress_queue, _started = queue, started
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -48,8 +50,8 @@ def _init_worker(queue, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run(task: ShardTask) -> dict:
-    _progress_queue.put({"started": task.part, "pid": os.getpid()})
+def _run(task: ShardTask, slot: int) -> dict:
+    _started[slot] = os.getpid()
     return run_shard(task, progress=_progress_queue.put)
 
 
@@ -71,16 +73,8 @@ class LocalEngine(Engine):
     def started(self, progress: Progress) -> Iterator[None]:
         self._context = multiprocessing.get_context("spawn")
         os.environ.update(worker_env())  # spawned workers start with this process's environment
-        self._queue = self._context.Queue()
-        self._running: dict[int, int] = {}  # shard part -> pid of the worker that started it
-        drainer = threading.Thread(target=_drain, args=(self._queue, progress, self._running), daemon=True)
-        drainer.start()
-        try:
-            yield
-        finally:
-            self._queue.put(None)
-            drainer.join()
-            self._queue.close()
+        self._progress = progress
+        yield
 
     def run_round(
         self, tasks: Sequence[ShardTask], alone: Set[int] = frozenset()
@@ -95,63 +89,80 @@ class LocalEngine(Engine):
                 yield from self._pool_round([task], 1)
 
     def _pool_round(self, tasks: Sequence[ShardTask], workers: int) -> Iterator[tuple[ShardTask, dict | BaseException]]:
-        for task in tasks:
-            self._running.pop(task.part, None)
+        """One pool, and one queue for its workers' messages: a worker killed while writing to a
+        queue can leave it locked or torn for good, so a queue never outlives its pool."""
+        queue = self._context.Queue()
+        started = self._context.RawArray("q", len(tasks))
+        stop = threading.Event()
+        drainer = threading.Thread(target=_drain, args=(queue, self._progress, stop), daemon=True)
+        drainer.start()
         pool = ProcessPoolExecutor(
-            workers, mp_context=self._context, initializer=_init_worker, initargs=(self._queue, os.getpid())
+            workers, mp_context=self._context, initializer=_init_worker, initargs=(queue, started, os.getpid())
         )
         try:
-            futures: dict[Future, ShardTask] = {pool.submit(_run, task): task for task in tasks}
-            left = set(futures)
-            broken: list[ShardTask] = []
-            while left:
-                done, left = wait(left, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = futures[future]
-                    try:
-                        yield task, future.result()
-                    except BrokenProcessPool:
-                        broken.append(task)
-                    except Exception as exc:
-                        yield task, exc
-            if broken:
-                yield from self._after_death(pool, broken)
+            yield from self._results(pool, tasks, started)
         except BaseException:  # Ctrl-C, or the scan failing: stop now, not when running shards end
             processes = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
             for process in processes:
                 process.kill()
             raise
+        finally:
+            stop.set()
+            drainer.join()
+            queue.close()
+            queue.cancel_join_thread()  # its feeder may wait on a lock a dead worker held
         pool.shutdown(wait=True)
 
+    def _results(
+        self, pool: ProcessPoolExecutor, tasks: Sequence[ShardTask], started
+    ) -> Iterator[tuple[ShardTask, dict | BaseException]]:
+        futures: dict[Future, int] = {pool.submit(_run, task, slot): slot for slot, task in enumerate(tasks)}
+        left = set(futures)
+        broken: list[int] = []
+        while left:
+            done, left = wait(left, return_when=FIRST_COMPLETED)
+            for future in done:
+                slot = futures[future]
+                try:
+                    yield tasks[slot], future.result()
+                except BrokenProcessPool:
+                    broken.append(slot)
+                except Exception as exc:
+                    yield tasks[slot], exc
+        if broken:
+            yield from self._after_death(pool, [(tasks[slot], started[slot]) for slot in sorted(broken)])
+
     def _after_death(
-        self, pool: ProcessPoolExecutor, broken: list[ShardTask]
+        self, pool: ProcessPoolExecutor, broken: list[tuple[ShardTask, int]]
     ) -> Iterator[tuple[ShardTask, BaseException]]:
-        """Which of the pool's shards killed its worker: the one whose process ended other than
-        by the pool's own SIGTERM. The rest were cut short or never started: run again, uncharged.
-        When no death can be pinned on one shard, every shard that was running is a suspect."""
-        time.sleep(0.05)  # the drainer may still hold the last "started" message
+        """Which of the pool's shards (each with the pid that started it, 0 if none did) killed
+        its worker: the one whose process ended other than by the pool's own SIGTERM. The rest
+        were cut short or never started: run again, uncharged. When no death can be pinned on
+        one shard, every shard that was running is a suspect."""
         processes = dict(getattr(pool, "_processes", {}) or {})
         for process in processes.values():
             process.join(5)
         died = {pid: p.exitcode for pid, p in processes.items() if p.exitcode not in (0, -signal.SIGTERM, None)}
-        running = {task.part: self._running.get(task.part) for task in broken}
-        culprits = {part for part, pid in running.items() if pid in died}
+        culprits = {task.part for task, pid in broken if pid in died}
         if not culprits:
-            culprits = {part for part, pid in running.items() if pid is not None}
-        for task in broken:
-            self._running.pop(task.part, None)
+            culprits = {task.part for task, pid in broken if pid}
+        for task, pid in broken:
             if task.part in culprits:
-                code = died.get(running[task.part])
+                code = died.get(pid)
                 how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}" if code else ""
                 yield task, WorkerDied(how)
             else:
                 yield task, NotRun()
 
 
-def _drain(queue, progress: Progress, running: dict[int, int]) -> None:
-    while (message := queue.get()) is not None:
-        if "started" in message:
-            running[message["started"]] = message["pid"]
-        else:
-            progress.counts(message)
+def _drain(queue, progress: Progress, stop: threading.Event) -> None:
+    """Hand the workers' messages on until `stop`; a message a dying worker left torn ends it."""
+    while not stop.is_set():
+        try:
+            message = queue.get(timeout=0.1)
+        except Empty:
+            continue
+        except Exception:  # a torn message: the pool is broken, and its queue done with
+            return
+        progress.counts(message)
