@@ -259,3 +259,29 @@ def test_a_download_that_fails_fails_the_shard_rather_than_passing_for_a_truncat
         streamed = list(reader_for("webdataset").items(Shard("webdataset", "x", str(held), (str(held),)), ShardLog()))
     local = list(reader_for("webdataset").items(Shard("webdataset", "x", str(data / "00000.tar"), ()), ShardLog()))
     assert [(i.key, i.data) for i in streamed] == [(i.key, i.data) for i in local] and len(local) == 10
+
+
+def test_credentials_in_uris_appear_nowhere(s3, shards, tmp_path, home):
+    """A store's credentials may come inside the URI: they reach the store, and nothing else: not
+    report.json, the run state, done-markers, error messages or what the scan prints."""
+    filesystem, query = s3
+    data, listed = shards
+    safeset.BankStore(home).add("pdq", listed, type_name="pdq")
+    fs.copy_files(str(data), "audit/creds/shards", destination_filesystem=filesystem)
+    secret = "SECRETVALUE123"
+    source = f"s3://test:{secret}@audit/creds/shards{query}"
+    out = f"s3://test:{secret}@audit/creds-out{query}"
+    done = scan_cli(home, source, "--out", out, "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    again = scan_cli(home, source, "--out", out)  # a rerun compares the run state: it resumes
+    assert again.returncode == 0, again.stderr
+    written = tree(filesystem, "audit/creds-out")
+    assert "_state/run.json" in written and "report.json" in written
+    assert [rel for rel, data in written.items() if secret.encode() in data] == []
+    report = json.loads(written["report.json"])
+    assert report["inputs"][0]["path"].startswith("s3://***@audit/creds/shards/")
+    for output in (done.stdout, done.stderr, again.stdout, again.stderr):
+        assert secret not in output
+
+    bad = scan_cli(home, f"s3://audit/creds/shards{query}&secret_key={secret}", "--out", str(tmp_path / "o"))
+    assert bad.returncode == 2 and "secret_key=***" in bad.stderr and secret not in bad.stderr + bad.stdout

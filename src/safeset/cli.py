@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from . import BankStore, Policy, __version__
 from .errors import SafesetError
 from .model import DEFAULT_MAX_BYTES
 from .policy import preset_names
+from .redact import redact
 
 _out = Console(soft_wrap=True)
 _err = Console(stderr=True, soft_wrap=True)
@@ -35,6 +37,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _err.print("[yellow]interrupted:[/] shards that finished are done; a rerun resumes from them")
             ctx.exit(130)
+        except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except Exception:  # a bug: its traceback, with any URI's credentials masked
+            _err.print(escape(redact(traceback.format_exc())), highlight=False)
+            _err.print("[red]internal error[/] (a bug in safeset: please report it with the above)")
+            ctx.exit(1)
 
 
 def _store(ctx: click.Context) -> BankStore:
@@ -401,7 +409,7 @@ def print_summary(report: dict, out: str) -> None:
         _out.print(f"  {escape(reason)}: {n:,}")
     if report["problems_total"]:
         _out.print(f"[yellow]{report['problems_total']:,} input problem(s) recorded[/] (see the report)")
-    _out.print(f"report: {str(out).rstrip('/')}/report.html")
+    _out.print(f"report: {redact(str(out).rstrip('/'))}/report.html")
 
 
 # ---- hash, report, demo ------------------------------------------------------------------------

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .redact import redact
+
 
 class SafesetError(Exception):
-    """Base class; an unexpected one is an internal error (exit code 1)."""
+    """Base class; an unexpected one is an internal error (exit code 1). Its message never shows
+    the credentials of a URI it names (see `safeset.redact`)."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class UsageError(SafesetError):

@@ -18,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..redact import redact
+
 if TYPE_CHECKING:
     from ..engines import ShardOutcome
 
@@ -92,6 +94,6 @@ class ScanProgress:
             if outcome.error:
                 self.failed += 1
                 self._bar.console.print(
-                    f"[red]shard {escape(outcome.task.shard.name)} failed:[/] {escape(outcome.error)}"
+                    f"[red]shard {escape(outcome.task.shard.name)} failed:[/] {escape(redact(outcome.error))}"
                 )
             self._bar.update(self._shards, advance=1)

@@ -23,6 +23,7 @@ from ..banks import BankStore
 from ..errors import ShardsFailedError, UsageError
 from ..model import Status
 from ..policy import Policy
+from ..redact import redact
 from ..report import ConservationError, render_report, versions
 from ..sinks import OutLayout, write_json
 from ..sources import ReadOptions, Shard, plan_shards, reader_for
@@ -117,7 +118,8 @@ def _per_worker(fetch: FetchOptions | None, workers: int) -> FetchOptions | None
 def _check_same_scan(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
     if layout.run_spec.is_file():
         previous = json.loads(layout.run_spec.read_text())
-        changed = [k for k in fingerprint if previous.get(k) != json.loads(json.dumps(fingerprint[k]))]
+        # as written (URIs' credentials masked: rotating them is not another scan)
+        changed = [k for k in fingerprint if previous.get(k) != json.loads(json.dumps(redact(fingerprint[k])))]
         if changed:
             raise UsageError(
                 f"{layout.root} holds a scan with different {', '.join(changed)}; "
@@ -262,4 +264,4 @@ def _report(
         raise ConservationError(
             f"rows in != keep + remove + review (see conservation in {layout.report_json}); this is a bug in safeset"
         )
-    return report
+    return redact(report)

@@ -22,10 +22,13 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..errors import UsageError
+from ..redact import redact
 
 
 def write_json(path: Path, value: Any) -> None:
-    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+    """Every JSON file safeset writes (run state, done-markers, the report), with the credentials
+    of any URI in it masked."""
+    write_atomic(path, (json.dumps(redact(value), indent=2, sort_keys=True) + "\n").encode())
 
 
 class OutLayout:
