@@ -55,3 +55,28 @@ def test_usage_errors_exit_2(tmp_path, home):
         assert alone.exit_code == 2 and "it needs --fetch" in alone.stderr
     no_report = run_cli("report", tmp_path / "a")
     assert no_report.exit_code == 2 and "no report.json" in no_report.stderr
+
+
+def test_a_scan_that_checked_nothing_says_so_first(tmp_path, home):
+    """No enabled bank, or every row unchecked: the summary and the report say it at the top, and
+    --fail-on lets a CI job fail on it (exit 4) once every output is written."""
+    meta = tmp_path / "meta.csv"
+    meta.write_text("url\nhttps://a.example/1.jpg\nhttps://a.example/2.jpg\n")
+    result = run_cli("scan", meta, "--out", tmp_path / "out", "-q", home=home)
+    assert result.exit_code == 0
+    first = result.stdout.splitlines()[:2]
+    assert first[0].startswith("warning: No bank was used") and first[1].startswith(
+        "warning: Every row (2) is unchecked"
+    )
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(report["warnings"]) == 2
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.index("No bank was used") < html.index("<h2>Summary</h2>")
+
+    gated = run_cli("scan", meta, "--out", tmp_path / "out2", "--fail-on", "unchecked", "--json", "-q", home=home)
+    assert gated.exit_code == 4 and "--fail-on: unchecked (2)" in gated.stderr
+    printed = json.loads(gated.stdout)
+    assert printed["totals"]["rows"] == 2 and printed["fail_on"] == {"unchecked": 2} and len(printed["warnings"]) == 2
+    assert (tmp_path / "out2" / "report.json").is_file()  # the outputs are all there
+    clean = run_cli("scan", meta, "--out", tmp_path / "out3", "--fail-on", "remove", "--fail-on", "match", home=home)
+    assert clean.exit_code == 0

@@ -73,6 +73,10 @@ def test_policy_file_per_bank_actions_and_unchecked(tmp_path):
         ("[unchecked]\nblurry = 'keep'\n", "unknown condition(s) in [unchecked]: blurry"),
         ("[matches]\n", "unknown policy section(s): matches"),
         ("[match\n", "not valid TOML"),
+        ("match = 'remove'\n", "[match] must be a table of names to actions, not str"),
+        ("[match]\nbanks = ['a']\n", "[match.banks] must be a table of names to actions, not list"),
+        ("[unchecked]\nno_image = 1\n", "unchecked.no_image = 1: expected keep, remove or review"),
+        ("name = 3\n", "name must be a string"),
     ],
 )
 def test_bad_policy_files_name_the_file(tmp_path, text, message):
@@ -81,3 +85,21 @@ def test_bad_policy_files_name_the_file(tmp_path, text, message):
     with pytest.raises(BadInputError) as info:
         Policy.load(path)
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_policy_that_is_not_utf8_or_names_a_missing_bank(tmp_path, home):
+    from helpers import run_cli, write_lines
+
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(BadInputError, match=r"latin\.toml, line 1: not UTF-8 text"):
+        Policy.load(latin)
+    write_lines(tmp_path / "md5.txt", ["0" * 31 + "1"])
+    assert run_cli("bank", "add", "iwf", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    (tmp_path / "t.csv").write_text("url\nhttps://a.example/1.jpg\n")
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[match.banks]\niwff = "review"\n')  # a typo: iwf's matches would be removed unseen
+    result = run_cli("scan", tmp_path / "t.csv", "--out", tmp_path / "out", "--policy", typo, "-q", home=home)
+    assert result.exit_code == 2 and "names bank(s) iwff, which the store does not hold" in result.stderr
+    bad = run_cli("scan", tmp_path / "t.csv", "--out", tmp_path / "out", "--policy", latin, "-q", home=home)
+    assert bad.exit_code == 3 and "latin.toml, line 1: not UTF-8 text" in bad.stderr

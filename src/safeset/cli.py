@@ -164,6 +164,16 @@ def bank_rm(ctx, name: str) -> None:
 
 
 # ---- scan -----------------------------------------------------------------------------------------
+# --fail-on CONDITION: how many rows (or problems) make it hold, from the report.
+FAIL_ON = {
+    "match": lambda report: sum(b["items_matched"] for b in report["banks"]),
+    "remove": lambda report: report["totals"]["remove"],
+    "review": lambda report: report["totals"]["review"],
+    "unchecked": lambda report: report["totals"]["unchecked"],
+    "problems": lambda report: report["problems_total"],
+}
+
+
 @cli.command("scan")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -306,6 +316,15 @@ def bank_rm(ctx, name: str) -> None:
 @click.option(
     "--ignore-optout", is_flag=True, help="Fetch even where X-Robots-Tag says noai/noimageai or tdm-reservation is 1."
 )
+@click.option(
+    "--fail-on",
+    "fail_on",
+    multiple=True,
+    type=click.Choice(sorted(FAIL_ON)),
+    help="Exit 4 (after writing every output) when this holds: a row matched a bank, was removed, held for "
+    "review, left unchecked, or the input had problems. Repeatable; for CI gates.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_context
 def scan_command(
@@ -341,6 +360,8 @@ def scan_command(
     allow_private_networks,
     allowed_networks,
     ignore_optout,
+    fail_on,
+    as_json,
     quiet,
 ) -> None:
     """Audit INPUT... (webdataset tars or folders of them, image parquet, image folders, metadata
@@ -394,12 +415,36 @@ def scan_command(
         fetch=fetch_options,
         save_images=save_images,
         retry_failed=retry_failed,
-        progress=not quiet,
+        progress=not quiet and not as_json,
     )
-    print_summary(report, out)
+    held = {condition: FAIL_ON[condition](report) for condition in fail_on}
+    if as_json:
+        click.echo(json.dumps(summary(report, out, held), indent=2))
+    else:
+        print_summary(report, out)
+    failing = {condition: n for condition, n in held.items() if n}
+    if failing:
+        _err.print("[red]--fail-on:[/] " + ", ".join(f"{c} ({n:,})" for c, n in failing.items()))
+        ctx.exit(4)
+
+
+def summary(report: dict, out: str, held: dict[str, int]) -> dict:
+    """What `scan --json` prints: the totals, the warnings, matches per bank, where the report is."""
+    return {
+        "totals": report["totals"],
+        "warnings": report["warnings"],
+        "banks": {b["name"]: b["items_matched"] for b in report["banks"]},
+        "unchecked": report["unchecked"],
+        "problems": report["problems_total"],
+        "conservation": report["conservation"]["holds"],
+        "report": f"{redact(str(out).rstrip('/'))}/report.html",
+        "fail_on": held,
+    }
 
 
 def print_summary(report: dict, out: str) -> None:
+    for warning in report["warnings"]:
+        _out.print(f"[bold red]warning:[/] {escape(warning)}")
     t = report["totals"]
     table = Table("rows in", "keep", "remove", "review", "unchecked", title="safeset scan")
     table.add_row(*(f"{t[k]:,}" for k in ("rows", "keep", "remove", "review", "unchecked")))

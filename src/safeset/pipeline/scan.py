@@ -136,6 +136,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     started = time.perf_counter()
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
+    config.policy.check_banks(store.names())
     engine = engine_for(config.engine, config.workers, config.retries, config.ray_address)
     spec = RunSpec(
         str(store.home),

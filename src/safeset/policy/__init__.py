@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -74,9 +74,13 @@ class Policy:
     def load(cls, path: Path | str) -> Policy:
         path = Path(path)
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except OSError as exc:
             raise BadInputError(path, f"cannot read policy: {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInputError(path, "not UTF-8 text", line=raw[: exc.start].count(b"\n") + 1) from None
         return cls.from_toml_text(text, source=str(path))
 
     @classmethod
@@ -92,11 +96,14 @@ class Policy:
         unknown = set(data) - {"name", "match", "unchecked"}
         if unknown:
             raise BadInputError(source, f"unknown policy section(s): {', '.join(sorted(unknown))}")
-        match = dict(data.get("match", {}))
-        banks = match.pop("banks", {})
+        if not isinstance(data.get("name", ""), str):
+            raise BadInputError(source, "name must be a string")
+        match = dict(_table(data, "match", source))
+        banks = _table(match, "banks", source, "match.banks")
+        match.pop("banks", None)
         if set(match) - {"default"}:
             raise BadInputError(source, f"unknown key(s) in [match]: {', '.join(sorted(set(match) - {'default'}))}")
-        unchecked = dict(data.get("unchecked", {}))
+        unchecked = _table(data, "unchecked", source)
         bad = set(unchecked) - set(UNCHECKED_CONDITIONS)
         if bad:
             raise BadInputError(
@@ -110,6 +117,16 @@ class Policy:
             match_banks={b: _action(a, source, f"match.banks.{b}") for b, a in banks.items()},
             unchecked={**_DEFAULT_UNCHECKED, **{k: _action(v, source, f"unchecked.{k}") for k, v in unchecked.items()}},
         )
+
+    def check_banks(self, known: Sequence[str]) -> None:
+        """A policy that names a bank the store does not hold is a mistake (a typo would otherwise
+        leave that bank's matches to the default action without a word): `UsageError`."""
+        unknown = sorted(set(self.match_banks) - set(known))
+        if unknown:
+            raise UsageError(
+                f"policy {self.name!r} names bank(s) {', '.join(unknown)}, which the store does not hold "
+                "(see `safeset bank list`)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,8 +158,16 @@ class Policy:
         result.decision = max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP)
 
 
+def _table(data: Mapping[str, Any], key: str, source: str, where: str | None = None) -> Mapping[str, Any]:
+    """`data[key]`, which must be a TOML table (a missing one is empty)."""
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise BadInputError(source, f"[{where or key}] must be a table of names to actions, not {type(value).__name__}")
+    return value
+
+
 def _action(value: Any, source: str, key: str) -> Decision:
     try:
-        return Decision(str(value))
+        return Decision(value) if isinstance(value, str) else Decision("not an action")
     except ValueError:
         raise BadInputError(source, f"{key} = {value!r}: expected keep, remove or review") from None

@@ -151,8 +151,20 @@ class ReportBuilder:
         totals = {"rows": self.rows, **{str(d): self.decisions.get(str(d), 0) for d in Decision}}
         totals["unchecked"] = self.unchecked_rows
         problems = [p for s in summaries for p in s["problems"]]
+        warnings = []
+        if not banks:
+            warnings.append(
+                "No bank was used: no row was matched against any list. Add one with `safeset bank add`, or enable one."
+            )
+        if self.rows and self.unchecked_rows == self.rows:
+            worst = ", ".join(f"{k} {v:,}" for k, v in sorted(self.unchecked.items(), key=lambda kv: -kv[1])[:3])
+            warnings.append(
+                f"Every row ({self.rows:,}) is unchecked: no image of any row was hashed and matched "
+                f"({worst}); only URL banks could match."
+            )
         domains = sorted(self.domains.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:TOP_DOMAINS]
         return {
+            "warnings": warnings,
             "created": created,
             "versions": versions(),
             "settings": settings,

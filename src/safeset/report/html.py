@@ -190,5 +190,8 @@ def render_html(report: dict[str, Any]) -> str:
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
         f"<title>safeset report</title><style>{_STYLE}</style></head><body>"
         f"<h1>safeset audit report</h1><p>Created {escape(report['created'])}. "
-        "Hashes, row ids and URLs only: no image is shown or linked.</p>" + "".join(parts) + "</body></html>\n"
+        "Hashes, row ids and URLs only: no image is shown or linked.</p>"
+        + "".join(f'<p class="bad warning"><strong>{escape(w)}</strong></p>' for w in report.get("warnings", []))
+        + "".join(parts)
+        + "</body></html>\n"
     )
