@@ -396,3 +396,87 @@ def test_conservation_can_fail_and_then_says_so(dataset, tmp_path, home):
     assert conservation["holds"] is False and conservation["rows_in"] == dataset["rows"]
     assert conservation["failures"] == [{"shard": "shards/00001.tar", "declared": 22, "results": 21, "decided": 22}]
     assert "Conservation FAILS" in (out / "report.html").read_text()
+
+
+def test_out_is_never_someone_elses_folder(dataset, tmp_path, home):
+    """A scan writes into, and deletes from, only what it made: --out naming a file, a folder of
+    other files, or a read-only place is a usage error; a rerun deletes only its own leftovers."""
+    add_banks(home, dataset["lists"])
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("mine")
+    assert run_cli("scan", dataset["shards"], "--out", a_file, "-q", home=home).exit_code == 2
+    theirs = tmp_path / "theirs"
+    (theirs / "work").mkdir(parents=True)
+    (theirs / "work" / "draft.partial").write_text("an unfinished file of the user's")
+    refused = run_cli("scan", dataset["shards"], "--out", theirs, "-q", home=home)
+    assert refused.exit_code == 2 and "not a safeset scan's" in refused.stderr
+    assert (theirs / "work" / "draft.partial").read_text() == "an unfinished file of the user's"
+
+    out = tmp_path / "out"
+    assert run_cli("scan", dataset["shards"], "--out", out, "-q", home=home).exit_code == 0
+    (out / "notes").mkdir()
+    (out / "notes" / "draft.partial").write_text("the user's, inside OUT")
+    (out / "results" / "part-00000.parquet.partial").write_bytes(b"left by a killed run")
+    assert run_cli("scan", dataset["shards"], "--out", out, "-q", home=home).exit_code == 0
+    assert (out / "notes" / "draft.partial").is_file() and not (out / "results" / "part-00000.parquet.partial").exists()
+
+
+def test_the_demo_replaces_only_a_demo(tmp_path):
+    from safeset.demo import build_demo_dataset
+    from safeset.errors import UsageError
+
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"not to be deleted")
+    with pytest.raises(UsageError, match="not a safeset demo"):
+        build_demo_dataset(precious)
+    assert (precious / "holiday.jpg").read_bytes() == b"not to be deleted"
+    demo = tmp_path / "demo"
+    build_demo_dataset(demo)
+    (demo / "lists" / "old.txt").write_text("replaced with the rest")
+    build_demo_dataset(demo)  # a demo folder is the demo's to replace
+    assert not (demo / "lists" / "old.txt").exists() and (demo / "lists" / "demo-md5.txt").is_file()
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 2 MiB tmpfs mounted for the test (root only), to fill up or to make read-only."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_rerun_resumes(tiles, tmp_path, home, small_filesystem):
+    samples = samples_from(tiles)
+    shards = make_shards(tmp_path / "shards", [samples[i::8] for i in range(8)])  # ~2.5 MB of clean tars
+    write_lines(tmp_path / "md5.txt", ["0" * 32])
+    assert run_cli("bank", "add", "md5", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    out = small_filesystem / "out"
+    env = {**os.environ, "SAFESET_HOME": str(home)}
+    full = subprocess.run(
+        [sys.executable, "-m", "safeset", "scan", str(shards), "--out", str(out), "--workers", "1", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert full.returncode == 1 and "No space left on device" in full.stderr and "Traceback" not in full.stderr
+    done = len(list((out / "_state").glob("part-*.done.json")))
+    assert 0 < done < 8
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_filesystem)], check=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "safeset", "scan", str(shards), "--out", str(out), "-q"], env=env, capture_output=True
+    )
+    assert again.returncode == 0 and read_json(out / "report.json")["timings"]["shards_resumed"] == done
+
+
+def test_a_read_only_out_is_a_usage_error(dataset, tmp_path, home, small_filesystem):
+    add_banks(home, dataset["lists"])
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    result = run_cli("scan", dataset["shards"], "--out", small_filesystem / "out", "-q", home=home)
+    assert result.exit_code == 2 and "cannot write there (Read-only file system)" in result.stderr

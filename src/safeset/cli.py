@@ -7,6 +7,7 @@ row), 1 internal error.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import traceback
@@ -39,9 +40,16 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
-        except Exception:  # a bug: its traceback, with any URI's credentials masked
-            _err.print(escape(redact(traceback.format_exc())), highlight=False)
-            _err.print("[red]internal error[/] (a bug in safeset: please report it with the above)")
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                where = f": {redact(str(exc.filename))}" if exc.filename else ""
+                _err.print(
+                    f"[red]error:[/] cannot write{escape(where)} ({exc.strerror}). Shards that finished are done: "
+                    "free space and run the same command again to resume."
+                )
+            else:  # a bug: its traceback, with any URI's credentials masked
+                _err.print(escape(redact(traceback.format_exc())), highlight=False)
+                _err.print("[red]internal error[/] (a bug in safeset: please report it with the above)")
             ctx.exit(1)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from ._optional import package_dir
+from .errors import UsageError
 from .sources.img2dataset import Img2datasetWriter
 
 # scikit-image's sample photos and their licences (from the docstrings of `skimage.data`).
@@ -39,6 +40,7 @@ PHOTOS: dict[str, str] = {
     "coins.png": "Brooklyn Museum collection (no known copyright restrictions)",
     "cell.png": "scikit-image sample data (CC0)",
 }
+DEMO_MARK = ".safeset-demo"  # in a demo folder: what `safeset demo` may replace
 DOMAINS = ("images.example.org", "cdn.example.net", "photos.example.com", "static.example.edu")
 
 
@@ -109,6 +111,8 @@ def build_demo_dataset(root: Path, shards: int = 3) -> DemoData:
     from .hashing import pdq  # the demo uses the library as a user would
 
     if root.exists():
+        if not root.is_dir() or (any(root.iterdir()) and not (root / DEMO_MARK).is_file()):
+            raise UsageError(f"{root} holds files that are not a safeset demo: give the demo a new or empty folder")
         shutil.rmtree(root)
     tiles = photo_tiles()
     encoded = [(name, image, jpeg(image)) for name, image in tiles]
@@ -140,6 +144,8 @@ def build_demo_dataset(root: Path, shards: int = 3) -> DemoData:
     samples += [Sample(f"https://gone.example.org/missing-{i}.jpg", "lost", None) for i in range(6)]
     rng.shuffle(samples)
 
+    root.mkdir(parents=True)
+    (root / DEMO_MARK).write_text("a safeset demo: `safeset demo` replaces this folder when run again\n")
     data_dir = root / "data" / "shards"
     per_shard = -(-len(samples) // shards)
     for shard in range(shards):

@@ -23,11 +23,13 @@ options go in the URI's query, as pyarrow reads them (e.g. `s3://bucket/out?regi
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -39,7 +41,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import UsageError
+from .errors import BadInputError, UsageError
 
 _COPY_BLOCK = 8 << 20
 _LISTED: dict[str, tuple[int, int | None]] = {}  # URI -> (size, mtime_ns), as listings reported them
@@ -266,6 +268,42 @@ class _ArrivingReader(io.RawIOBase):
         super().close()
 
 
+class UnreadableFile(Exception):
+    """A path that is not a regular file safeset can read; `reason` is a short code for the row."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISDIR, "directory"),
+)
+
+
+def open_regular(path: Path | str):
+    """An open binary file, if `path` is a regular file (links to one followed); else
+    `UnreadableFile`, before a byte is read: a FIFO would block forever, a device such as
+    /dev/zero never ends, a dangling link or a link loop cannot be read at all."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens without a writer
+    except FileNotFoundError:
+        raise UnreadableFile("missing (or a dangling link)") from None
+    except OSError as exc:
+        reason = {errno.ELOOP: "link loop", errno.EACCES: "permission denied"}.get(exc.errno, "unreadable")
+        raise UnreadableFile(reason) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((what for test, what in _KINDS if test(mode)), "special file")
+        raise UnreadableFile(f"not a regular file ({kind})")
+    return os.fdopen(fd, "rb")
+
+
 _ARRIVING: dict[str, Arriving] = {}  # local path -> its download, while the shard that staged it runs
 
 
@@ -285,11 +323,17 @@ def arriving(files: dict[str, Path]) -> Iterator[None]:
 
 def open_input(path: str | Path):
     """Open an input file for reading: a staged one as it arrives, one on a store (read in place)
-    as a stream from it, any other as it is."""
+    as a stream from it, a local one if it is a regular file (`BadInputError` naming it if not:
+    a FIFO named like a shard would block the worker forever)."""
     download = _ARRIVING.get(str(path))
     if download is not None:
         return download.open()
-    return Remote(str(path)).open() if is_remote(path) else open(path, "rb")
+    if is_remote(path):
+        return Remote(str(path)).open()
+    try:
+        return open_regular(path)
+    except UnreadableFile as exc:
+        raise BadInputError(path, f"cannot read: {exc.reason}") from None
 
 
 def is_staged(path: str | Path) -> bool:

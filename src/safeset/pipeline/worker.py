@@ -28,9 +28,19 @@ from ..policy import Policy
 from ..report import ReportBuilder
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
-from ..sources.base import ShardLog, UnreadableFile, open_regular
+from ..sources.base import ShardLog
 from ..sources.tables import saved_images_dir
-from ..storage import Remote, arriving, is_remote, is_staged, open_input, scratch, wait_for_input
+from ..storage import (
+    Remote,
+    UnreadableFile,
+    arriving,
+    is_remote,
+    is_staged,
+    open_input,
+    open_regular,
+    scratch,
+    wait_for_input,
+)
 from .check import Checker, CheckSettings
 
 if TYPE_CHECKING:

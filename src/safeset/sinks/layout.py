@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
+from ..atomic import partial_path, write_atomic
 from ..errors import UsageError
 from ..redact import redact
 
@@ -59,13 +59,30 @@ class OutLayout:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def create(self) -> None:
-        for directory in (self.root, self.results, self.clean, self.state):
-            directory.mkdir(parents=True, exist_ok=True)
+        """Make OUT's folders. OUT may be new, empty, or a scan's; a file, a place that cannot be
+        written, or a folder of someone else's files is a usage error: a scan never writes into,
+        or deletes from, what it did not make."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"--out {self.root} is a file, not a folder")
+        if self.root.is_dir() and not self.state.is_dir() and any(self.root.iterdir()):
+            raise UsageError(f"--out {self.root} holds files that are not a safeset scan's: use a new or empty folder")
+        try:
+            for directory in (self.root, self.results, self.clean, self.state):
+                directory.mkdir(parents=True, exist_ok=True)
+            probe = self.state / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"--out {self.root}: cannot write there ({exc.strerror})") from None
 
     def remove_partials(self) -> None:
-        """Delete what a killed run was in the middle of writing."""
-        for path in self.root.rglob("*.partial"):
-            path.unlink()
+        """Delete what a killed run was in the middle of writing: `.partial` files in the places
+        safeset writes, and nowhere else."""
+        for place in (self.results, self.state, self.clean):
+            for path in place.rglob("*.partial"):
+                path.unlink()
+        for path in (self.removed, self.review, self.evidence, self.report_json, self.report_html):
+            partial_path(path).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 
 from ..hashing import stream_digests
 from ..model import DEFAULT_MAX_BYTES, Item, ItemResult, Payload
+from ..storage import UnreadableFile, open_regular
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".pjpeg", ".pjp", ".avif", ".ico"}
@@ -155,41 +155,7 @@ def json_object(text: bytes, problem: Callable[[str], None]) -> dict:
     return value
 
 
-class UnreadableFile(Exception):
-    """A path that is not a regular file safeset can read; `reason` is a short code for the row."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-_KINDS = (
-    (stat.S_ISFIFO, "fifo"),
-    (stat.S_ISCHR, "character device"),
-    (stat.S_ISBLK, "block device"),
-    (stat.S_ISSOCK, "socket"),
-    (stat.S_ISDIR, "directory"),
-)
 _CHUNK = 1 << 20
-
-
-def open_regular(path: Path | str):
-    """An open binary file, if `path` is a regular file (links to one followed); else
-    `UnreadableFile`, before a byte is read: a FIFO would block forever, a device such as
-    /dev/zero never ends, a dangling link or a link loop cannot be read at all."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens without a writer
-    except FileNotFoundError:
-        raise UnreadableFile("missing (or a dangling link)") from None
-    except OSError as exc:
-        reason = {errno.ELOOP: "link loop", errno.EACCES: "permission denied"}.get(exc.errno, "unreadable")
-        raise UnreadableFile(reason) from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = next((what for test, what in _KINDS if test(mode)), "special file")
-        raise UnreadableFile(f"not a regular file ({kind})")
-    return os.fdopen(fd, "rb")
 
 
 def read_file(path: Path, name: str = "", max_bytes: int = DEFAULT_MAX_BYTES) -> Payload:
