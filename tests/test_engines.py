@@ -109,9 +109,10 @@ def test_a_worker_that_dies_costs_only_its_own_shard(poison_and_nine, tmp_path, 
         stop.set()
         killer.join()
     by_name = {o.task.shard.name: o for o in outcomes}
+    seen = {name: (o.attempts, o.error) for name, o in by_name.items()}  # in the messages of failures
     poison = by_name.pop("shards/poison.tar")
-    assert (poison.attempts, poison.error) == (3, "the worker process died (signal 9)")
-    assert len(kills) == 3
+    assert (poison.attempts, poison.error) == (3, "the worker process died (signal 9)"), seen
+    assert len(kills) == 3, (kills, seen)
     assert {name: (o.error, o.attempts) for name, o in by_name.items()} == {name: (None, 1) for name in by_name}
     assert len(list(layout.state.glob("part-*.done.json"))) == 9
 

@@ -260,7 +260,8 @@ def test_trimmed_variant_undoes_padding_and_letterboxing(coffee):
     assert plain - pdq_variants(to_luma(encode(letterbox, "JPEG", quality=85)))["trim"] <= 12
     # an image without uniform borders gets no trimmed variant, and duplicates are left out
     clean = pdq_variants(to_luma(coffee))
-    assert "trim" not in clean and len(set(clean.values())) == len(clean) == 8
+    assert "trim" not in clean and len(set(clean.values())) == len(clean)
+    assert len([name for name in clean if not name.startswith("up")]) == 8  # and its upscale, "up": small
 
 
 def test_hashes_near_the_quality_gate_are_exactly_the_reference(tiles):
@@ -356,3 +357,49 @@ def test_long_thin_images_cost_linear_memory(tmp_path):
     assert peak < 64 * 2**20
     too_long = _result(encode(Image.new("L", (40000, 8), 128), "PNG", optimize=True))
     assert (too_long.status, too_long.error) == (Status.DECODE_FAILED, "too_large")
+
+
+def test_small_images_are_also_hashed_upscaled_as_the_original_was(tiles):
+    """PDQ's filter barely blurs a small image before sampling it, and the aliasing moves its hash
+    away from the original's: the "up" variant is its bicubic upscale (folded into the filter:
+    the same bits as hashing Pillow's upscale), to the original's size when a tool recorded it."""
+    import importlib
+
+    pdq_module = importlib.import_module("safeset.hashing.pdq")
+    nearer = 0
+    for _, tile in tiles[:40]:
+        original = tile.resize((576, 384), Image.Resampling.LANCZOS)
+        small = original.resize((192, 128), Image.Resampling.LANCZOS)
+        luma = to_luma(small)
+        up = pdq_module.upscaled(luma, original=(576, 384))
+        pillow = Image.fromarray(np.ascontiguousarray(luma.pixels)).resize((576, 384), Image.Resampling.BICUBIC)
+        folded, resampled = pdq_module.pdq_luma(up), safeset.pdq(np.asarray(pillow.convert("RGB")))
+        assert folded - pdq_module.pdq_luma(pdq_module.Luma(np.asarray(pillow, np.float32), 384, 576)) == 0
+        listed = safeset.pdq(original)
+        nearer += (folded - listed) <= (safeset.pdq(small) - listed)
+        assert resampled is not None
+    assert nearer >= 30  # nearer the original's hash, as a rule
+    assert "up" in pdq_variants(to_luma(tiles[0][1])) and "up" not in pdq_variants(
+        to_luma(tiles[0][1].resize((1200, 1200)))
+    )
+
+
+def test_content_boxes_apply_only_around_padding_and_borders_nest(coffee):
+    import importlib
+
+    pdq_module = importlib.import_module("safeset.hashing.pdq")
+    small = coffee.resize((200, 133))
+    square = Image.new("RGB", (200, 200), (255, 255, 255))
+    square.paste(small, (0, 33))
+    box = (0, 33, 200, 166)
+    assert pdq_module.content_crop(to_luma(square), box).pixels.shape == (133, 200)
+    cropped = coffee.resize((300, 200)).crop((50, 0, 250, 200))  # a center crop: content everywhere
+    assert pdq_module.content_crop(to_luma(cropped), box) is None
+    # a black letterbox inside white padding: both trimmed
+    boxed = Image.new("RGB", (coffee.width, coffee.height + 120), (0, 0, 0))
+    boxed.paste(coffee, (0, 60))
+    padded = Image.new("RGB", (boxed.width + 200, boxed.height + 200), (255, 255, 255))
+    padded.paste(boxed, (100, 100))
+    layers = pdq_module.trim_borders(to_luma(padded))
+    assert [layer.pixels.shape for layer in layers] == [(boxed.height, boxed.width), (coffee.height, coffee.width)]
+    assert "trim2" in pdq_variants(to_luma(padded))

@@ -1,17 +1,25 @@
 """Files written by the tools safeset's users use, read as those tools wrote them: hash lists made by
-python-threatexchange's own command line."""
+python-threatexchange's own command line, datasets downloaded by img2dataset (from a loopback
+server)."""
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from helpers import make_shards, run_cli, samples_from, write_lines
+from http_server import FaultyServer
+from PIL import Image
+
+import safeset
+from safeset.demo import PHOTOS, jpeg, load_photo
 
 THREATEXCHANGE = Path(sys.executable).with_name("threatexchange")
+IMG2DATASET = Path(sys.executable).with_name("img2dataset")
 
 
 def threatexchange_hash(tmp_path: Path, *args: str) -> list[str]:
@@ -49,3 +57,59 @@ def test_lists_written_by_python_threatexchange_match(tiles, tmp_path, home):
         samples[5].url: [("pdq", "")],
         samples[6].url: [("md5", ""), ("sha256", "")],
     }
+
+
+def _photo_originals(count: int) -> dict[str, bytes]:
+    """`count` benign photos shaped as web images are: landscape, portrait, wide, tall; a third of
+    them on a white background (a product shot), a third letterboxed in black."""
+    photos = [load_photo(name) for name in PHOTOS]
+    aspects = (4 / 3, 3 / 4, 16 / 9, 9 / 16, 2.0, 0.5, 3 / 2, 1.0)
+    rng = random.Random(5)
+    found = {}
+    for i in range(count):
+        photo, aspect = photos[i % len(photos)], aspects[i % len(aspects)]
+        width = min(photo.width, int(photo.height * aspect))
+        height = int(width / aspect)
+        x, y = rng.randint(0, photo.width - width), rng.randint(0, photo.height - height)
+        image = photo.crop((x, y, x + width, y + height))
+        image = image.resize((int(width * 0.9), int(height * 0.9)))
+        if i % 3 == 1:
+            canvas = Image.new("RGB", (image.width + 120, image.height + 60), (255, 255, 255))
+            canvas.paste(image, (60, 30))
+            image = canvas
+        elif i % 3 == 2:
+            canvas = Image.new("RGB", (image.width, image.height + image.height // 3), (0, 0, 0))
+            canvas.paste(image, (0, image.height // 6))
+            image = canvas
+        found[f"o{i:03d}.jpg"] = jpeg(image, 92)
+    return found
+
+
+def test_img2dataset_border_output_is_matched_as_well_as_keep_ratio_output(tmp_path, home):
+    """img2dataset's default resizing pads each image to a white 256-pixel square: the listed
+    original is then a small part of a small image. Its row says what was done (original size,
+    and so where the content lies), and PDQ hashes that content as the original was hashed: 60
+    of 60 listed photos are matched in both the border and the keep_ratio output (34 and 55 of
+    60 before)."""
+    originals = _photo_originals(60)
+    write_lines(tmp_path / "pdq.txt", [f"pdq {safeset.pdq(data)}" for data in originals.values()])
+    assert run_cli("bank", "add", "listed", tmp_path / "pdq.txt", home=home).exit_code == 0
+    recall = {}
+    with FaultyServer(originals) as server:
+        write_lines(tmp_path / "urls.txt", [server.url(f"/img/{name}") for name in originals])
+        for mode in ("border", "keep_ratio"):
+            downloaded = tmp_path / mode
+            subprocess.run(
+                [IMG2DATASET, "--url_list", str(tmp_path / "urls.txt"), "--output_folder", str(downloaded)]
+                + ["--output_format", "webdataset", "--resize_mode", mode, "--processes_count", "1"]
+                + ["--thread_count", "8", "--image_size", "256"],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "no_proxy": "*"},
+            )
+            out = tmp_path / f"out-{mode}"
+            assert run_cli("scan", downloaded, "--out", out, "-q", home=home).exit_code == 0
+            rows = pq.read_table(out / "results").to_pylist()
+            assert len(rows) == 60 and {r["status"] for r in rows} == {"ok"}
+            recall[mode] = sum(r["decision"] == "remove" for r in rows)
+    assert recall == {"border": 60, "keep_ratio": 60}

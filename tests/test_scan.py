@@ -311,7 +311,8 @@ def test_variants_catch_flipped_and_padded_copies(tiles, tmp_path, home):
         rows = pq.read_table(out / "removed.parquet").to_pylist()
         return {r["url"].rsplit("/", 1)[1]: r["matches"][0]["variant"] for r in rows}
 
-    assert removed() == {"flipped.jpg": "flip_h", "padded.jpg": "trim"}
+    # the 192-px tiles are small: their upscale ("up") is nearer the listed original than they are
+    assert removed() == {"flipped.jpg": "up+flip_h", "padded.jpg": "trim"}
     assert removed("--pdq-variants", "dihedral") == {"flipped.jpg": "flip_h"}
     assert removed("--pdq-variants", "none") == {}
     # variants held to distance 0: the flipped copy (a few bits off) no longer matches

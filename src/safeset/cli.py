@@ -222,7 +222,8 @@ FAIL_ON = {
     type=click.Choice(["all", "dihedral", "trim", "none"]),
     default="all",
     show_default=True,
-    help="Query-side variants tried besides the plain PDQ: the 8 flips/quarter turns, border trimming.",
+    help="Query-side variants tried besides the plain PDQ: the 8 flips/quarter turns (dihedral); border "
+    "trimming, img2dataset's padding and small images upscaled (trim).",
 )
 @click.option(
     "--pdq-exact",

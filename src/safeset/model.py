@@ -50,6 +50,9 @@ class Payload:
     data: bytes | None = None
     digests: dict[str, str] | None = None
     error: str | None = None
+    # What the tool that wrote the image says it did to it (img2dataset: its size before resizing,
+    # and where the content lies if it padded it): a `hashing.Resized`, for PDQ's variants.
+    resized: Any = None
 
 
 @dataclass(slots=True)

@@ -52,7 +52,13 @@ SCHEMES: tuple[Scheme, ...] = (
     Scheme("pdq", "safeset's PDQ, plain"),
     Scheme("gated", "plain; queries of PDQ quality < 50 are not matched", gate=True),
     Scheme("dihedral", "gated, plus the 8 flips and quarter turns", dihedral=True, gate=True),
-    Scheme("trim", "dihedral, plus border trimming: the scan's default", dihedral=True, trim=True, gate=True),
+    Scheme(
+        "trim",
+        "dihedral, plus border trimming and small images upscaled: the scan's default",
+        dihedral=True,
+        trim=True,
+        gate=True,
+    ),
 )
 
 

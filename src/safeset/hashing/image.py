@@ -67,12 +67,15 @@ REDUCED_MIN_SIDE = 200
 @dataclass(frozen=True)
 class Luma:
     """Luminance (0.299 R + 0.587 G + 0.114 B) as float32, perhaps reduced from the full size.
-    `exact` when it is what the reference computes: full size, from the fully decoded RGB."""
+    `exact` when it is what the reference computes: full size, from the fully decoded RGB.
+    `upscaled`: the full size is larger than the pixels, which stand for their bicubic upscale
+    to it (a query-side variant of small images, see `pdq.upscaled`)."""
 
     pixels: np.ndarray
     full_height: int
     full_width: int
     exact: bool = True
+    upscaled: bool = False
 
 
 # We apply our own pixel limit (`DecodeLimits`); Pillow's warning would only duplicate it. Set once

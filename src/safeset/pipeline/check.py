@@ -58,7 +58,9 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) ->
         hashed.status, hashed.error = Status.NO_IMAGE, "empty file" if data is not None else "no image bytes"
         return hashed
     try:
-        image = pdq_image(data, settings.limits, settings.pdq_dihedral, settings.pdq_trim, settings.pdq_exact)
+        image = pdq_image(
+            data, settings.limits, settings.pdq_dihedral, settings.pdq_trim, settings.pdq_exact, payload.resized
+        )
     except UnsupportedMedia as exc:
         hashed.status, hashed.error = Status.UNSUPPORTED_MEDIA, exc.reason
         return hashed

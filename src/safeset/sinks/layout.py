@@ -43,6 +43,17 @@ class OutLayout:
         self.report_json = self.root / "report.json"
         self.report_html = self.root / "report.html"
         self.run_spec = self.state / "run.json"
+        # what a scan puts directly under OUT, and nothing else
+        self.outputs = (
+            self.results,
+            self.clean,
+            self.state,
+            self.removed,
+            self.review,
+            self.evidence,
+            self.report_json,
+            self.report_html,
+        )
 
     def relative(self, path: Path) -> str:
         """`path`, a file under OUT, as OUT-relative posix text (its key on object storage)."""
@@ -64,7 +75,8 @@ class OutLayout:
         or deletes from, what it did not make."""
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--out {self.root} is a file, not a folder")
-        if self.root.is_dir() and not self.state.is_dir() and any(self.root.iterdir()):
+        ours = {p.name for p in self.outputs} | {partial_path(p).name for p in self.outputs}
+        if self.root.is_dir() and not self.state.is_dir() and any(p.name not in ours for p in self.root.iterdir()):
             raise UsageError(f"--out {self.root} holds files that are not a safeset scan's: use a new or empty folder")
         try:
             for directory in (self.root, self.results, self.clean, self.state):
@@ -81,7 +93,7 @@ class OutLayout:
         for place in (self.results, self.state, self.clean):
             for path in place.rglob("*.partial"):
                 path.unlink()
-        for path in (self.removed, self.review, self.evidence, self.report_json, self.report_html):
+        for path in self.outputs:
             partial_path(path).unlink(missing_ok=True)
 
     @contextlib.contextmanager

@@ -40,6 +40,7 @@ from .base import (
     read_file,
     walk_files,
 )
+from .img2dataset import resized
 from .tables import filter_parquet
 
 SIDECAR_EXTENSIONS = frozenset({".json", ".txt"})
@@ -191,6 +192,8 @@ class FolderReader(Reader):
                 continue
             item.payloads.append(payload)
         item.locator = tuple(listed)
+        if len(item.payloads) == 1:  # img2dataset's one image: what it did to it, if it says
+            item.payloads[0].resized = resized(row or {}) or resized(meta)
         if item.payloads:
             item.key = item.payloads[0].name
         else:

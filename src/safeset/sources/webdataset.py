@@ -35,10 +35,21 @@ from ..hashing.sniff import is_text
 from ..model import Item, ItemResult, Payload, Status
 from ..storage import open_input
 from .base import CleanWriter, Reader, ReadOptions, Shard, ShardLog, json_object, walk_files
+from .img2dataset import resized
 from .tables import filter_parquet, parquet_file
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_ROW_COLUMNS = ("key", "status", "error_message", "url", "caption")
+_ROW_COLUMNS = (
+    "key",
+    "status",
+    "error_message",
+    "url",
+    "caption",
+    "width",
+    "height",
+    "original_width",
+    "original_height",
+)
 # Members that describe a sample rather than carry its content, when they are text. Webdataset's
 # conventions (`.cls` a class label, `.txt` a caption, `.json` a record) and their common kin.
 METADATA_EXTENSIONS = frozenset(
@@ -246,6 +257,8 @@ class WebdatasetReader(Reader):
                 where = f"{shard.path}: {member.info.name}"
                 meta = json_object(member.text, lambda why, where=where: problems.append(f"{where} {why}"))
         payloads = [m.payload for m in sample.members if m.payload is not None]
+        if len(payloads) == 1:  # img2dataset's one image: what it did to it, if it says
+            payloads[0].resized = resized(row) or resized(meta)
         item = Item(
             row_id=shard.row_id(sample.index),
             shard=shard.name,
