@@ -422,11 +422,12 @@ def test_save_images_writes_kept_images_only_and_nothing_flagged_anywhere(server
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"fetched" in proc.stderr and b"ok 89%" in proc.stderr  # the progress bar's fetch line
 
-    with tarfile.open(out / "clean" / "meta" / "00000.tar") as tar:
+    with tarfile.open(out / "clean" / "meta.csv.images" / "00000.tar") as tar:
         saved = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")]
     assert sorted(saved) == sorted(images[n] for n in names if n != listed)
-    rows = pq.read_table(out / "clean" / "meta" / "00000.parquet").to_pylist()
-    assert len(rows) == 7 and all(r["status"] == "success" for r in rows)
+    rows = pq.read_table(out / "clean" / "meta.csv.images" / "00000.parquet").to_pylist()
+    assert [r["status"] for r in rows] == ["success"] * 7 + ["failed_to_download"]  # the 404, kept
+    assert rows[-1]["error_message"] == "fetch_failed: http_404"
 
     data = images[listed]  # the whole file, and windows of its entropy-coded data (headers are shared)
     needles = [data] + [data[i : i + 64] for i in (len(data) // 3, len(data) // 2, len(data) - 80)]
@@ -535,3 +536,55 @@ def saved_images(tar_path) -> dict[str, bytes]:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     keys = [name.removesuffix(".json") for name in members if name.endswith(".json")]
     return {json.loads(members[f"{key}.json"])["url"]: members[f"{key}.jpg"] for key in keys}
+
+
+def test_saved_images_are_an_img2dataset_shard_as_img2dataset_writes_it(server, images, tiles, tmp_path, home):
+    """--save-images: only images that decoded are saved (a page served as image/jpeg is not); the
+    parquet keeps the input's own columns and the images' real sizes; keys are img2dataset's,
+    fixed-width; two tables of one stem keep their own shards; rows come in input order whatever
+    order the downloads finished in, so two runs write the same bytes."""
+    names = sorted(images)[:6]
+    slow_first = [server.url(f"/slow/{names[0]}", host="127.0.0.2")] + [server.url(f"/img/{n}") for n in names[1:]]
+    rows = slow_first + [server.url("/mislabelled")]
+    header = "URL,TEXT,punsafe,WIDTH"
+    lines = [f"{u},caption {i},0.0{i},640" for i, u in enumerate(rows)]
+    write_lines(tmp_path / "x.csv", [header, *lines])
+    (tmp_path / "x.jsonl").write_text(json.dumps({"URL": rows[1], "TEXT": "again"}) + "\n")
+    policy = tmp_path / "keep.toml"
+    policy.write_text('[unchecked]\nunsupported_media = "keep"\n')  # keep the page: its row, not its bytes
+    outs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        args = ["scan", tmp_path / "x.csv", tmp_path / "x.jsonl", "--out", out, "--fetch", "--save-images", *LOOPBACK]
+        assert run_cli(*args, "--policy", policy, "-q", home=home).exit_code == 0
+        outs.append(out)
+    shard = outs[0] / "clean" / "x.csv.images"
+    saved = pq.read_table(shard / "00000.parquet").to_pylist()
+    assert [r["key"] for r in saved] == [f"00000{i:05d}" for i in range(7)]  # 100,000 rows a part: 5 digits
+    assert [r["status"] for r in saved] == ["success"] * 6 + ["failed_to_download"]
+    assert saved[6]["error_message"] == "unsupported_media: html"
+    assert [(r["URL"], r["punsafe"], r["WIDTH"], r["caption"]) for r in saved[:2]] == [
+        (rows[0], "0.00", "640", "caption 0"),  # as a CSV holds them: text
+        (rows[1], "0.01", "640", "caption 1"),
+    ]
+    assert (saved[0]["width"], saved[0]["height"]) == tiles[0][1].size
+    with tarfile.open(shard / "00000.tar") as tar:
+        members = tar.getnames()
+    assert members[:3] == ["0000000000.jpg", "0000000000.txt", "0000000000.json"] and len(members) == 18
+    assert (outs[0] / "clean" / "x.jsonl.images" / "00000.tar").is_file()
+    for name in ("x.csv.images/00000.tar", "x.csv.images/00000.parquet", "x.jsonl.images/00000.tar"):
+        assert (outs[0] / "clean" / name).read_bytes() == (outs[1] / "clean" / name).read_bytes(), name
+
+
+def test_fetch_and_save_images_leave_a_webdataset_input_as_it_is(tiles, tmp_path, home):
+    """--fetch --save-images over tars (which hold their images) crashed; the clean release keeps
+    img2dataset's stats file beside each shard."""
+    from helpers import make_shards, samples_from
+
+    shards = make_shards(tmp_path / "shards", [samples_from(tiles[:4])])
+    out = tmp_path / "out"
+    assert run_cli("scan", shards, "--out", out, "--fetch", "--save-images", "-q", home=home).exit_code == 0
+    clean = out / "clean" / "shards"
+    assert sorted(p.name for p in clean.iterdir()) == ["00000.parquet", "00000.tar", "00000_stats.json"]
+    assert (clean / "00000_stats.json").read_bytes() == (shards / "00000_stats.json").read_bytes()
+    assert read_json(out / "report.json")["fetch"]["requests"] == 0  # nothing was downloaded

@@ -87,8 +87,10 @@ def test_scan_removes_listed_images_and_writes_a_clean_release(dataset, tmp_path
     assert [Path(f["path"]).name for f in report["inputs"]] == [
         "00000.parquet",
         "00000.tar",
+        "00000_stats.json",
         "00001.parquet",
         "00001.tar",
+        "00001_stats.json",
     ]
     tar0 = report["inputs"][1]
     assert tar0["sha256"] == hashlib.sha256(Path(tar0["path"]).read_bytes()).hexdigest()

@@ -388,7 +388,6 @@ def test_a_folder_that_mixes_kinds_is_refused_or_read_as_told(tiles, tmp_path, h
     )
     assert as_tars["totals"]["rows"] == 3
     assert [(Path(f["path"]).name, f["reason"]) for f in as_tars["ignored_files"]] == [
-        ("00000_stats.json", "not read as a webdataset input (--input-kind)"),
         ("loose.jpg", "not read as a webdataset input (--input-kind)"),
     ]
     every_file = safeset.scan(

@@ -72,6 +72,7 @@ class Item:
     extra: dict[str, Any] = field(default_factory=dict)
     embedding: Any = None
     locator: Any = None  # where the row sits in its input, for the reader's clean pass (tar byte ranges)
+    fetched: bool = False  # its URL went to the fetcher, which set its bytes or its status
 
     @property
     def data(self) -> bytes | None:

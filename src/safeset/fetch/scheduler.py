@@ -153,6 +153,7 @@ class Fetcher:
         if item.status is not None or item.data is not None or not item.url:
             await out.put(item)
             return
+        item.fetched = True
         reason = self.skip(item.url) if self.skip else None
         if reason:
             item.status, item.error = Status.SKIPPED_OPTOUT, reason

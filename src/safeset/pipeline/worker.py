@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
@@ -29,7 +30,7 @@ from ..report import ReportBuilder
 from ..sinks import OutLayout, results_table, write_json
 from ..sources import Shard, reader_for
 from ..sources.base import ShardLog
-from ..sources.tables import saved_images_dir
+from ..sources.tables import saved_images_stem
 from ..storage import (
     Remote,
     UnreadableFile,
@@ -130,10 +131,12 @@ def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | Non
     downloaded row carry its bytes to the clean writer, which writes them only if the row is kept."""
     counts: Counter[str] = Counter()
     for item in items:
-        if item.url and (item.data is not None or item.status in (Status.FETCH_FAILED, Status.SKIPPED_OPTOUT)):
-            counts["fetch:" + (item.error or "ok")] += 1
-            counts["bytes"] += len(item.data or b"")
-        if save_images and item.data is not None and item.url:
+        if not item.fetched:  # rows that had their bytes already (a tar's) pass through untouched
+            yield item
+            continue
+        counts["fetch:" + (item.error or "ok")] += 1
+        counts["bytes"] += len(item.data or b"")
+        if save_images and item.data is not None:
             item.locator = FetchedImage(item.data, item.url, item.caption)
         if progress is not None and sum(counts.values()) - counts["bytes"] >= 32:
             progress(dict(counts))
@@ -258,7 +261,10 @@ def _stage_earlier_run(remote: Remote, layout: OutLayout, task: ShardTask) -> No
         return
     wanted = [done, layout.relative(layout.part(task.part))]
     if task.spec.save_images:
-        wanted += [rel for rel, _ in remote.files(f"clean/{saved_images_dir(task.shard)}")]
+        stem = saved_images_stem(task.shard)
+        wanted += [
+            rel for rel, _ in remote.files(f"clean/{stem.parent}") if PurePosixPath(rel).name.startswith(stem.name)
+        ]
     for rel in wanted:
         remote.download(rel, layout.root / rel)
     remote.delete(done)

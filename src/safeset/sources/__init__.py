@@ -36,7 +36,7 @@ from .base import IMAGE_SUFFIXES, Reader, ReadOptions, Shard, walk_files
 from .folder import FolderReader, files_layout
 from .image_parquet import ImageParquetReader, image_column
 from .tables import TABLE_SUFFIXES, TableReader, parquet_file
-from .webdataset import TAR_SUFFIXES, WebdatasetReader, sidecar_parquet
+from .webdataset import TAR_SUFFIXES, WebdatasetReader, sidecars
 
 
 def _registry(*readers: Reader) -> dict[str, Reader]:
@@ -95,7 +95,7 @@ def _what(path: Path | PurePosixPath) -> str:
 def _folder_kind(path: Path, files: list[Path]) -> tuple[str, list[Path]]:
     """The kind a folder is read as, and the files it holds that do not belong to that kind."""
     tars = {f for f in files if f.name.lower().endswith(TAR_SUFFIXES)}
-    beside_tars = {sidecar_parquet(t) for t in tars}
+    beside_tars = {side for t in tars for side in sidecars(t)}
     layout = files_layout(path)  # img2dataset's files layout: its samples and parquets are a folder's rows
     claimed = {folder for folder, _ in layout} | {parquet for _, parquet in layout}
     kinds: dict[Path, str] = {}
@@ -211,7 +211,7 @@ def _not_of_kind(path: Path, files: list[Path], kind: str, options: ReadOptions)
         tars = [f for f in files if f.name.lower().endswith(TAR_SUFFIXES)]
         if not tars:
             raise BadInputError(path, "holds no .tar file (--input-kind webdataset)")
-        read = set(tars) | {sidecar_parquet(t) for t in tars}
+        read = set(tars) | {side for t in tars for side in sidecars(t)}
         return [f for f in files if f not in read]
     wanted = (".parquet",) if kind == "image_parquet" else TABLE_SUFFIXES
     return [f for f in files if not f.name.lower().endswith(wanted)]
@@ -248,7 +248,7 @@ def _remote_shards(plan: Plan, remote: Remote, options: ReadOptions) -> list[Sha
     present = {rel for rel, _, _ in entries}
     tars = [e for e in entries if e[0].lower().endswith(TAR_SUFFIXES)]
     if tars:  # as a local folder holding tars: the tars, each with its parquet if there is one
-        read = {rel for rel, _, _ in tars} | {sidecar_parquet(PurePosixPath(rel)).as_posix() for rel, _, _ in tars}
+        read = {rel for rel, _, _ in tars} | {s.as_posix() for rel, _, _ in tars for s in sidecars(PurePosixPath(rel))}
         for rel, _, uri in entries:
             if rel not in read and _what(PurePosixPath(rel)) != "not data":
                 raise BadInputError(uri, "lies beside the tars of this input: move it out (a webdataset is its tars)")
@@ -256,10 +256,9 @@ def _remote_shards(plan: Plan, remote: Remote, options: ReadOptions) -> list[Sha
                 plan.ignore(uri, "not data (a README, licence, marker or sidecar)")
         shards = []
         for rel, name, uri in tars:
-            sidecar = sidecar_parquet(PurePosixPath(rel))
-            side = Remote(uri).sibling(sidecar.name)
-            beside = sidecar.as_posix() in present if folder else side.exists()
-            files = (uri, side.uri) if beside else (uri,)
+            beside = [(path.as_posix(), Remote(uri).sibling(path.name)) for path in sidecars(PurePosixPath(rel))]
+            there = [side.uri for path, side in beside if (path in present if folder else side.exists())]
+            files = (uri, *there) if beside[0][1].uri in there else (uri,)  # stats only with the parquet
             shards.append(Shard("webdataset", name, uri, files, options=options))
         return shards
     shards = []

@@ -41,7 +41,15 @@ def resized(record: dict) -> Resized | None:
 
 class Img2datasetWriter:
     """Writes one shard in img2dataset's layout: `NNNNN.tar` (KEY.ext, KEY.txt, KEY.json per
-    sample), `NNNNN.parquet` (one row per sample) and `NNNNN_stats.json`."""
+    sample), `NNNNN.parquet` (one row per row of the shard, those without an image too) and
+    `NNNNN_stats.json`.
+
+    Rows may come in any order (downloads finish in theirs): their images wait in a spill file
+    beside the shard (kept images only, never flagged ones) and the shard is written in key order
+    when it closes, so that the same rows always make the same bytes. A row's key is img2dataset's:
+    the shard's number and the row's place in it, zero-padded to fixed widths. A row may carry other
+    columns (a metadata table's own: punsafe, WIDTH, ...), kept beside img2dataset's, as its
+    `save_additional_columns` does."""
 
     COLUMNS = pa.schema(
         [
@@ -59,13 +67,18 @@ class Img2datasetWriter:
         ]
     )
 
-    def __init__(self, directory: Path, number: int):
+    def __init__(self, directory: Path, number: int, key_digits: int = 4):
         directory.mkdir(parents=True, exist_ok=True)
         self.stem = directory / f"{number:05d}"
         self.number = number
-        self.rows: list[dict] = []
-        self.tar = open(partial_path(self.stem.with_suffix(".tar")), "wb")
-        self.tar_size = 0
+        self.key_digits = key_digits
+        self._rows: dict[int, tuple[dict, dict, tuple[int, int, str] | None]] = {}  # index -> row, extra, image
+        self._extra: dict[int, dict] = {}
+        self._spill_path = partial_path(self.stem.with_suffix(".spill"))
+        self._spill = open(self._spill_path, "w+b")
+
+    def key(self, index: int) -> str:
+        return f"{self.number:05d}{index:0{self.key_digits}d}"
 
     def add(
         self,
@@ -76,15 +89,18 @@ class Img2datasetWriter:
         size: tuple[int, int] | None = None,
         ext: str | None = None,
         md5: str | None = None,
+        index: int | None = None,
+        extra: dict | None = None,
     ) -> str:
-        """Add a sample (`data` None: a failed download, a parquet row only); returns its key.
-        `md5`, when the caller has it already, saves hashing the bytes again."""
-        key = f"{self.number:05d}{len(self.rows):04d}"
+        """Add the row at `index` (default: after the last): an image (`data`) or, with None, a row
+        without one (a failed download: `error` says why). `md5`, when the caller has it already,
+        saves hashing the bytes again. Returns its key."""
+        index = len(self._rows) if index is None else index
         width, height = size or (None, None)
         row = {
             "url": url,
             "caption": caption,
-            "key": key,
+            "key": self.key(index),
             "status": "success" if data is not None else "failed_to_download",
             "error_message": None if data is not None else (error or "unknown error"),
             "width": width,
@@ -94,37 +110,79 @@ class Img2datasetWriter:
             "exif": None,
             "md5": (md5 or hashlib.md5(data, usedforsecurity=False).hexdigest()) if data is not None else None,
         }
-        self.rows.append(row)
+        image = None
         if data is not None:
-            members = (
-                (ext or image_extension(data), data),
-                ("txt", (caption or "").encode()),
-                ("json", json.dumps(row).encode()),
-            )
-            for member_ext, payload in members:
-                self._member(f"{key}.{member_ext}", payload)
-        return key
+            offset = self._spill.seek(0, 2)
+            self._spill.write(data)
+            image = (offset, len(data), ext or image_extension(data))
+        self._rows[index] = (row, extra or {}, image)
+        return row["key"]
 
-    def _member(self, name: str, payload: bytes) -> None:
-        padding = -len(payload) % tarfile.BLOCKSIZE
-        self.tar.write(_ustar_header(name, len(payload)))
-        self.tar.write(payload)
-        self.tar.write(b"\0" * padding)
-        self.tar_size += tarfile.BLOCKSIZE + len(payload) + padding
+    def add_columns(self, index: int, extra: dict, caption: str | None = None) -> None:
+        """Other columns (and the caption) of the row at `index`, known once its image was added."""
+        self._extra[index] = extra
+        if caption is not None:
+            self._rows[index][0]["caption"] = caption
 
     def close(self) -> Path:
-        end = self.tar_size + 2 * tarfile.BLOCKSIZE  # two zero blocks, then zeros to a whole record
-        self.tar.write(b"\0" * (end + -end % tarfile.RECORDSIZE - self.tar_size))
-        self.tar.close()
         tar = self.stem.with_suffix(".tar")
+        rows = []
+        with open(partial_path(tar), "wb") as out:
+            size = 0
+            for index in sorted(self._rows):
+                row, extra, image = self._rows[index]
+                extra = {**extra, **self._extra.get(index, {})}
+                rows.append({**extra, **row})
+                if image is None:
+                    continue
+                offset, length, ext = image
+                self._spill.seek(offset)
+                members = (
+                    (ext, self._spill.read(length)),
+                    ("txt", (row["caption"] or "").encode()),
+                    ("json", json.dumps({**_json_safe(extra), **row}).encode()),
+                )
+                for member_ext, payload in members:
+                    size += _write_member(out, f"{row['key']}.{member_ext}", payload)
+            end = size + 2 * tarfile.BLOCKSIZE  # two zero blocks, then zeros to a whole record
+            out.write(b"\0" * (end + -end % tarfile.RECORDSIZE - size))
+        self._spill.close()
+        self._spill_path.unlink()
         commit(partial_path(tar), tar)
         side = self.stem.with_suffix(".parquet")
-        pq.write_table(pa.Table.from_pylist(self.rows, schema=self.COLUMNS), partial_path(side))
+        pq.write_table(_table(rows, self.COLUMNS), partial_path(side))
         commit(partial_path(side), side)
-        successes = sum(r["status"] == "success" for r in self.rows)
-        stats = {"count": len(self.rows), "successes": successes, "failed_to_download": len(self.rows) - successes}
+        successes = sum(r["status"] == "success" for r in rows)
+        stats = {"count": len(rows), "successes": successes, "failed_to_download": len(rows) - successes}
         write_atomic(self.stem.with_name(self.stem.name + "_stats.json"), json.dumps(stats, indent=2).encode())
         return tar
+
+
+def _table(rows: list[dict], columns: pa.Schema) -> pa.Table:
+    """img2dataset's columns with their types, the rows' other columns as pyarrow infers them."""
+    names = list(dict.fromkeys(name for row in rows for name in row)) or columns.names
+    fields = [columns.field(n) if n in columns.names else n for n in names]
+    arrays = [
+        pa.array(
+            [row.get(f.name if isinstance(f, pa.Field) else f) for row in rows],
+            f.type if isinstance(f, pa.Field) else None,
+        )
+        for f in fields
+    ]
+    return pa.table(arrays, names=names)
+
+
+def _json_safe(extra: dict) -> dict:
+    """A row's other columns as JSON can hold them (bytes and other odd values as text)."""
+    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in extra.items()}
+
+
+def _write_member(out, name: str, payload: bytes) -> int:
+    padding = -len(payload) % tarfile.BLOCKSIZE
+    out.write(_ustar_header(name, len(payload)))
+    out.write(payload)
+    out.write(b"\0" * padding)
+    return tarfile.BLOCKSIZE + len(payload) + padding
 
 
 class SavedShard:
@@ -152,17 +210,17 @@ class SavedShard:
                     where[row["md5"]] = (member.offset_data, member.size, row["url"], row["caption"])
         return where
 
-    def copy(self, md5: str, writer: Img2datasetWriter) -> None:
-        """Add the saved image with this MD5 to `writer`. Its absence means the earlier run's
-        outputs are not what its done-marker says: the shard fails, and is run again in full."""
+    def read(self, md5: str) -> bytes:
+        """The saved image with this MD5. Its absence means the earlier run's outputs are not what
+        its done-marker says: the shard fails, and is run again in full."""
         if self._where is None:
             self._where = self._index()
         if md5 not in self._where:
             raise RuntimeError(f"{self.stem.with_suffix('.tar')}: no saved image with MD5 {md5}")
-        offset, size, url, caption = self._where[md5]
+        offset, size, _, _ = self._where[md5]
         with open(self.stem.with_suffix(".tar"), "rb") as fh:
             fh.seek(offset)
-            writer.add(fh.read(size), url, caption, md5=md5)
+            return fh.read(size)
 
 
 def _tarfile_header(name: str, size: int) -> bytes:

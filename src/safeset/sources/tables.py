@@ -27,7 +27,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -155,11 +155,12 @@ def filter_parquet(
 @dataclass(frozen=True)
 class Part:
     """Rows [start, stop) of a table file; `where` locates them (row groups, or a byte range and the
-    line it starts on)."""
+    line it starts on); `number`: which part of the table it is."""
 
     start: int
     stop: int
     where: tuple[int, ...] = ()
+    number: int = 0
 
 
 class TableFormat(ABC):
@@ -421,7 +422,14 @@ class TableReader(Reader):
         if len(parts) == 1:
             return [Shard(self.kind, name, str(path), (str(path),), options=options, part=parts[0])]
         return [
-            Shard(self.kind, f"{name}/part-{k:05d}{_suffix(path)}", str(path), (str(path),), options=options, part=part)
+            Shard(
+                self.kind,
+                f"{name}/part-{k:05d}{_suffix(path)}",
+                str(path),
+                (str(path),),
+                options=options,
+                part=replace(part, number=k),
+            )
             for k, part in enumerate(parts)
         ]
 
@@ -457,35 +465,58 @@ class TableReader(Reader):
         table = SecondPass(lambda keep: _format(path).write_kept(path, shard.part, keep, clean_root / shard.name))
         if not save_images:
             return table
-        images = clean_root / saved_images_dir(shard)
-        return _TableWithImages(table, Img2datasetWriter(images, 0), SavedShard(images / "00000"))
+        stem = clean_root / saved_images_stem(shard)
+        digits = max(4, len(str(max(1, shard.options.table_rows) - 1)))
+        writer = Img2datasetWriter(stem.parent, int(stem.name), key_digits=digits)
+        return _TableWithImages(shard, table, writer, SavedShard(stem))
 
 
-def saved_images_dir(shard: Shard) -> PurePosixPath:
-    """Where `--save-images` writes a table shard's kept images, relative to `clean/`."""
-    return PurePosixPath(shard.name).with_suffix("")
+def saved_images_stem(shard: Shard) -> PurePosixPath:
+    """Where `--save-images` writes a table shard's kept images, relative to `clean/`: as
+    img2dataset would, `TABLE.images/NNNNN` with NNNNN the part's number (`x.csv.images/00003`),
+    so that tables of the same stem (x.csv, x.jsonl) and the parts of one never meet."""
+    part = shard.part
+    parted = part is not None and bool(part.where)
+    table = shard.name.rsplit("/", 1)[0] if parted else shard.name
+    return PurePosixPath(f"{table}.images") / f"{part.number if parted else 0:05d}"
 
 
 class _TableWithImages(CleanWriter):
-    """The filtered table, and the fetched images of its kept rows as an img2dataset shard beside
-    it (`clean/NAME/00000.tar`), written as each row is decided. A row carried over from an earlier
-    run of the shard (no bytes in hand) has its image copied from the shard that run saved."""
+    """The filtered table, and its kept rows as an img2dataset shard (`clean/TABLE.images/`):
+    rows whose downloaded image decoded with it, the others with the reason. Images are handed to
+    the shard's writer as rows are decided (it keeps them in key order); at the end the input's
+    own columns are read back for the kept rows and written beside img2dataset's. A row carried
+    over from an earlier run of the shard (no bytes in hand) has its image copied from the shard
+    that run saved."""
 
-    def __init__(self, table: CleanWriter, images: Img2datasetWriter, earlier: SavedShard):
+    def __init__(self, shard: Shard, table: CleanWriter, images: Img2datasetWriter, earlier: SavedShard):
+        self._shard = shard
         self._table = table
         self._images = images
         self._earlier = earlier
+        self._kept: set[int] = set()
 
     def keep(self, result: ItemResult) -> None:
         self._table.keep(result)
-        image = result.locator
-        if isinstance(image, FetchedImage):
-            self._images.add(image.data, image.url, image.caption, md5=result.md5)
-        elif result.status is Status.OK and result.md5 is not None:
-            self._earlier.copy(result.md5, self._images)
+        self._kept.add(result.index)
+        fetched = result.locator
+        if result.status is not Status.OK:
+            why = f"{result.status}: {result.error}" if result.error else str(result.status)
+            self._images.add(None, result.url, None, error=why, index=result.index)
+            return
+        data = fetched.data if isinstance(fetched, FetchedImage) else self._earlier.read(result.md5)
+        size = (result.width, result.height) if result.width else None
+        self._images.add(data, result.url, None, size=size, md5=result.md5, index=result.index)
 
     def close(self) -> None:
         self._table.close()
+        path, part = self._shard.path, self._shard.part
+        table_format = _format(path)
+        names = table_format.columns(path)
+        _, caption_col, _ = _columns(path, names, self._shard.options)
+        for index, row, _ in table_format.rows(path, part, names, []):
+            if index in self._kept and row is not None:
+                self._images.add_columns(index, row, _text(row.get(caption_col)) if caption_col else None)
         self._images.close()
 
 

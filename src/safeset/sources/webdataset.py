@@ -23,12 +23,12 @@ import gzip
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
 
-from ..atomic import commit, partial_path
+from ..atomic import commit, partial_path, write_atomic
 from ..errors import BadInputError
 from ..hashing import stream_digests
 from ..hashing.sniff import is_text
@@ -87,13 +87,14 @@ def _split_member(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext.lower()
 
 
-def sidecar_parquet(tar_path: Path) -> Path:
+def sidecars(tar_path: Path | PurePosixPath) -> tuple[Path | PurePosixPath, Path | PurePosixPath]:
+    """img2dataset's files beside a shard's tar: its parquet (the rows) and its stats."""
     name = tar_path.name
     for suffix in TAR_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return tar_path.with_name(name + ".parquet")
+    return tar_path.with_name(name + ".parquet"), tar_path.with_name(name + "_stats.json")
 
 
 def read_member(handle, size: int, name: str, max_bytes: int) -> Payload:
@@ -147,9 +148,9 @@ class WebdatasetReader(Reader):
             ]
         shards = []
         for tar, shard_name in tars:
-            side = sidecar_parquet(tar)
-            files = (str(tar), str(side)) if side.is_file() else (str(tar),)
-            shards.append(Shard(self.kind, shard_name, str(tar), files, options=options))
+            side, stats = sidecars(tar)
+            files = [str(tar)] + ([str(side)] + ([str(stats)] if stats.is_file() else []) if side.is_file() else [])
+            shards.append(Shard(self.kind, shard_name, str(tar), tuple(files), options=options))
         return shards
 
     def staging(self, shard: Shard, file: str) -> str:
@@ -343,6 +344,8 @@ class _TarCopy(CleanWriter):
         if len(self.shard.files) > 1:
             side = Path(self.shard.files[1])
             filter_parquet(side, self.target.parent / side.name, self.kept)
+        for stats in self.shard.files[2:]:  # img2dataset's record of the download, as it was
+            write_atomic(self.target.parent / Path(stats).name, Path(stats).read_bytes())
 
 
 def _read_rows(path: Path) -> list[dict]:
