@@ -58,7 +58,9 @@ def test_readme_commands_and_api_example_run(tmp_path):
     store.add("demo-md5", demo / "lists" / "demo-md5.txt", type_name="md5")
     store.add("demo-pdq", demo / "lists" / "demo-pdq.txt")
     (python_block,) = blocks("python")
-    proc = subprocess.run([sys.executable, "-c", python_block], cwd=tmp_path, env=env, capture_output=True)
+    script = tmp_path / "example.py"  # as a user saves it: a script, whose workers must not re-run it
+    script.write_text(python_block)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.decode().strip() == "unsupported_media"
 

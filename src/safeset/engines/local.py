@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence, Set
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from importlib.machinery import ModuleSpec
 from queue import Empty
 
 from ..pipeline.worker import ShardTask, run_shard
@@ -53,6 +54,24 @@ def _init_worker(queue, started, parent: int) -> None:
 def _run(task: ShardTask, slot: int) -> dict:
     _started[slot] = os.getpid()
     return run_shard(task, progress=_progress_queue.put)
+
+
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """While workers start: a spawned worker re-runs the script that started the scan (its
+    `__main__`) before it runs anything, so `safeset.scan(...)` in a script without an
+    `if __name__ == "__main__":` guard would start scans in every worker. Workers need nothing
+    of `__main__`; for a script it is presented as a module named `__main__`, which
+    multiprocessing's spawn does not import again."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None or not hasattr(main, "__file__"):
+        yield
+        return
+    main.__spec__ = ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
 
 
 def default_workers() -> int:
@@ -117,7 +136,8 @@ class LocalEngine(Engine):
     def _results(
         self, pool: ProcessPoolExecutor, tasks: Sequence[ShardTask], started
     ) -> Iterator[tuple[ShardTask, dict | BaseException]]:
-        futures: dict[Future, int] = {pool.submit(_run, task, slot): slot for slot, task in enumerate(tasks)}
+        with _main_not_reimported():  # the pool starts its workers as tasks are submitted
+            futures: dict[Future, int] = {pool.submit(_run, task, slot): slot for slot, task in enumerate(tasks)}
         left = set(futures)
         broken: list[int] = []
         while left:
