@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence, Set
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -161,9 +162,8 @@ class LocalEngine(Engine):
         were cut short or never started: run again, uncharged. When no death can be pinned on
         one shard, every shard that was running is a suspect."""
         processes = dict(getattr(pool, "_processes", {}) or {})
-        for process in processes.values():
-            process.join(5)
-        died = {pid: p.exitcode for pid, p in processes.items() if p.exitcode not in (0, -signal.SIGTERM, None)}
+        codes = {pid: _exit_code(process) for pid, process in processes.items()}
+        died = {pid: code for pid, code in codes.items() if code not in (0, -signal.SIGTERM, None)}
         culprits = {task.part for task, pid in broken if pid in died}
         if not culprits:
             culprits = {task.part for task, pid in broken if pid}
@@ -174,6 +174,16 @@ class LocalEngine(Engine):
                 yield task, WorkerDied(how)
             else:
                 yield task, NotRun()
+
+
+def _exit_code(process, seconds: float = 5.0) -> int | None:
+    """How a pool's process ended. The pool's own thread reaps its processes too, and a reap raced
+    by another leaves `exitcode` unset for a moment: read it until it is there."""
+    deadline = time.monotonic() + seconds
+    process.join(seconds)
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process.exitcode
 
 
 def _drain(queue, progress: Progress, stop: threading.Event) -> None:
