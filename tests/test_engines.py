@@ -13,15 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import make_shards, read_json, samples_from, write_lines
+from helpers import make_shards, read_json, samples_from, shard_tasks, write_lines
 from PIL import Image
 
 import safeset
 from safeset.demo import Sample, jpeg
 from safeset.engines import LocalEngine, Progress
-from safeset.pipeline.worker import RunSpec, ShardTask
-from safeset.sinks import OutLayout
-from safeset.sources import plan_shards
 
 
 def _children(parent: int) -> list[int]:
@@ -80,16 +77,7 @@ def test_a_worker_that_dies_costs_only_its_own_shard(poison_and_nine, tmp_path, 
     """The OOM killer takes the worker reading one shard, every time it runs: that shard alone is
     charged its attempts and fails; the nine others finish, none charged more than once (a broken
     pool used to charge an attempt to every shard pending in it)."""
-    store = safeset.BankStore(home)
-    spec = RunSpec(
-        str(home),
-        tuple((b.name, b.sha256) for b in store.resolve(None)),
-        safeset.Policy.preset("default"),
-        safeset.CheckSettings(),
-    )
-    layout = OutLayout(tmp_path / "out")
-    layout.create()
-    tasks = [ShardTask(i, s, str(layout.root), spec) for i, s in enumerate(plan_shards([poison_and_nine]).shards)]
+    tasks = shard_tasks(home, [poison_and_nine], tmp_path / "out")
     kills: set[int] = set()
     stop = threading.Event()
 
@@ -114,7 +102,7 @@ def test_a_worker_that_dies_costs_only_its_own_shard(poison_and_nine, tmp_path, 
     assert (poison.attempts, poison.error) == (3, "the worker process died (signal 9)"), seen
     assert len(kills) == 3, (kills, seen)
     assert {name: (o.error, o.attempts) for name, o in by_name.items()} == {name: (None, 1) for name in by_name}
-    assert len(list(layout.state.glob("part-*.done.json"))) == 9
+    assert len(list((tmp_path / "out" / "_state").glob("part-*.done.json"))) == 9
 
 
 def _scan(shards: Path, out: Path, home: Path, marker: str, *options: str) -> subprocess.Popen:

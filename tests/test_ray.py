@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import listed_tile_shards, read_json, same_release, snapshot, tree, write_lines
+from helpers import listed_tile_shards, read_json, same_release, shard_tasks, snapshot, tree, write_lines
 from http_server import HOSTS, FaultyServer
 from pyarrow import fs
 
@@ -103,24 +103,12 @@ def test_progress_counts_and_summaries_reach_the_driver(cluster, shards, tmp_pat
     """The engine itself, joined from this process: shard workers' progress counts travel through
     a Ray actor to the driver's callbacks, as the progress bars need them."""
     from safeset.engines import Progress, RayEngine
-    from safeset.pipeline.worker import RunSpec, ShardTask
-    from safeset.sinks import OutLayout
-    from safeset.sources import plan_shards
 
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.setenv(name, RAY_ENV[name])
     data, listed = shards
     add_bank(home, listed)
-    store = safeset.BankStore(home)
-    spec = RunSpec(
-        str(home),
-        tuple((b.name, b.sha256) for b in store.resolve(None)),
-        safeset.Policy.preset("default"),
-        safeset.CheckSettings(),
-    )
-    layout = OutLayout(tmp_path / "out")
-    layout.create()
-    tasks = [ShardTask(i, shard, str(layout.root), spec) for i, shard in enumerate(plan_shards([data]).shards)]
+    tasks = shard_tasks(home, [data], tmp_path / "out")
     counts, finished = [], []
     outcomes = RayEngine(workers=2, address=cluster).run(
         tasks, Progress(counts=counts.append, shard_done=finished.append)

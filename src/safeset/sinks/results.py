@@ -18,20 +18,20 @@ MATCH_TYPE = pa.struct(
     ]
 )
 
-PAYLOAD_TYPE = pa.struct(
-    [
-        ("name", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("md5", pa.string()),
-        ("sha1", pa.string()),
-        ("sha256", pa.string()),
-        ("pdq", pa.string()),
-        ("pdq_quality", pa.int16()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-    ]
-)
+# What a row and each of its payloads record alike: an outcome and the hashes of the bytes.
+_OBSERVED = [
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("md5", pa.string()),
+    ("sha1", pa.string()),
+    ("sha256", pa.string()),
+    ("pdq", pa.string()),
+    ("pdq_quality", pa.int16()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+]
+
+PAYLOAD_TYPE = pa.struct([("name", pa.string()), *_OBSERVED])
 
 RESULTS_SCHEMA = pa.schema(
     [
@@ -40,15 +40,7 @@ RESULTS_SCHEMA = pa.schema(
         ("index", pa.int64()),
         ("key", pa.string()),
         ("url", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("md5", pa.string()),
-        ("sha1", pa.string()),
-        ("sha256", pa.string()),
-        ("pdq", pa.string()),
-        ("pdq_quality", pa.int16()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
+        *_OBSERVED,
         ("url_md5", pa.string()),
         ("payloads", pa.list_(PAYLOAD_TYPE)),
         ("matches", pa.list_(MATCH_TYPE)),
