@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -239,7 +240,7 @@ def test_img2dataset_writer_tars_read_back_as_tarfile_writes_them(tmp_path):
     short ASCII names as for names that need a PAX header."""
     import tarfile
 
-    from safeset.sources.img2dataset import Img2datasetWriter, _tarfile_header, _ustar_header
+    from safeset.sources.img2dataset import Img2datasetWriter, _tarfile_header, member_header
 
     writer = Img2datasetWriter(tmp_path / "ours", 7)
     samples = [
@@ -263,7 +264,9 @@ def test_img2dataset_writer_tars_read_back_as_tarfile_writes_them(tmp_path):
 
     long_name = "k" * 120 + ".jpg"
     for name, size in (("a.jpg", 0), (long_name, 5), ("é.jpg", 3), ("0001.json", 123_456)):
-        assert _ustar_header(name, size) == _tarfile_header(name, size)
+        assert member_header(name, size) == _tarfile_header(name, size)
+    for mtime, mode in ((0, 0o600), (1_234_567_890, 0o755), (8**11, 0o644), (-5, 0o644)):
+        assert member_header("a.jpg", 9, mtime, mode) == _tarfile_header("a.jpg", 9, mtime, mode)
 
 
 def test_folder_names_and_special_files_cannot_inject_or_hang(tiles, tmp_path, home, store):
@@ -534,3 +537,75 @@ def test_a_kept_row_that_cannot_be_copied_fails_the_shard(tmp_path, home):
     default = run_cli("scan", path, "--out", tmp_path / "out2", "-q", home=home)
     assert default.exit_code == 0, default.output
     assert pq.read_table(tmp_path / "out2" / "clean" / "meta.parquet").num_rows == 100
+
+
+def _ppm_text(image) -> bytes:
+    """An image as plain (ASCII) PPM, `P3`: text by every test of text, and an image all the same."""
+    rgb = image.convert("RGB")
+    values = " ".join(map(str, rgb.tobytes()))
+    return f"P3\n{rgb.width} {rgb.height}\n255\n{values}\n".encode()
+
+
+def test_sidecars_that_hold_images_are_checked(tiles, tmp_path, home, store):
+    """A `.txt` or `.json` is read as metadata only if it is text no image decoder takes: a plain
+    PPM is ASCII, and a sidecar too large to hold in memory is hashed as it streams."""
+    listed_ppm, listed_big = tiles[20][1], encode(tiles[21][1].resize((1200, 1200)), "BMP")  # 4.3 MB
+    _bank(store, tmp_path, "pdq", [f"pdq {safeset.pdq(listed_ppm)}"])
+    _bank(store, tmp_path, "md5", [hashlib.md5(listed_big).hexdigest()], "md5")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, sidecar, data in (("a", "a.txt", _ppm_text(listed_ppm)), ("b", "b.txt", listed_big)):
+        (folder / f"{name}.jpg").write_bytes(jpeg(tiles[0][1]))
+        (folder / sidecar).write_bytes(data)
+    (folder / "c.jpg").write_bytes(jpeg(tiles[1][1]))
+    (folder / "c.TXT").write_bytes(b"a caption in upper case")
+    options = ("--max-bytes", str(len(listed_big) - 1), "--workers", "1", "-q")
+    assert run_cli("scan", folder, "--out", tmp_path / "out", *options, home=home).exit_code == 0
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "out" / "results").to_pylist()}
+    assert {k: r["decision"] for k, r in rows.items()} == {"a.jpg": "remove", "b.jpg": "remove", "c.jpg": "keep"}
+    assert kept_files(tmp_path / "out" / "clean" / "folder") == ["c.TXT", "c.jpg"]
+
+    tar = tmp_path / "wds" / "00000.tar"
+    tar.parent.mkdir()
+    with tarfile.open(tar, "w") as out:
+        for name, data in (("a.jpg", jpeg(tiles[0][1])), ("a.json", _ppm_text(listed_ppm))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    assert run_cli("scan", tar.parent, "--out", tmp_path / "out2", "--workers", "1", "-q", home=home).exit_code == 0
+    (row,) = pq.read_table(tmp_path / "out2" / "results").to_pylist()
+    assert row["decision"] == "remove" and row["matches"][0]["payload"] == "json"
+
+
+@pytest.mark.parametrize("layout", ["tar", "files"])
+def test_img2dataset_parquet_beside_a_shard_is_checked_too(tiles, tmp_path, home, store, layout):
+    """Whatever reaches the clean release is checked: a byte column in the parquet beside a shard
+    (img2dataset writes none, another tool might), and the stats file, written again as JSON."""
+    root, _ = write_files_layout(tmp_path / "ds", tiles[:4], failed=1)
+    listed = encode(tiles[22][1], "PNG")
+    table = pq.read_table(root / "00000.parquet")
+    thumbs = [None, None, listed, None]
+    pq.write_table(table.append_column("thumbnail", pa.array(thumbs, pa.binary())), root / "00000.parquet")
+    (root / "00000_stats.json").write_bytes(listed)  # not JSON: left out of the release
+    if layout == "tar":
+        with tarfile.open(root / "00000.tar", "w") as tar:
+            for path in sorted((root / "00000").iterdir()):
+                tar.add(path, path.name)
+        for path in (root / "00000").iterdir():
+            path.unlink()
+        (root / "00000").rmdir()
+    else:  # a file below the shard's folder, named as a row's key is: its own row, not that row's
+        (root / "00000" / "deeper").mkdir()
+        (root / "00000" / "deeper" / "000000003.jpg").write_bytes(encode(tiles[23][1], "PNG"))
+        _bank(store, tmp_path, "deep", [hashlib.md5(encode(tiles[23][1], "PNG")).hexdigest()], "md5")
+    _bank(store, tmp_path, "md5", [hashlib.md5(listed).hexdigest()], "md5")
+    report = safeset.scan(root, tmp_path / "out", home=str(home), workers=1)
+    rows = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert report["totals"]["rows"] == (4 if layout == "tar" else 5)
+    assert [r["decision"] for r in rows[:4]] == ["keep", "keep", "remove", "keep"]
+    assert [p["name"] for p in rows[2]["payloads"]][-1] == "00000.parquet:thumbnail"
+    clean = tmp_path / "out" / "clean" / "ds"
+    assert listed not in (clean / "00000.parquet").read_bytes() and not (clean / "00000_stats.json").exists()
+    if layout == "files":
+        assert rows[4]["key"] == "00000/deeper/000000003.jpg" and rows[4]["decision"] == "remove"
+        assert "00000/000000003.jpg" in kept_files(clean) and "00000/deeper/000000003.jpg" not in kept_files(clean)

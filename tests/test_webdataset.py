@@ -234,3 +234,63 @@ def _zeros_md5(size: int) -> str:
     for _ in range(size >> 20):
         digest.update(block)
     return digest.hexdigest()
+
+
+def _block(data: bytes) -> bytes:
+    return data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+def _member(name: str, data: bytes, fmt: int = tarfile.USTAR_FORMAT, **pax: str) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.pax_headers = len(data), pax
+    return info.tobuf(fmt) + _block(data)
+
+
+def test_crafted_headers_cannot_carry_bytes_into_the_clean_tar(tiles, tmp_path, home):
+    """Headers that tarfile and GNU tar read differently, or that carry bytes of their own: the
+    clean tar is written afresh from what was hashed, so none of it reaches the release."""
+    listed = encode(tiles[50][1], "PNG")
+    kept = [jpeg(tiles[i][1]) for i in range(4)]
+    hidden = _member("b.png", listed)  # a sample tarfile never sees: the sparse member below swallows it
+    stored = _block(f"1\n0\n{len(kept[0])}\n".encode()) + kept[0]
+    sparse = _member(
+        "GNUSparseFile.0/a.jpg",
+        stored,
+        tarfile.PAX_FORMAT,
+        **{
+            "size": str(len(stored)),
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": "a.jpg",
+            "GNU.sparse.realsize": str(len(_block(kept[0])) + len(hidden)),
+        },
+    )
+    terabyte = _member(  # 10 stored bytes declaring a 1 TiB file
+        "GNUSparseFile.0/c.bin",
+        b"x" * 10,
+        tarfile.PAX_FORMAT,
+        **{"GNU.sparse.size": str(1 << 40), "GNU.sparse.numblocks": "1", "GNU.sparse.map": "0,10"},
+    )
+    longname = tarfile.TarInfo("././@LongLink")  # a GNU long name whose data runs on past its NUL
+    longname.type, longname.size = tarfile.GNUTYPE_LONGNAME, len(b"d.jpg\0" + listed)
+    shard = tmp_path / "shards" / "00000.tar"
+    shard.parent.mkdir()
+    shard.write_bytes(
+        sparse
+        + hidden
+        + terabyte
+        + longname.tobuf(tarfile.GNU_FORMAT)
+        + _block(b"d.jpg\0" + listed)
+        + _member("d.jpg", kept[1], tarfile.GNU_FORMAT)
+        + _member("e.jpg", kept[2], tarfile.PAX_FORMAT, comment=listed.decode("latin-1"))  # in a PAX record
+        + bytes(2 * tarfile.BLOCKSIZE)
+    )
+    md5_bank(home, tmp_path, listed)
+    rows = scan(shard.parent, tmp_path / "out", home, "--max-bytes", str(2**20))
+    assert (rows["c"]["status"], rows["c"]["error"]) == ("decode_failed", "too_large")  # not expanded
+    clean = tmp_path / "out" / "clean" / "shards" / "00000.tar"
+    raw = clean.read_bytes()
+    assert listed[100:164] not in raw and listed.decode("latin-1").encode()[100:164] not in raw
+    assert members(clean)["d.jpg"] == kept[1] and members(clean)["e.jpg"] == kept[2]
+    listing = subprocess.run(["tar", "-tf", str(clean)], capture_output=True, check=True, text=True)
+    assert sorted(listing.stdout.split()) == sorted(members(clean))  # both readers agree on it

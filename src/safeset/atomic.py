@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,10 +29,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Commits waiting for the end of a `commit_together` block: (partial, final, durable).
+_PENDING: ContextVar[list[tuple[Path, Path, bool]] | None] = ContextVar("pending_commits", default=None)
+
+
 def commit(partial: Path, final: Path, durable: bool = True) -> None:
     """Rename `partial` into place, its bytes on disk first and the rename after them, so that
     after a power loss the file is there whole or not at all (`durable=False`: neither synced,
-    for files that are rewritten anyway)."""
+    for files that are rewritten anyway). Inside `commit_together`, at the end of its block."""
+    pending = _PENDING.get()
+    if pending is not None:
+        pending.append((partial, final, durable))
+        return
     if durable:
         fd = os.open(partial, os.O_RDONLY)
         try:
@@ -41,6 +50,25 @@ def commit(partial: Path, final: Path, durable: bool = True) -> None:
     os.replace(partial, final)
     if durable:
         fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def commit_together() -> Iterator[None]:
+    """Hold back every commit made in the block until it ends, then make them in order; if the
+    block raises, remove their partial files instead. A shard's clean release goes through this,
+    so that no file of it appears unless every check of the shard has passed."""
+    pending: list[tuple[Path, Path, bool]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for partial, _, _ in pending:
+            partial.unlink(missing_ok=True)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for partial, final, durable in pending:
+        commit(partial, final, durable)
 
 
 @contextlib.contextmanager

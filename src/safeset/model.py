@@ -71,7 +71,7 @@ class Item:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     embedding: Any = None
-    locator: Any = None  # where the row sits in its input, for the reader's clean pass (tar byte ranges)
+    locator: Any = None  # where the row sits in its input, for the reader's clean pass (a tar's members)
     fetched: bool = False  # its URL went to the fetcher, which set its bytes or its status
 
     @property

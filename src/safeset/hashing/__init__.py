@@ -1,7 +1,7 @@
 """Hashing: exact digests of bytes and URLs, and PDQ of pixels. Pure: imports no other stage."""
 
 from .digests import byte_digests, domain_suffixes, normal_host, normalise_url, stream_digests, url_host, url_md5
-from .image import DecodeError, DecodeLimits, Luma, UnsupportedMedia, decode_luma, decode_rgb, open_image
+from .image import DecodeError, DecodeLimits, Luma, UnsupportedMedia, decode_luma, decode_rgb, is_metadata, open_image
 from .pdq import (
     DIHEDRAL,
     PDQ_DEFAULT_THRESHOLD,
@@ -33,6 +33,7 @@ __all__ = [
     "decode_luma",
     "decode_rgb",
     "domain_suffixes",
+    "is_metadata",
     "normal_host",
     "normalise_url",
     "open_image",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .sniff import DECODED_KINDS, sniff
+from .sniff import DECODED_KINDS, is_text, sniff
 
 # Pillow's own decompression-bomb threshold (about 89.5 megapixels); larger images are refused
 # before their pixels are decoded.
@@ -120,6 +120,21 @@ def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Imag
     if max(width, height) > limits.max_side:
         raise DecodeError("too_large")
     return image
+
+
+def is_metadata(data: bytes) -> bool:
+    """Whether a sidecar's bytes are text to read (a caption, a JSON record) rather than content
+    to check: text (see `sniff.is_text`) that no allowed image decoder takes. Plain PNM images
+    (`P1`-`P3`) are ASCII text, so being text alone does not make bytes harmless."""
+    if not is_text(data):
+        return False
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS):
+            return False
+    except UnidentifiedImageError:
+        return True
+    except Exception:  # a decoder that recognised it and then failed: it looks like an image
+        return False
 
 
 def decode_rgb(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:

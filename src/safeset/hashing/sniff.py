@@ -77,8 +77,9 @@ def sniff(data: bytes) -> str:
 
 
 def is_text(data: bytes) -> bool:
-    """UTF-8 with no NUL byte: a caption or a JSON record, never an image (every image format
-    either has bytes invalid in UTF-8 or NUL bytes in its header)."""
+    """UTF-8 with no NUL byte, as captions and JSON records are. Most image formats have bytes
+    invalid in UTF-8 or NUL bytes in their header, but not all: plain PNM (`P1`-`P3`) is ASCII,
+    so use `image.is_metadata` to decide that bytes need no checking."""
     if b"\x00" in data:
         return False
     try:

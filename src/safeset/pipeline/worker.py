@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..atomic import commit, partial_path
+from ..atomic import commit, commit_together, partial_path
 from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
 from ..model import Decision, FetchedImage, Item, ItemResult, Status
@@ -309,14 +309,15 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         results.append(result)
     if carried and progress is not None:
         progress({"items": len(carried)})
-    writer.close()
     results.sort(key=lambda r: r.index)
     indexes = [r.index for r in results]
-    if len(set(indexes)) != len(indexes) or not len(results) == read["rows"] == log.rows:
-        raise RuntimeError(
-            f"{task.shard.name}: the input holds {log.rows} rows, {read['rows']} were read, "
-            f"{len(results)} have results (rows in != out)"
-        )
+    with commit_together():  # the clean release appears after the shard's checks pass, or not at all
+        writer.close()
+        if len(set(indexes)) != len(indexes) or not len(results) == read["rows"] == log.rows:
+            raise RuntimeError(
+                f"{task.shard.name}: the input holds {log.rows} rows, {read['rows']} were read, "
+                f"{len(results)} have results (rows in != out)"
+            )
 
     part = layout.part(task.part)
     tmp = partial_path(part)

@@ -106,7 +106,7 @@ class CleanWriter(ABC):
 
     @abstractmethod
     def keep(self, result: ItemResult) -> None:
-        """The row of `result` is kept; `result.locator` is what its Item carried (tar byte ranges,
+        """The row of `result` is kept; `result.locator` is what its Item carried (a tar's members,
         fetched bytes), its digests are there to be reused."""
 
     @abstractmethod
@@ -153,6 +153,12 @@ def json_object(text: bytes, problem: Callable[[str], None]) -> dict:
         problem("is not a JSON object")
         return {}
     return value
+
+
+def text_or_none(value: Any) -> str | None:
+    """A cell or JSON value that is meant to be text (a URL, a caption): a non-empty string, or
+    None for anything else (a number, bytes, a list), never a crash downstream."""
+    return value if isinstance(value, str) and value else None
 
 
 _CHUNK = 1 << 20

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_writer
-from ..hashing.sniff import is_text
+from ..hashing import is_metadata
 from ..model import Item, ItemResult, Status, printable
 from .base import (
     CleanWriter,
@@ -38,10 +38,12 @@ from .base import (
     UnreadableFile,
     json_object,
     read_file,
+    text_or_none,
     walk_files,
 )
 from .img2dataset import resized
 from .tables import filter_parquet
+from .webdataset import ShardRow, shard_rows
 
 SIDECAR_EXTENSIONS = frozenset({".json", ".txt"})
 
@@ -136,26 +138,35 @@ class FolderReader(Reader):
             for index, files in enumerate(samples):
                 yield self._item(shard, root, index, files, None, problems)
             return
-        from .webdataset import _read_rows
-
-        rows = _read_rows(root / part.parquet)
+        rows = shard_rows(root / part.parquet, shard.options.max_bytes)
         log.declare(len(rows))
-        by_key = {sample_key(files[0]).rpartition("/")[2]: files for files in samples}
+        # A sample's key is its path inside the shard's folder, without the extension: img2dataset
+        # keys name files at the top of it, and a file deeper down is no row's sample but its own.
+        by_key = {sample_key(files[0])[len(part.folder) + 1 :]: files for files in samples}
         seen: set[str] = set()
         for index, row in enumerate(rows):
-            key = str(row.get("key"))
+            key = str(row.values.get("key"))
             files = by_key.get(key) if key not in seen else None
             seen.add(key)
             if files is None:
-                item = Item(row_id=shard.row_id(index), shard=shard.name, index=index, key=key, url=row.get("url"))
-                status = row.get("status")
-                item.status = Status.NO_IMAGE
-                message = (row.get("error_message") or "").strip()
-                item.error = (
-                    f"img2dataset {status}" + (f": {message[:200]}" if message else "")
-                    if status and status != "success"
-                    else "missing from folder"
+                values = row.values
+                item = Item(
+                    row_id=shard.row_id(index),
+                    shard=shard.name,
+                    index=index,
+                    key=key,
+                    url=text_or_none(values.get("url")),
+                    payloads=row.payloads,
                 )
+                if not item.payloads:
+                    status = values.get("status")
+                    message = (text_or_none(values.get("error_message")) or "").strip()
+                    item.status = Status.NO_IMAGE
+                    item.error = (
+                        f"img2dataset {status}" + (f": {message[:200]}" if message else "")
+                        if status and status != "success"
+                        else "missing from folder"
+                    )
                 yield item
             else:
                 yield self._item(shard, root, index, files, row, problems)
@@ -168,7 +179,7 @@ class FolderReader(Reader):
                 extra += 1
 
     def _item(
-        self, shard: Shard, root: Path, index: int, files: tuple[str, ...], row: dict | None, problems: list[str]
+        self, shard: Shard, root: Path, index: int, files: tuple[str, ...], row: ShardRow | None, problems: list[str]
     ) -> Item:
         """One sample: its text sidecars read as metadata, every other file as a payload. A file
         that cannot be read is named in the row's error and left out of the kept list."""
@@ -184,27 +195,35 @@ class FolderReader(Reader):
                 unreadable.append(f"{printable(rel)}: {exc.reason}")
                 continue
             listed.append(rel)
-            if len(files) > 1 and Path(rel).suffix.lower() in SIDECAR_EXTENSIONS and is_text(payload.data or b""):
-                if rel.endswith(".json") and not meta:
+            suffix = Path(rel).suffix.lower()
+            if (
+                len(files) > 1
+                and suffix in SIDECAR_EXTENSIONS
+                and payload.data is not None
+                and is_metadata(payload.data)
+            ):
+                if suffix == ".json" and not meta:
                     meta = json_object(payload.data, lambda why, rel=rel: problems.append(f"{root / rel} {why}"))
-                elif rel.endswith(".txt") and item.caption is None:
+                elif suffix == ".txt" and item.caption is None:
                     item.caption = payload.data.decode("utf-8")
                 continue
             item.payloads.append(payload)
-        item.locator = tuple(listed)
+        values = row.values if row is not None else {}
         if len(item.payloads) == 1:  # img2dataset's one image: what it did to it, if it says
-            item.payloads[0].resized = resized(row or {}) or resized(meta)
+            item.payloads[0].resized = resized(values) or resized(meta)
         if item.payloads:
             item.key = item.payloads[0].name
-        else:
+        if row is not None:
+            item.payloads.extend(row.payloads)
+        item.locator = tuple(listed)
+        if not item.payloads:
             item.status = Status.NO_IMAGE
             item.error = unreadable[0] if unreadable else "sample has no image file"
         if unreadable and item.payloads:
             problems.append(f"{root / files[0]}: sample left partly unread ({len(unreadable)} file(s))")
-        url = (row or {}).get("url") or meta.get("url")
-        item.url = url if isinstance(url, str) and url else None
-        if item.caption is None and isinstance((row or {}).get("caption"), str):
-            item.caption = row["caption"]
+        item.url = text_or_none(values.get("url")) or text_or_none(meta.get("url"))
+        if item.caption is None:
+            item.caption = text_or_none(values.get("caption"))
         return item
 
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:

@@ -19,12 +19,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from ..errors import BadInputError, UsageError
 from ..model import Item, Payload, Status, printable
-from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, ShardLog, UnreadableFile, read_file
+from .base import (
+    CleanWriter,
+    Reader,
+    ReadOptions,
+    SecondPass,
+    Shard,
+    ShardLog,
+    UnreadableFile,
+    read_file,
+    text_or_none,
+)
 from .tables import (
     CAPTION_COLUMNS,
     KEY_COLUMNS,
@@ -39,16 +50,30 @@ IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "b
 
 
 def _holds_bytes(field_type: pa.DataType) -> bool:
-    """Whether values of this type can carry bytes anywhere inside them."""
-    if pa.types.is_binary(field_type) or pa.types.is_large_binary(field_type):
+    """Whether values of this type can carry bytes anywhere inside them: any binary type (plain,
+    large, fixed-size, view, dictionary-encoded), at any depth of structs, lists, maps and unions."""
+    t = pa.types
+    if t.is_dictionary(field_type):
+        return _holds_bytes(field_type.value_type)
+    if isinstance(field_type, pa.ExtensionType):
+        return _holds_bytes(field_type.storage_type)
+    if t.is_binary(field_type) or t.is_large_binary(field_type) or t.is_fixed_size_binary(field_type):
         return True
-    if pa.types.is_struct(field_type):
+    if t.is_binary_view(field_type):
+        return True
+    if t.is_struct(field_type):
         names = {field_type.field(i).name for i in range(field_type.num_fields)}
         # an image struct, even one whose bytes are all null (its images are files at `path`)
         return {"bytes", "path"} <= names or any(
             _holds_bytes(field_type.field(i).type) for i in range(field_type.num_fields)
         )
-    if pa.types.is_list(field_type) or pa.types.is_large_list(field_type) or pa.types.is_fixed_size_list(field_type):
+    if t.is_map(field_type):
+        return _holds_bytes(field_type.key_type) or _holds_bytes(field_type.item_type)
+    if t.is_union(field_type):
+        return any(_holds_bytes(field_type.field(i).type) for i in range(field_type.num_fields))
+    if t.is_run_end_encoded(field_type):
+        return _holds_bytes(field_type.value_type)
+    if hasattr(field_type, "value_type"):  # lists of every kind (list, large, fixed-size, views)
         return _holds_bytes(field_type.value_type)
     return False
 
@@ -109,15 +134,15 @@ class ImageParquetReader(Reader):
                 continue
             missing: list[str] = []
             for column in images:
-                self._collect(column, row.get(column), item, bases, missing, shard.options.max_bytes)
+                collect_payloads(column, row.get(column), item.payloads, bases, missing, shard.options.max_bytes)
             first = row.get(images[0])
-            image_path = first.get("path") if isinstance(first, dict) else None
+            image_path = text_or_none(first.get("path")) if isinstance(first, dict) else None
             if key_col and row.get(key_col) is not None:
                 item.key = str(row[key_col])
             elif image_path:
                 item.key = image_path
-            item.url = row.get(url) if url else None
-            item.caption = row.get(caption) if caption else None
+            item.url = text_or_none(row.get(url)) if url else None
+            item.caption = text_or_none(row.get(caption)) if caption else None
             if not item.payloads:
                 item.status = Status.NO_IMAGE
                 item.error = f"image file not found: {printable(missing[0])}" if missing else "image cell is empty"
@@ -125,41 +150,50 @@ class ImageParquetReader(Reader):
                 problems.append(f"{path}, row {index}: image file not found: {printable(missing[0])}")
             yield item
 
-    def _collect(self, name: str, value, item: Item, bases: list[Path], missing: list[str], max_bytes: int) -> None:
-        """Every payload inside one value: a binary, an image struct (its bytes, or the file at its
-        path), a struct's fields, a list's elements."""
-        if value is None:
-            return
-        if isinstance(value, bytes):
-            item.payloads.append(Payload(name, value))
-        elif isinstance(value, dict) and _is_image_struct(value) and value["bytes"] is None:
-            if value["path"]:
-                self._referenced(name, value["path"], item, bases, missing, max_bytes)
-        elif isinstance(value, dict):
-            for field, inner in value.items():
-                self._collect(
-                    name if _is_image_struct(value) else f"{name}.{field}", inner, item, bases, missing, max_bytes
-                )
-        elif isinstance(value, list):
-            for i, inner in enumerate(value):
-                self._collect(f"{name}[{i}]", inner, item, bases, missing, max_bytes)
-
-    def _referenced(
-        self, name: str, where: str, item: Item, bases: list[Path], missing: list[str], max_bytes: int
-    ) -> None:
-        candidates = [Path(where)] if Path(where).is_absolute() else [base / where for base in bases]
-        for candidate in candidates:
-            if not Path(where).is_absolute() and not _inside(candidate, bases):
-                continue
-            try:
-                item.payloads.append(read_file(candidate, name, max_bytes))
-                return
-            except UnreadableFile:
-                continue
-        missing.append(where)
-
     def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
         return SecondPass(lambda keep: filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64))
+
+
+def collect_payloads(
+    name: str, value: Any, payloads: list[Payload], bases: list[Path], missing: list[str], max_bytes: int
+) -> None:
+    """Every payload inside one value of a parquet cell, appended to `payloads`: bytes, an image
+    struct (its bytes, or the file at its path), a struct's fields, a list's elements, a map's keys
+    and values. `missing`: the paths of image structs that name no readable file."""
+    if value is None:
+        return
+    if isinstance(value, bytes):
+        payloads.append(Payload(name, value))
+    elif isinstance(value, dict) and _is_image_struct(value) and value["bytes"] is None:
+        if value["path"] is not None:
+            _referenced(name, value["path"], payloads, bases, missing, max_bytes)
+    elif isinstance(value, dict):
+        for field, inner in value.items():
+            inner_name = name if _is_image_struct(value) else f"{name}.{field}"
+            collect_payloads(inner_name, inner, payloads, bases, missing, max_bytes)
+    elif isinstance(value, (list, tuple)):  # a map's entries are (key, value) tuples
+        for i, inner in enumerate(value):
+            collect_payloads(f"{name}[{i}]", inner, payloads, bases, missing, max_bytes)
+
+
+def _referenced(
+    name: str, where: Any, payloads: list[Payload], bases: list[Path], missing: list[str], max_bytes: int
+) -> None:
+    """The file an image struct names by `path`: absolute, or relative to one of `bases` and
+    inside it."""
+    if not isinstance(where, str) or not where or "\0" in where:
+        missing.append(str(where))
+        return
+    candidates = [Path(where)] if Path(where).is_absolute() else [base / where for base in bases]
+    for candidate in candidates:
+        if not Path(where).is_absolute() and not _inside(candidate, bases):
+            continue
+        try:
+            payloads.append(read_file(candidate, name, max_bytes))
+            return
+        except UnreadableFile:
+            continue
+    missing.append(where)
 
 
 def _inside(candidate: Path, bases: list[Path]) -> bool:

@@ -179,7 +179,7 @@ def _json_safe(extra: dict) -> dict:
 
 def _write_member(out, name: str, payload: bytes) -> int:
     padding = -len(payload) % tarfile.BLOCKSIZE
-    out.write(_ustar_header(name, len(payload)))
+    out.write(member_header(name, len(payload)))
     out.write(payload)
     out.write(b"\0" * padding)
     return tarfile.BLOCKSIZE + len(payload) + padding
@@ -223,26 +223,30 @@ class SavedShard:
             return fh.read(size)
 
 
-def _tarfile_header(name: str, size: int) -> bytes:
+SAVED_MTIME = 1_700_000_000  # the time of the members safeset writes itself: fixed, so reruns write identical shards
+
+
+def _tarfile_header(name: str, size: int, mtime: int = SAVED_MTIME, mode: int = 0o644) -> bytes:
     info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 1_700_000_000  # fixed, so that reruns write identical shards
+    info.size, info.mtime, info.mode = size, mtime, mode
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")  # what `tarfile.open(.., "w")` writes
 
 
 _USTAR_TEMPLATE = _tarfile_header("", 0)
 
 
-def _ustar_header(name: str, size: int) -> bytes:
-    """The header `tarfile` writes for a regular member (mode 644, fixed mtime), built from a
+def member_header(name: str, size: int, mtime: int = SAVED_MTIME, mode: int = 0o644) -> bytes:
+    """The header `tarfile` writes for a regular file member, owned by no one, built from a
     template: the same bytes in a fraction of the time, which matters at thousands of members a
-    second. Names that need a PAX header (long, not ASCII) go through `tarfile`."""
-    encoded = name.encode()
-    if len(encoded) > 100 or not name.isascii() or size >= 8**11:
-        return _tarfile_header(name, size)
+    second. Names that need a PAX header (long, not ASCII) and out-of-range numbers go through
+    `tarfile`."""
+    if not name.isascii() or len(name) > 100 or not 0 <= size < 8**11 or not 0 <= mtime < 8**11:
+        return _tarfile_header(name, size, mtime, mode)
     header = bytearray(_USTAR_TEMPLATE)
-    header[0:100] = encoded.ljust(100, b"\0")
+    header[0:100] = name.encode().ljust(100, b"\0")
+    header[100:108] = b"%07o\0" % (mode & 0o7777)
     header[124:136] = b"%011o\0" % size
+    header[136:148] = b"%011o\0" % mtime
     header[148:156] = b" " * 8  # the checksum counts its own field as spaces
     header[148:155] = b"%06o\0" % sum(header)
     return bytes(header)

@@ -7,19 +7,24 @@ parquet row, and a row with no sample in the tar is recorded as `no_image`. A ta
 (other webdataset writers) is read alone, one row per sample key, in tar order.
 
 Every member of a sample that goes into the clean release is checked first. A member is metadata
-only if its extension says so (`.txt`, `.json`, `.cls`, ...) and it is text (UTF-8, no NUL byte);
-every other member is a payload of the row, hashed and matched whatever its extension says (a
-`KEY.png` beside `KEY.jpg`, a `KEY.seg.png`, a `KEY.bin`, a nested tar). A payload larger than
-`max_bytes` is hashed as it streams past, never held whole in memory.
+only if its extension says so (`.txt`, `.json`, `.cls`, ...), it is text (UTF-8, no NUL byte) and
+no image decoder takes it (plain PNM images are text); every other member is a payload of the row,
+hashed and matched whatever its extension says (a `KEY.png` beside `KEY.jpg`, a `KEY.seg.png`, a
+`KEY.bin`, a nested tar). A payload larger than `max_bytes` is hashed as it streams past, never held
+whole in memory. Byte columns of the parquet beside the tar are payloads of their rows too.
 
-A member's bytes in the archive run from its first header to the next member's header, as tarfile
-found them: for a sparse member that is the stored data, not its expanded size, so the clean copy
-takes exactly the member and nothing of the next one.
+The clean tar is written afresh, not cut out of the input: each kept member gets a new header
+(its name, size, mode and time; no owner, no extended records) and its data, read again and
+checked against the digest taken in the first pass. So the clean tar holds exactly the members
+that were hashed, whatever the input's headers hold or however another tar reader would list the
+input (tarfile and GNU tar disagree on crafted sparse headers); a sparse member is written expanded.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,12 +35,12 @@ import pyarrow as pa
 
 from ..atomic import commit, partial_path, write_atomic
 from ..errors import BadInputError
-from ..hashing import stream_digests
-from ..hashing.sniff import is_text
-from ..model import Item, ItemResult, Payload, Status
+from ..hashing import byte_digests, is_metadata, stream_digests
+from ..model import Item, ItemResult, Payload, Status, printable
 from ..storage import open_input
-from .base import CleanWriter, Reader, ReadOptions, Shard, ShardLog, json_object, walk_files
-from .img2dataset import resized
+from .base import CleanWriter, Reader, ReadOptions, Shard, ShardLog, json_object, text_or_none, walk_files
+from .image_parquet import collect_payloads, image_columns
+from .img2dataset import member_header, resized
 from .tables import filter_parquet, parquet_file
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -61,15 +66,10 @@ _CHUNK = 1 << 20
 @dataclass
 class _Member:
     info: tarfile.TarInfo
-    end: int  # where its bytes in the archive end (the next header): the clean copy's range end
     ext: str
     payload: Payload | None = None  # a payload of the row; None: metadata, its text in `text`
     text: bytes = b""
-
-    @property
-    def complete(self) -> bool:
-        """All its bytes were read (a member cut off by the end of the archive is not copied)."""
-        return self.payload is None or self.payload.error != "truncated"
+    md5: str | None = None  # of all its bytes; None when they were not all read (not copied, then)
 
 
 @dataclass
@@ -77,7 +77,7 @@ class _Sample:
     index: int
     key: str
     members: list[_Member] = field(default_factory=list)
-    row: dict | None = None
+    row: ShardRow | None = None
 
 
 def _split_member(name: str) -> tuple[str, str]:
@@ -160,12 +160,12 @@ class WebdatasetReader(Reader):
     def _walk(self, shard: Shard, log: ShardLog) -> Iterator[_Sample]:
         problems = log.problems
         tar_path = Path(shard.path)
-        rows = _read_rows(Path(shard.files[1])) if len(shard.files) > 1 else None
+        rows = shard_rows(Path(shard.files[1]), shard.options.max_bytes) if len(shard.files) > 1 else None
         log.declare(len(rows) if rows is not None else 0)  # the parquet's rows; samples beyond them below
         position: dict[str, int] = {}
         if rows is not None:
             for i, row in enumerate(rows):
-                position.setdefault(str(row.get("key")), i)
+                position.setdefault(str(row.values.get("key")), i)
         seen: set[int] = set()
         extra = len(rows) if rows is not None else 0
 
@@ -186,14 +186,14 @@ class WebdatasetReader(Reader):
                 yield from self._samples(tar, tar_path, place, problems, shard.options.max_bytes)
         except tarfile.ReadError as exc:
             if rows is None:
-                raise BadInputError(tar_path, f"not a readable tar archive ({exc})") from None
+                raise BadInputError(tar_path, f"not a readable tar archive ({_tar_error(exc)})") from None
             problems.append(f"{tar_path}: not a readable tar archive; its rows are recorded as no_image")
         except OSError as exc:
-            raise BadInputError(tar_path, f"cannot read: {exc.strerror or exc}") from None
+            raise BadInputError(tar_path, f"cannot read: {exc.strerror or _tar_error(exc)}") from None
         if rows is not None:
             for i, row in enumerate(rows):
                 if i not in seen:
-                    yield _Sample(i, str(row.get("key")), row=row)
+                    yield _Sample(i, str(row.values.get("key")), row=row)
 
     def _samples(
         self, tar: tarfile.TarFile, tar_path: Path, place: Callable[[str], _Sample], problems: list[str], max_bytes: int
@@ -203,7 +203,6 @@ class WebdatasetReader(Reader):
         skipped = 0
         try:
             while (info := tar.next()) is not None:
-                end = tar.offset  # tarfile has found where the next header starts
                 tar.members.clear()  # tarfile keeps every header otherwise; we read forward only
                 if not info.isfile():
                     skipped += not info.isdir()
@@ -214,9 +213,9 @@ class WebdatasetReader(Reader):
                         count += 1
                         yield current
                     current = place(key)
-                current.members.append(_read(tar, info, end, ext, max_bytes))
+                current.members.append(_read(tar, info, ext, max_bytes))
         except _Truncated as cut:
-            current.members.append(_Member(info, end, ext, cut.payload))
+            current.members.append(_Member(info, ext, cut.payload))
             problems.append(
                 f"{tar_path}: tar ends inside a member after {count} complete sample(s); "
                 "the rest of its rows are recorded as no_image"
@@ -246,7 +245,7 @@ class WebdatasetReader(Reader):
             yield self._item(shard, sample, log.problems)
 
     def _item(self, shard: Shard, sample: _Sample, problems: list[str]) -> Item:
-        row = sample.row or {}
+        row = sample.row.values if sample.row is not None else {}
         meta: dict = {}
         caption = None
         for member in sample.members:
@@ -265,19 +264,21 @@ class WebdatasetReader(Reader):
             shard=shard.name,
             index=sample.index,
             key=sample.key.rpartition("/")[2],
-            url=_text(row.get("url")) or _text(meta.get("url")),
-            caption=caption if caption is not None else (_text(row.get("caption")) or _text(meta.get("caption"))),
-            payloads=payloads,
-            # Each complete member's bytes in the archive, headers included: what the clean pass copies.
-            locator=tuple((m.info.offset, m.end) for m in sample.members if m.complete),
+            url=text_or_none(row.get("url")) or text_or_none(meta.get("url")),
+            caption=caption
+            if caption is not None
+            else (text_or_none(row.get("caption")) or text_or_none(meta.get("caption"))),
+            payloads=payloads + (sample.row.payloads if sample.row is not None else []),
+            # What the clean pass writes: each member read in full, with the digest to check it by.
+            locator=tuple((m.info, m.md5) for m in sample.members if m.md5 is not None),
         )
-        if not payloads:
+        if not item.payloads:
             item.status = Status.NO_IMAGE
             status = row.get("status")
             if sample.members:
                 item.error = "sample has no image member"
             elif status and status != "success":
-                message = (row.get("error_message") or "").strip()
+                message = (text_or_none(row.get("error_message")) or "").strip()
                 item.error = f"img2dataset {status}" + (f": {message[:200]}" if message else "")
             else:
                 item.error = "missing from tar"
@@ -288,22 +289,25 @@ class WebdatasetReader(Reader):
         return _TarCopy(shard, clean_root)
 
 
-def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, end: int, ext: str, max_bytes: int) -> _Member:
-    """One file member, as metadata (text under a metadata extension) or as a payload."""
-    handle = tar.extractfile(info)
-    payload = read_member(handle, info.size, ext, max_bytes)
-    if ext.rsplit(".", 1)[-1] in METADATA_EXTENSIONS and payload.data is not None and is_text(payload.data):
-        return _Member(info, end, ext, text=payload.data)
-    return _Member(info, end, ext, payload)
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, ext: str, max_bytes: int) -> _Member:
+    """One file member, as metadata (text under a metadata extension) or as a payload, with the
+    digests of its bytes. A sparse member larger than `max_bytes` is not expanded: its size is
+    whatever its header says, not bounded by the archive (a few bytes can declare a terabyte)."""
+    if info.issparse() and info.size > max_bytes:
+        return _Member(info, ext, Payload(ext, error="too_large"))
+    payload = read_member(tar.extractfile(info), info.size, ext, max_bytes)
+    if payload.data is not None:
+        payload.digests = byte_digests(payload.data)
+        if ext.rsplit(".", 1)[-1] in METADATA_EXTENSIONS and is_metadata(payload.data):
+            return _Member(info, ext, text=payload.data, md5=payload.digests["md5"])
+    return _Member(info, ext, payload, md5=payload.digests["md5"])
 
 
 class _TarCopy(CleanWriter):
-    """Copies each kept sample's members byte for byte, headers included, as it is decided (in
-    archive order): the byte ranges come from pass 1, and only kept ones are ever read again."""
+    """Writes each kept sample's members into a new tar as it is decided (in archive order): a new
+    header for each, and its data read again from the input and checked against the MD5 of the
+    first pass, before it is written when it fits in memory (`max_bytes`), as it is written
+    otherwise (a mismatch then fails the shard, and its partial file is removed)."""
 
     def __init__(self, shard: Shard, clean_root: Path):
         self.shard = shard
@@ -317,23 +321,44 @@ class _TarCopy(CleanWriter):
             self._raw_out = raw_out
         else:
             self.out, self._raw_out = raw_out, None
+        self.size = 0
         self.raw = open_input(shard.path)
         try:
             self.source = tarfile.open(fileobj=self.raw, mode="r:*")
         except tarfile.ReadError:  # pass 1 recorded it: the clean tar is then empty
             self.source = None
-            return
-        first = self.source.next()
-        if self.source.pax_headers and first is not None:  # a global header applies to every member
-            _copy_range(self.source.fileobj, self.out, 0, first.offset)
 
     def keep(self, result: ItemResult) -> None:
         self.kept[result.index] = None
-        for start, end in result.locator or ():
-            _copy_range(self.source.fileobj, self.out, start, end)
+        for info, md5 in result.locator or ():
+            self._copy(info, md5)
+
+    def _copy(self, info: tarfile.TarInfo, md5: str) -> None:
+        self._write(member_header(info.name, info.size, int(info.mtime), info.mode))
+        handle = self.source.extractfile(info)
+        digest, size = hashlib.md5(usedforsecurity=False), 0
+        if info.size <= self.shard.options.max_bytes:
+            data = handle.read()
+            digest.update(data)
+            size = len(data)
+            if digest.hexdigest() == md5 and size == info.size:
+                self._write(data)
+        else:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                self._write(chunk)
+        if digest.hexdigest() != md5 or size != info.size:
+            raise BadInputError(self.shard.path, f"member {printable(info.name)!r} changed while it was being scanned")
+        self._write(b"\0" * (-info.size % tarfile.BLOCKSIZE))
+
+    def _write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.size += len(data)
 
     def close(self) -> None:
-        self.out.write(b"\0" * 2 * tarfile.BLOCKSIZE)  # end-of-archive marker
+        end = self.size + 2 * tarfile.BLOCKSIZE  # two zero blocks, then zeros to a whole record
+        self._write(b"\0" * (end + -end % tarfile.RECORDSIZE - self.size))
         self.out.close()
         if self._raw_out is not None:
             self._raw_out.close()
@@ -344,30 +369,56 @@ class _TarCopy(CleanWriter):
         if len(self.shard.files) > 1:
             side = Path(self.shard.files[1])
             filter_parquet(side, self.target.parent / side.name, self.kept)
-        for stats in self.shard.files[2:]:  # img2dataset's record of the download, as it was
-            write_atomic(self.target.parent / Path(stats).name, Path(stats).read_bytes())
+        for stats in self.shard.files[2:]:
+            _copy_stats(Path(stats), self.target.parent / Path(stats).name)
 
 
-def _read_rows(path: Path) -> list[dict]:
+@dataclass
+class ShardRow:
+    """A row of img2dataset's parquet beside a shard: the columns safeset reads, and the payloads
+    of its byte columns (img2dataset writes none, but whatever reaches the clean release is checked)."""
+
+    values: dict
+    payloads: list[Payload]
+
+
+def shard_rows(path: Path, max_bytes: int) -> list[ShardRow]:
+    """The rows of img2dataset's parquet beside a shard (its tar, or its folder of files)."""
     pf = parquet_file(path)
-    columns = [c for c in _ROW_COLUMNS if c in pf.schema_arrow.names]
+    names = pf.schema_arrow.names
+    columns = [c for c in _ROW_COLUMNS if c in names]
     if "key" not in columns:
         raise BadInputError(path, "img2dataset parquet has no 'key' column")
+    binary = image_columns(pf.schema_arrow, None, path)
     try:
-        return pf.read(columns=columns).to_pylist()
+        table = pf.read(columns=list(dict.fromkeys(columns + binary)))
     except (pa.ArrowException, OSError) as exc:
         raise BadInputError(path, f"not a readable parquet file ({type(exc).__name__})") from None
+    rows = []
+    for values in table.to_pylist():
+        payloads: list[Payload] = []
+        missing: list[str] = []
+        for column in binary:
+            collect_payloads(f"{path.name}:{column}", values.pop(column), payloads, [path.parent], missing, max_bytes)
+        rows.append(ShardRow({c: values[c] for c in columns}, payloads))
+    return rows
 
 
-def _copy_range(source, out, start: int, end: int) -> None:
-    source.seek(start)
-    remaining = end - start
-    while remaining:
-        data = source.read(min(remaining, _CHUNK))
-        if not data:  # pass 1 read these bytes in full: the file changed under us
-            raise BadInputError(getattr(source, "name", "tar"), "changed while it was being scanned")
-        out.write(data)
-        remaining -= len(data)
+def _copy_stats(src: Path, dest: Path) -> None:
+    """img2dataset's record of the download, as JSON text: a JSON object is written again (it is
+    not copied as bytes, which could be anything); anything else is left out."""
+    try:
+        stats = json.loads(src.read_bytes())
+    except (ValueError, RecursionError):
+        return
+    if isinstance(stats, dict):
+        write_atomic(dest, json.dumps(stats, indent=4).encode())
+
+
+def _tar_error(exc: BaseException) -> str:
+    """Why tarfile refused an archive, without the bytes some of its messages quote."""
+    text = str(exc)
+    return text.split(" (b", 1)[0].split(": b'", 1)[0] or type(exc).__name__
 
 
 def _ends_cleanly(tar: tarfile.TarFile) -> bool:
