@@ -92,6 +92,15 @@ def test_csv_with_type_column_and_with_typed_columns(tmp_path):
     assert ragged.errors[0].line == 2
 
 
+def test_a_stray_quote_in_a_csv_list_costs_its_line_not_the_rest(tmp_path):
+    """A lenient CSV reader takes a stray quote for the start of a field that runs to the end of
+    the file, and every entry after it is silently lost: here it is one bad line."""
+    lines = ["hash,type,note", f"{MD5_A},md5,ok", f'{PDQ_A},pdq,"an open quote', f"{MD5_B},md5,after it"]
+    parsed = parse_list(write_lines(tmp_path / "q.csv", lines))
+    assert parsed.values("md5") == {MD5_A, MD5_B}
+    assert [e.line for e in parsed.errors] == [3] and "unterminated quote" in parsed.errors[0].reason
+
+
 def test_a_url_with_a_comma_is_not_a_csv_header(tmp_path):
     parsed = parse_list(write_lines(tmp_path / "urls.txt", ["https://e.example/a,b.jpg"]), "url")
     assert parsed.values("url") == {"https://e.example/a,b.jpg"} and not parsed.errors

@@ -518,6 +518,29 @@ def test_odd_json_lines_are_unreadable_rows(tmp_path, home):
     assert report["totals"]["review"] == 3
 
 
+@pytest.mark.parametrize("rows_per_part", [1, 100])
+def test_json_lines_are_counted_as_they_are_read(tmp_path, home, rows_per_part):
+    """Lines end at "\\n" only and are blank only if ASCII white space, whether the plan counts them
+    (in bytes) or a worker reads them (as text): a lone CR, a no-break space or a file separator
+    on a line make an unreadable row, never a shard whose rows in != out."""
+    meta = tmp_path / "meta.jsonl"
+    meta.write_bytes(
+        b"\xef\xbb\xbf \r\n"  # a BOM, then a blank line
+        + b'{"url": "https://a.example/1.jpg"}\n'
+        + b'{"url": "https://a.example/2.jpg"}\r{"url": "https://a.example/3.jpg"}\n'
+        + "\u00a0\n".encode()
+        + b"\x1c\n\t\x0b\x0c\n"
+        + b'{"url": "https://a.example/4.jpg"}'  # no newline at the end
+    )
+    options = ("--table-rows", str(rows_per_part), "--workers", "1", "-q")
+    result = run_cli("scan", meta, "--out", tmp_path / "out", *options, home=home)
+    assert result.exit_code == 0, result.output
+    results = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert [r["status"] for r in results] == ["no_image"] + ["unreadable_row"] * 3 + ["no_image"]
+    assert [r["error"] for r in results[1:4]] == [f"invalid JSON (line {n})" for n in (3, 4, 5)]
+    assert [r["url"] for r in results[::4]] == ["https://a.example/1.jpg", "https://a.example/4.jpg"]
+
+
 def test_a_kept_row_that_cannot_be_copied_fails_the_shard(tmp_path, home):
     """A parquet table whose last row group is corrupt: its rows are unreadable; a policy that keeps
     unreadable rows cannot have them copied, and the clean table is never silently cut short."""

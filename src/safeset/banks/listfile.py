@@ -15,10 +15,8 @@ for a whole block at once; any other line takes the general path with its own li
 
 from __future__ import annotations
 
-import csv
 import io
 import re
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..csvrecords import csv_records
 from ..errors import BadInputError
 from .hexarray import RowBuffer, parse_hex_rows
 from .signal_types import HexDigestType, InvalidEntry, Pdq, SignalType, signal_type
@@ -34,9 +33,6 @@ _VALUE_COLUMNS = ("hash", "value", "signal", "signal_value", "hash_value")
 _TYPE_COLUMNS = ("type", "signal_type", "hash_type")
 _BLOCK = 1 << 21
 MAX_LINE = 64 * 1024  # longer lines are bad lines: no hash, URL or domain is this long
-# The csv module refuses fields over 128 KiB by raising out of the whole file; fields are checked
-# against MAX_LINE here instead, row by row. (The limit is the process's: see also sources.tables.)
-csv.field_size_limit(sys.maxsize)
 
 
 @dataclass(frozen=True)
@@ -286,11 +282,13 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
     # Bytes that are not UTF-8 are kept as lone surrogates, so that their rows (not the whole
     # file) are the bad ones; any line ending will do.
     text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=None))
-    header = None
-    for row in reader:
-        if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#"):
-            header = [c.strip().lower() for c in row]
+    records = csv_records(io.StringIO(text, newline=""))
+    header, header_line = None, 0
+    for fields, _, number in records:
+        if fields is None:
+            raise BadInputError(path, "not a readable CSV header (an unterminated quote?)", line=number)
+        if any(c.strip() for c in fields) and not fields[0].lstrip().startswith("#"):
+            header, header_line = [c.strip().lower() for c in fields], number
             break
     if header is None:
         return ParsedList()
@@ -308,15 +306,17 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
             "CSV header names no hash column (expected one of "
             + ", ".join(_VALUE_COLUMNS)
             + " or a signal type such as md5)",
-            line=reader.line_num,
+            line=header_line,
         )
     if value_col is not None and type_col is None and forced is None:
-        raise BadInputError(path, "CSV has no type column: pass --type", line=reader.line_num)
+        raise BadInputError(path, "CSV has no type column: pass --type", line=header_line)
 
     parsed = ParsedList()
-    for row in reader:
-        number = reader.line_num
-        if not row or not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
+    for row, _, number in records:
+        if row is None:
+            parsed.reject(number, "not a readable CSV record (an unterminated quote?)")
+            continue
+        if not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
         if any(len(cell) > MAX_LINE for cell in row):
             parsed.reject(number, f"field too long (over {MAX_LINE // 1024} KiB)")

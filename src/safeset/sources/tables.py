@@ -20,12 +20,9 @@ storage each is one shard, downloaded whole by the worker that runs it.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import sys
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -35,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import commit, partial_path
+from ..csvrecords import csv_records
 from ..errors import BadInputError
 from ..model import FetchedImage, Item, ItemResult, Status
 from ..storage import Remote, is_remote
@@ -47,9 +45,6 @@ CAPTION_COLUMNS = ("caption", "text", "alt", "alt_text")
 KEY_COLUMNS = ("key", "id")
 
 Row = tuple[int, dict | None, str | None]  # (absolute row index, row or None, error)
-# The csv module refuses fields over 128 KiB by raising out of the whole file: LAION captions and
-# list-valued fields can be longer. (The limit is the process's own; see also banks.listfile.)
-csv.field_size_limit(sys.maxsize)
 
 
 def find_column(names: Sequence[str], explicit: str | None, candidates: Sequence[str]) -> str | None:
@@ -219,8 +214,9 @@ class ParquetTable(TableFormat):
 class _TextTable(TableFormat):
     """CSV and JSON lines: read as text, split into byte ranges of whole records."""
 
-    def _text(self, path: Path, part: Part | None) -> tuple[io.StringIO, int]:
-        """The part's (or file's) text, and the line number it starts on."""
+    def _text(self, path: Path, part: Part | None, newline: str = "") -> tuple[io.StringIO, int]:
+        """The part's (or file's) text, and the line number it starts on; its lines end as
+        `newline` says (see `io.StringIO`), which must be how `plan` counted them."""
         try:
             with open(path, "rb") as fh:
                 if part and part.where:
@@ -232,9 +228,11 @@ class _TextTable(TableFormat):
             raise BadInputError(path, f"cannot read: {exc.strerror}") from None
         first_line = part.where[2] if part and part.where else 1
         # Bytes that are not UTF-8 stay as lone surrogates: their rows are unreadable, the others
-        # are read, and kept rows are written back byte for byte.
+        # are read, and kept rows are written back byte for byte. A BOM is the file's first bytes
+        # only (plans start their first part after it).
         text = raw.decode("utf-8", "surrogateescape")
-        return io.StringIO(text.removeprefix("\ufeff") if first_line == 1 else text, newline=""), first_line
+        at_start = not (part and part.where and part.where[0])
+        return io.StringIO(text.removeprefix("\ufeff") if at_start else text, newline=newline), first_line
 
 
 class CsvTable(_TextTable):
@@ -249,7 +247,7 @@ class CsvTable(_TextTable):
     def columns(self, path: Path) -> list[str]:
         with open(path, "rb") as fh:
             text = fh.read(1 << 20).decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-        header = next((f for f, _, _ in _csv_records(io.StringIO(text, newline="")) if f), None)
+        header = next((f for f, _, _ in csv_records(io.StringIO(text, newline="")) if f), None)
         if header is None:
             return []
         if any(not _is_utf8(name) for name in header):
@@ -260,7 +258,7 @@ class CsvTable(_TextTable):
         with open(path, "rb") as fh:
             offset = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
         with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-            records = _csv_records(fh, blanks=True)
+            records = csv_records(fh, blanks=True)
             header = None
             for record in records:  # blank lines may come before the header
                 offset += _size(record[1])
@@ -275,7 +273,7 @@ class CsvTable(_TextTable):
     def _records(self, path: Path, part: Part | None) -> Iterator[tuple[int, list[str] | None, str, int]]:
         """(row index, fields or None if unreadable, raw text, last line number) of the part's rows."""
         text, first_line = self._text(path, part)
-        records = _csv_records(text)
+        records = csv_records(text)
         if not (part and part.where):
             for fields, _, _ in records:  # the whole file: its header comes first
                 if fields:
@@ -300,7 +298,7 @@ class CsvTable(_TextTable):
 
     def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
         with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-            header = next((raw for fields, raw, _ in _csv_records(fh) if fields), "")
+            header = next((raw for fields, raw, _ in csv_records(fh) if fields), "")
         return _write_text(dest, header, (raw for index, _, raw, _ in self._records(path, part) if index in keep))
 
 
@@ -311,25 +309,30 @@ class JsonLinesTable(_TextTable):
 
     def columns(self, path: Path) -> list[str]:
         with open(path, "rb") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
+            for number, line in _byte_lines(fh):
+                if not _blank(line):
                     try:
-                        return list(_json_row(path, line.decode("utf-8-sig" if number == 1 else "utf-8"), number))
+                        return list(_json_row(path, line.decode(), number))
                     except UnicodeDecodeError:
                         raise BadInputError(path, "not UTF-8 text", line=number) from None
         return []
 
+    # A line ends at "\n" only, and is blank if it holds nothing but ASCII white space: how the
+    # plan counts rows (in bytes) and how they are read (as text) must agree, or rows in != out.
+    # A lone "\r" or a U+00A0 is then inside a row, which is unreadable JSON: a row with a status.
     def plan(self, path: Path, rows_per_part: int) -> list[Part]:
         with open(path, "rb") as fh:
-            pieces = ((len(line), bool(line.strip()), number) for number, line in enumerate(fh, start=1))
-            return _cut_text(pieces, 0, 1, rows_per_part)
+            offset = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
+            fh.seek(offset)
+            pieces = ((len(line), not _blank(line), number) for number, line in enumerate(fh, start=1))
+            return _cut_text(pieces, offset, 1, rows_per_part)
 
     def _lines(self, path: Path, part: Part | None) -> Iterator[tuple[int, int, str]]:
         """(row index, line number, line) of the non-blank lines."""
-        text, first_line = self._text(path, part)
+        text, first_line = self._text(path, part, newline="\n")
         index = part.start if part else 0
         for number, line in enumerate(text, start=first_line):
-            if line.strip():
+            if not _blank(line):
                 yield index, number, line
                 index += 1
 
@@ -539,37 +542,17 @@ def _cut_text(pieces: Iterable[tuple[int, bool, int]], offset: int, line: int, r
     return parts
 
 
-def _csv_records(fh, blanks: bool = False) -> Iterator[tuple[list[str] | None, str, int]]:
-    """(fields, raw text exactly as in the file, last line number) of each CSV record; a quoted
-    field may span lines. Blank records are left out unless `blanks`. A record the parser cannot
-    read (an unterminated quote, text after a closing quote) comes back as (None, its first line,
-    that line's number), and reading goes on from the line after: a stray quote costs one row,
-    never the rest of the file."""
-    source = enumerate(fh, start=1)
-    again: deque[tuple[int, str]] = deque()  # lines to read once more, after a bad record
-    raw: list[tuple[int, str]] = []
+_ASCII_SPACE = " \t\n\r\x0b\x0c"  # what `bytes.strip()` strips
 
-    def lines() -> Iterator[str]:
-        while True:
-            numbered = again.popleft() if again else next(source, None)
-            if numbered is None:
-                return
-            raw.append(numbered)
-            yield numbered[1]
 
-    while True:
-        try:
-            for fields in csv.reader(lines(), strict=True):
-                text, last = "".join(line for _, line in raw), raw[-1][0]
-                raw.clear()
-                if fields or blanks:
-                    yield fields, text, last
-            return
-        except csv.Error:
-            (number, first), *rest = raw
-            raw.clear()
-            again.extendleft(reversed(rest))
-            yield None, first, number
+def _byte_lines(fh) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a binary file, lines ending at b"\\n", a first line's BOM left out."""
+    for number, line in enumerate(fh, start=1):
+        yield number, line.removeprefix(b"\xef\xbb\xbf") if number == 1 else line
+
+
+def _blank(line: bytes | str) -> bool:
+    return not line.strip(_ASCII_SPACE if isinstance(line, str) else None)
 
 
 def _line(text: str) -> str:
