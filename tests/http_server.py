@@ -71,6 +71,7 @@ class FaultyServer:
         app.router.add_get("/truncated", self._truncated)
         app.router.add_get("/html", self._html)
         app.router.add_get("/octet/{name}", self._octet)
+        app.router.add_get("/as-text/{name}", self._as_text)
         app.router.add_get("/mislabelled", self._mislabelled)
         app.router.add_get("/redirect/{hops}/{name}", self._redirect)
         app.router.add_get("/loop", self._loop_redirect)
@@ -149,6 +150,9 @@ class FaultyServer:
 
     async def _octet(self, request):
         return web.Response(body=self.images[request.match_info["name"]], content_type="application/octet-stream")
+
+    async def _as_text(self, request):  # an image sent as a page: its header must not decide
+        return web.Response(body=self.images[request.match_info["name"]], content_type="text/plain")
 
     async def _mislabelled(self, request):
         return web.Response(body=b"<html>not an image</html>", content_type="image/jpeg")

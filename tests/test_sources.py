@@ -191,6 +191,29 @@ def test_bad_tables_are_recorded_or_refused_by_name(tmp_path, home):
     assert result.exit_code == 0, result.output
 
 
+def test_columns_a_reader_could_take_for_one_another_are_refused(tiles, tmp_path, home):
+    """`url` beside `URL`: checking one while pandas or img2dataset reads the other would check
+    the wrong one. Refused unless named exactly; two columns of one name are refused outright."""
+    both = tmp_path / "both.csv"
+    both.write_text("url,caption,URL\nhttps://a.example/listed.jpg,one,https://a.example/benign.jpg\n")
+    result = run_cli("scan", both, "--out", tmp_path / "out", "-q", home=home)
+    assert result.exit_code == 3
+    assert "both.csv: columns 'url' and 'URL' could each be 'url': name the one to use exactly with --url-col" in (
+        result.stderr
+    )
+    named = run_cli("scan", both, "--out", tmp_path / "out2", "--url-col", "url", "-q", home=home)
+    assert named.exit_code == 0, named.output
+    (row,) = pq.read_table(tmp_path / "out2" / "results").to_pylist()
+    assert row["url"] == "https://a.example/listed.jpg"
+
+    twice = tmp_path / "twice.parquet"
+    image = jpeg(tiles[0][1])
+    table = pa.Table.from_arrays([pa.array([image]), pa.array([image])], names=["image", "image"])
+    pq.write_table(table, twice)
+    result = run_cli("scan", twice, "--out", tmp_path / "out3", "-q", home=home)
+    assert result.exit_code == 3 and "twice.parquet: more than one column is called 'image'" in result.stderr
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "parquet-one-group", "csv", "jsonl"])
 def test_large_tables_are_split_into_row_range_shards(tmp_path, home, store, fmt):
     rows = [{"URL": f"https://img{i % 7}.example.org/{i}.jpg", "TEXT": f'a "quoted"\nphoto {i}'} for i in range(1003)]

@@ -52,7 +52,8 @@ class FetchOptions:
 
 @dataclass(frozen=True)
 class Fetched:
-    """The outcome of one fetch. `data` only when ok; `retry_after` when the failure may pass."""
+    """The outcome of one fetch. `data` when ok, and when the body came but is not said to be an
+    image (`not_image`); `retry_after` when the failure may pass."""
 
     status: str  # "ok" | "fetch_failed" | "skipped_optout"
     reason: str = ""
@@ -169,8 +170,6 @@ async def _fetch(
             if response.status != 200:
                 return _failed(f"http_{response.status}")
             content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-            if content_type.startswith(_NOT_IMAGE_TYPES):
-                return _failed("not_image")
             if (response.content_length or 0) > options.max_bytes:
                 return _failed("too_large")
             body = bytearray()
@@ -178,6 +177,11 @@ async def _fetch(
                 body += chunk
                 if len(body) > options.max_bytes:
                     return _failed("too_large")
+            if content_type.startswith(_NOT_IMAGE_TYPES):
+                # Read and checked all the same: a header is the server's word, and a listed image
+                # sent as text/plain must not pass for a page. The row stays a failed download
+                # unless its bytes are an image (see `pipeline.check.hash_item`).
+                return Fetched("fetch_failed", "not_image", data=bytes(body), content_type=content_type)
             return Fetched("ok", data=bytes(body), content_type=content_type)
     return _failed("too_many_redirects")
 

@@ -56,6 +56,7 @@ class FetchStats:
     retries: int = 0
     bytes: int = 0
     outcomes: Counter = field(default_factory=Counter)  # "ok", reasons of failures and opt-outs
+    bugs: Counter = field(default_factory=Counter)  # exceptions raised inside the client, by type
 
 
 class Fetcher:
@@ -150,7 +151,7 @@ class Fetcher:
                 task.cancel()
 
     async def _admit(self, item: Item, domains: dict[str, _Domain], out: asyncio.Queue) -> None:
-        if item.status is not None or item.data is not None or not item.url:
+        if item.status is not None or item.payloads or not item.url:
             await out.put(item)
             return
         item.fetched = True
@@ -219,7 +220,8 @@ class Fetcher:
             result: Fetched = await fetch_one(session, item.url, options, self.policy, self.skip)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug in the client, not the server's doing: the row says so, the shard goes on
+        except Exception as exc:  # a bug in the client, not the server's doing: the row says so, the shard goes on
+            self.stats.bugs[type(exc).__name__] += 1
             result = Fetched("fetch_failed", "internal")
         loop = asyncio.get_running_loop()
         domain.active -= 1
@@ -234,9 +236,10 @@ class Fetcher:
             self._queued += 1
             self.stats.retries += 1
         else:
-            if result.status == "ok":
+            if result.data is not None:
                 item.data = result.data
                 self.stats.bytes += len(result.data)
+            if result.status == "ok":
                 self.stats.outcomes["ok"] += 1
             else:
                 item.status = Status.SKIPPED_OPTOUT if result.status == "skipped_optout" else Status.FETCH_FAILED

@@ -101,8 +101,12 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
             result.status, result.error = Status.NO_IMAGE, "no image bytes"
         return result
     primary = next((h for h in hashed if h.status is Status.OK), hashed[0])
+    # A row whose status its reader or fetcher set (a body sent as text/html) keeps it, unless its
+    # bytes turn out to be an image; its digests are matched either way.
+    judged = item.status is not None and primary.status is not Status.OK
     for name in ("status", "error", *HASH_FIELDS, "pdq_variants"):
-        setattr(result, name, getattr(primary, name))
+        if not (judged and name in ("status", "error")):
+            setattr(result, name, getattr(primary, name))
     result.payloads = [h for h in hashed if h is not primary]
     worst = min(result.payloads, key=lambda h: _rank(h.status), default=None)
     if worst is not None and _rank(worst.status) < _rank(result.status):

@@ -121,7 +121,7 @@ def _counted(items: Iterator[Item], counter: Counter) -> Iterator[Item]:
 def _unfetched(items: Iterator[Item]) -> Iterator[Item]:
     """Without --fetch, a row that has only a URL is recorded as having no image."""
     for item in items:
-        if item.status is None and item.data is None and item.url:
+        if item.status is None and not item.payloads and item.url:
             item.status, item.error = Status.NO_IMAGE, NOT_FETCHED
         yield item
 
@@ -136,7 +136,7 @@ def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | Non
             continue
         counts["fetch:" + (item.error or "ok")] += 1
         counts["bytes"] += len(item.data or b"")
-        if save_images and item.data is not None:
+        if save_images and item.status is None and item.data is not None:  # an image, not a failure's body
             item.locator = FetchedImage(item.data, item.url, item.caption)
         if progress is not None and sum(counts.values()) - counts["bytes"] >= 32:
             progress(dict(counts))
@@ -309,6 +309,12 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         results.append(result)
     if carried and progress is not None:
         progress({"items": len(carried)})
+    if fetcher is not None and fetcher.stats.bugs:
+        kinds = ", ".join(f"{name} x{count}" for name, count in sorted(fetcher.stats.bugs.items()))
+        log.problems.append(
+            f"{task.shard.name}: downloads failed inside safeset ({kinds}), not at the server: a bug, "
+            "please report it; their rows are fetch_failed: internal"
+        )
     results.sort(key=lambda r: r.index)
     indexes = [r.index for r in results]
     with commit_together():  # the clean release appears after the shard's checks pass, or not at all

@@ -40,6 +40,7 @@ from .tables import (
     CAPTION_COLUMNS,
     KEY_COLUMNS,
     URL_COLUMNS,
+    check_distinct,
     filter_parquet,
     find_column,
     iter_parquet_rows,
@@ -81,9 +82,10 @@ def _holds_bytes(field_type: pa.DataType) -> bool:
 def image_columns(schema: pa.Schema, explicit: str | None, where: str | Path = "") -> list[str]:
     """Every column that can carry bytes, the primary one first: the one named, else a
     conventional name, else the first. Empty when there is none (a metadata table)."""
+    check_distinct(schema.names, where)
     holding = [f.name for f in schema if _holds_bytes(f.type)]
     if explicit:
-        named = find_column(schema.names, explicit, ())
+        named = find_column(schema.names, explicit, (), where)
         if named is None or named not in holding:
             found = ", ".join(holding) or "none"
             raise UsageError(
@@ -91,7 +93,8 @@ def image_columns(schema: pa.Schema, explicit: str | None, where: str | Path = "
             )
         primary = named
     else:
-        primary = find_column(holding, None, IMAGE_COLUMNS) or (holding[0] if holding else None)
+        # any of them will do: every column holding bytes is hashed, the primary is only the first
+        primary = next((c for w in IMAGE_COLUMNS for c in holding if c.lower() == w), holding[0] if holding else None)
     return [primary, *(c for c in holding if c != primary)] if primary else []
 
 
@@ -120,9 +123,9 @@ class ImageParquetReader(Reader):
         images = image_columns(schema, shard.options.image_col, path)
         if not images:
             raise BadInputError(path, f"no image-bytes column (columns: {', '.join(schema.names)})")
-        url = find_column(schema.names, shard.options.url_col, URL_COLUMNS)
-        caption = find_column(schema.names, shard.options.caption_col, CAPTION_COLUMNS)
-        key_col = find_column(schema.names, None, KEY_COLUMNS)
+        url = find_column(schema.names, shard.options.url_col, URL_COLUMNS, path, "--url-col")
+        caption = find_column(schema.names, shard.options.caption_col, CAPTION_COLUMNS, path, "--caption-col")
+        key_col = find_column(schema.names, None, KEY_COLUMNS, path)
         columns = list(dict.fromkeys(c for c in (*images, url, caption, key_col) if c))
         bases = [path.parent] + ([Path(shard.root)] if shard.root and Path(shard.root).is_dir() else [])
         # Small batches: each row holds whole images.

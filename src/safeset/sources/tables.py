@@ -47,13 +47,32 @@ KEY_COLUMNS = ("key", "id")
 Row = tuple[int, dict | None, str | None]  # (absolute row index, row or None, error)
 
 
-def find_column(names: Sequence[str], explicit: str | None, candidates: Sequence[str]) -> str | None:
-    """The column called `explicit` (or else the first of `candidates`), matched case-insensitively."""
-    by_lower = {n.lower(): n for n in names}
+def find_column(
+    names: Sequence[str], explicit: str | None, candidates: Sequence[str], where: str | Path, flag: str = ""
+) -> str | None:
+    """The column called `explicit` (or else the first of `candidates` there is), matched
+    case-insensitively; an exact match of `explicit` settles a tie. Columns that tie are refused,
+    naming `where`: `url` beside `URL` is two columns a reader could take for the URL, and
+    checking one while other tools read the other would check the wrong one."""
+    check_distinct(names, where)
     for wanted in [explicit] if explicit else candidates:
-        if wanted.lower() in by_lower:
-            return by_lower[wanted.lower()]
+        found = [n for n in names if n.lower() == wanted.lower()]
+        if explicit and explicit in found:
+            return explicit
+        if len(found) > 1:
+            how = f"name the one to use exactly with {flag}" if flag else "rename all but one"
+            raise BadInputError(where, f"columns {' and '.join(map(repr, found))} could each be {wanted!r}: {how}")
+        if found:
+            return found[0]
     return None
+
+
+def check_distinct(names: Sequence[str], where: str | Path) -> None:
+    """Refuse a table with two columns of one name: a reader keeps one of them, and which one
+    differs between tools (a dict keeps the last, pandas renames the second)."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadInputError(where, f"more than one column is called {', '.join(map(repr, twice))}")
 
 
 def parquet_file(source, name: str | Path | None = None) -> pq.ParquetFile:
@@ -403,14 +422,14 @@ def _is_utf8(text: str) -> bool:
 
 
 def _columns(path: Path, names: Sequence[str], options: ReadOptions) -> tuple[str, str | None, str | None]:
-    url = find_column(names, options.url_col, URL_COLUMNS)
+    url = find_column(names, options.url_col, URL_COLUMNS, path, "--url-col")
     if url is None:
         hint = f"no column {options.url_col!r}" if options.url_col else "no URL column"
         raise BadInputError(path, f"{hint} (columns: {', '.join(names)}); name it with --url-col")
-    caption = find_column(names, options.caption_col, CAPTION_COLUMNS)
+    caption = find_column(names, options.caption_col, CAPTION_COLUMNS, path, "--caption-col")
     if options.caption_col and caption is None:
         raise BadInputError(path, f"no column {options.caption_col!r} (columns: {', '.join(names)})")
-    return url, caption, find_column(names, None, KEY_COLUMNS)
+    return url, caption, find_column(names, None, KEY_COLUMNS, path)
 
 
 # ---- the reader --------------------------------------------------------------------------------
