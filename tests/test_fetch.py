@@ -513,6 +513,9 @@ def test_retry_failed_fetches_again_only_the_failures_that_may_pass(server, imag
     }
     report = read_json(out / "report.json")
     assert report["timings"]["shards_resumed"] == 1 and report["timings"]["rows_refetched"] == 3
+    # img2dataset's keys: the part's number, then the row's place in the part, at fixed widths
+    keys = pq.read_table(out / "clean" / "meta.csv.images" / "00001.parquet")["key"].to_pylist()
+    assert keys == [f"00001{i:04d}" for i in range(4)]
 
     # the same as a run that met no 503 at all (the flaky paths now answer at once)
     fresh = tmp_path / "fresh"

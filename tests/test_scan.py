@@ -418,6 +418,17 @@ def test_out_is_never_someone_elses_folder(dataset, tmp_path, home):
     refused = run_cli("scan", dataset["shards"], "--out", theirs, "-q", home=home)
     assert refused.exit_code == 2 and "not a safeset scan's" in refused.stderr
     assert (theirs / "work" / "draft.partial").read_text() == "an unfinished file of the user's"
+    (theirs / "work").rename(theirs / "clean")  # a folder of theirs called as a scan's is not one
+    refused = run_cli("scan", dataset["shards"], "--out", theirs, "-q", home=home)
+    assert refused.exit_code == 2 and "not a safeset scan's" in refused.stderr
+    assert (theirs / "clean" / "draft.partial").is_file()
+
+    # OUT inside an input, or an input inside OUT: a scan would read its own outputs
+    inside = run_cli("scan", dataset["shards"], "--out", dataset["shards"] / "out", "-q", home=home)
+    assert inside.exit_code == 2 and "is inside the input" in inside.stderr
+    assert not (dataset["shards"] / "out").exists()
+    around = run_cli("scan", dataset["shards"], "--out", dataset["shards"].parent, "-q", home=home)
+    assert around.exit_code == 2 and "is inside --out" in around.stderr
 
     out = tmp_path / "out"
     assert run_cli("scan", dataset["shards"], "--out", out, "-q", home=home).exit_code == 0

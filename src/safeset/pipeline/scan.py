@@ -128,6 +128,22 @@ def _check_same_scan(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
     write_json(layout.run_spec, fingerprint)
 
 
+def _apart(inputs: Sequence[str], out: str) -> None:
+    """OUT must not lie inside an input, nor an input inside OUT: a scan would read its own
+    outputs as data (and a rerun would find an input that changed under it)."""
+    if is_remote(out):
+        return
+    target = Path(out).resolve()
+    for source in inputs:
+        if is_remote(source):
+            continue
+        where = Path(source).resolve()
+        if target == where or where in target.parents:
+            raise UsageError(f"--out {out} is inside the input {source}: put the outputs somewhere else")
+        if target in where.parents:
+            raise UsageError(f"the input {source} is inside --out {out}: scan a copy, or use another --out")
+
+
 def run_scan(config: ScanConfig) -> dict[str, Any]:
     # Engines import the pipeline's worker; importing them here, not at module level, keeps the
     # arrows of DESIGN.md pointing one way.
@@ -146,6 +162,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         fetch=_per_worker(config.fetch, engine.parallelism),
         save_images=config.save_images,
     )
+    _apart(config.inputs, config.out)
     plan = plan_shards(config.inputs, config.read)
     shards = plan.shards
     if any(reader_for(s.kind).staging(s, f) != "in_place" for s in shards for f in s.files if is_remote(f)):

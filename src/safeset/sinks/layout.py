@@ -75,11 +75,16 @@ class OutLayout:
         or deletes from, what it did not make."""
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--out {self.root} is a file, not a folder")
-        ours = {p.name for p in self.outputs} | {partial_path(p).name for p in self.outputs}
-        if self.root.is_dir() and not self.state.is_dir() and any(p.name not in ours for p in self.root.iterdir()):
-            raise UsageError(f"--out {self.root} holds files that are not a safeset scan's: use a new or empty folder")
+        # Without `_state/` (made before any file is written), OUT is a scan's only if all it holds
+        # is folders a scan makes, empty: a `clean/` of someone else's is not ours to clear.
+        ours = {self.results.name, self.clean.name}
+        if self.root.is_dir() and not self.state.is_dir():
+            if any(p.name not in ours or not p.is_dir() or any(p.iterdir()) for p in self.root.iterdir()):
+                raise UsageError(
+                    f"--out {self.root} holds files that are not a safeset scan's: use a new or empty folder"
+                )
         try:
-            for directory in (self.root, self.results, self.clean, self.state):
+            for directory in (self.root, self.state, self.results, self.clean):
                 directory.mkdir(parents=True, exist_ok=True)
             probe = self.state / ".write-probe"
             probe.write_bytes(b"")

@@ -89,7 +89,7 @@ def _what(path: Path | PurePosixPath) -> str:
         return "not data"
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return "image"
-    return "other file"
+    return "other"
 
 
 def _folder_kind(path: Path, files: list[Path]) -> tuple[str, list[Path]]:
@@ -115,7 +115,7 @@ def _folder_kind(path: Path, files: list[Path]) -> tuple[str, list[Path]]:
             "--input-kind (webdataset: the tars, listing the rest in the report; folder: every file hashed "
             "as a file), or move the other files out",
         )
-    if counts["parquet"] + counts["table"] and not (counts["image"] + counts["other file"]):
+    if counts["parquet"] + counts["table"] and not (counts["image"] + counts["other"]):
         return "tables", [f for f, k in kinds.items() if k == "not data"]
     if counts["parquet"] + counts["table"]:
         found = ", ".join(f"{n} {k} file(s)" for k, n in sorted(counts.items()))

@@ -488,7 +488,8 @@ class TableReader(Reader):
         if not save_images:
             return table
         stem = clean_root / saved_images_stem(shard)
-        digits = max(4, len(str(max(1, shard.options.table_rows) - 1)))
+        rows = max(shard.options.table_rows, shard.part.stop - shard.part.start if shard.part else 0)
+        digits = max(4, len(str(max(1, rows) - 1)))
         writer = Img2datasetWriter(stem.parent, int(stem.name), key_digits=digits)
         return _TableWithImages(shard, table, writer, SavedShard(stem))
 
@@ -517,6 +518,8 @@ class _TableWithImages(CleanWriter):
         self._images = images
         self._earlier = earlier
         self._kept: set[int] = set()
+        # img2dataset's keys number a shard's rows from 0: a part's rows, from its first
+        self._first = shard.part.start if shard.part else 0
 
     def keep(self, result: ItemResult) -> None:
         self._table.keep(result)
@@ -524,11 +527,11 @@ class _TableWithImages(CleanWriter):
         fetched = result.locator
         if result.status is not Status.OK:
             why = f"{result.status}: {result.error}" if result.error else str(result.status)
-            self._images.add(None, result.url, None, error=why, index=result.index)
+            self._images.add(None, result.url, None, error=why, index=result.index - self._first)
             return
         data = fetched.data if isinstance(fetched, FetchedImage) else self._earlier.read(result.md5)
         size = (result.width, result.height) if result.width else None
-        self._images.add(data, result.url, None, size=size, md5=result.md5, index=result.index)
+        self._images.add(data, result.url, None, size=size, md5=result.md5, index=result.index - self._first)
 
     def close(self) -> None:
         self._table.close()
@@ -538,7 +541,8 @@ class _TableWithImages(CleanWriter):
         _, caption_col, _ = _columns(path, names, self._shard.options)
         for index, row, _ in table_format.rows(path, part, names, []):
             if index in self._kept and row is not None:
-                self._images.add_columns(index, row, _text(row.get(caption_col)) if caption_col else None)
+                caption = _text(row.get(caption_col)) if caption_col else None
+                self._images.add_columns(index - self._first, row, caption)
         self._images.close()
 
 
