@@ -103,3 +103,11 @@ def test_a_policy_that_is_not_utf8_or_names_a_missing_bank(tmp_path, home):
     assert result.exit_code == 2 and "names bank(s) iwff, which the store does not hold" in result.stderr
     bad = run_cli("scan", tmp_path / "t.csv", "--out", tmp_path / "out", "--policy", latin, "-q", home=home)
     assert bad.exit_code == 3 and "latin.toml, line 1: not UTF-8 text" in bad.stderr
+    # a rule for a bank the scan does not use (not chosen here) applies to nothing: said so
+    assert run_cli("bank", "add", "other", tmp_path / "md5.txt", "--type", "md5", home=home).exit_code == 0
+    unused = tmp_path / "unused.toml"
+    unused.write_text('[match.banks]\nother = "review"\n')
+    args = ("scan", tmp_path / "t.csv", "--out", tmp_path / "out3", "--policy", unused, "--bank", "iwf")
+    result = run_cli(*args, home=home)
+    assert result.exit_code == 0, result.output
+    assert "rules for bank(s) other, which this scan did not use" in result.stdout

@@ -351,6 +351,27 @@ def write_files_layout(root: Path, tiles, failed: int = 2) -> tuple[Path, list[s
     return root, urls
 
 
+def test_what_a_walk_leaves_out_is_listed_in_the_report(tiles, tmp_path, home):
+    """Hidden files and folders are not read, nor links to folders followed: the report and the
+    summary say so, rather than an audit of data it never looked at reading "all clear"."""
+    root = tmp_path / "photos"
+    (root / ".hidden").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    for path in (root / "a.jpg", root / ".b.jpg", root / ".hidden" / "c.jpg", tmp_path / "elsewhere" / "d.jpg"):
+        path.write_bytes(jpeg(tiles[0][1]))
+    (root / "linked").symlink_to(tmp_path / "elsewhere")
+    result = run_cli("scan", root, "--out", tmp_path / "out", "-q", home=home)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["totals"]["rows"] == 1
+    assert {(Path(f["path"]).name, f["reason"]) for f in report["ignored_files"]} == {
+        (".b.jpg", "hidden: not read"),
+        (".hidden", "hidden: not read"),
+        ("linked", "a link to a folder: not followed"),
+    }
+    assert "3 file(s) found beside the data were not read" in result.stdout
+
+
 def test_img2dataset_files_layout_is_one_row_per_sample(tiles, tmp_path, home, store):
     root, urls = write_files_layout(tmp_path / "ds", tiles[:6])
     _bank(store, tmp_path, "md5", [hashlib.md5(jpeg(tiles[3][1])).hexdigest()], "md5")
@@ -395,7 +416,7 @@ def test_folders_of_tables_are_recognised_by_their_layout(tiles, tmp_path, home,
         report = safeset.scan(root, tmp_path / f"out-{layout}", home=str(home), workers=1)
         assert report["totals"]["rows"] == 8 and report["totals"]["remove"] == 2, layout
         ignored = sorted(Path(f["path"]).name for f in report["ignored_files"])
-        assert ignored == sorted(n.rsplit("/", 1)[-1] for n in names if not n.endswith(".parquet") and n[0] != ".")
+        assert ignored == sorted(n.rsplit("/", 1)[-1] for n in names if not n.endswith(".parquet"))  # hidden too
 
 
 def test_a_folder_that_mixes_kinds_is_refused_or_read_as_told(tiles, tmp_path, home, store):

@@ -463,6 +463,8 @@ def print_summary(report: dict, out: str) -> None:
         _out.print(f"  {escape(reason)}: {n:,}")
     if report["problems_total"]:
         _out.print(f"[yellow]{report['problems_total']:,} input problem(s) recorded[/] (see the report)")
+    if report["ignored_files_total"]:
+        _out.print(f"{report['ignored_files_total']:,} file(s) found beside the data were not read (see the report)")
     _out.print(f"report: {redact(str(out).rstrip('/'))}/report.html")
 
 

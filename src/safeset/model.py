@@ -22,10 +22,6 @@ class Status(StrEnum):
     SKIPPED_OPTOUT = "skipped_optout"
 
 
-# Statuses a payload of a row can have, worst first: a row is as unchecked as its worst payload.
-PAYLOAD_SEVERITY = (Status.DECODE_FAILED, Status.UNSUPPORTED_MEDIA, Status.NO_IMAGE, Status.OK)
-
-
 class Decision(StrEnum):
     KEEP = "keep"
     REMOVE = "remove"
@@ -92,8 +88,6 @@ class FetchedImage:
     memory only until the row is decided, and written only if it is kept."""
 
     data: bytes
-    url: str
-    caption: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,7 @@ def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | Non
         counts["fetch:" + (item.error or "ok")] += 1
         counts["bytes"] += len(item.data or b"")
         if save_images and item.status is None and item.data is not None:  # an image, not a failure's body
-            item.locator = FetchedImage(item.data, item.url, item.caption)
+            item.locator = FetchedImage(item.data)
         if progress is not None and sum(counts.values()) - counts["bytes"] >= 32:
             progress(dict(counts))
             counts.clear()
@@ -297,7 +297,7 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
     writer = reader.clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
     results = []
     threads = FETCH_HASH_THREADS if fetcher is not None else 1
-    for result in checker.check(items, progress, threads):  # decided in batches, in input order
+    for result in checker.check(items, progress, threads):  # in the order the items come (fetched: as they finish)
         if result.decision is Decision.KEEP:
             writer.keep(result)
         result.locator = None  # a removed or held row's bytes (if fetched) are dropped here

@@ -156,6 +156,12 @@ class ReportBuilder:
             warnings.append(
                 "No bank was used: no row was matched against any list. Add one with `safeset bank add`, or enable one."
             )
+        unused = sorted(set(policy.get("match", {}).get("banks", {})) - {bank["name"] for bank in banks})
+        if unused:
+            warnings.append(
+                f"The policy has rules for bank(s) {', '.join(unused)}, which this scan did not use (disabled, "
+                "or not chosen with --bank): those rules applied to nothing."
+            )
         if self.rows and self.unchecked_rows == self.rows:
             worst = ", ".join(f"{k} {v:,}" for k, v in sorted(self.unchecked.items(), key=lambda kv: -kv[1])[:3])
             warnings.append(

@@ -133,12 +133,28 @@ class SecondPass(CleanWriter):
 
 
 def walk_files(root: Path) -> list[Path]:
-    """Regular files under `root`, recursively, sorted, skipping hidden files and directories."""
+    """Files under `root`, recursively, sorted, skipping what `unwalked` lists."""
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
     return sorted(found)
+
+
+def unwalked(root: Path) -> list[tuple[Path, str]]:
+    """What `walk_files` leaves out under `root`, with why, for the report: hidden files and
+    folders (`.git`, `.cache`, `.DS_Store`), and links to folders (not followed, as a loop or a
+    link out of the dataset would take the walk anywhere)."""
+    left: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            if name.startswith("."):
+                left.append((path, "hidden: not read"))
+            elif name in dirnames and path.is_symlink():
+                left.append((path, "a link to a folder: not followed"))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return sorted(left)
 
 
 def json_object(text: bytes, problem: Callable[[str], None]) -> dict:

@@ -193,10 +193,10 @@ class SavedShard:
 
     def __init__(self, stem: Path):
         self.stem = stem
-        self._where: dict[str, tuple[int, int, str | None, str | None]] | None = None
+        self._where: dict[str, tuple[int, int]] | None = None
 
-    def _index(self) -> dict[str, tuple[int, int, str | None, str | None]]:
-        """md5 -> (offset, size, url, caption) of each saved image."""
+    def _index(self) -> dict[str, tuple[int, int]]:
+        """md5 -> (offset, size) of each saved image."""
         tar, side = self.stem.with_suffix(".tar"), self.stem.with_suffix(".parquet")
         if not (tar.is_file() and side.is_file()):
             return {}
@@ -207,7 +207,7 @@ class SavedShard:
                 key, _, ext = member.name.rpartition(".")
                 row = rows.get(key)
                 if row is not None and ext not in ("txt", "json"):
-                    where[row["md5"]] = (member.offset_data, member.size, row["url"], row["caption"])
+                    where[row["md5"]] = (member.offset_data, member.size)
         return where
 
     def read(self, md5: str) -> bytes:
@@ -217,7 +217,7 @@ class SavedShard:
             self._where = self._index()
         if md5 not in self._where:
             raise RuntimeError(f"{self.stem.with_suffix('.tar')}: no saved image with MD5 {md5}")
-        offset, size, _, _ = self._where[md5]
+        offset, size = self._where[md5]
         with open(self.stem.with_suffix(".tar"), "rb") as fh:
             fh.seek(offset)
             return fh.read(size)
