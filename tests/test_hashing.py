@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import struct
 import subprocess
 import sys
 import tracemalloc
+import zlib
 
 import numpy as np
 import pdqhash
@@ -20,8 +23,9 @@ from safeset.demo import Sample, photo_dir
 from safeset.hashing import DecodeError, PdqHash, decode_rgb, normalise_url, pdq_variants, to_luma, url_host
 from safeset.hashing.image import DecodeLimits
 from safeset.hashing.reference import reference_pdq
-from safeset.model import Item, Payload, Status
+from safeset.model import Item, Payload, PayloadResult, Status
 from safeset.pipeline import hash_item
+from safeset.pipeline.check import CheckSettings, hash_payload
 
 # Pinned so that any change to decoding or hashing is seen: the md5 of the file we hash (from
 # scikit-image 0.26.0, which the test extra pins), Meta's reference PDQ of its full decode (pdqhash),
@@ -403,3 +407,106 @@ def test_content_boxes_apply_only_around_padding_and_borders_nest(coffee):
     layers = pdq_module.trim_borders(to_luma(padded))
     assert [layer.pixels.shape for layer in layers] == [(boxed.height, boxed.width), (coffee.height, coffee.width)]
     assert "trim2" in pdq_variants(to_luma(padded))
+
+
+def _hashed(data: bytes, **payload) -> tuple[PayloadResult, dict[str, str]]:
+    """A payload's result, and its variants (which the checker would match, then drop)."""
+    hashed = hash_payload(Payload("", data, **payload), CheckSettings())
+    return hashed, hashed.pdq_variants
+
+
+def _nearest(listed: Image.Image | PdqHash, variants: dict[str, str]) -> tuple[str, int]:
+    target = listed if isinstance(listed, PdqHash) else safeset.pdq(listed)
+    return min(((name, PdqHash.from_hex(value) - target) for name, value in variants.items()), key=lambda nd: nd[1])
+
+
+@pytest.mark.parametrize(
+    "fmt, params",
+    [
+        ("GIF", {}),
+        ("PNG", {}),  # APNG
+        ("WEBP", {"lossless": True}),
+        ("TIFF", {}),  # a second page
+        ("MPO", {}),  # a second picture
+    ],
+)
+def test_every_frame_of_an_image_is_hashed(tiles, fmt, params):
+    """A benign first frame with the listed picture as the second: each frame is a variant."""
+    first, listed = (Image.fromarray(np.asarray(tiles[i][1].convert("RGB"))) for i in (0, 1))  # no info to carry
+    data = encode(first, fmt, save_all=True, append_images=[listed], **params)
+    hashed, variants = _hashed(data)
+    assert hashed.status is Status.OK and hashed.pdq == str(safeset.pdq(data))  # the first frame's, as before
+    name, distance = _nearest(listed, variants)
+    assert name.startswith("frame2") and distance <= 20
+
+
+def test_icon_sizes_are_frames_and_their_bounds_are_said(tiles):
+    """An icon holds a picture per size, and they need not be one picture: each is a frame. An
+    animation past the bounds (here, 4x the pixel limit) is hashed as far as they go, and said."""
+    main, other = tiles[0][1].resize((128, 128)), tiles[1][1].resize((64, 64))
+    _, variants = _hashed(encode(main, "ICO", sizes=[(64, 64), (128, 128)], append_images=[other]))
+    name, distance = _nearest(other, variants)
+    assert name.startswith("frame") and distance <= 20
+    frames = [Image.effect_noise((64, 64), 60).convert("RGB") for _ in range(5)]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    from safeset.hashing import image as image_module
+
+    views, incomplete = image_module.other_views(animated, DecodeLimits(max_pixels=64 * 64))
+    assert incomplete == "too_many_frames" and len(views) == 3  # 4x the pixel limit: the first and 3 more
+    hashed = hash_payload(Payload("", animated), CheckSettings(max_image_pixels=64 * 64))
+    assert (hashed.status, hashed.error) == (Status.DECODE_FAILED, "too_many_frames") and hashed.pdq
+
+
+def test_what_shows_through_transparency_is_hashed(tiles):
+    """The picture carried in the alpha channel of black pixels: dropping alpha leaves a black
+    image, but a page shows it (on white, inverted; the alpha channel itself is the picture)."""
+    listed = tiles[2][1].convert("L")
+    hidden = Image.new("RGBA", listed.size, (0, 0, 0, 255))
+    hidden.putalpha(listed)
+    hashed, variants = _hashed(encode(hidden, "PNG"))
+    assert hashed.status is Status.OK
+    name, distance = _nearest(listed.convert("RGB"), variants)
+    assert name == "alpha" and distance == 0
+    opaque, opaque_variants = _hashed(encode(tiles[2][1].convert("RGBA"), "PNG"))
+    assert not [n for n in opaque_variants if n.startswith(("alpha", "on_"))]  # nothing shows through
+
+
+def _interlaced_png(image: Image.Image) -> bytes:
+    """An Adam7-interlaced RGB PNG, which Pillow does not write: each pass's pixels, filter 0."""
+    pixels = np.asarray(image.convert("RGB"))
+    raw = b""
+    for x0, y0, dx, dy in (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ):
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in sub)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 1)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    assert Image.open(io.BytesIO(png)).info.get("interlace") == 1
+    return png
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "PNG-interlaced"])
+def test_an_image_cut_short_is_matched_by_what_arrived(coffee, fmt):
+    """The last 1% of the file cut off: the rows it held are grey, and what arrived still
+    matches (its own PDQ, of part of it, is never recorded as the image's)."""
+    data = _interlaced_png(coffee) if fmt == "PNG-interlaced" else encode(coffee, fmt)
+    hashed, variants = _hashed(data[: len(data) * 99 // 100])
+    assert (hashed.status, hashed.error, hashed.pdq) == (Status.DECODE_FAILED, "truncated", None)
+    name, distance = _nearest(safeset.pdq(data), variants)
+    assert name.startswith("partial") and distance <= 31
+    # the first bytes of one too large to hold, padded with zeros, are all of the image
+    hashed, variants = _hashed(b"", error="too_large", head=data + bytes(1000))
+    assert (hashed.status, hashed.error, hashed.pdq) == (Status.DECODE_FAILED, "too_large", None)
+    assert variants["partial"] == str(safeset.pdq(data))

@@ -294,3 +294,40 @@ def test_crafted_headers_cannot_carry_bytes_into_the_clean_tar(tiles, tmp_path, 
     assert members(clean)["d.jpg"] == kept[1] and members(clean)["e.jpg"] == kept[2]
     listing = subprocess.run(["tar", "-tf", str(clean)], capture_output=True, check=True, text=True)
     assert sorted(listing.stdout.split()) == sorted(members(clean))  # both readers agree on it
+
+
+def test_what_an_image_holds_past_its_first_frame_or_its_end_is_matched(tiles, coffee, tmp_path, home):
+    """The ways a listed picture passed unchecked: as an animation's second frame, as a JPEG cut
+    short, as a JPEG padded past --max-bytes, in the alpha channel of black pixels."""
+    plain = [jpeg(tiles[i][1]) for i in range(4)]
+    listed = coffee.convert("RGB")
+    animated = encode(tiles[0][1].resize(listed.size), "GIF", save_all=True, append_images=[listed])
+    whole = encode(listed, "JPEG")
+    hidden = Image.new("RGBA", listed.size, (0, 0, 0, 255))
+    hidden.putalpha(listed.convert("L"))
+    shard = write_tar(
+        tmp_path / "shards" / "00000.tar",
+        [
+            ("a.gif", animated),
+            ("b.jpg", whole[: len(whole) * 99 // 100]),
+            ("c.jpg", whole + bytes(4 * 2**20)),
+            ("d.png", encode(hidden, "PNG")),
+            ("e.jpg", plain[1]),
+        ],
+    )
+    write_lines(tmp_path / "pdq.txt", [f"pdq {safeset.pdq(listed)}"])
+    assert run_cli("bank", "add", "pdq", tmp_path / "pdq.txt", home=home).exit_code == 0
+    rows = scan(shard.parent, tmp_path / "out", home, "--max-bytes", str(3 * 2**20))
+    decided = {
+        k: (r["status"], r["error"], r["decision"], r["matches"][0]["variant"] if r["matches"] else None)
+        for k, r in rows.items()
+    }
+    assert decided == {
+        "a": ("ok", None, "remove", "frame2"),
+        "b": ("decode_failed", "truncated", "remove", "partial"),
+        "c": ("decode_failed", "too_large", "remove", "partial"),
+        "d": ("ok", None, "remove", "alpha"),
+        "e": ("ok", None, "keep", None),
+    }
+    assert rows["b"]["pdq"] is None and rows["c"]["pdq"] is None  # no PDQ stands for a part of an image
+    assert members(tmp_path / "out" / "clean" / "shards" / "00000.tar") == {"e.jpg": plain[1]}

@@ -101,9 +101,15 @@ class Matcher:
         queries = _Queries()
         for i, result in enumerate(results):
             for payload, hashes in result.hashed() if stype.per_payload else [("", result)]:
-                if isinstance(stype, Pdq) and (hashes.pdq_quality or 0) < self.settings.pdq_min_quality:
-                    continue
                 for variant, value in stype.item_values(hashes):
+                    # A flat image's bits are noise: the plain hash is held to the quality gate here,
+                    # each variant (with a quality of its own) was when it was made.
+                    if (
+                        isinstance(stype, Pdq)
+                        and not variant
+                        and (hashes.pdq_quality or 0) < self.settings.pdq_min_quality
+                    ):
+                        continue
                     queries.add(i, payload, variant, value)
         return queries
 

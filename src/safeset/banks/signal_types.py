@@ -112,7 +112,7 @@ class Pdq(HexDigestType):
         return text
 
     def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
-        return super().item_values(hashes) + list(hashes.pdq_variants.items()) if hashes.pdq else []
+        return super().item_values(hashes) + list(hashes.pdq_variants.items())  # partial ones without a PDQ
 
 
 class Url(SignalType):

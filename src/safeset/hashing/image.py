@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -170,6 +172,144 @@ def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool 
         image = image.reduce(scale)
     pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
     return Luma(pixels, height, width, exact=same_as_reference)
+
+
+# Frames beyond the first are hashed too (an animation's second frame, a TIFF's second page, an
+# MPO's second picture, an icon's other sizes hold pictures of their own), within these bounds: at
+# most `MAX_FRAMES` frames, and all of them together at most `FRAME_PIXEL_FACTOR` times the pixel
+# limit of one image. Beyond them the image is not wholly checked, and says so.
+MAX_FRAMES = 1000
+FRAME_PIXEL_FACTOR = 4
+
+
+def other_views(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[list[tuple[str, Luma]], str | None]:
+    """What an image shows besides its first frame as RGB: each further frame ("frame2", ...), and
+    for an image with transparency its alpha channel ("alpha") and its composites on white and
+    black ("on_white", "on_black": what a page shows; the RGB under transparent pixels is
+    anything). Returns the (name, luminance) pairs and, if some frames could not be decoded or
+    were beyond the bounds, why (a short code), else None. The first frame's own decode is
+    `decode_luma`'s; an image that does not open raises `DecodeError` as it does."""
+    image = open_image(data, limits)
+    views: list[tuple[str, Luma]] = []
+    with _decoding():
+        first = image.convert("RGBA") if _transparent(image) else None
+    if first is not None:
+        views += _alpha_views(first)
+    budget = FRAME_PIXEL_FACTOR * limits.max_pixels - image.size[0] * image.size[1]
+    try:
+        with _decoding():
+            frames = _frames(image)
+            for number, frame in enumerate(frames, start=2):
+                width, height = frame.size
+                budget -= width * height
+                if number > MAX_FRAMES or budget < 0 or max(width, height) > limits.max_side:
+                    return views, "too_many_frames"
+                views.append((f"frame{number}", _reduced_luma(_loaded(frame))))
+    except DecodeError as exc:
+        return views, f"frames: {exc.reason}"
+    return views, None
+
+
+def _frames(image: Image.Image) -> Iterator[Image.Image]:
+    """Every frame after the first: of an animation, a multi-page file, an icon's other sizes."""
+    if image.format == "ICO":
+        for size in sorted(image.ico.sizes()):
+            if size != image.size:
+                yield image.ico.getimage(size)
+        return
+    for index in range(1, getattr(image, "n_frames", 1)):
+        image.seek(index)
+        yield image
+
+
+def _reduced_luma(image: Image.Image) -> Luma:
+    width, height = image.size
+    scale = _scale(width, height, REDUCED_MIN_SIDE)
+    if scale > 1:
+        image = image.reduce(scale)
+    pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
+    return Luma(pixels, height, width, exact=scale == 1)
+
+
+def _transparent(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+
+
+def _alpha_views(rgba: Image.Image) -> list[tuple[str, Luma]]:
+    pixels = np.asarray(rgba, dtype=np.uint8)
+    alpha = pixels[..., 3].astype(np.float32)
+    if alpha.min() == 255:
+        return []
+    height, width = alpha.shape
+    luma = luma_of_rgb(pixels[..., :3])
+    shown = alpha / np.float32(255)
+    on_black = luma * shown
+    on_white = on_black + np.float32(255) * (1 - shown)
+    return [
+        (name, Luma(view, height, width))
+        for name, view in (("alpha", alpha), ("on_white", on_white), ("on_black", on_black))
+    ]
+
+
+def completed(data: bytes) -> bytes | None:
+    """An image cut short, made whole enough to decode what arrived (the rest grey or black), for
+    a PDQ of what there is: a JPEG given the end marker it lacks (what Pillow's own
+    LOAD_TRUNCATED_IMAGES does, which is a process-wide switch and so not usable here), a PNG
+    rebuilt from the image data it has; None for other formats, or when too little arrived."""
+    if data[:3] == b"\xff\xd8\xff":
+        return data + b"\xff\xd9"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return _completed_png(data)
+    return None
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+
+
+def _completed_png(data: bytes) -> bytes | None:
+    """A PNG's chunks as far as they go, its image data inflated as far as it goes and padded with
+    zero bytes (filter "none", value 0) to the length its header asks for, written again whole."""
+    keep: list[tuple[bytes, bytes]] = []
+    compressed = bytearray()
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        body = data[at + 8 : at + 8 + length]
+        if kind == b"IDAT":
+            compressed += body
+        elif kind == b"IEND" or len(body) < length:
+            break
+        elif kind in (b"IHDR", b"PLTE", b"tRNS", b"gAMA", b"sBIT"):
+            keep.append((kind, body))
+        at += 12 + length
+    header = dict(keep).get(b"IHDR")
+    if header is None or len(header) != 13 or not compressed:
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
+        return None
+    bits = _PNG_CHANNELS[colour] * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    need = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            need += rows * (1 + -(-columns * bits // 8))
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(bytes(compressed), need)
+    except zlib.error:
+        return None
+    raw += bytes(need - len(raw))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    body = b"".join(chunk(kind, value) for kind, value in keep)
+    return data[:8] + body + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 def _high_depth(mode: str) -> bool:

@@ -26,7 +26,17 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .image import DecodeLimits, Luma, decode_luma, luma_of_rgb, to_rgb_array
+from .image import (
+    DecodeError,
+    DecodeLimits,
+    Luma,
+    completed,
+    decode_luma,
+    luma_of_rgb,
+    open_image,
+    other_views,
+    to_rgb_array,
+)
 
 PDQ_BYTES = 32
 PDQ_HEX_CHARS = 64
@@ -400,11 +410,14 @@ EXACT_QUALITY_BAND = range(44, 57)  # the gate, 50, give or take 6
 
 @dataclass(frozen=True)
 class ImagePdq:
-    """PDQ of an image and its query-side variants ("" is the plain hash), and the image's size."""
+    """PDQ of an image and its query-side variants ("" is the plain hash), and the image's size.
+    `incomplete`: why part of what the image holds was not hashed (frames beyond the bounds, a
+    frame that did not decode), else None."""
 
     variants: dict[str, PdqHash]
     width: int
     height: int
+    incomplete: str | None = None
 
 
 def pdq_image(
@@ -414,18 +427,59 @@ def pdq_image(
     trim: bool = False,
     exact: bool = False,
     resized: Resized | None = None,
+    min_quality: int = PDQ_MIN_QUALITY,
 ) -> ImagePdq:
     """PDQ of encoded image bytes and its query-side variants (see `pdq_variants`), decoded fast
     (reduced scale), and again exactly when its quality is near the gate. `exact`: from the full
     decode only, the reference's bits for every image, flat ones included (about 4x the time of
     the fast path at 1500 px). Only an image whose DCT coefficients tie exactly (a synthetic
     linear gradient) may still differ: its bits fall to float rounding, the reference's too.
-    `resized`: what a dataset tool did to the image, if it says (see `pdq_variants`)."""
+    `resized`: what a dataset tool did to the image, if it says (see `pdq_variants`).
+
+    What else the image shows (`image.other_views`: further frames, transparency) is hashed too,
+    as variants named after the view ("frame2", "on_white+flip_h"), plain and dihedral. Variants
+    below `min_quality` are left out (a flat view's bits are noise)."""
     luma = decode_luma(data, limits, exact=exact)
     variants = pdq_variants(luma, dihedral, trim, resized)
     if not luma.exact and variants[""].quality in EXACT_QUALITY_BAND:
         variants = pdq_variants(decode_luma(data, limits, exact=True), dihedral, trim, resized)
-    return ImagePdq(variants, luma.full_width, luma.full_height)
+    views, incomplete = other_views(data, limits)
+    seen = {h.bits for h in variants.values()}
+    for view, view_luma in views:
+        for name, value in pdq_variants(view_luma, dihedral, trim=False).items():
+            if value.bits not in seen:
+                seen.add(value.bits)
+                variants[f"{view}+{name}" if name else view] = value
+    # each variant is held to the quality gate by its own quality (a trimmed one may pass where
+    # the padded whole does not); the plain hash is kept whatever its quality, to be recorded
+    kept = {name: value for name, value in variants.items() if not name or value.quality >= min_quality}
+    return ImagePdq(kept, luma.full_width, luma.full_height, incomplete)
+
+
+def pdq_partial(
+    data: bytes, limits: DecodeLimits = DecodeLimits(), dihedral: bool = False, min_quality: int = PDQ_MIN_QUALITY
+) -> dict[str, PdqHash]:
+    """PDQ of what there is of an image that is not all there: the first bytes of one too large
+    to hold, or one cut short (decoded as `image.completed` makes it). Its hashes are variants
+    named "partial..." (of at least `min_quality`), never the image's own: they stand for part
+    of it. Empty when nothing of it decodes."""
+    try:
+        open_image(data, limits)  # a header, and a size within the limits, before anything is rebuilt
+    except DecodeError:
+        return {}
+    for candidate in (data, completed(data)):
+        if candidate is None:
+            continue
+        try:
+            image = pdq_image(candidate, limits, dihedral, min_quality=min_quality)
+        except DecodeError:
+            continue
+        return {
+            f"partial+{name}" if name else "partial": value
+            for name, value in image.variants.items()
+            if value.quality >= min_quality
+        }
+    return {}
 
 
 def pdq_bytes(

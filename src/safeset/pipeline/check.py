@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..banks import Matcher
 from ..errors import UsageError
-from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, url_md5
+from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..model import HASH_FIELDS, Item, ItemResult, Payload, PayloadResult, Status, printable
 from ..policy import Policy
@@ -51,27 +51,47 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) ->
     digests = payload.digests if payload.digests is not None else byte_digests(data) if data else None
     if digests is not None:
         hashed.md5, hashed.sha1, hashed.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
-    if payload.error:  # too large to hold (hashed as it streamed past), or cut off: not decoded
+    if payload.error:  # too large to hold (hashed as it streamed past), or cut off: not decoded whole
         hashed.status, hashed.error = Status.DECODE_FAILED, payload.error
+        head, payload.head = payload.head, None
+        if head:
+            hashed.pdq_variants = _partial(head, settings)
         return hashed
     if not data:
         hashed.status, hashed.error = Status.NO_IMAGE, "empty file" if data is not None else "no image bytes"
         return hashed
     try:
         image = pdq_image(
-            data, settings.limits, settings.pdq_dihedral, settings.pdq_trim, settings.pdq_exact, payload.resized
+            data,
+            settings.limits,
+            settings.pdq_dihedral,
+            settings.pdq_trim,
+            settings.pdq_exact,
+            payload.resized,
+            settings.pdq_min_quality,
         )
     except UnsupportedMedia as exc:
         hashed.status, hashed.error = Status.UNSUPPORTED_MEDIA, exc.reason
         return hashed
     except DecodeError as exc:
         hashed.status, hashed.error = Status.DECODE_FAILED, exc.reason
+        if exc.reason == "truncated":
+            hashed.pdq_variants = _partial(data, settings)
         return hashed
     plain = image.variants.pop("")
     hashed.pdq, hashed.pdq_quality = str(plain), plain.quality
     hashed.width, hashed.height = image.width, image.height
     hashed.pdq_variants = {name: str(h) for name, h in image.variants.items()}
+    if image.incomplete:  # its first frame is checked, not all it holds
+        hashed.status, hashed.error = Status.DECODE_FAILED, image.incomplete
     return hashed
+
+
+def _partial(data: bytes, settings: CheckSettings) -> dict[str, str]:
+    """PDQ variants of what decodes of an image not all there (see `hashing.pdq_partial`): matched
+    like any variant, while the payload stays `decode_failed` and has no PDQ of its own."""
+    found = pdq_partial(data, settings.limits, settings.pdq_dihedral, settings.pdq_min_quality)
+    return {name: str(value) for name, value in found.items()}
 
 
 # A payload that could not be checked makes its whole row unchecked, the worst one first. An empty

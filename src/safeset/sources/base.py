@@ -191,7 +191,7 @@ def read_file(path: Path, name: str = "", max_bytes: int = DEFAULT_MAX_BYTES) ->
             digests = stream_digests(_chain(head, iter(lambda: fh.read(_CHUNK), b"")))
         except OSError as exc:
             raise UnreadableFile(f"read error ({errno.errorcode.get(exc.errno, 'EIO')})") from None
-    return Payload(name, digests=digests, error="too_large")
+    return Payload(name, digests=digests, error="too_large", head=head[:max_bytes])
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -99,20 +99,27 @@ def sidecars(tar_path: Path | PurePosixPath) -> tuple[Path | PurePosixPath, Path
 
 def read_member(handle, size: int, name: str, max_bytes: int) -> Payload:
     """A tar member's bytes as a payload: in memory if they fit in `max_bytes`, else hashed as
-    they stream past. A member the archive ends inside of is `truncated` (and its digests, of
-    part of it, are not kept); the tar error that stopped the read is raised after."""
+    they stream past (its first `max_bytes` kept as its head). A member the archive ends inside of
+    is `truncated` (its digests, of part of it, are not kept; what arrived is its head); the tar
+    error that stopped the read is raised after."""
+    buffer = bytearray(min(size, max_bytes))  # one allocation, filled in place
+    view, got = memoryview(buffer), 0
+    try:
+        while got < len(buffer) and (n := handle.readinto(view[got : got + _CHUNK])):
+            got += n
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise _Truncated(Payload(name, error="truncated", head=bytes(view[:got]))) from exc
+    if got < len(buffer):
+        raise _Truncated(Payload(name, error="truncated", head=bytes(view[:got])))
+    view.release()
     if size <= max_bytes:
-        try:
-            data = handle.read()
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise _Truncated(Payload(name, error="truncated")) from exc
-        if len(data) != size:
-            raise _Truncated(Payload(name, error="truncated"))
-        return Payload(name, data)
-    read = 0
+        return Payload(name, bytes(buffer))
+    head = buffer
+    read = len(head)
 
     def chunks() -> Iterator[bytes]:
         nonlocal read
+        yield head
         while chunk := handle.read(_CHUNK):
             read += len(chunk)
             yield chunk
@@ -120,10 +127,10 @@ def read_member(handle, size: int, name: str, max_bytes: int) -> Payload:
     try:
         digests = stream_digests(chunks())
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise _Truncated(Payload(name, error="truncated")) from exc
+        raise _Truncated(Payload(name, error="truncated", head=head)) from exc
     if read != size:
-        raise _Truncated(Payload(name, error="truncated"))
-    return Payload(name, digests=digests, error="too_large")
+        raise _Truncated(Payload(name, error="truncated", head=head))
+    return Payload(name, digests=digests, error="too_large", head=head)
 
 
 class _Truncated(Exception):
