@@ -191,6 +191,7 @@ def test_a_shard_failing_every_retry_fails_the_run_and_the_rest_resumes(cluster,
     out = tmp_path / "out"
     blocker = out / "results" / "part-00002.parquet"
     blocker.mkdir(parents=True)  # shard 2 cannot commit its results: every attempt fails
+    (out / "_state").mkdir()  # in an OUT a scan has begun (one without holds nothing but empty folders)
 
     code, stderr = finish(scan_on_ray(cluster, home, data, "--out", out, "--retries", "1"))
     assert code == 1, stderr
