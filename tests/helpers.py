@@ -113,16 +113,17 @@ def same_release(remote: dict[str, bytes], local: Path) -> None:
         assert remote[rel] == (local / rel).read_bytes(), rel
 
 
-def shard_tasks(home: Path, inputs: list[Path], out: Path) -> list:
+def shard_tasks(home: Path, inputs: list[Path], out: Path, **read) -> list:
     """The shard tasks a scan of INPUTS into OUT would hand its engine (every enabled bank, the
-    default policy): for driving an engine directly."""
+    default policy, `read` the read options): for driving an engine or a worker directly."""
     from safeset import BankStore, CheckSettings, Policy
     from safeset.pipeline.worker import RunSpec, ShardTask
     from safeset.sinks import OutLayout
-    from safeset.sources import plan_shards
+    from safeset.sources import ReadOptions, plan_shards
 
     banks = tuple((b.name, b.sha256) for b in BankStore(home).resolve(None))
     spec = RunSpec(str(home), banks, Policy.preset("default"), CheckSettings())
     layout = OutLayout(out)
     layout.create()
-    return [ShardTask(i, shard, str(layout.root), spec) for i, shard in enumerate(plan_shards(inputs).shards)]
+    shards = plan_shards(inputs, ReadOptions(**read)).shards
+    return [ShardTask(i, shard, str(layout.root), spec) for i, shard in enumerate(shards)]

@@ -216,7 +216,8 @@ def test_fetch_statuses_for_every_fault(server, images, tmp_path, home):
     report = read_json(out / "report.json")
     fetch = report["fetch"]
     assert fetch["requests"] >= len(cases) - 2 and fetch["retries"] >= 4
-    assert fetch["outcomes"]["ok"] == 9 and fetch["outcomes"]["ssrf_blocked"] == 2  # 8 images and a mislabelled page
+    # 8 images, one sent as text/plain, and a page sent as image/jpeg
+    assert fetch["outcomes"]["ok"] == 10 and fetch["outcomes"]["ssrf_blocked"] == 2
     assert fetch["optouts"] == 3 and 0 < fetch["success_rate"] < 1
     assert any(d["domain"] == "127.0.0.1" for d in fetch["domains"])
     # the per-domain table adds up to the outcomes: every fetched row is counted once in each
@@ -547,13 +548,14 @@ def saved_images(tar_path) -> dict[str, bytes]:
 
 
 def test_saved_images_are_an_img2dataset_shard_as_img2dataset_writes_it(server, images, tiles, tmp_path, home):
-    """--save-images: only images that decoded are saved (a page served as image/jpeg is not); the
+    """--save-images: only images that decoded are saved (a page served as image/jpeg is not, an
+    image served as text/plain is); the
     parquet keeps the input's own columns and the images' real sizes; keys are img2dataset's,
     fixed-width; two tables of one stem keep their own shards; rows come in input order whatever
     order the downloads finished in, so two runs write the same bytes."""
     names = sorted(images)[:6]
     slow_first = [server.url(f"/slow/{names[0]}", host="127.0.0.2")] + [server.url(f"/img/{n}") for n in names[1:]]
-    rows = slow_first + [server.url("/mislabelled")]
+    rows = slow_first + [server.url("/mislabelled"), server.url(f"/as-text/{names[1]}"), server.url("/html")]
     header = "URL,TEXT,punsafe,WIDTH"
     lines = [f"{u},caption {i},0.0{i},640" for i, u in enumerate(rows)]
     write_lines(tmp_path / "x.csv", [header, *lines])
@@ -568,9 +570,9 @@ def test_saved_images_are_an_img2dataset_shard_as_img2dataset_writes_it(server, 
         outs.append(out)
     shard = outs[0] / "clean" / "x.csv.images"
     saved = pq.read_table(shard / "00000.parquet").to_pylist()
-    assert [r["key"] for r in saved] == [f"00000{i:05d}" for i in range(7)]  # 100,000 rows a part: 5 digits
-    assert [r["status"] for r in saved] == ["success"] * 6 + ["failed_to_download"]
-    assert saved[6]["error_message"] == "unsupported_media: html"
+    assert [r["key"] for r in saved] == [f"00000{i:05d}" for i in range(9)]  # 100,000 rows a part: 5 digits
+    assert [r["status"] for r in saved] == ["success"] * 6 + ["failed_to_download", "success", "failed_to_download"]
+    assert [saved[i]["error_message"] for i in (6, 8)] == ["unsupported_media: html", "fetch_failed: not_image"]
     assert [(r["URL"], r["punsafe"], r["WIDTH"], r["caption"]) for r in saved[:2]] == [
         (rows[0], "0.00", "640", "caption 0"),  # as a CSV holds them: text
         (rows[1], "0.01", "640", "caption 1"),
@@ -578,7 +580,7 @@ def test_saved_images_are_an_img2dataset_shard_as_img2dataset_writes_it(server, 
     assert (saved[0]["width"], saved[0]["height"]) == tiles[0][1].size
     with tarfile.open(shard / "00000.tar") as tar:
         members = tar.getnames()
-    assert members[:3] == ["0000000000.jpg", "0000000000.txt", "0000000000.json"] and len(members) == 18
+    assert members[:3] == ["0000000000.jpg", "0000000000.txt", "0000000000.json"] and len(members) == 21
     assert (outs[0] / "clean" / "x.jsonl.images" / "00000.tar").is_file()
     for name in ("x.csv.images/00000.tar", "x.csv.images/00000.parquet", "x.jsonl.images/00000.tar"):
         assert (outs[0] / "clean" / name).read_bytes() == (outs[1] / "clean" / name).read_bytes(), name

@@ -467,6 +467,10 @@ def test_what_shows_through_transparency_is_hashed(tiles):
     assert hashed.status is Status.OK
     name, distance = _nearest(listed.convert("RGB"), variants)
     assert name == "alpha" and distance == 0
+    # the same in an animation's second frame
+    cover = tiles[0][1].convert("RGBA").resize(listed.size)
+    hashed, variants = _hashed(encode(cover, "PNG", save_all=True, append_images=[hidden]))
+    assert _nearest(listed.convert("RGB"), variants) == ("frame2:alpha", 0)
     opaque, opaque_variants = _hashed(encode(tiles[2][1].convert("RGBA"), "PNG"))
     assert not [n for n in opaque_variants if n.startswith(("alpha", "on_"))]  # nothing shows through
 

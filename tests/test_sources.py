@@ -606,6 +606,19 @@ def test_a_kept_row_that_cannot_be_copied_fails_the_shard(tmp_path, home):
     assert pq.read_table(tmp_path / "out2" / "clean" / "meta.parquet").num_rows == 100
 
 
+def test_a_sidecar_parquet_whose_keys_are_bytes_is_read(tiles, tmp_path, home):
+    """A writer that stored the keys as bytes: they are still the tar's keys (and, being bytes that
+    reach the clean release, checked too)."""
+    root, _ = write_files_layout(tmp_path / "ds", tiles[:3], failed=0)
+    table = pq.read_table(root / "00000.parquet")
+    keys = pa.array([k.encode() for k in table["key"].to_pylist()], pa.binary())
+    pq.write_table(table.set_column(table.schema.get_field_index("key"), "key", keys), root / "00000.parquet")
+    report = safeset.scan(root, tmp_path / "out", home=str(home), workers=1)
+    rows = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert report["totals"]["rows"] == 3 and report["problems"] == []
+    assert [r["key"] for r in rows] == [f"00000/00000000{i}.jpg" for i in range(3)]
+
+
 def _ppm_text(image) -> bytes:
     """An image as plain (ASCII) PPM, `P3`: text by every test of text, and an image all the same."""
     rgb = image.convert("RGB")
@@ -626,11 +639,19 @@ def test_sidecars_that_hold_images_are_checked(tiles, tmp_path, home, store):
         (folder / sidecar).write_bytes(data)
     (folder / "c.jpg").write_bytes(jpeg(tiles[1][1]))
     (folder / "c.TXT").write_bytes(b"a caption in upper case")
+    (folder / "d.jpg").write_bytes(jpeg(tiles[2][1]))
+    (folder / "d.txt").write_bytes(b"P6 Pro camera review")  # starts as a PPM would: a caption all the same
     options = ("--max-bytes", str(len(listed_big) - 1), "--workers", "1", "-q")
     assert run_cli("scan", folder, "--out", tmp_path / "out", *options, home=home).exit_code == 0
     rows = {r["key"]: r for r in pq.read_table(tmp_path / "out" / "results").to_pylist()}
-    assert {k: r["decision"] for k, r in rows.items()} == {"a.jpg": "remove", "b.jpg": "remove", "c.jpg": "keep"}
-    assert kept_files(tmp_path / "out" / "clean" / "folder") == ["c.TXT", "c.jpg"]
+    decided = {k: (r["status"], r["decision"]) for k, r in rows.items()}
+    assert decided == {
+        "a.jpg": ("ok", "remove"),
+        "b.jpg": ("decode_failed", "remove"),  # its .txt, too large to decode, is matched by its MD5
+        "c.jpg": ("ok", "keep"),
+        "d.jpg": ("ok", "keep"),
+    }
+    assert kept_files(tmp_path / "out" / "clean" / "folder") == ["c.TXT", "c.jpg", "d.jpg", "d.txt"]
 
     tar = tmp_path / "wds" / "00000.tar"
     tar.parent.mkdir()

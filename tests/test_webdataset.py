@@ -288,6 +288,8 @@ def test_crafted_headers_cannot_carry_bytes_into_the_clean_tar(tiles, tmp_path, 
     md5_bank(home, tmp_path, listed)
     rows = scan(shard.parent, tmp_path / "out", home, "--max-bytes", str(2**20))
     assert (rows["c"]["status"], rows["c"]["error"]) == ("decode_failed", "too_large")  # not expanded
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert any("'GNUSparseFile.0/c.bin' is sparse and larger than --max-bytes" in p for p in report["problems"])
     clean = tmp_path / "out" / "clean" / "shards" / "00000.tar"
     raw = clean.read_bytes()
     assert listed[100:164] not in raw and listed.decode("latin-1").encode()[100:164] not in raw
@@ -331,3 +333,31 @@ def test_what_an_image_holds_past_its_first_frame_or_its_end_is_matched(tiles, c
     }
     assert rows["b"]["pdq"] is None and rows["c"]["pdq"] is None  # no PDQ stands for a part of an image
     assert members(tmp_path / "out" / "clean" / "shards" / "00000.tar") == {"e.jpg": plain[1]}
+
+
+def test_a_member_that_changes_between_the_passes_fails_the_shard_and_leaves_nothing(tmp_path, home, monkeypatch):
+    """The clean tar's data is read again after the rows are decided: bytes that changed since
+    they were hashed (here, another process rewriting a member larger than --max-bytes, which is
+    copied as it streams) fail the shard, and no file of its clean release is left, the partial
+    one it was copying into included."""
+    from helpers import shard_tasks
+
+    from safeset.pipeline.worker import run_shard
+    from safeset.sources import webdataset
+
+    big = bytes(range(256)) * 8192  # 2 MiB
+    shard = write_tar(tmp_path / "shards" / "00000.tar", [("a.bin", big), ("b.bin", b"small")])
+    offset = shard.read_bytes().index(big) + 2**20  # past what a reader has buffered
+    real_keep = webdataset._TarCopy.keep
+
+    def keep_after_a_rewrite(self, result):
+        with open(shard, "r+b") as fh:  # the input changes under the scan, after it was hashed
+            fh.seek(offset)
+            fh.write(b"\xff" * 1024)
+        real_keep(self, result)
+
+    monkeypatch.setattr(webdataset._TarCopy, "keep", keep_after_a_rewrite)
+    (task,) = shard_tasks(home, [shard.parent], tmp_path / "out", max_bytes=2**20)
+    with pytest.raises(safeset.errors.BadInputError, match="a.bin' changed while it was being scanned"):
+        run_shard(task)
+    assert [p.name for p in (tmp_path / "out" / "clean").rglob("*") if p.is_file()] == []

@@ -12,12 +12,19 @@ import contextlib
 import os
 from collections.abc import Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 
 def partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+    """Where `path` is written before it is committed. Inside `commit_together`, the name is noted,
+    so that the block removes it if it fails."""
+    partial = path.with_name(path.name + ".partial")
+    together = _TOGETHER.get()
+    if together is not None:
+        together.opened.append(partial)
+    return partial
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,17 +36,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-# Commits waiting for the end of a `commit_together` block: (partial, final, durable).
-_PENDING: ContextVar[list[tuple[Path, Path, bool]] | None] = ContextVar("pending_commits", default=None)
+@dataclass
+class _Together:
+    opened: list[Path] = field(default_factory=list)  # every partial file named in the block
+    commits: list[tuple[Path, Path, bool]] = field(default_factory=list)  # (partial, final, durable), held back
+
+
+_TOGETHER: ContextVar[_Together | None] = ContextVar("commit_together", default=None)
 
 
 def commit(partial: Path, final: Path, durable: bool = True) -> None:
     """Rename `partial` into place, its bytes on disk first and the rename after them, so that
     after a power loss the file is there whole or not at all (`durable=False`: neither synced,
     for files that are rewritten anyway). Inside `commit_together`, at the end of its block."""
-    pending = _PENDING.get()
-    if pending is not None:
-        pending.append((partial, final, durable))
+    together = _TOGETHER.get()
+    if together is not None:
+        together.commits.append((partial, final, durable))
         return
     if durable:
         fd = os.open(partial, os.O_RDONLY)
@@ -55,19 +67,20 @@ def commit(partial: Path, final: Path, durable: bool = True) -> None:
 @contextlib.contextmanager
 def commit_together() -> Iterator[None]:
     """Hold back every commit made in the block until it ends, then make them in order; if the
-    block raises, remove their partial files instead. A shard's clean release goes through this,
-    so that no file of it appears unless every check of the shard has passed."""
-    pending: list[tuple[Path, Path, bool]] = []
-    token = _PENDING.set(pending)
+    block raises, remove every partial file named in it instead (written, committed or not). A
+    shard's clean release is written in one, so that no file of it appears unless every check of
+    the shard has passed, and a failed shard leaves no bytes it had begun to copy."""
+    together = _Together()
+    token = _TOGETHER.set(together)
     try:
         yield
     except BaseException:
-        for partial, _, _ in pending:
+        for partial in together.opened:
             partial.unlink(missing_ok=True)
         raise
     finally:
-        _PENDING.reset(token)
-    for partial, final, durable in pending:
+        _TOGETHER.reset(token)
+    for partial, final, durable in together.commits:
         commit(partial, final, durable)
 
 

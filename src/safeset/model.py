@@ -49,9 +49,10 @@ class Payload:
     # What the tool that wrote the image says it did to it (img2dataset: its size before resizing,
     # and where the content lies if it padded it): a `hashing.Resized`, for PDQ's variants.
     resized: Any = None
-    # With `error`: the bytes there are of it (the first `max_bytes` of one too large to hold, what
-    # arrived of one cut short), decoded for a partial PDQ, never digested as if they were all.
-    head: bytes | None = None
+    # With `error`, if it may be an image: the bytes there are of it (the first `max_bytes` of one
+    # too large to hold, what arrived of one cut short), decoded for a partial PDQ, never digested
+    # as if they were all.
+    head: bytes | bytearray | None = None
 
 
 @dataclass(slots=True)

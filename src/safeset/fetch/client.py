@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from ..hashing.sniff import DECODED_KINDS, sniff
 from ..model import DEFAULT_MAX_BYTES
 from .guard import AddressPolicy, Blocked, check_url, guarded_socket_factory, is_blocked, parse_networks
 
@@ -52,8 +53,9 @@ class FetchOptions:
 
 @dataclass(frozen=True)
 class Fetched:
-    """The outcome of one fetch. `data` when ok, and when the body came but is not said to be an
-    image (`not_image`); `retry_after` when the failure may pass."""
+    """The outcome of one fetch. `data` when ok, and for a page (`not_image`: said to be text, and
+    not an image by its bytes either), to be matched by its digests; `retry_after` when the
+    failure may pass."""
 
     status: str  # "ok" | "fetch_failed" | "skipped_optout"
     reason: str = ""
@@ -177,10 +179,9 @@ async def _fetch(
                 body += chunk
                 if len(body) > options.max_bytes:
                     return _failed("too_large")
-            if content_type.startswith(_NOT_IMAGE_TYPES):
-                # Read and checked all the same: a header is the server's word, and a listed image
-                # sent as text/plain must not pass for a page. The row stays a failed download
-                # unless its bytes are an image (see `pipeline.check.hash_item`).
+            if content_type.startswith(_NOT_IMAGE_TYPES) and sniff(body) not in DECODED_KINDS:
+                # Checked all the same (its digests are matched), but a page: a failed download. A
+                # header is only the server's word: an image sent as text/plain is an image.
                 return Fetched("fetch_failed", "not_image", data=bytes(body), content_type=content_type)
             return Fetched("ok", data=bytes(body), content_type=content_type)
     return _failed("too_many_redirects")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,17 +125,16 @@ def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Imag
 
 def is_metadata(data: bytes) -> bool:
     """Whether a sidecar's bytes are text to read (a caption, a JSON record) rather than content
-    to check: text (see `sniff.is_text`) that no allowed image decoder takes. Plain PNM images
-    (`P1`-`P3`) are ASCII text, so being text alone does not make bytes harmless."""
+    to check: text (see `sniff.is_text`) whose start no allowed image decoder reads as its header. Plain
+    PNM images (`P1`-`P3`) are ASCII text, so being text alone does not make bytes harmless; a
+    caption that merely starts like one ("P6 Pro camera review") is text."""
     if not is_text(data):
         return False
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS):
-            return False
-    except UnidentifiedImageError:
-        return True
-    except Exception:  # a decoder that recognised it and then failed: it looks like an image
-        return False
+        open_image(data)  # a header an image decoder reads: an image, whatever its pixels turn out to be
+    except DecodeError as exc:
+        return exc.reason not in ("too_many_pixels", "too_large")  # those headers were read
+    return False
 
 
 def decode_rgb(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
@@ -148,14 +146,18 @@ def _scale(width: int, height: int, min_side: int) -> int:
     return next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
 
 
-def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool = False) -> Luma:
+def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool = False, partial: bool = False) -> Luma:
     """Bytes -> luminance for PDQ, decoding no more pixels than PDQ needs.
 
     A JPEG is decoded at the smallest DCT scale whose shorter side stays >= REDUCED_MIN_SIDE,
     luminance only (its Y channel uses PDQ's own weights, so no colour conversion is needed). Other
     formats are decoded in full and box-reduced by an integer factor. `exact` decodes everything
-    in full to RGB, as the reference does.
+    in full to RGB, as the reference does. `partial`: decode what there is of an image cut short
+    (a JPEG is given the end marker it lacks, so the decoder finishes its rows; other formats
+    keep the rows that arrived).
     """
+    if partial and data[:3] == b"\xff\xd8\xff":
+        data += b"\xff\xd9"
     image = open_image(data, limits)
     width, height = image.size
     scale = 1 if exact else _scale(width, height, REDUCED_MIN_SIDE)
@@ -165,7 +167,7 @@ def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool 
     if jpeg_luma:
         with _decoding():
             image.draft("L", (width // scale, height // scale))
-    image = _loaded(image)
+    image = _loaded(image, partial)
     if image.mode not in ("L", "RGB"):  # high bit depth: scaled into 0..255 (see `to_rgb_array`)
         image = Image.fromarray(to_rgb_array(image))
     if scale > 1 and not jpeg_luma:
@@ -184,41 +186,47 @@ FRAME_PIXEL_FACTOR = 4
 
 def other_views(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[list[tuple[str, Luma]], str | None]:
     """What an image shows besides its first frame as RGB: each further frame ("frame2", ...), and
-    for an image with transparency its alpha channel ("alpha") and its composites on white and
-    black ("on_white", "on_black": what a page shows; the RGB under transparent pixels is
-    anything). Returns the (name, luminance) pairs and, if some frames could not be decoded or
-    were beyond the bounds, why (a short code), else None. The first frame's own decode is
-    `decode_luma`'s; an image that does not open raises `DecodeError` as it does."""
+    for a frame with transparency its alpha channel ("alpha", "frame2:alpha") and its composites
+    on white and black ("on_white", "on_black": what a page shows; the RGB under transparent
+    pixels is anything). Each is reduced as `decode_luma` reduces. Returns the (name, luminance)
+    pairs and, if some frames could not be decoded or were beyond the bounds, why (a short code),
+    else None. An image that does not open raises `DecodeError` as `decode_luma` does."""
     image = open_image(data, limits)
     views: list[tuple[str, Luma]] = []
-    with _decoding():
-        first = image.convert("RGBA") if _transparent(image) else None
-    if first is not None:
-        views += _alpha_views(first)
+    if _transparent(image):
+        views += _alpha_views(image, "")
     budget = FRAME_PIXEL_FACTOR * limits.max_pixels - image.size[0] * image.size[1]
     try:
-        with _decoding():
-            frames = _frames(image)
-            for number, frame in enumerate(frames, start=2):
-                width, height = frame.size
-                budget -= width * height
-                if number > MAX_FRAMES or budget < 0 or max(width, height) > limits.max_side:
-                    return views, "too_many_frames"
-                views.append((f"frame{number}", _reduced_luma(_loaded(frame))))
+        for number, frame in enumerate(_frames(image), start=2):
+            width, height = frame.size
+            budget -= width * height
+            if number > MAX_FRAMES or budget < 0 or max(width, height) > limits.max_side:
+                return views, "too_many_frames"
+            name = f"frame{number}"
+            views.append((name, _reduced_luma(_loaded(frame))))
+            if _transparent(frame):
+                views += _alpha_views(frame, f"{name}:")
     except DecodeError as exc:
         return views, f"frames: {exc.reason}"
     return views, None
 
 
 def _frames(image: Image.Image) -> Iterator[Image.Image]:
-    """Every frame after the first: of an animation, a multi-page file, an icon's other sizes."""
+    """Every frame after the first: of an animation, a multi-page file, every other picture of an
+    icon (one per size and colour depth). Decoder failures come out as `DecodeError`."""
     if image.format == "ICO":
-        for size in sorted(image.ico.sizes()):
-            if size != image.size:
-                yield image.ico.getimage(size)
+        opened = image.ico.getentryindex(image.size)
+        for index in range(len(image.ico.entry)):
+            if index != opened:
+                with _decoding():
+                    frame = image.ico.frame(index)
+                yield frame
         return
-    for index in range(1, getattr(image, "n_frames", 1)):
-        image.seek(index)
+    with _decoding():
+        count = getattr(image, "n_frames", 1)
+    for index in range(1, count):
+        with _decoding():
+            image.seek(index)
         yield image
 
 
@@ -235,92 +243,46 @@ def _transparent(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
 
 
-def _alpha_views(rgba: Image.Image) -> list[tuple[str, Luma]]:
+def _alpha_views(image: Image.Image, prefix: str) -> list[tuple[str, Luma]]:
+    """The alpha channel and the composites on white and black of an image with transparency,
+    reduced first (at most one full-size RGBA copy is made); none if every pixel is opaque."""
+    width, height = image.size
+    scale = _scale(width, height, REDUCED_MIN_SIDE)
+    with _decoding():
+        image.load()
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    if scale > 1:
+        rgba = rgba.reduce(scale)
     pixels = np.asarray(rgba, dtype=np.uint8)
     alpha = pixels[..., 3].astype(np.float32)
     if alpha.min() == 255:
         return []
-    height, width = alpha.shape
     luma = luma_of_rgb(pixels[..., :3])
-    shown = alpha / np.float32(255)
-    on_black = luma * shown
-    on_white = on_black + np.float32(255) * (1 - shown)
-    return [
-        (name, Luma(view, height, width))
-        for name, view in (("alpha", alpha), ("on_white", on_white), ("on_black", on_black))
-    ]
-
-
-def completed(data: bytes) -> bytes | None:
-    """An image cut short, made whole enough to decode what arrived (the rest grey or black), for
-    a PDQ of what there is: a JPEG given the end marker it lacks (what Pillow's own
-    LOAD_TRUNCATED_IMAGES does, which is a process-wide switch and so not usable here), a PNG
-    rebuilt from the image data it has; None for other formats, or when too little arrived."""
-    if data[:3] == b"\xff\xd8\xff":
-        return data + b"\xff\xd9"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return _completed_png(data)
-    return None
-
-
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
-
-
-def _completed_png(data: bytes) -> bytes | None:
-    """A PNG's chunks as far as they go, its image data inflated as far as it goes and padded with
-    zero bytes (filter "none", value 0) to the length its header asks for, written again whole."""
-    keep: list[tuple[bytes, bytes]] = []
-    compressed = bytearray()
-    at = 8
-    while at + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[at : at + 8])
-        body = data[at + 8 : at + 8 + length]
-        if kind == b"IDAT":
-            compressed += body
-        elif kind == b"IEND" or len(body) < length:
-            break
-        elif kind in (b"IHDR", b"PLTE", b"tRNS", b"gAMA", b"sBIT"):
-            keep.append((kind, body))
-        at += 12 + length
-    header = dict(keep).get(b"IHDR")
-    if header is None or len(header) != 13 or not compressed:
-        return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
-        return None
-    bits = _PNG_CHANNELS[colour] * depth
-    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-    need = 0
-    for x0, y0, dx, dy in passes:
-        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
-        if columns > 0 and rows > 0:
-            need += rows * (1 + -(-columns * bits // 8))
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(bytes(compressed), need)
-    except zlib.error:
-        return None
-    raw += bytes(need - len(raw))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    body = b"".join(chunk(kind, value) for kind, value in keep)
-    return data[:8] + body + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
-
-
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    alpha *= np.float32(1 / 255)
+    luma *= alpha  # on black
+    on_white = luma + np.float32(255) * (1 - alpha)
+    alpha *= np.float32(255)
+    views = {"alpha": alpha, "on_white": on_white, "on_black": luma}
+    return [(prefix + name, Luma(view, height, width, exact=scale == 1)) for name, view in views.items()]
 
 
 def _high_depth(mode: str) -> bool:
     return mode.startswith("I") or mode == "F"
 
 
-def _loaded(image: Image.Image) -> Image.Image:
+def _loaded(image: Image.Image, partial: bool = False) -> Image.Image:
     """The decoded pixels, as L, RGB or a high-bit-depth grey mode: the decoder's work, under
-    `_decoding`, so that what follows (ours) raises as the bug it would be."""
+    `_decoding`, so that what follows (ours) raises as the bug it would be. `partial`: an image
+    cut short keeps the rows that arrived, the rest as the decoder left them (black); what
+    Pillow's LOAD_TRUNCATED_IMAGES does, which is a process-wide switch and so not usable here."""
     with _decoding():
-        image.load()
+        try:
+            image.load()
+        except DECODER_ERRORS as exc:
+            if not (partial and _reason_for(exc) == "truncated"):
+                raise
+            image.tile = []  # what the decoder wrote stays; nothing more is read
+            image.load()
         if image.mode not in ("L", "RGB") and not _high_depth(image.mode):
             image = image.convert("RGB")
     return image

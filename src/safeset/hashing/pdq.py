@@ -30,10 +30,8 @@ from .image import (
     DecodeError,
     DecodeLimits,
     Luma,
-    completed,
     decode_luma,
     luma_of_rgb,
-    open_image,
     other_views,
     to_rgb_array,
 )
@@ -408,6 +406,9 @@ def to_luma(image: ImageLike, limits: DecodeLimits = DecodeLimits()) -> Luma:
 EXACT_QUALITY_BAND = range(44, 57)  # the gate, 50, give or take 6
 
 
+NEAR_FRAME = 8  # bits: a frame this near the one before it adds nothing a match would not find there
+
+
 @dataclass(frozen=True)
 class ImagePdq:
     """PDQ of an image and its query-side variants ("" is the plain hash), and the image's size.
@@ -437,7 +438,7 @@ def pdq_image(
     `resized`: what a dataset tool did to the image, if it says (see `pdq_variants`).
 
     What else the image shows (`image.other_views`: further frames, transparency) is hashed too,
-    as variants named after the view ("frame2", "on_white+flip_h"), plain and dihedral. Variants
+    as variants named after the view ("frame2", "on_white+flip_h"; frames plain only). Variants
     below `min_quality` are left out (a flat view's bits are noise)."""
     luma = decode_luma(data, limits, exact=exact)
     variants = pdq_variants(luma, dihedral, trim, resized)
@@ -445,8 +446,17 @@ def pdq_image(
         variants = pdq_variants(decode_luma(data, limits, exact=True), dihedral, trim, resized)
     views, incomplete = other_views(data, limits)
     seen = {h.bits for h in variants.values()}
+    previous: PdqHash | None = None
     for view, view_luma in views:
-        for name, value in pdq_variants(view_luma, dihedral, trim=False).items():
+        # A frame is queried as it is (an animation's frames are many; their flips would be 8
+        # queries each), and not at all when it is within a few bits of the frame before it.
+        frame = view.startswith("frame") and ":" not in view
+        hashes = pdq_variants(view_luma, dihedral and not frame, trim=False)
+        if frame:
+            if previous is not None and hashes[""] - previous <= NEAR_FRAME:
+                continue
+            previous = hashes[""]
+        for name, value in hashes.items():
             if value.bits not in seen:
                 seen.add(value.bits)
                 variants[f"{view}+{name}" if name else view] = value
@@ -460,26 +470,18 @@ def pdq_partial(
     data: bytes, limits: DecodeLimits = DecodeLimits(), dihedral: bool = False, min_quality: int = PDQ_MIN_QUALITY
 ) -> dict[str, PdqHash]:
     """PDQ of what there is of an image that is not all there: the first bytes of one too large
-    to hold, or one cut short (decoded as `image.completed` makes it). Its hashes are variants
-    named "partial..." (of at least `min_quality`), never the image's own: they stand for part
-    of it. Empty when nothing of it decodes."""
+    to hold, or one cut short (see `decode_luma`'s `partial`). Its hashes are variants named
+    "partial..." (those of at least `min_quality`), never the image's own: they stand for part of
+    it. Empty when nothing of it decodes."""
     try:
-        open_image(data, limits)  # a header, and a size within the limits, before anything is rebuilt
+        luma = decode_luma(data, limits, partial=True)
     except DecodeError:
         return {}
-    for candidate in (data, completed(data)):
-        if candidate is None:
-            continue
-        try:
-            image = pdq_image(candidate, limits, dihedral, min_quality=min_quality)
-        except DecodeError:
-            continue
-        return {
-            f"partial+{name}" if name else "partial": value
-            for name, value in image.variants.items()
-            if value.quality >= min_quality
-        }
-    return {}
+    return {
+        f"partial+{name}" if name else "partial": value
+        for name, value in pdq_variants(luma, dihedral, trim=False).items()
+        if value.quality >= min_quality
+    }
 
 
 def pdq_bytes(

@@ -76,6 +76,12 @@ def sniff(data: bytes) -> str:
     return "unknown"
 
 
+def decodable(head: bytes) -> bool:
+    """Whether bytes that begin with `head` look like an image the decoder reads (by their magic):
+    worth keeping the first bytes of for a partial look when the whole is too large to hold."""
+    return sniff(head[:512]) in DECODED_KINDS
+
+
 def is_text(data: bytes) -> bool:
     """UTF-8 with no NUL byte, as captions and JSON records are. Most image formats have bytes
     invalid in UTF-8 or NUL bytes in their header, but not all: plain PNM (`P1`-`P3`) is ASCII,

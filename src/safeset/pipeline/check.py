@@ -121,9 +121,8 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
             result.status, result.error = Status.NO_IMAGE, "no image bytes"
         return result
     primary = next((h for h in hashed if h.status is Status.OK), hashed[0])
-    # A row whose status its reader or fetcher set (a body sent as text/html) keeps it, unless its
-    # bytes turn out to be an image; its digests are matched either way.
-    judged = item.status is not None and primary.status is not Status.OK
+    # A row whose status its fetcher set (a page: `not_image`) keeps it; its digests are matched.
+    judged = item.status is not None
     for name in ("status", "error", *HASH_FIELDS, "pdq_variants"):
         if not (judged and name in ("status", "error")):
             setattr(result, name, getattr(primary, name))

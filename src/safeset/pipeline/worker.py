@@ -136,7 +136,7 @@ def _count_fetched(items: Iterator[Item], progress: Callable[[dict], None] | Non
             continue
         counts["fetch:" + (item.error or "ok")] += 1
         counts["bytes"] += len(item.data or b"")
-        if save_images and item.status is None and item.data is not None:  # an image, not a failure's body
+        if save_images and item.data is not None:  # written only if the row ends kept with an image
             item.locator = FetchedImage(item.data)
         if progress is not None and sum(counts.values()) - counts["bytes"] >= 32:
             progress(dict(counts))
@@ -294,36 +294,42 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         items = _count_fetched(fetcher.fetch(items), progress, task.spec.save_images)
     else:
         items = _unfetched(items)
-    writer = reader.clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
-    results = []
-    threads = FETCH_HASH_THREADS if fetcher is not None else 1
-    for result in checker.check(items, progress, threads):  # in the order the items come (fetched: as they finish)
-        if result.decision is Decision.KEEP:
-            writer.keep(result)
-        result.locator = None  # a removed or held row's bytes (if fetched) are dropped here
-        results.append(result)
-    refetched = [earlier.results[r.index] for r in results] if earlier is not None else []
-    for result in carried:
-        if result.decision is Decision.KEEP:
-            writer.keep(result)
-        results.append(result)
-    if carried and progress is not None:
-        progress({"items": len(carried)})
+    # The clean release appears after every check of the shard has passed, or not at all: a shard
+    # that fails on the way leaves no file of it, not even the partial one it was copying into.
+    with commit_together():
+        writer = reader.clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
+        try:
+            results = []
+            threads = FETCH_HASH_THREADS if fetcher is not None else 1
+            for result in checker.check(items, progress, threads):  # in the order items come (fetched: as done)
+                if result.decision is Decision.KEEP:
+                    writer.keep(result)
+                result.locator = None  # a removed or held row's bytes (if fetched) are dropped here
+                results.append(result)
+            refetched = [earlier.results[r.index] for r in results] if earlier is not None else []
+            for result in carried:
+                if result.decision is Decision.KEEP:
+                    writer.keep(result)
+                results.append(result)
+            if carried and progress is not None:
+                progress({"items": len(carried)})
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        results.sort(key=lambda r: r.index)
+        indexes = [r.index for r in results]
+        if len(set(indexes)) != len(indexes) or not len(results) == read["rows"] == log.rows:
+            raise RuntimeError(
+                f"{task.shard.name}: the input holds {log.rows} rows, {read['rows']} were read, "
+                f"{len(results)} have results (rows in != out)"
+            )
     if fetcher is not None and fetcher.stats.bugs:
         kinds = ", ".join(f"{name} x{count}" for name, count in sorted(fetcher.stats.bugs.items()))
         log.problems.append(
             f"{task.shard.name}: downloads failed inside safeset ({kinds}), not at the server: a bug, "
             "please report it; their rows are fetch_failed: internal"
         )
-    results.sort(key=lambda r: r.index)
-    indexes = [r.index for r in results]
-    with commit_together():  # the clean release appears after the shard's checks pass, or not at all
-        writer.close()
-        if len(set(indexes)) != len(indexes) or not len(results) == read["rows"] == log.rows:
-            raise RuntimeError(
-                f"{task.shard.name}: the input holds {log.rows} rows, {read['rows']} were read, "
-                f"{len(results)} have results (rows in != out)"
-            )
 
     part = layout.part(task.part)
     tmp = partial_path(part)

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import BadInputError, UsageError
 from ..storage import Remote, is_remote
-from .base import IMAGE_SUFFIXES, Reader, ReadOptions, Shard, unwalked, walk_files
+from .base import IMAGE_SUFFIXES, Reader, ReadOptions, Shard, walk, walk_files
 from .folder import FolderReader, files_layout
 from .image_parquet import ImageParquetReader, image_column
 from .tables import TABLE_SUFFIXES, TableReader, parquet_file
@@ -180,7 +180,7 @@ def plan_shards(inputs: Sequence[str | Path], options: ReadOptions = ReadOptions
 
 
 def _plan_local(plan: Plan, path: Path, name: str, options: ReadOptions, kind: str | None) -> None:
-    files = walk_files(path) if path.is_dir() else [path]
+    files, left_out = walk(path) if path.is_dir() else ([path], [])
     if kind is None:
         kind, ignored = _folder_kind(path, files) if path.is_dir() else (detect_kind(path, options), [])
         reason = "not data (a README, licence, marker or sidecar)"
@@ -189,7 +189,7 @@ def _plan_local(plan: Plan, path: Path, name: str, options: ReadOptions, kind: s
         reason = f"not read as a {kind} input (--input-kind)"
     for file in ignored:
         plan.ignore(file, reason)
-    for entry, why in unwalked(path) if path.is_dir() else ():
+    for entry, why in left_out:
         plan.ignore(entry, why)
     skip = set(ignored)
     if kind == "tables" or (kind in ("image_parquet", "table") and path.is_dir()):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..hashing import stream_digests
+from ..hashing.sniff import decodable
 from ..model import DEFAULT_MAX_BYTES, Item, ItemResult, Payload
 from ..storage import UnreadableFile, open_regular
 
@@ -113,6 +114,10 @@ class CleanWriter(ABC):
     def close(self) -> None:
         """Finish and commit the files."""
 
+    def abort(self) -> None:  # noqa: B027 (most writers hold nothing open between rows)
+        """The shard failed: let go of every file the writer holds open. (Its partial files are
+        removed by the worker's `atomic.commit_together`.)"""
+
 
 class SecondPass(CleanWriter):
     """For formats rewritten in one pass over the input once every decision is known (tables):
@@ -132,29 +137,28 @@ class SecondPass(CleanWriter):
             raise RuntimeError(f"the clean release holds {written} rows, {len(self._kept)} were kept")
 
 
-def walk_files(root: Path) -> list[Path]:
-    """Files under `root`, recursively, sorted, skipping what `unwalked` lists."""
+def walk(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The files under `root`, recursively, sorted; and what the walk leaves out, with why, for
+    the report: hidden files and folders (`.git`, `.cache`, `.DS_Store`), and links to folders
+    (not followed: a loop, or a link out of the dataset, would take the walk anywhere)."""
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
-    return sorted(found)
-
-
-def unwalked(root: Path) -> list[tuple[Path, str]]:
-    """What `walk_files` leaves out under `root`, with why, for the report: hidden files and
-    folders (`.git`, `.cache`, `.DS_Store`), and links to folders (not followed, as a loop or a
-    link out of the dataset would take the walk anywhere)."""
     left: list[tuple[Path, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
         for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
             if name.startswith("."):
-                left.append((path, "hidden: not read"))
-            elif name in dirnames and path.is_symlink():
-                left.append((path, "a link to a folder: not followed"))
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    return sorted(left)
+                left.append((here / name, "hidden: not read"))
+            elif name in dirnames and (here / name).is_symlink():
+                left.append((here / name, "a link to a folder: not followed"))
+            elif name in filenames:
+                found.append(here / name)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found), sorted(left)
+
+
+def walk_files(root: Path) -> list[Path]:
+    """The files under `root` (see `walk`)."""
+    return walk(root)[0]
 
 
 def json_object(text: bytes, problem: Callable[[str], None]) -> dict:
@@ -191,7 +195,7 @@ def read_file(path: Path, name: str = "", max_bytes: int = DEFAULT_MAX_BYTES) ->
             digests = stream_digests(_chain(head, iter(lambda: fh.read(_CHUNK), b"")))
         except OSError as exc:
             raise UnreadableFile(f"read error ({errno.errorcode.get(exc.errno, 'EIO')})") from None
-    return Payload(name, digests=digests, error="too_large", head=head[:max_bytes])
+    return Payload(name, digests=digests, error="too_large", head=head[:max_bytes] if decodable(head) else None)
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

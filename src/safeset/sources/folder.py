@@ -138,7 +138,7 @@ class FolderReader(Reader):
             for index, files in enumerate(samples):
                 yield self._item(shard, root, index, files, None, problems)
             return
-        rows = shard_rows(root / part.parquet, shard.options.max_bytes)
+        rows = shard_rows(root / part.parquet)
         log.declare(len(rows))
         # A sample's key is its path inside the shard's folder, without the extension: img2dataset
         # keys name files at the top of it, and a file deeper down is no row's sample but its own.
@@ -156,7 +156,7 @@ class FolderReader(Reader):
                     index=index,
                     key=key,
                     url=text_or_none(values.get("url")),
-                    payloads=row.payloads,
+                    payloads=row.payloads(root / part.parquet, shard.options.max_bytes, problems),
                 )
                 if not item.payloads:
                     status = values.get("status")
@@ -213,8 +213,8 @@ class FolderReader(Reader):
             item.payloads[0].resized = resized(values) or resized(meta)
         if item.payloads:
             item.key = item.payloads[0].name
-        if row is not None:
-            item.payloads.extend(row.payloads)
+        if row is not None and isinstance(shard.part, FilesPart):
+            item.payloads.extend(row.payloads(root / shard.part.parquet, shard.options.max_bytes, problems))
         item.locator = tuple(listed)
         if not item.payloads:
             item.status = Status.NO_IMAGE

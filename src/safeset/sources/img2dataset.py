@@ -124,6 +124,9 @@ class Img2datasetWriter:
         if caption is not None:
             self._rows[index][0]["caption"] = caption
 
+    def abort(self) -> None:
+        self._spill.close()
+
     def close(self) -> Path:
         tar = self.stem.with_suffix(".tar")
         rows = []

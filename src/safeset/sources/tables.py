@@ -51,17 +51,21 @@ def find_column(
     names: Sequence[str], explicit: str | None, candidates: Sequence[str], where: str | Path, flag: str = ""
 ) -> str | None:
     """The column called `explicit` (or else the first of `candidates` there is), matched
-    case-insensitively; an exact match of `explicit` settles a tie. Columns that tie are refused,
-    naming `where`: `url` beside `URL` is two columns a reader could take for the URL, and
-    checking one while other tools read the other would check the wrong one."""
+    case-insensitively; an exact match of `explicit` settles a tie. Where the column decides what
+    is checked (`flag` names the option that picks it), columns that tie are refused, naming
+    `where`: `url` beside `URL` is two columns a reader could take for the URL, and checking one
+    while other tools read the other would check the wrong one. Otherwise the first is taken."""
     check_distinct(names, where)
     for wanted in [explicit] if explicit else candidates:
         found = [n for n in names if n.lower() == wanted.lower()]
         if explicit and explicit in found:
             return explicit
-        if len(found) > 1:
-            how = f"name the one to use exactly with {flag}" if flag else "rename all but one"
-            raise BadInputError(where, f"columns {' and '.join(map(repr, found))} could each be {wanted!r}: {how}")
+        if len(found) > 1 and flag:
+            raise BadInputError(
+                where,
+                f"columns {' and '.join(map(repr, found))} could each be {wanted!r}: "
+                f"name the one to use exactly with {flag}",
+            )
         if found:
             return found[0]
     return None
@@ -532,6 +536,9 @@ class _TableWithImages(CleanWriter):
         data = fetched.data if isinstance(fetched, FetchedImage) else self._earlier.read(result.md5)
         size = (result.width, result.height) if result.width else None
         self._images.add(data, result.url, None, size=size, md5=result.md5, index=result.index - self._first)
+
+    def abort(self) -> None:
+        self._images.abort()
 
     def close(self) -> None:
         self._table.close()

@@ -14,7 +14,8 @@ hashed and matched whatever its extension says (a `KEY.png` beside `KEY.jpg`, a 
 whole in memory. Byte columns of the parquet beside the tar are payloads of their rows too.
 
 The clean tar is written afresh, not cut out of the input: each kept member gets a new header
-(its name, size, mode and time; no owner, no extended records) and its data, read again and
+(its name, size, mode and time, in a PAX record where ustar cannot hold them; no owner, none of
+the input's own records) and its data, read again and
 checked against the digest taken in the first pass. So the clean tar holds exactly the members
 that were hashed, whatever the input's headers hold or however another tar reader would list the
 input (tarfile and GNU tar disagree on crafted sparse headers); a sparse member is written expanded.
@@ -36,6 +37,7 @@ import pyarrow as pa
 from ..atomic import commit, partial_path, write_atomic
 from ..errors import BadInputError
 from ..hashing import byte_digests, is_metadata, stream_digests
+from ..hashing.sniff import decodable
 from ..model import Item, ItemResult, Payload, Status, printable
 from ..storage import open_input
 from .base import CleanWriter, Reader, ReadOptions, Shard, ShardLog, json_object, text_or_none, walk_files
@@ -108,13 +110,13 @@ def read_member(handle, size: int, name: str, max_bytes: int) -> Payload:
         while got < len(buffer) and (n := handle.readinto(view[got : got + _CHUNK])):
             got += n
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise _Truncated(Payload(name, error="truncated", head=bytes(view[:got]))) from exc
+        raise _Truncated(_cut(name, bytes(view[:got]))) from exc
     if got < len(buffer):
-        raise _Truncated(Payload(name, error="truncated", head=bytes(view[:got])))
+        raise _Truncated(_cut(name, bytes(view[:got])))
     view.release()
     if size <= max_bytes:
         return Payload(name, bytes(buffer))
-    head = buffer
+    head = buffer  # hashed with the rest, and kept for a partial look only if it may be an image
     read = len(head)
 
     def chunks() -> Iterator[bytes]:
@@ -127,10 +129,16 @@ def read_member(handle, size: int, name: str, max_bytes: int) -> Payload:
     try:
         digests = stream_digests(chunks())
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise _Truncated(Payload(name, error="truncated", head=head)) from exc
+        raise _Truncated(_cut(name, head)) from exc
     if read != size:
-        raise _Truncated(Payload(name, error="truncated", head=head))
-    return Payload(name, digests=digests, error="too_large", head=head)
+        raise _Truncated(_cut(name, head))
+    return Payload(name, digests=digests, error="too_large", head=head if decodable(head) else None)
+
+
+def _cut(name: str, head: bytes | bytearray) -> Payload:
+    """A member the archive ends inside of: what arrived is kept for a partial look if it may be
+    an image."""
+    return Payload(name, error="truncated", head=head if decodable(head) else None)
 
 
 class _Truncated(Exception):
@@ -167,7 +175,7 @@ class WebdatasetReader(Reader):
     def _walk(self, shard: Shard, log: ShardLog) -> Iterator[_Sample]:
         problems = log.problems
         tar_path = Path(shard.path)
-        rows = shard_rows(Path(shard.files[1]), shard.options.max_bytes) if len(shard.files) > 1 else None
+        rows = shard_rows(Path(shard.files[1])) if len(shard.files) > 1 else None
         log.declare(len(rows) if rows is not None else 0)  # the parquet's rows; samples beyond them below
         position: dict[str, int] = {}
         if rows is not None:
@@ -221,6 +229,11 @@ class WebdatasetReader(Reader):
                         yield current
                     current = place(key)
                 current.members.append(_read(tar, info, ext, max_bytes))
+                if info.issparse() and info.size > max_bytes:
+                    problems.append(
+                        f"{tar_path}: member {printable(info.name)!r} is sparse and larger than --max-bytes: "
+                        "not expanded, so not hashed; left out of the clean tar"
+                    )
         except _Truncated as cut:
             current.members.append(_Member(info, ext, cut.payload))
             problems.append(
@@ -275,7 +288,8 @@ class WebdatasetReader(Reader):
             caption=caption
             if caption is not None
             else (text_or_none(row.get("caption")) or text_or_none(meta.get("caption"))),
-            payloads=payloads + (sample.row.payloads if sample.row is not None else []),
+            payloads=payloads
+            + (sample.row.payloads(Path(shard.files[1]), shard.options.max_bytes, problems) if sample.row else []),
             # What the clean pass writes: each member read in full, with the digest to check it by.
             locator=tuple((m.info, m.md5) for m in sample.members if m.md5 is not None),
         )
@@ -314,7 +328,7 @@ class _TarCopy(CleanWriter):
     """Writes each kept sample's members into a new tar as it is decided (in archive order): a new
     header for each, and its data read again from the input and checked against the MD5 of the
     first pass, before it is written when it fits in memory (`max_bytes`), as it is written
-    otherwise (a mismatch then fails the shard, and its partial file is removed)."""
+    otherwise. A mismatch fails the shard, and the worker removes the partial tar."""
 
     def __init__(self, shard: Shard, clean_root: Path):
         self.shard = shard
@@ -363,15 +377,15 @@ class _TarCopy(CleanWriter):
         self.out.write(data)
         self.size += len(data)
 
+    def abort(self) -> None:
+        for handle in (self.out, self._raw_out, self.source, self.raw):
+            if handle is not None:
+                handle.close()
+
     def close(self) -> None:
         end = self.size + 2 * tarfile.BLOCKSIZE  # two zero blocks, then zeros to a whole record
         self._write(b"\0" * (end + -end % tarfile.RECORDSIZE - self.size))
-        self.out.close()
-        if self._raw_out is not None:
-            self._raw_out.close()
-        if self.source is not None:
-            self.source.close()
-        self.raw.close()
+        self.abort()
         commit(partial_path(self.target), self.target)
         if len(self.shard.files) > 1:
             side = Path(self.shard.files[1])
@@ -382,14 +396,24 @@ class _TarCopy(CleanWriter):
 
 @dataclass
 class ShardRow:
-    """A row of img2dataset's parquet beside a shard: the columns safeset reads, and the payloads
-    of its byte columns (img2dataset writes none, but whatever reaches the clean release is checked)."""
+    """A row of img2dataset's parquet beside a shard: the columns safeset reads, as text, and the
+    cells that can hold bytes (img2dataset writes none, but whatever reaches the clean release is
+    checked), made payloads when the row's item is."""
 
+    index: int
     values: dict
-    payloads: list[Payload]
+    cells: dict
+
+    def payloads(self, parquet: Path, max_bytes: int, problems: list[str]) -> list[Payload]:
+        found: list[Payload] = []
+        missing: list[str] = []
+        for column, value in self.cells.items():
+            collect_payloads(f"{parquet.name}:{column}", value, found, [parquet.parent], missing, max_bytes)
+        problems.extend(f"{parquet}, row {self.index}: image file not found: {printable(m)}" for m in missing)
+        return found
 
 
-def shard_rows(path: Path, max_bytes: int) -> list[ShardRow]:
+def shard_rows(path: Path) -> list[ShardRow]:
     """The rows of img2dataset's parquet beside a shard (its tar, or its folder of files)."""
     pf = parquet_file(path)
     names = pf.schema_arrow.names
@@ -401,14 +425,15 @@ def shard_rows(path: Path, max_bytes: int) -> list[ShardRow]:
         table = pf.read(columns=list(dict.fromkeys(columns + binary)))
     except (pa.ArrowException, OSError) as exc:
         raise BadInputError(path, f"not a readable parquet file ({type(exc).__name__})") from None
-    rows = []
-    for values in table.to_pylist():
-        payloads: list[Payload] = []
-        missing: list[str] = []
-        for column in binary:
-            collect_payloads(f"{path.name}:{column}", values.pop(column), payloads, [path.parent], missing, max_bytes)
-        rows.append(ShardRow({c: values[c] for c in columns}, payloads))
-    return rows
+    return [
+        ShardRow(i, {c: _text(values[c]) for c in columns}, {c: values[c] for c in binary})
+        for i, values in enumerate(table.to_pylist())
+    ]
+
+
+def _text(value: Any) -> Any:
+    """A cell as text where a writer stored text as bytes (a key in a binary column)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
 def _copy_stats(src: Path, dest: Path) -> None:
