@@ -19,6 +19,7 @@ from safeset.errors import BadInputError, UsageError
 
 MD5_A = hashlib.md5(b"a").hexdigest()
 MD5_B = hashlib.md5(b"b").hexdigest()
+MD5_C = hashlib.md5(b"c").hexdigest()
 SHA1_A = hashlib.sha1(b"a").hexdigest()
 PDQ_A = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
 
@@ -99,6 +100,11 @@ def test_a_stray_quote_in_a_csv_list_costs_its_line_not_the_rest(tmp_path):
     parsed = parse_list(write_lines(tmp_path / "q.csv", lines))
     assert parsed.values("md5") == {MD5_A, MD5_B}
     assert [e.line for e in parsed.errors] == [3] and "unterminated quote" in parsed.errors[0].reason
+    # two stray quotes do not make the lines between them one entry: no entry spans lines
+    lines = ["hash,type", f'"{MD5_A},md5', f"{MD5_B},md5", f"{SHA1_A},sha1", f'{MD5_C}",md5']
+    parsed = parse_list(write_lines(tmp_path / "q2.csv", lines))
+    assert parsed.values("md5") == {MD5_B} and parsed.values("sha1") == {SHA1_A}
+    assert [e.line for e in parsed.errors] == [2, 5]
 
 
 def test_a_url_with_a_comma_is_not_a_csv_header(tmp_path):

@@ -514,3 +514,42 @@ def test_an_image_cut_short_is_matched_by_what_arrived(coffee, fmt):
     hashed, variants = _hashed(b"", error="too_large", head=data + bytes(1000))
     assert (hashed.status, hashed.error, hashed.pdq) == (Status.DECODE_FAILED, "too_large", None)
     assert variants["partial"] == str(safeset.pdq(data))
+
+
+def test_frames_that_do_not_decode_are_said_and_16_bit_pages_are_hashed(tiles):
+    """An animation cut after its first frame, or a TIFF page without a width, is `frames:
+    corrupt` (the first frame still hashed), never an exception that fails the shard; a 16-bit
+    page is hashed as a 16-bit first frame is."""
+    first, second = (Image.fromarray(np.asarray(tiles[i][1].convert("RGB"))) for i in (0, 1))
+    animated = encode(first, "GIF", save_all=True, append_images=[second, first])
+    seen = set()
+    for cut in range(len(animated) // 2, len(animated), 97):  # cut anywhere: a status, never an exception
+        hashed, _ = _hashed(animated[:cut])
+        seen.add((hashed.status, hashed.error, hashed.pdq is not None))
+    assert (Status.DECODE_FAILED, "frames: corrupt", True) in seen
+    grey = Image.fromarray((np.asarray(second.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)).resize(
+        (512, 512)
+    )
+    pages = encode(first, "TIFF", save_all=True, append_images=[grey])
+    hashed, variants = _hashed(pages)
+    assert hashed.status is Status.OK
+    assert _nearest(second.convert("L").resize((512, 512)).convert("RGB"), variants)[1] <= 8
+
+
+def test_an_exif_thumbnail_is_hashed(tiles):
+    """The thumbnail a camera writes into EXIF (IFD1) is a picture file managers show: a view."""
+    listed, cover = tiles[4][1].convert("RGB").resize((160, 120)), tiles[5][1].convert("RGB")
+    thumb = encode(listed, "JPEG", quality=90)
+    ifd1 = 14
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<HI", 0, ifd1)  # IFD0: no entries; IFD1 next
+    start = ifd1 + 2 + 2 * 12 + 4
+    tiff += (
+        struct.pack("<H", 2) + struct.pack("<HHII", 0x201, 4, 1, start) + struct.pack("<HHII", 0x202, 4, 1, len(thumb))
+    )
+    tiff += struct.pack("<I", 0) + thumb
+    app1 = b"Exif\0\0" + tiff
+    plain = encode(cover, "JPEG")
+    data = plain[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + plain[2:]
+    hashed, variants = _hashed(data)
+    assert hashed.status is Status.OK and hashed.pdq == str(safeset.pdq(plain))
+    assert _nearest(safeset.pdq(thumb), variants) == ("thumbnail", 0)

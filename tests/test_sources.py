@@ -585,6 +585,29 @@ def test_json_lines_are_counted_as_they_are_read(tmp_path, home, rows_per_part):
     assert [r["url"] for r in results[::4]] == ["https://a.example/1.jpg", "https://a.example/4.jpg"]
 
 
+def test_json_lines_spell_their_keys_as_they_please_but_once(tmp_path, home, store):
+    """A JSON-lines table's columns come from its first line; a later line may spell them in
+    another case (read all the same), but a line with `url` and `URL` (or `url` twice) is
+    unreadable, as the same columns in a CSV are refused."""
+    _bank(store, tmp_path, "urls", ["https://a.example/listed.jpg"], "url")
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text(
+        '{"url": "https://a.example/1.jpg"}\n'
+        '{"URL": "https://a.example/listed.jpg"}\n'
+        '{"url": "https://a.example/2.jpg", "URL": "https://a.example/listed.jpg"}\n'
+        '{"url": "https://a.example/listed.jpg", "url": "https://a.example/3.jpg"}\n'
+    )
+    safeset.scan(meta, tmp_path / "out", home=str(home), workers=1)
+    rows = pq.read_table(tmp_path / "out" / "results").to_pylist()
+    assert [(r["url"], r["status"], r["decision"]) for r in rows] == [
+        ("https://a.example/1.jpg", "no_image", "keep"),
+        ("https://a.example/listed.jpg", "no_image", "remove"),
+        (None, "unreadable_row", "review"),
+        (None, "unreadable_row", "review"),
+    ]
+    assert rows[2]["error"] == "keys 'url' and 'URL' name one column (line 3)"
+
+
 def test_a_kept_row_that_cannot_be_copied_fails_the_shard(tmp_path, home):
     """A parquet table whose last row group is corrupt: its rows are unreadable; a policy that keeps
     unreadable rows cannot have them copied, and the clean table is never silently cut short."""
@@ -641,6 +664,8 @@ def test_sidecars_that_hold_images_are_checked(tiles, tmp_path, home, store):
     (folder / "c.TXT").write_bytes(b"a caption in upper case")
     (folder / "d.jpg").write_bytes(jpeg(tiles[2][1]))
     (folder / "d.txt").write_bytes(b"P6 Pro camera review")  # starts as a PPM would: a caption all the same
+    (folder / "e.jpg").write_bytes(jpeg(tiles[3][1]))
+    (folder / "e.txt").write_bytes(encode(tiles[3][1].convert("1"), "XBM"))  # text, and an image viewers show
     options = ("--max-bytes", str(len(listed_big) - 1), "--workers", "1", "-q")
     assert run_cli("scan", folder, "--out", tmp_path / "out", *options, home=home).exit_code == 0
     rows = {r["key"]: r for r in pq.read_table(tmp_path / "out" / "results").to_pylist()}
@@ -650,6 +675,7 @@ def test_sidecars_that_hold_images_are_checked(tiles, tmp_path, home, store):
         "b.jpg": ("decode_failed", "remove"),  # its .txt, too large to decode, is matched by its MD5
         "c.jpg": ("ok", "keep"),
         "d.jpg": ("ok", "keep"),
+        "e.jpg": ("unsupported_media", "review"),  # an image safeset does not decode: held
     }
     assert kept_files(tmp_path / "out" / "clean" / "folder") == ["c.TXT", "c.jpg", "d.jpg", "d.txt"]
 
@@ -697,3 +723,13 @@ def test_img2dataset_parquet_beside_a_shard_is_checked_too(tiles, tmp_path, home
     if layout == "files":
         assert rows[4]["key"] == "00000/deeper/000000003.jpg" and rows[4]["decision"] == "remove"
         assert "00000/000000003.jpg" in kept_files(clean) and "00000/deeper/000000003.jpg" not in kept_files(clean)
+    else:  # stats that are JSON are written again, no larger: deep nesting indented would multiply
+        deep: list = [1]
+        for _ in range(40):
+            deep = [deep]
+        nested = {"counts": [deep] * 200}
+        (root / "00000_stats.json").write_text(json.dumps(nested))
+        safeset.scan(root, tmp_path / "out2", home=str(home), workers=1)
+        stats = tmp_path / "out2" / "clean" / "ds" / "00000_stats.json"
+        assert json.loads(stats.read_bytes()) == nested
+        assert stats.stat().st_size <= (root / "00000_stats.json").stat().st_size

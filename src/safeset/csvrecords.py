@@ -19,12 +19,13 @@ from collections.abc import Iterator
 csv.field_size_limit(sys.maxsize)
 
 
-def csv_records(fh, blanks: bool = False) -> Iterator[tuple[list[str] | None, str, int]]:
+def csv_records(fh, blanks: bool = False, one_line: bool = False) -> Iterator[tuple[list[str] | None, str, int]]:
     """(fields, raw text exactly as in the file, last line number) of each CSV record; a quoted
-    field may span lines. Blank records are left out unless `blanks`. A record the parser cannot
-    read (an unterminated quote, text after a closing quote) comes back as (None, its first line,
-    that line's number), and reading goes on from the line after: a stray quote costs one row,
-    never the rest of the file."""
+    field may span lines, unless `one_line` (hash lists: no entry spans lines, so two stray
+    quotes must not make the lines between them one record). Blank records are left out unless
+    `blanks`. A record the parser cannot read (an unterminated quote, text after a closing
+    quote) comes back as (None, its first line, that line's number), and reading goes on from
+    the line after: a stray quote costs one row, never the rest of the file."""
     source = enumerate(fh, start=1)
     again: deque[tuple[int, str]] = deque()  # lines to read once more, after a bad record
     raw: list[tuple[int, str]] = []
@@ -40,6 +41,8 @@ def csv_records(fh, blanks: bool = False) -> Iterator[tuple[list[str] | None, st
     while True:
         try:
             for fields in csv.reader(lines(), strict=True):
+                if one_line and len(raw) > 1:
+                    raise csv.Error("a record spans lines")
                 text, last = "".join(line for _, line in raw), raw[-1][0]
                 raw.clear()
                 if fields or blanks:

@@ -282,7 +282,7 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
     # Bytes that are not UTF-8 are kept as lone surrogates, so that their rows (not the whole
     # file) are the bad ones; any line ending will do.
     text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    records = csv_records(io.StringIO(text, newline=""))
+    records = csv_records(io.StringIO(text, newline=""), one_line=True)
     header, header_line = None, 0
     for fields, _, number in records:
         if fields is None:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .sniff import DECODED_KINDS, is_text, sniff
 
@@ -126,14 +126,21 @@ def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Imag
 def is_metadata(data: bytes) -> bool:
     """Whether a sidecar's bytes are text to read (a caption, a JSON record) rather than content
     to check: text (see `sniff.is_text`) whose start no allowed image decoder reads as its header. Plain
-    PNM images (`P1`-`P3`) are ASCII text, so being text alone does not make bytes harmless; a
-    caption that merely starts like one ("P6 Pro camera review") is text."""
-    if not is_text(data):
+    PNM images (`P1`-`P3`), XPM, XBM and SVG are text, so being text alone does not make bytes
+    harmless; a caption that merely starts like an image ("P6 Pro camera review") is text."""
+    if not is_text(data) or sniff(data) in ("svg", "xml"):
         return False
     try:
         open_image(data)  # a header an image decoder reads: an image, whatever its pixels turn out to be
     except DecodeError as exc:
-        return exc.reason not in ("too_many_pixels", "too_large")  # those headers were read
+        if exc.reason in ("too_many_pixels", "too_large"):  # those headers were read
+            return False
+    else:
+        return False
+    try:  # an image in a text format safeset does not decode (XPM, XBM) is no caption either
+        Image.open(io.BytesIO(data)).close()  # the header only: no pixels, no helper program
+    except (UnidentifiedImageError, *DECODER_ERRORS, IndexError, TypeError, KeyError):
+        return True
     return False
 
 
@@ -185,7 +192,8 @@ FRAME_PIXEL_FACTOR = 4
 
 
 def other_views(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[list[tuple[str, Luma]], str | None]:
-    """What an image shows besides its first frame as RGB: each further frame ("frame2", ...), and
+    """What an image shows besides its first frame as RGB: its EXIF thumbnail ("thumbnail"), each
+    further frame ("frame2", ...), and
     for a frame with transparency its alpha channel ("alpha", "frame2:alpha") and its composites
     on white and black ("on_white", "on_black": what a page shows; the RGB under transparent
     pixels is anything). Each is reduced as `decode_luma` reduces. Returns the (name, luminance)
@@ -193,6 +201,12 @@ def other_views(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[lis
     else None. An image that does not open raises `DecodeError` as `decode_luma` does."""
     image = open_image(data, limits)
     views: list[tuple[str, Luma]] = []
+    thumbnail = _exif_thumbnail(image)
+    if thumbnail:
+        try:
+            views.append(("thumbnail", decode_luma(thumbnail, limits)))
+        except DecodeError:
+            pass  # a thumbnail that does not decode is not shown either
     if _transparent(image):
         views += _alpha_views(image, "")
     budget = FRAME_PIXEL_FACTOR * limits.max_pixels - image.size[0] * image.size[1]
@@ -211,27 +225,65 @@ def other_views(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[lis
     return views, None
 
 
+# Pillow's code for finding frames after the first raises these too on bad data (a GIF cut after
+# its first frame, a TIFF page without a width, an MPO picture with a bad header).
+_FRAME_ERRORS = (*DECODER_ERRORS, IndexError, TypeError, KeyError)
+
+
+@contextmanager
+def _finding_frames():
+    """Around Pillow's frame-finding calls, once the first frame has decoded: their failure on bad
+    data is the payload's (`frames: corrupt`), not a bug that fails the shard."""
+    try:
+        with _decoding():
+            yield
+    except _FRAME_ERRORS:
+        raise DecodeError("corrupt") from None
+
+
+def _exif_thumbnail(image: Image.Image) -> bytes | None:
+    """The JPEG thumbnail an EXIF block carries (IFD1), which file managers and cameras show: a
+    picture of its own, whatever the image is."""
+    raw = image.info.get("exif")
+    if not isinstance(raw, bytes) or len(raw) < 8:
+        return None
+    try:
+        ifd1 = image.getexif().get_ifd(ExifTags.IFD.IFD1)
+    except _FRAME_ERRORS:
+        return None
+    offset, length = ifd1.get(0x0201), ifd1.get(0x0202)  # JPEGInterchangeFormat, and its length
+    if not (isinstance(offset, int) and isinstance(length, int) and length > 0):
+        return None
+    tiff = raw[6:] if raw.startswith(b"Exif\0\0") else raw  # offsets count from the TIFF header
+    return tiff[offset : offset + length] or None
+
+
 def _frames(image: Image.Image) -> Iterator[Image.Image]:
     """Every frame after the first: of an animation, a multi-page file, every other picture of an
-    icon (one per size and colour depth). Decoder failures come out as `DecodeError`."""
+    icon (one per size and colour depth). Failures come out as `DecodeError`."""
     if image.format == "ICO":
-        opened = image.ico.getentryindex(image.size)
-        for index in range(len(image.ico.entry)):
+        with _finding_frames():
+            opened, count = image.ico.getentryindex(image.size), len(image.ico.entry)
+        for index in range(count):
             if index != opened:
-                with _decoding():
+                with _finding_frames():
                     frame = image.ico.frame(index)
                 yield frame
         return
-    with _decoding():
+    with _finding_frames():
         count = getattr(image, "n_frames", 1)
     for index in range(1, count):
-        with _decoding():
+        with _finding_frames():
             image.seek(index)
         yield image
 
 
 def _reduced_luma(image: Image.Image) -> Luma:
+    """Luminance of a loaded frame, box-reduced as `decode_luma` reduces (high bit depth scaled
+    into 0..255 first, as there)."""
     width, height = image.size
+    if image.mode not in ("L", "RGB"):
+        image = Image.fromarray(to_rgb_array(image))
     scale = _scale(width, height, REDUCED_MIN_SIDE)
     if scale > 1:
         image = image.reduce(scale)

@@ -360,11 +360,15 @@ class JsonLinesTable(_TextTable):
                 index += 1
 
     def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
+        """Each line's object, its keys that name `columns` in another case (the columns were
+        found on the first line; another line may spell them otherwise) renamed to them."""
+        wanted = {c.lower(): c for c in columns}
         for index, number, line in self._lines(path, part):
             try:
                 if not _is_utf8(line):
                     raise BadInputError(path, "not UTF-8 text", line=number)
-                yield index, _json_row(path, line, number), None
+                row = _json_row(path, line, number)
+                yield index, {wanted.get(k.lower(), k): v for k, v in row.items()}, None
             except BadInputError as exc:
                 problems.append(str(exc))
                 yield index, None, f"{exc.reason} (line {number})"
@@ -590,13 +594,31 @@ def _line(text: str) -> str:
 
 
 def _json_row(path: Path, line: str, number: int) -> dict:
+    """A JSON line's object. Two of its keys that differ at most in case (`url` and `URL`, or
+    `url` twice) make it unreadable: tools read one or the other, and which is not ours to guess."""
     try:
-        row = json.loads(line)
+        row = json.loads(line, object_pairs_hook=_Object)
     except (ValueError, RecursionError):
         raise BadInputError(path, "invalid JSON", line=number) from None
     if not isinstance(row, dict):
         raise BadInputError(path, "a JSON line must be an object", line=number)
+    if row.same_keys:
+        raise BadInputError(path, f"keys {' and '.join(map(repr, row.same_keys))} name one column", line=number)
     return row
+
+
+class _Object(dict):
+    """A JSON object that remembers the first two of its keys that differ at most in case."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        seen: dict[str, str] = {}
+        self.same_keys: tuple[str, str] | None = None
+        for key, _ in pairs:
+            if key.lower() in seen:
+                self.same_keys = (seen[key.lower()], key)
+                break
+            seen[key.lower()] = key
 
 
 def _text(value) -> str | None:

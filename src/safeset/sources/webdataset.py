@@ -438,13 +438,14 @@ def _text(value: Any) -> Any:
 
 def _copy_stats(src: Path, dest: Path) -> None:
     """img2dataset's record of the download, as JSON text: a JSON object is written again (it is
-    not copied as bytes, which could be anything); anything else is left out."""
+    not copied as bytes, which could be anything), on one line (indenting deeply nested JSON would
+    multiply its size); anything else is left out."""
     try:
         stats = json.loads(src.read_bytes())
     except (ValueError, RecursionError):
         return
     if isinstance(stats, dict):
-        write_atomic(dest, json.dumps(stats, indent=4).encode())
+        write_atomic(dest, json.dumps(stats).encode())
 
 
 def _tar_error(exc: BaseException) -> str:
