@@ -125,22 +125,19 @@ def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Imag
 
 def is_metadata(data: bytes) -> bool:
     """Whether a sidecar's bytes are text to read (a caption, a JSON record) rather than content
-    to check: text (see `sniff.is_text`) whose start no allowed image decoder reads as its header. Plain
-    PNM images (`P1`-`P3`), XPM, XBM and SVG are text, so being text alone does not make bytes
-    harmless; a caption that merely starts like an image ("P6 Pro camera review") is text."""
-    if not is_text(data) or sniff(data) in ("svg", "xml"):
+    to check: text (see `sniff.is_text`) that is no image written as text: not SVG, XPM or XBM
+    (which viewers show), and not a start an allowed decoder reads as its header (plain PNM,
+    `P1`-`P3`, is ASCII). A caption that merely starts like one ("P6 Pro camera review") is text.
+    Called on every sidecar, so the common case (a caption, a JSON record) costs a few microseconds."""
+    if not is_text(data):
+        return False
+    head = data[:512].lstrip()
+    if head.startswith((b"/* XPM */", b"#define")) or (head.startswith(b"<") and b"<svg" in head.lower()):
         return False
     try:
         open_image(data)  # a header an image decoder reads: an image, whatever its pixels turn out to be
     except DecodeError as exc:
-        if exc.reason in ("too_many_pixels", "too_large"):  # those headers were read
-            return False
-    else:
-        return False
-    try:  # an image in a text format safeset does not decode (XPM, XBM) is no caption either
-        Image.open(io.BytesIO(data)).close()  # the header only: no pixels, no helper program
-    except (UnidentifiedImageError, *DECODER_ERRORS, IndexError, TypeError, KeyError):
-        return True
+        return exc.reason not in ("too_many_pixels", "too_large")  # those headers were read
     return False
 
 
@@ -199,6 +196,8 @@ def other_views(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[lis
     pixels is anything). Each is reduced as `decode_luma` reduces. Returns the (name, luminance)
     pairs and, if some frames could not be decoded or were beyond the bounds, why (a short code),
     else None. An image that does not open raises `DecodeError` as `decode_luma` does."""
+    if data[:3] == b"\xff\xd8\xff" and not _jpeg_holds_more(data):
+        return [], None  # a JPEG without an EXIF block or a second picture (most of them) shows nothing more
     image = open_image(data, limits)
     views: list[tuple[str, Luma]] = []
     thumbnail = _exif_thumbnail(image)
@@ -239,6 +238,31 @@ def _finding_frames():
             yield
     except _FRAME_ERRORS:
         raise DecodeError("corrupt") from None
+
+
+def _jpeg_holds_more(data: bytes) -> bool:
+    """Whether a JPEG has an EXIF block (APP1, where a thumbnail lives) or a multi-picture index
+    (APP2, MPO) among the segments before its image data; True when its segments do not parse,
+    so that the full look decides."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return True
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            at += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: no more header segments
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        body = data[at + 4 : at + 10]
+        if (marker == 0xE1 and body.startswith(b"Exif\0\0")) or (marker == 0xE2 and body.startswith(b"MPF\0")):
+            return True
+        at += 2 + length
+    return True
 
 
 def _exif_thumbnail(image: Image.Image) -> bytes | None:
