@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -127,3 +128,18 @@ def shard_tasks(home: Path, inputs: list[Path], out: Path, **read) -> list:
     layout.create()
     shards = plan_shards(inputs, ReadOptions(**read)).shards
     return [ShardTask(i, shard, str(layout.root), spec) for i, shard in enumerate(shards)]
+
+
+def processes(name: str, where: Callable[[bytes], bool]) -> list[int]:
+    """The pids of the processes whose /proc/PID/NAME (`stat`, `cmdline`, `environ`) satisfies
+    `where`; a process that ends while it is read is left out."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                content = (entry / name).read_bytes()
+            except OSError:
+                continue
+            if where(content):
+                found.append(int(entry.name))
+    return found

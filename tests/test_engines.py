@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import make_shards, read_json, samples_from, shard_tasks, write_lines
+from helpers import make_shards, processes, read_json, samples_from, shard_tasks, write_lines
 from PIL import Image
 
 import safeset
@@ -22,16 +22,7 @@ from safeset.engines import LocalEngine, Progress
 
 
 def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-    return found
+    return processes("stat", lambda stat: int(stat.rsplit(b")", 1)[1].split()[1]) == parent)
 
 
 def _holding(pid: int, name: str) -> bool:
@@ -43,15 +34,7 @@ def _holding(pid: int, name: str) -> bool:
 
 def _with_marker(marker: str) -> list[int]:
     """Processes whose environment carries the marker: a scan's and every worker it started."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+    return processes("environ", lambda environ: marker.encode() in environ)
 
 
 def _big(tiles, i: int) -> Sample:

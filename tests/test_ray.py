@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import listed_tile_shards, read_json, same_release, shard_tasks, snapshot, tree, write_lines
+from helpers import listed_tile_shards, processes, read_json, same_release, shard_tasks, snapshot, tree, write_lines
 from http_server import HOSTS, FaultyServer
 from pyarrow import fs
 
@@ -133,16 +133,7 @@ def test_ray_workers_read_and_write_object_storage_uris(cluster, shards, tmp_pat
 
 def _task_processes() -> list[int]:
     """Ray workers busy with a shard: Ray titles a worker process after the task it runs."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if title.startswith(b"ray::_run_remote"):
-                found.append(int(entry.name))
-    return found
+    return processes("cmdline", lambda title: title.startswith(b"ray::_run_remote"))
 
 
 def test_a_worker_killed_mid_shard_is_retried_and_the_output_is_the_same(cluster, tiles, tmp_path, home):

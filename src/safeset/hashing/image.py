@@ -171,13 +171,18 @@ def decode_luma(data: bytes, limits: DecodeLimits = DecodeLimits(), exact: bool 
     if jpeg_luma:
         with _decoding():
             image.draft("L", (width // scale, height // scale))
-    image = _loaded(image, partial)
-    if image.mode not in ("L", "RGB"):  # high bit depth: scaled into 0..255 (see `to_rgb_array`)
-        image = Image.fromarray(to_rgb_array(image))
-    if scale > 1 and not jpeg_luma:
-        image = image.reduce(scale)
-    pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
+    pixels = _luma_pixels(_loaded(image, partial), 1 if jpeg_luma else scale)  # a JPEG's draft reduced it
     return Luma(pixels, height, width, exact=same_as_reference)
+
+
+def _luma_pixels(image: Image.Image, scale: int) -> np.ndarray:
+    """Luminance of a loaded image, box-reduced by `scale` (high bit depth scaled into 0..255
+    first, see `to_rgb_array`)."""
+    if image.mode not in ("L", "RGB"):
+        image = Image.fromarray(to_rgb_array(image))
+    if scale > 1:
+        image = image.reduce(scale)
+    return np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
 
 
 # Frames beyond the first are hashed too (an animation's second frame, a TIFF's second page, an
@@ -303,16 +308,10 @@ def _frames(image: Image.Image) -> Iterator[Image.Image]:
 
 
 def _reduced_luma(image: Image.Image) -> Luma:
-    """Luminance of a loaded frame, box-reduced as `decode_luma` reduces (high bit depth scaled
-    into 0..255 first, as there)."""
+    """Luminance of a loaded frame, reduced as `decode_luma` reduces."""
     width, height = image.size
-    if image.mode not in ("L", "RGB"):
-        image = Image.fromarray(to_rgb_array(image))
     scale = _scale(width, height, REDUCED_MIN_SIDE)
-    if scale > 1:
-        image = image.reduce(scale)
-    pixels = np.asarray(image, dtype=np.float32) if image.mode == "L" else luma_of_rgb(to_rgb_array(image))
-    return Luma(pixels, height, width, exact=scale == 1)
+    return Luma(_luma_pixels(image, scale), height, width, exact=scale == 1)
 
 
 def _transparent(image: Image.Image) -> bool:

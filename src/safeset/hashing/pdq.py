@@ -365,9 +365,7 @@ def pdq_variants(
         sources.append(("content", content))
     if trim:  # undoing what resizing did, with undoing padding
         original = resized.original if resized is not None else None
-        sources += [
-            (f"{prefix}+up" if prefix else "up", up) for prefix, source in sources if (up := upscaled(source, original))
-        ]
+        sources += [(_variant(prefix, "up"), up) for prefix, source in sources if (up := upscaled(source, original))]
     seen: set[bytes] = set()
     operations = DIHEDRAL if dihedral else {"": DIHEDRAL[""]}
     for prefix, source in sources:
@@ -376,8 +374,13 @@ def pdq_variants(
         for name, bits in zip(operations, hashes, strict=True):
             if bits not in seen:
                 seen.add(bits)
-                out["+".join(p for p in (prefix, name) if p)] = PdqHash(bits, quality)
+                out[_variant(prefix, name)] = PdqHash(bits, quality)
     return out
+
+
+def _variant(*parts: str) -> str:
+    """A variant's name: what was done to the image, in order ("trim+up+flip_h"); "" is the plain hash."""
+    return "+".join(p for p in parts if p)
 
 
 ImageLike = bytes | bytearray | memoryview | Image.Image | np.ndarray
@@ -459,7 +462,7 @@ def pdq_image(
         for name, value in hashes.items():
             if value.bits not in seen:
                 seen.add(value.bits)
-                variants[f"{view}+{name}" if name else view] = value
+                variants[_variant(view, name)] = value
     # each variant is held to the quality gate by its own quality (a trimmed one may pass where
     # the padded whole does not); the plain hash is kept whatever its quality, to be recorded
     kept = {name: value for name, value in variants.items() if not name or value.quality >= min_quality}
@@ -478,7 +481,7 @@ def pdq_partial(
     except DecodeError:
         return {}
     return {
-        f"partial+{name}" if name else "partial": value
+        _variant("partial", name): value
         for name, value in pdq_variants(luma, dihedral, trim=False).items()
         if value.quality >= min_quality
     }

@@ -149,24 +149,16 @@ class FolderReader(Reader):
             files = by_key.get(key) if key not in seen else None
             seen.add(key)
             if files is None:
-                values = row.values
                 item = Item(
                     row_id=shard.row_id(index),
                     shard=shard.name,
                     index=index,
                     key=key,
-                    url=text_or_none(values.get("url")),
-                    payloads=row.payloads(root / part.parquet, shard.options.max_bytes, problems),
+                    url=text_or_none(row.values.get("url")),
+                    payloads=row.payloads(shard.options.max_bytes, problems),
                 )
                 if not item.payloads:
-                    status = values.get("status")
-                    message = (text_or_none(values.get("error_message")) or "").strip()
-                    item.status = Status.NO_IMAGE
-                    item.error = (
-                        f"img2dataset {status}" + (f": {message[:200]}" if message else "")
-                        if status and status != "success"
-                        else "missing from folder"
-                    )
+                    item.status, item.error = Status.NO_IMAGE, row.failure() or "missing from folder"
                 yield item
             else:
                 yield self._item(shard, root, index, files, row, problems)
@@ -213,8 +205,8 @@ class FolderReader(Reader):
             item.payloads[0].resized = resized(values) or resized(meta)
         if item.payloads:
             item.key = item.payloads[0].name
-        if row is not None and isinstance(shard.part, FilesPart):
-            item.payloads.extend(row.payloads(root / shard.part.parquet, shard.options.max_bytes, problems))
+        if row is not None:
+            item.payloads.extend(row.payloads(shard.options.max_bytes, problems))
         item.locator = tuple(listed)
         if not item.payloads:
             item.status = Status.NO_IMAGE

@@ -288,21 +288,16 @@ class WebdatasetReader(Reader):
             caption=caption
             if caption is not None
             else (text_or_none(row.get("caption")) or text_or_none(meta.get("caption"))),
-            payloads=payloads
-            + (sample.row.payloads(Path(shard.files[1]), shard.options.max_bytes, problems) if sample.row else []),
+            payloads=payloads + (sample.row.payloads(shard.options.max_bytes, problems) if sample.row else []),
             # What the clean pass writes: each member read in full, with the digest to check it by.
             locator=tuple((m.info, m.md5) for m in sample.members if m.md5 is not None),
         )
         if not item.payloads:
             item.status = Status.NO_IMAGE
-            status = row.get("status")
             if sample.members:
                 item.error = "sample has no image member"
-            elif status and status != "success":
-                message = (text_or_none(row.get("error_message")) or "").strip()
-                item.error = f"img2dataset {status}" + (f": {message[:200]}" if message else "")
             else:
-                item.error = "missing from tar"
+                item.error = (sample.row.failure() if sample.row else None) or "missing from tar"
         return item
 
     # ---- the clean release ------------------------------------------------------------------
@@ -400,17 +395,26 @@ class ShardRow:
     cells that can hold bytes (img2dataset writes none, but whatever reaches the clean release is
     checked), made payloads when the row's item is."""
 
+    parquet: Path
     index: int
     values: dict
     cells: dict
 
-    def payloads(self, parquet: Path, max_bytes: int, problems: list[str]) -> list[Payload]:
+    def payloads(self, max_bytes: int, problems: list[str]) -> list[Payload]:
         found: list[Payload] = []
         missing: list[str] = []
         for column, value in self.cells.items():
-            collect_payloads(f"{parquet.name}:{column}", value, found, [parquet.parent], missing, max_bytes)
-        problems.extend(f"{parquet}, row {self.index}: image file not found: {printable(m)}" for m in missing)
+            collect_payloads(f"{self.parquet.name}:{column}", value, found, [self.parquet.parent], missing, max_bytes)
+        problems.extend(f"{self.parquet}, row {self.index}: image file not found: {printable(m)}" for m in missing)
         return found
+
+    def failure(self) -> str | None:
+        """Why img2dataset has no sample for the row (its download failed), if it says so."""
+        status = self.values.get("status")
+        if not status or status == "success":
+            return None
+        message = (text_or_none(self.values.get("error_message")) or "").strip()
+        return f"img2dataset {status}" + (f": {message[:200]}" if message else "")
 
 
 def shard_rows(path: Path) -> list[ShardRow]:
@@ -426,7 +430,7 @@ def shard_rows(path: Path) -> list[ShardRow]:
     except (pa.ArrowException, OSError) as exc:
         raise BadInputError(path, f"not a readable parquet file ({type(exc).__name__})") from None
     return [
-        ShardRow(i, {c: _text(values[c]) for c in columns}, {c: values[c] for c in binary})
+        ShardRow(path, i, {c: _text(values[c]) for c in columns}, {c: values[c] for c in binary})
         for i, values in enumerate(table.to_pylist())
     ]
 
