@@ -83,6 +83,8 @@ def snapshot(out: Path) -> dict[str, object]:
         if rel == "report.json":
             report = json.loads(path.read_text())
             report.pop("created"), report.pop("timings")
+            for entry in report.get("rounds", []):
+                entry.pop("time")
             files[rel] = report
         elif rel.endswith(".done.json"):
             files[rel] = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("seconds", "worker")}

@@ -99,6 +99,29 @@ def test_same_outputs_as_the_local_engine_and_banks_loaded_once_per_process(clus
     assert os.getpid() not in pids  # the shards ran in Ray's workers, not in this process
 
 
+def test_a_decide_round_on_ray_writes_what_the_local_engine_writes(cluster, shards, tmp_path, home):
+    """Decide rounds run their shards on the engine too: the same round on Ray and on this
+    machine's cores gives the same outputs."""
+    data, listed = shards
+    add_bank(home, listed)
+    store = safeset.BankStore(home)
+    store.add("none", write_lines(tmp_path / "none.txt", ["0" * 32]), type_name="md5")
+    for name in ("local", "ray"):
+        safeset.scan(data, tmp_path / name, banks=["none"], workers=2, home=str(home))
+    local = safeset.decide(tmp_path / "local", banks=["pdq"], workers=2, home=str(home))
+    command = [sys.executable, "-m", "safeset", "--home", str(home), "decide", str(tmp_path / "ray"), "--bank", "pdq"]
+    proc = subprocess.run(
+        [*command, "--engine", "ray", "--ray-address", cluster, "-q"], env=RAY_ENV, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert local["rounds"][-1]["transitions"]["keep->remove"] == {"match:pdq:pdq": local["totals"]["remove"]}
+    ray_files, local_files = snapshot(tmp_path / "ray"), snapshot(tmp_path / "local")
+    for files in (ray_files, local_files):
+        files["report.json"].pop("rounds")
+    assert ray_files == local_files
+    assert read_json(tmp_path / "ray" / "report.json")["timings"]["engine"] == "ray"
+
+
 def test_progress_counts_and_summaries_reach_the_driver(cluster, shards, tmp_path, home, monkeypatch):
     """The engine itself, joined from this process: shard workers' progress counts travel through
     a Ray actor to the driver's callbacks, as the progress bars need them."""

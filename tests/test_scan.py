@@ -161,8 +161,12 @@ def test_a_rerun_resumes_and_a_different_scan_is_refused(dataset, tmp_path, home
     again = safeset.scan(dataset["shards"], out, workers=1, home=str(home))
     assert again["timings"]["shards_resumed"] == 2 and again["timings"]["shards_run"] == 0
     assert again["totals"] == first["totals"]
-    refused = run_cli("scan", dataset["shards"], "--out", out, "--pdq-threshold", "10", "-q", home=home)
+    refused = run_cli("scan", dataset["shards"], "--out", out, "--pdq-variants", "none", "-q", home=home)
     assert refused.exit_code == 2 and "different settings" in refused.stderr
+    # a threshold of matching only: decided again from what the scan stored (see test_decide.py)
+    tighter = run_cli("scan", dataset["shards"], "--out", out, "--pdq-threshold", "0", "-q", home=home)
+    assert tighter.exit_code == 0, tighter.output
+    assert read_json(out / "report.json")["rounds"][-1]["match"]["pdq_threshold"] == 0
 
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:

@@ -6,6 +6,7 @@ person viewing them, and write a cleaned, diffable release with an audit report.
     idx = safeset.PdqIndex(hashes)                     # (N, 32) uint8
     q, e, d = idx.search(queries, radius=31)
     report = safeset.scan(["shards/"], "out/")         # the whole audit; returns report.json's content
+    report = safeset.decide("out/", banks=["iwf"])     # the audit decided again, no image read again
 """
 
 from __future__ import annotations
@@ -58,10 +59,7 @@ def scan(
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    if policy is None:
-        policy = Policy.preset("default")
-    elif not isinstance(policy, Policy):
-        policy = Policy.load(policy) if Path(policy).suffix == ".toml" else Policy.preset(str(policy))
+    policy = _policy(policy if policy is not None else "default")
     from .pipeline import CheckSettings, ScanConfig, run_scan
 
     check_fields = {f.name for f in fields(CheckSettings)}
@@ -84,6 +82,37 @@ def scan(
         **options,
     )
     return run_scan(config)
+
+
+def decide(
+    out: str | Path,
+    banks: Sequence[str] | None = None,
+    policy: Policy | str | Path | None = None,
+    workers: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Decide the scan in `out` again (a round): its stored observations matched against the banks'
+    current content and decided by the policy, the clean release, manifests and report rewritten,
+    no image read again. `banks`, `policy` (a `Policy`, a TOML path or a preset name) and the PDQ
+    thresholds default to what `out` was last decided with. Other options are fields of
+    `DecideConfig` (home, engine, pdq_threshold, progress, ...). Returns the report as a dict."""
+    from .pipeline.scan import DecideConfig, run_decide
+
+    return run_decide(
+        DecideConfig(
+            out=str(out),
+            banks=tuple(banks) if banks else None,
+            policy=_policy(policy) if policy is not None else None,
+            workers=workers,
+            **options,
+        )
+    )
+
+
+def _policy(policy: Policy | str | Path) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    return Policy.load(policy) if Path(policy).suffix == ".toml" else Policy.preset(str(policy))
 
 
 def hash_file(path: str | Path) -> dict[str, Any]:
@@ -115,6 +144,7 @@ __all__ = [
     "ScanConfig",
     "UsageError",
     "__version__",
+    "decide",
     "hash_file",
     "pdq",
     "scan",

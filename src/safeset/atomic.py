@@ -41,6 +41,11 @@ class _Together:
     opened: list[Path] = field(default_factory=list)  # every partial file named in the block
     commits: list[tuple[Path, Path, bool]] = field(default_factory=list)  # (partial, final, durable), held back
 
+    @property
+    def finals(self) -> list[Path]:
+        """The files the block commits (or committed), in order."""
+        return [final for _, final, _ in self.commits]
+
 
 _TOGETHER: ContextVar[_Together | None] = ContextVar("commit_together", default=None)
 
@@ -65,7 +70,7 @@ def commit(partial: Path, final: Path, durable: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def commit_together() -> Iterator[None]:
+def commit_together() -> Iterator[_Together]:
     """Hold back every commit made in the block until it ends, then make them in order; if the
     block raises, remove every partial file named in it instead (written, committed or not). A
     shard's clean release is written in one, so that no file of it appears unless every check of
@@ -73,7 +78,7 @@ def commit_together() -> Iterator[None]:
     together = _Together()
     token = _TOGETHER.set(together)
     try:
-        yield
+        yield together
     except BaseException:
         for partial in together.opened:
             partial.unlink(missing_ok=True)

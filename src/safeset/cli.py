@@ -182,40 +182,117 @@ FAIL_ON = {
 }
 
 
+def _options(*decorators):
+    """Several click options as one decorator, in the order given (for options that more than one
+    command takes: each is declared once)."""
+
+    def apply(command):
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def _deciding(inherit: bool):
+    """What decides, given the observations: banks, policy, match thresholds. `inherit`: a decide
+    round, where each defaults to what OUT was last decided with."""
+    default = "the banks OUT was last decided with, current versions" if inherit else "every enabled bank"
+    return _options(
+        click.option("--bank", "banks", multiple=True, help=f"Bank to match (repeatable; default: {default})."),
+        click.option(
+            "--policy",
+            "policy_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Policy TOML file.",
+        ),
+        click.option(
+            "--preset",
+            type=click.Choice(preset_names()),
+            help="Built-in policy [default: " + ("OUT's last policy" if inherit else "'default'") + "].",
+        ),
+        click.option(
+            "--pdq-threshold",
+            type=click.IntRange(0, 256),
+            default=None if inherit else 31,
+            show_default=not inherit,
+            help="Largest Hamming distance that counts as a PDQ match"
+            + (" [default: OUT's last]." if inherit else "."),
+        ),
+        click.option(
+            "--pdq-variant-threshold",
+            type=click.IntRange(0, 256),
+            help="Threshold for the flipped, rotated and border-trimmed variants [default: "
+            + ("OUT's last" if inherit else "--pdq-threshold")
+            + "].",
+        ),
+    )
+
+
+def _policy(policy_file: Path | None, preset: str | None, inherit: bool = False) -> Policy | None:
+    if policy_file and preset:
+        raise click.UsageError("give --policy or --preset, not both")
+    if policy_file:
+        return Policy.load(policy_file)
+    if preset or not inherit:
+        return Policy.preset(preset or "default")
+    return None
+
+
+_running = _options(
+    click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores]."),
+    click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Engine that runs the shard workers: this machine's cores, or a Ray cluster (pip install 'safeset[ray]').",
+    ),
+    click.option(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join (e.g. 10.0.0.1:6379 or ray://...); default: RAY_ADDRESS, else a new local one.",
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=2,
+        show_default=True,
+        help="Extra attempts for a shard whose worker failed.",
+    ),
+)
+
+_answering = _options(
+    click.option(
+        "--fail-on",
+        "fail_on",
+        multiple=True,
+        type=click.Choice(sorted(FAIL_ON)),
+        help="Exit 4 (after writing every output) when this holds: a row matched a bank, was removed, held for "
+        "review, left unchecked, or the input had problems. Repeatable; for CI gates.",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+)
+
+
+def _answer(ctx: click.Context, report: dict, out: str, fail_on, as_json: bool, title: str) -> None:
+    """Print a run's summary and exit 4 if a `--fail-on` condition holds."""
+    held = {condition: FAIL_ON[condition](report) for condition in fail_on}
+    if as_json:
+        click.echo(json.dumps(summary(report, out, held), indent=2))
+    else:
+        print_summary(report, out, title)
+    failing = {condition: n for condition, n in held.items() if n}
+    if failing:
+        _err.print("[red]--fail-on:[/] " + ", ".join(f"{c} ({n:,})" for c, n in failing.items()))
+        ctx.exit(4)
+
+
 @cli.command("scan")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "--out", required=True, help="Output directory: a local path or a URI (s3://bucket/audit, gs://..., file://...)."
-)
-@click.option("--bank", "banks", multiple=True, help="Bank to match (repeatable; default: every enabled bank).")
-@click.option(
-    "--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Policy TOML file."
-)
-@click.option("--preset", type=click.Choice(preset_names()), help="Built-in policy (default: 'default').")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Engine that runs the shard workers: this machine's cores, or a Ray cluster (pip install 'safeset[ray]').",
-)
-@click.option(
-    "--ray-address",
-    metavar="ADDR",
-    help="Ray cluster to join (e.g. 10.0.0.1:6379 or ray://...); default: RAY_ADDRESS, else a new local one.",
-)
-@click.option(
-    "--pdq-threshold",
-    type=click.IntRange(0, 256),
-    default=31,
-    show_default=True,
-    help="Largest Hamming distance that counts as a PDQ match.",
-)
-@click.option(
-    "--pdq-variant-threshold",
-    type=click.IntRange(0, 256),
-    help="Threshold for the flipped, rotated and border-trimmed variants [default: --pdq-threshold].",
 )
 @click.option(
     "--pdq-variants",
@@ -247,13 +324,6 @@ FAIL_ON = {
     default=100_000,
     show_default=True,
     help="Rows per shard of a large metadata table (the unit of resume and parallelism).",
-)
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Extra attempts for a shard whose worker failed.",
 )
 @click.option("--fetch", is_flag=True, help="Download the images of URL-only rows (metadata tables) to check them.")
 @click.option(
@@ -325,16 +395,9 @@ FAIL_ON = {
 @click.option(
     "--ignore-optout", is_flag=True, help="Fetch even where X-Robots-Tag says noai/noimageai or tdm-reservation is 1."
 )
-@click.option(
-    "--fail-on",
-    "fail_on",
-    multiple=True,
-    type=click.Choice(sorted(FAIL_ON)),
-    help="Exit 4 (after writing every output) when this holds: a row matched a bank, was removed, held for "
-    "review, left unchecked, or the input had problems. Repeatable; for CI gates.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_deciding(inherit=False)
+@_running
+@_answering
 @click.pass_context
 def scan_command(
     ctx,
@@ -379,9 +442,7 @@ def scan_command(
     INPUT and OUT may be local paths or URIs on object storage (s3://, gs://, hdfs://, file://)."""
     from . import ReadOptions, scan
 
-    if policy_file and preset:
-        raise click.UsageError("give --policy or --preset, not both")
-    policy = Policy.load(policy_file) if policy_file else Policy.preset(preset or "default")
+    policy = _policy(policy_file, preset)
     fetch_options = None
     if fetch:
         from .fetch import FetchOptions
@@ -426,21 +487,70 @@ def scan_command(
         retry_failed=retry_failed,
         progress=not quiet and not as_json,
     )
-    held = {condition: FAIL_ON[condition](report) for condition in fail_on}
-    if as_json:
-        click.echo(json.dumps(summary(report, out, held), indent=2))
-    else:
-        print_summary(report, out)
-    failing = {condition: n for condition, n in held.items() if n}
-    if failing:
-        _err.print("[red]--fail-on:[/] " + ", ".join(f"{c} ({n:,})" for c, n in failing.items()))
-        ctx.exit(4)
+    _answer(ctx, report, out, fail_on, as_json, "safeset scan")
+
+
+@cli.command("decide")
+@click.argument("out")
+@_deciding(inherit=True)
+@_running
+@_answering
+@click.pass_context
+def decide_command(
+    ctx,
+    out,
+    banks,
+    policy_file,
+    preset,
+    pdq_threshold,
+    pdq_variant_threshold,
+    workers,
+    engine,
+    ray_address,
+    retries,
+    fail_on,
+    as_json,
+    quiet,
+) -> None:
+    """Match the observations a scan stored in OUT against the banks' current content and decide
+    again with the policy, without reading an image again: the clean release, manifests and report
+    are rewritten as one round (the old ones stay whole until the new ones are complete), and the
+    report's `rounds` records what changed.
+
+    With no option, OUT's last banks (their current versions) and policy are used: run it after a
+    bank update. --bank replaces the set of banks."""
+    from . import decide
+
+    report = decide(
+        out,
+        banks=list(banks) or None,
+        policy=_policy(policy_file, preset, inherit=True),
+        workers=workers,
+        engine=engine,
+        ray_address=ray_address,
+        retries=retries,
+        pdq_threshold=pdq_threshold,
+        pdq_variant_threshold=pdq_variant_threshold,
+        home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
+        progress=not quiet and not as_json,
+    )
+    if not as_json:
+        changes = report["rounds"][-1]["transitions"]
+        for change, reasons in changes.items():
+            _out.print(f"{escape(change)}: {sum(reasons.values()):,} row(s)")
+            for reason, n in reasons.items():
+                _out.print(f"  {escape(reason)}: {n:,}")
+        if not changes:
+            _out.print("no decision changed")
+    _answer(ctx, report, out, fail_on, as_json, "safeset decide")
 
 
 def summary(report: dict, out: str, held: dict[str, int]) -> dict:
-    """What `scan --json` prints: the totals, the warnings, matches per bank, where the report is."""
+    """What `scan --json` and `decide --json` print: the totals, the warnings, matches per bank,
+    what the last round changed, where the report is."""
     return {
         "totals": report["totals"],
+        "round": report["rounds"][-1],
         "warnings": report["warnings"],
         "banks": {b["name"]: b["items_matched"] for b in report["banks"]},
         "unchecked": report["unchecked"],
@@ -451,11 +561,11 @@ def summary(report: dict, out: str, held: dict[str, int]) -> dict:
     }
 
 
-def print_summary(report: dict, out: str) -> None:
+def print_summary(report: dict, out: str, title: str = "safeset scan") -> None:
     for warning in report["warnings"]:
         _out.print(f"[bold red]warning:[/] {escape(warning)}")
     t = report["totals"]
-    table = Table("rows in", "keep", "remove", "review", "unchecked", title="safeset scan")
+    table = Table("rows in", "keep", "remove", "review", "unchecked", title=title)
     table.add_row(*(f"{t[k]:,}" for k in ("rows", "keep", "remove", "review", "unchecked")))
     _out.print(table)
     reasons = {r: n for r, n in report["reasons"].items() if r.startswith("match:")}

@@ -5,6 +5,7 @@ Names here are a contract (DESIGN.md, "Data model"): add fields freely, never re
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -87,6 +88,17 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Span:
+    """Where a tar member lies in its archive: the offset of its header, the size of its data and
+    the MD5 of that data. A kept sample's members are copied by their spans, re-read and checked
+    by size and MD5, in the scan and in every later decide round alike."""
+
+    offset: int
+    size: int
+    md5: str
+
+
+@dataclass(frozen=True, slots=True)
 class FetchedImage:
     """The locator of a downloaded row when kept images are saved (`--save-images`): its bytes, in
     memory only until the row is decided, and written only if it is kept."""
@@ -129,7 +141,7 @@ class Hashes:
     pdq_quality: int | None = None
     width: int | None = None
     height: int | None = None
-    # Transient, never written: query-side PDQ variants (name -> hex), used for matching.
+    # Query-side PDQ variants (name -> hex), matched besides `pdq`; stored for decide rounds.
     pdq_variants: dict[str, str] = field(default_factory=dict)
 
     def hash_row(self) -> dict[str, Any]:
@@ -146,7 +158,13 @@ class PayloadResult(Hashes):
     name: str = ""
 
     def to_row(self) -> dict[str, Any]:
-        return {"name": printable(self.name), "status": str(self.status), "error": self.error, **self.hash_row()}
+        return {
+            "name": printable(self.name),
+            "status": str(self.status),
+            "error": self.error,
+            **self.hash_row(),
+            "pdq_variants": _stored_variants(self.pdq_variants),
+        }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -165,7 +183,10 @@ class ItemResult(Hashes):
     signals: dict[str, float] = field(default_factory=dict)
     decision: Decision = Decision.KEEP
     reasons: list[str] = field(default_factory=list)
-    # Transient, never written: the item's locator, handed back to its reader to copy the row if kept.
+    # Where the row sits in its input, handed back to its reader's clean writer if the row is kept:
+    # a tar's member `Span`s, a folder sample's file names (str), or None (a table row: its index).
+    # Stored (see `stored_locator`) so that a decide round copies kept rows without reading them
+    # again; a `FetchedImage` (the bytes of a download) is never stored.
     locator: Any = None
 
     def hashed(self) -> list[tuple[str, Hashes]]:
@@ -198,19 +219,56 @@ class ItemResult(Hashes):
             "signals": list(self.signals.items()),
             "decision": str(self.decision),
             "reasons": list(self.reasons),
+            "pdq_variants": _stored_variants(self.pdq_variants),
+            "locator": stored_locator(self.locator),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ItemResult:
         """The result a results row records (`to_row`'s inverse): a row carried over unchanged
         into a later run of its shard."""
-        special = ("status", "matches", "signals", "decision", "payloads")
+        special = ("status", "matches", "signals", "decision", "payloads", "pdq_variants", "locator")
         fields = {k: v for k, v in row.items() if k not in special}
         return cls(
             **fields,
             status=Status(row["status"]),
-            payloads=[PayloadResult(**{**p, "status": Status(p["status"])}) for p in row["payloads"]],
+            payloads=[
+                PayloadResult(**{**p, "status": Status(p["status"]), "pdq_variants": _read_variants(p["pdq_variants"])})
+                for p in row["payloads"]
+            ],
             matches=[Match(**m) for m in row["matches"]],
             signals=dict(row["signals"]),
             decision=Decision(row["decision"]),
+            pdq_variants=_read_variants(row["pdq_variants"]),
+            locator=read_locator(row["locator"]),
         )
+
+
+def _stored_variants(variants: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": name, "pdq": bytes.fromhex(value)} for name, value in variants.items()]
+
+
+def _read_variants(stored: list[dict[str, Any]] | None) -> dict[str, str]:
+    return {v["name"]: v["pdq"].hex() for v in stored or ()}
+
+
+def stored_locator(locator: Any) -> list[dict[str, Any]] | None:
+    """A locator as the results table stores it (see `ItemResult.locator`): member spans, or file
+    names as the bytes the file system holds (a name need not be UTF-8)."""
+    if not isinstance(locator, tuple):
+        return None
+    return [
+        {"offset": x.offset, "size": x.size, "md5": x.md5, "name": None}
+        if isinstance(x, Span)
+        else {"offset": None, "size": None, "md5": None, "name": os.fsencode(x)}
+        for x in locator
+    ]
+
+
+def read_locator(stored: list[dict[str, Any]] | None) -> tuple | None:
+    """`stored_locator`'s inverse."""
+    if stored is None:
+        return None
+    return tuple(
+        os.fsdecode(x["name"]) if x["name"] is not None else Span(x["offset"], x["size"], x["md5"]) for x in stored
+    )

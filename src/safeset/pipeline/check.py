@@ -154,16 +154,16 @@ class Checker:
         for result in _hashed(items, self.settings, threads):
             batch.append(result)
             if len(batch) >= BATCH:
-                yield from self._decide(batch, progress)
+                yield from self.decide(batch, progress)
                 batch = []
         if batch:
-            yield from self._decide(batch, progress)
+            yield from self.decide(batch, progress)
 
-    def _decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None) -> list[ItemResult]:
+    def decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None = None) -> list[ItemResult]:
+        """Match a batch of hashed results against the banks and let the policy decide each: in a
+        scan as items are hashed, in a decide round from the stored observations."""
         self.matcher.match(batch)
         for result in batch:
-            for _, hashes in result.hashed():
-                hashes.pdq_variants = {}
             self.policy.decide(result, self.settings.pdq_min_quality)
         if progress is not None:
             progress({"items": len(batch)})

@@ -10,8 +10,9 @@ otherwise its decisions alone are read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,14 +28,26 @@ from ..storage import Remote
 _WINDOW = 256  # parts read at once (I/O, from object storage mostly waiting)
 # What the report and the scan's timings need of a merged shard's summary. The rest, its counts
 # above all, is let go once merged: the driver holds every shard's summary until the end.
-_KEPT = frozenset({"part", "shard", "kind", "rows", "declared", "decisions", "problems", "files", "fetch", "refetched"})
+_KEPT = frozenset(
+    {"part", "shard", "kind", "rows", "declared", "decisions", "problems", "files", "fetch", "refetched", "transitions"}
+)
 
 
 class Merger:
-    def __init__(self, shards: Sequence[Shard], layout: OutLayout, remote: Remote | None, created: str):
+    def __init__(
+        self,
+        shards: Sequence[Shard],
+        layout: OutLayout,
+        remote: Remote | None,
+        created: str,
+        parts: Callable[[int], Path] | None = None,
+    ):
+        """The manifests are written into `layout`; shard i's results part is read from
+        `parts(i)` (default: `layout`'s; a decide round's shards are in its own folder)."""
         self.shards = shards
         self.layout = layout
         self.remote = remote
+        self._parts = parts or layout.part
         self.report = ReportBuilder()
         self.manifests = ManifestWriter(layout, created)
         self.summaries: dict[int, dict] = {}
@@ -64,7 +77,7 @@ class Merger:
 
     def _read(self, i: int) -> tuple[int, pa.Table]:
         """(rows in shard i's results file, what of it the manifests need)."""
-        part = self.layout.part(i)
+        part = self._parts(i)
         if self.remote:
             opened = self.remote.open_random(self.layout.relative(part))
         else:

@@ -1,15 +1,20 @@
-"""A whole scan: plan shards, run the ones not done yet on an engine, then merge and report.
+"""Runs over OUT: a scan (plan shards, observe and decide the ones not done yet on an engine, merge,
+report) and a decide round (`safeset decide`, or a rescan with other banks or policy: see
+`pipeline.decide`).
 
 Resume is by shard: a shard whose done-marker exists is skipped, and since every shard's output is a
 function of its input, the banks, the policy and the settings alone, a resumed run produces the same
-files as an uninterrupted one. `_state/run.json` records those inputs; a rerun that asks for
-something different into the same OUT is refused rather than mixing two scans.
+files as an uninterrupted one. `_state/run.json` records those inputs. A rerun that observes
+differently (other inputs, read or hashing settings, fetch options) into the same OUT is refused
+rather than mixing two scans; one that decides differently (other banks, policy or match
+thresholds) is a decide round over the shards decided otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +34,7 @@ from ..sinks import OutLayout, write_json
 from ..sources import ReadOptions, Shard, plan_shards, reader_for
 from ..storage import Lease, Remote, is_remote, scratch, staging_base
 from .check import CheckSettings
+from .decide import check_format, commit_round, finish_pending_round, merge_transitions, round_entry, start_round
 from .merge import Merger
 from .progress import ScanProgress
 from .worker import RunSpec, ShardTask
@@ -72,7 +78,9 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> dict[str, Any]:
+def _fingerprint_shards(shards: Sequence[Shard]) -> list:
+    """Each shard's files as they are now (size, time): a changed input is another scan's."""
+
     def stat(path: str) -> list:
         if is_remote(path):
             return [path, *Remote(path).stat()]
@@ -82,12 +90,19 @@ def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> 
             st = os.lstat(path)
         return [path, st.st_size, st.st_mtime_ns]
 
+    return [[s.kind, s.name, [stat(f) for f in s.files]] for s in shards]
+
+
+def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> dict[str, Any]:
+    settings = asdict(spec.settings)
     return {
         "safeset": versions()["safeset"],
-        "shards": [[s.kind, s.name, [stat(f) for f in s.files]] for s in shards],
+        "inputs": list(config.inputs),
+        "shards": _fingerprint_shards(shards),
         "banks": [list(b) for b in spec.banks],
         "policy": spec.policy.to_dict(),
-        "settings": asdict(spec.settings),
+        "match": {name: settings.pop(name) for name in MATCH_SETTINGS},
+        "settings": settings,
         "read": asdict(config.read),
         # what changes which rows are fetched and kept; politeness settings may differ on a rerun
         "fetch": None
@@ -115,17 +130,30 @@ def _per_worker(fetch: FetchOptions | None, workers: int) -> FetchOptions | None
     )
 
 
-def _check_same_scan(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
-    if layout.run_spec.is_file():
-        previous = json.loads(layout.run_spec.read_text())
-        # as written (URIs' credentials masked: rotating them is not another scan)
-        changed = [k for k in fingerprint if previous.get(k) != json.loads(json.dumps(redact(fingerprint[k])))]
-        if changed:
-            raise UsageError(
-                f"{layout.root} holds a scan with different {', '.join(changed)}; "
-                "use another --out, or delete it to start over"
-            )
-    write_json(layout.run_spec, fingerprint)
+# What decides, given the observations: a run that changes only these is a decide round.
+DECISION_KEYS = ("banks", "policy", "match")
+MATCH_SETTINGS = ("pdq_threshold", "pdq_variant_threshold")
+
+
+def _observed_alike(layout: OutLayout, fingerprint: dict[str, Any], inputs_only: bool = False) -> None:
+    """Refuse a run whose observations would differ from those OUT holds (`inputs_only`: only
+    whether the inputs are still what the scan read, for a decide round)."""
+    if not layout.run_spec.is_file():
+        return
+    previous = json.loads(layout.run_spec.read_text())
+    keys = ("inputs", "shards") if inputs_only else [k for k in fingerprint if k not in DECISION_KEYS]
+    # as written (URIs' credentials masked: rotating them is not another scan)
+    changed = [k for k in keys if previous.get(k) != json.loads(json.dumps(redact(fingerprint[k])))]
+    if inputs_only and changed:
+        raise UsageError(
+            f"the inputs of the scan in {layout.root} changed since it read them (a file's size or time): "
+            "kept rows are copied from the inputs as the scan found them; scan again into a new OUT"
+        )
+    if changed:
+        raise UsageError(
+            f"{layout.root} holds a scan with different {', '.join(changed)}; "
+            "use another --out, or delete it to start over"
+        )
 
 
 def _apart(inputs: Sequence[str], out: str) -> None:
@@ -177,24 +205,36 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         if remote:
             _pull(remote, layout, "_state")
         with layout.locked():
-            _check_same_scan(layout, _fingerprint(config, shards, spec))
+            if not remote:
+                finish_pending_round(layout)
+            fingerprint = _fingerprint(config, shards, spec)
+            _observed_alike(layout, fingerprint)
+            write_json(layout.run_spec, fingerprint)
             if remote:
                 remote.upload(layout.run_spec, layout.relative(layout.run_spec))
             layout.remove_partials()
             earlier = {i: summary for i in range(len(shards)) if (summary := layout.read_done(i)) is not None}
             again = {i for i, summary in earlier.items() if config.retry_failed and _has_passing_failures(summary)}
             done = earlier.keys() - again
+            # Shards observed before but decided otherwise: a decide round, once the rest are observed.
+            stale = {i for i in done if earlier[i].get("decided_with") != spec.decided_with}
+            if stale and remote:
+                raise UsageError(
+                    f"{config.out} was decided with other banks or another policy; deciding again on object "
+                    "storage is not supported yet: scan into a new OUT"
+                )
             target = remote.uri if remote else str(layout.root)
             tasks = [
                 ShardTask(i, s, target, spec, retry_failed=i in again) for i, s in enumerate(shards) if i not in done
             ]
-            merger = Merger(shards, layout, remote, created=_now())
-            for i in sorted(done):
+            # Merged as shards finish; with a round to come, the round merges every shard instead.
+            merger = None if stale else Merger(shards, layout, remote, created=_now())
+            for i in sorted(done - stale if merger else ()):
                 merger.done(i, earlier[i])
 
             def shard_done(outcome: ShardOutcome) -> None:
                 progress.shard_done(outcome)
-                if outcome.error is None:
+                if outcome.error is None and merger is not None:
                     merger.done(outcome.task.part, outcome.summary)
 
             with ScanProgress(
@@ -203,14 +243,10 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 try:
                     outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=shard_done))
                 except BaseException:  # Ctrl-C: the done shards stay done, no manifest is left half-written
-                    merger.abandon()
+                    if merger is not None:
+                        merger.abandon()
                     raise
-            failed = [o for o in outcomes if o.error]
-            if failed:
-                merger.abandon()
-                raise ShardsFailedError(
-                    [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
-                )
+            _fail_if_any(outcomes, merger)
             run = {
                 "engine": engine.name,
                 "workers": config.workers,
@@ -220,9 +256,158 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 "rows_run": sum(o.summary["rows"] for o in outcomes),
                 "rows_refetched": sum(o.summary.get("refetched", 0) for o in outcomes),
             }
-            report = _report(config, banks, merger, layout, run, started, plan.ignored)
+            reported = Reported(config.policy, banks, config.check, config.read, plan.ignored, started)
+            if stale:
+                return run_round(
+                    layout, shards, spec, stale, engine, reported, run, "scan", config.progress, fingerprint
+                )
+            rounds = _rounds(layout, None, spec, merger.manifests.time, merger.report.rows)
+            report = _report(reported, merger, layout, run, rounds)
             if remote:  # what the scan wrote itself; the shards' files are there already
                 remote.upload_tree(layout.root, skip=("_state/", "results/"))
+    return report
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    """A decide round over OUT: `safeset decide` and `safeset.decide` build one of these."""
+
+    out: str
+    banks: tuple[str, ...] | None = None  # None: the banks OUT was last decided with, current versions
+    policy: Policy | None = None  # None: the policy OUT was last decided with
+    pdq_threshold: int | None = None  # None: as OUT was last decided
+    pdq_variant_threshold: int | None = None
+    workers: int | None = None
+    engine: str = "local"
+    ray_address: str | None = None
+    retries: int = 2
+    home: str | None = None
+    progress: bool = False
+
+
+def run_decide(config: DecideConfig) -> dict[str, Any]:
+    """Match OUT's stored observations against the banks and decide them again, every shard, then
+    rewrite the clean release, manifests and report as one round (see `pipeline.decide`)."""
+    from ..engines import engine_for
+
+    started = time.perf_counter()
+    if is_remote(config.out):
+        raise UsageError(f"{config.out}: deciding again on object storage is not supported yet")
+    layout = OutLayout(config.out)
+    if not layout.run_spec.is_file():
+        raise UsageError(f"{config.out} holds no scan: run `safeset scan ... --out {config.out}` first")
+    with layout.locked():
+        finish_pending_round(layout)
+        last = json.loads(layout.run_spec.read_text())
+        read = ReadOptions(**last["read"])
+        plan = plan_shards(last["inputs"], read)
+        shards = plan.shards
+        missing = [s.name for i, s in enumerate(shards) if not layout.done(i).is_file()]
+        if missing:
+            raise UsageError(
+                f"the scan in {config.out} is not complete ({len(missing)} shard(s) not done, the first "
+                f"{missing[0]}): run the scan again to finish it, then decide"
+            )
+        store = BankStore(config.home)
+        banks = store.resolve(config.banks or [name for name, _ in last["banks"]])
+        policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
+        policy.check_banks(store.names())
+        match = {
+            "pdq_threshold": last["match"]["pdq_threshold"] if config.pdq_threshold is None else config.pdq_threshold,
+            "pdq_variant_threshold": last["match"]["pdq_variant_threshold"]
+            if config.pdq_variant_threshold is None
+            else config.pdq_variant_threshold,
+        }
+        check = CheckSettings(**last["settings"], **match)
+        fetched = last.get("fetch") or {}
+        spec = RunSpec(
+            str(store.home),
+            tuple((b.name, b.sha256) for b in banks),
+            policy,
+            check,
+            save_images=bool(fetched.get("save_images")),
+        )
+        fingerprint = {**last, "banks": [list(b) for b in spec.banks], "policy": policy.to_dict(), "match": match}
+        fingerprint["shards"] = _fingerprint_shards(shards)
+        _observed_alike(layout, fingerprint, inputs_only=True)
+        engine = engine_for(config.engine, config.workers, config.retries, config.ray_address)
+        reported = Reported(policy, banks, check, read, plan.ignored, started)
+        run = {"engine": engine.name, "workers": config.workers, "shards_run": len(shards), "rows_run": 0}
+        every = set(range(len(shards)))
+        return run_round(layout, shards, spec, every, engine, reported, run, "decide", config.progress, fingerprint)
+
+
+def _fail_if_any(outcomes: Sequence, merger: Merger | None) -> None:
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        if merger is not None:
+            merger.abandon()
+        raise ShardsFailedError(
+            [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
+        )
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What the report says of a run besides its counts."""
+
+    policy: Policy
+    banks: list
+    check: CheckSettings
+    read: ReadOptions
+    ignored: list[dict[str, str]]
+    started: float
+
+
+def _rounds(layout: OutLayout, entry: dict | None, spec: RunSpec, created: str, rows: int = 0) -> list[dict]:
+    """The report's `rounds`: those of the report OUT holds, and `entry` after them; a scan that
+    decides nothing anew (a resumed or repeated one) adds none, except the scan's own first."""
+    before = json.loads(layout.report_json.read_text()).get("rounds", []) if layout.report_json.is_file() else []
+    if entry is not None:
+        return [*before, {**entry, "round": len(before) + 1}]
+    return before or [round_entry(1, "scan", spec, created, rows, {})]
+
+
+def run_round(
+    layout: OutLayout,
+    shards: Sequence[Shard],
+    spec: RunSpec,
+    stale: set[int],
+    engine: Any,
+    reported: Reported,
+    run: dict,
+    kind: str,
+    show_progress: bool,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """Decide the shards `stale` again into a round of their own, merge every shard, write the
+    manifests, the report and the run's `record` (run.json) into the round, and commit it (see
+    `pipeline.decide`)."""
+    from ..engines import Progress
+
+    started = time.perf_counter()
+    check_format(layout.part(min(stale)))  # one safeset wrote every part (run.json says which)
+    staged = start_round(layout)
+    before = {i: layout.read_done(i) for i in sorted(stale)}
+    tasks = [ShardTask(i, shards[i], str(layout.root), spec, round=str(staged.root)) for i in sorted(stale)]
+    with ScanProgress(len(tasks), 0, enabled=show_progress, fetching=False) as progress:
+        outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
+    try:
+        _fail_if_any(outcomes, None)
+    except BaseException:
+        shutil.rmtree(staged.root, ignore_errors=True)
+        raise
+    decided = {o.task.part: o.summary for o in outcomes}
+    changes = merge_transitions(decided.values())
+    merger = Merger(shards, staged, None, created=_now(), parts=lambda i: (staged if i in stale else layout).part(i))
+    for i in range(len(shards)):
+        merger.done(i, dict(decided[i]) if i in stale else layout.read_done(i))
+    rows = sum(s["rows"] for s in decided.values())
+    entry = round_entry(0, kind, spec, merger.manifests.time, rows, changes)
+    run = {**run, "round_seconds": round(time.perf_counter() - started, 3), "rows_decided": rows}
+    report = _report(reported, merger, staged, run, _rounds(layout, entry, spec, merger.manifests.time))
+    write_json(staged.run_spec, record)
+    commit_round(layout, before, decided)
     return report
 
 
@@ -247,29 +432,22 @@ def _same_size(path: Path, size: int) -> bool:
     return path.is_file() and path.stat().st_size == size
 
 
-def _report(
-    config: ScanConfig,
-    banks: list,
-    merger: Merger,
-    layout: OutLayout,
-    run: dict,
-    started: float,
-    ignored: list[dict[str, str]],
-) -> dict[str, Any]:
-    """Every shard is merged: commit the manifests, write report.json and report.html. `run`: how
-    this run went (engine, workers, shards and rows run), for the report's timings."""
+def _report(reported: Reported, merger: Merger, layout: OutLayout, run: dict, rounds: list[dict]) -> dict[str, Any]:
+    """Every shard is merged: commit the manifests, write report.json and report.html into
+    `layout`. `run`: how this run went (engine, workers, shards and rows run), for the timings."""
     summaries = merger.finish()
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - reported.started
     report = merger.report.finish(
         summaries=summaries,
-        banks=[{k: v for k, v in b.to_dict().items() if k != "sources"} for b in banks],
-        policy={**config.policy.to_dict(), "sha256": config.policy.sha256},
+        banks=[{k: v for k, v in b.to_dict().items() if k != "sources"} for b in reported.banks],
+        policy={**reported.policy.to_dict(), "sha256": reported.policy.sha256},
         settings={
-            **asdict(config.check),
-            **{f"read.{k}": v for k, v in asdict(config.read).items()},
+            **asdict(reported.check),
+            **{f"read.{k}": v for k, v in asdict(reported.read).items()},
         },
         created=merger.manifests.time,
-        ignored=ignored,
+        ignored=reported.ignored,
+        rounds=rounds,
         timings={
             "seconds": round(elapsed, 3),
             **run,

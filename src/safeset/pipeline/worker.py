@@ -8,6 +8,7 @@ bytes. Banks are loaded once per process and reused for every shard that process
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -65,6 +66,17 @@ class RunSpec:
     fetch: FetchOptions | None = None  # download the images of URL-only rows (`--fetch`)
     save_images: bool = False  # write fetched images that are kept into the clean release
 
+    @property
+    def decided_with(self) -> str:
+        """A checksum of what decides, given the observations: the banks' versions, the policy and
+        the match thresholds. A done shard decided with another one is decided again (a round)."""
+        match = {
+            "pdq_threshold": self.settings.pdq_threshold,
+            "pdq_variant_threshold": self.settings.pdq_variant_threshold,
+        }
+        what = {"banks": [list(b) for b in self.banks], "policy": self.policy.sha256, "match": match}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class ShardTask:
@@ -75,6 +87,9 @@ class ShardTask:
     # A done shard run again for `--retry-failed`: only the rows whose download failed for a
     # reason that may pass are fetched; every other row's result is carried over unchanged.
     retry_failed: bool = False
+    # A decide round (`pipeline.decide`): the shard's stored observations in `out` are matched and
+    # decided again, and its new outputs written under this folder, committed with the round's.
+    round: str | None = None
 
 
 class BankChangedError(SafesetError):
@@ -213,8 +228,24 @@ def file_record(path: str) -> dict:
     return {"path": path, "bytes": size, "sha256": digest.hexdigest()}
 
 
+def worker_record() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "bank_loads": _BANK_LOADS}
+
+
+def clean_files(layout: OutLayout, together) -> list[str]:
+    """The files of the shard's clean release (`commit_together`'s), relative to clean/: a decide
+    round that writes the shard again deletes those of them it does not write."""
+    return sorted(
+        final.relative_to(layout.clean).as_posix() for final in together.finals if final.is_relative_to(layout.clean)
+    )
+
+
 def run_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -> dict:
     """Process one shard and return its summary (also written as the shard's done-marker)."""
+    if task.round is not None:
+        from .decide import decide_shard
+
+        return decide_shard(task, progress)
     if is_remote(task.out) or any(is_remote(f) for f in task.shard.files):
         return _run_staged(task, progress)
     return _run_local(task, progress)
@@ -296,7 +327,7 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         items = _unfetched(items)
     # The clean release appears after every check of the shard has passed, or not at all: a shard
     # that fails on the way leaves no file of it, not even the partial one it was copying into.
-    with commit_together():
+    with commit_together() as together:
         writer = reader.clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
         try:
             results = []
@@ -304,7 +335,8 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
             for result in checker.check(items, progress, threads):  # in the order items come (fetched: as done)
                 if result.decision is Decision.KEEP:
                     writer.keep(result)
-                result.locator = None  # a removed or held row's bytes (if fetched) are dropped here
+                if isinstance(result.locator, FetchedImage):
+                    result.locator = None  # a removed or held row's bytes are dropped here
                 results.append(result)
             refetched = [earlier.results[r.index] for r in results] if earlier is not None else []
             for result in carried:
@@ -354,7 +386,9 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         "counts": counted.counts(),
         "seconds": round(time.perf_counter() - started, 3),
         # where it ran, like the time it took, differs between runs; the outputs never do
-        "worker": {"host": socket.gethostname(), "pid": os.getpid(), "bank_loads": _BANK_LOADS},
+        "worker": worker_record(),
+        "decided_with": task.spec.decided_with,
+        "clean": clean_files(layout, together),
     }
     if fetcher is not None:
         summary["fetch"] = _fetch_summary(fetcher.stats, earlier, refetched)

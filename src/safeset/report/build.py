@@ -147,7 +147,9 @@ class ReportBuilder:
         created: str,
         timings: dict,
         ignored: Sequence[dict] = (),
+        rounds: Sequence[dict] = (),
     ) -> dict[str, Any]:
+        """`rounds`: the decide rounds OUT has seen, the scan's first (see `pipeline.decide`)."""
         totals = {"rows": self.rows, **{str(d): self.decisions.get(str(d), 0) for d in Decision}}
         totals["unchecked"] = self.unchecked_rows
         problems = [p for s in summaries for p in s["problems"]]
@@ -194,6 +196,7 @@ class ReportBuilder:
                 {"domain": d, "remove": c.get(Decision.REMOVE, 0), "review": c.get(Decision.REVIEW, 0)}
                 for d, c in domains
             ],
+            "rounds": list(rounds),
             "inputs": _input_files(summaries),
             "ignored_files": list(ignored)[:MAX_PROBLEMS],
             "ignored_files_total": len(ignored),

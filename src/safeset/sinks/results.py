@@ -31,7 +31,20 @@ _OBSERVED = [
     ("height", pa.int32()),
 ]
 
-PAYLOAD_TYPE = pa.struct([("name", pa.string()), *_OBSERVED])
+# The query-side PDQ variants of an image (flips, trims, frames, ...), each of a quality that passed
+# the gate when it was made: what a decide round matches besides the plain PDQ.
+VARIANTS_TYPE = pa.list_(pa.struct([("name", pa.string()), ("pdq", pa.binary(32))]))
+
+PAYLOAD_TYPE = pa.struct([("name", pa.string()), *_OBSERVED, ("pdq_variants", VARIANTS_TYPE)])
+
+# Where a row sits in its input (`model.stored_locator`): tar members by span, files by name.
+LOCATOR_TYPE = pa.list_(
+    pa.struct([("offset", pa.int64()), ("size", pa.int64()), ("md5", pa.string()), ("name", pa.binary())])
+)
+
+# Bumped whenever results parts change in a way an older reader would misread; a decide round
+# refuses parts of another version (observations it cannot read are not silently missing).
+FORMAT_VERSION = "2"
 
 RESULTS_SCHEMA = pa.schema(
     [
@@ -47,7 +60,10 @@ RESULTS_SCHEMA = pa.schema(
         ("signals", pa.map_(pa.string(), pa.float32())),
         ("decision", pa.string()),
         ("reasons", pa.list_(pa.string())),
-    ]
+        ("pdq_variants", VARIANTS_TYPE),
+        ("locator", LOCATOR_TYPE),
+    ],
+    metadata={"safeset.format_version": FORMAT_VERSION},
 )
 
 

@@ -93,9 +93,13 @@ class Reader(ABC):
         return "whole"
 
     @abstractmethod
-    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+    def clean_writer(
+        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
+    ) -> CleanWriter:
         """The writer of this shard's clean release, in the input's own format, under
-        `clean_root` / `shard.name`. `save_images`: also write fetched images that are kept."""
+        `clean_root` / `shard.name`. `save_images`: also write fetched images that are kept.
+        `earlier`: in a decide round, the clean release of the round before (fetched images that
+        were kept are copied from there: nothing is downloaded again)."""
 
 
 class CleanWriter(ABC):

@@ -218,7 +218,9 @@ class FolderReader(Reader):
             item.caption = text_or_none(values.get("caption"))
         return item
 
-    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+    def clean_writer(
+        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
+    ) -> CleanWriter:
         """The kept samples' files, listed; for the files layout, the parquet filtered too."""
         part = shard.part
 

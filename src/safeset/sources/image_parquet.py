@@ -153,7 +153,9 @@ class ImageParquetReader(Reader):
                 problems.append(f"{path}, row {index}: image file not found: {printable(missing[0])}")
             yield item
 
-    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+    def clean_writer(
+        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
+    ) -> CleanWriter:
         return SecondPass(lambda keep: filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64))
 
 

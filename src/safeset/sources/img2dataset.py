@@ -213,13 +213,12 @@ class SavedShard:
                     where[row["md5"]] = (member.offset_data, member.size)
         return where
 
-    def read(self, md5: str) -> bytes:
-        """The saved image with this MD5. Its absence means the earlier run's outputs are not what
-        its done-marker says: the shard fails, and is run again in full."""
+    def read(self, md5: str) -> bytes | None:
+        """The saved image with this MD5, or None if none was saved."""
         if self._where is None:
             self._where = self._index()
         if md5 not in self._where:
-            raise RuntimeError(f"{self.stem.with_suffix('.tar')}: no saved image with MD5 {md5}")
+            return None
         offset, size = self._where[md5]
         with open(self.stem.with_suffix(".tar"), "rb") as fh:
             fh.seek(offset)

@@ -490,7 +490,9 @@ class TableReader(Reader):
                 error=error,
             )
 
-    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+    def clean_writer(
+        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
+    ) -> CleanWriter:
         path = shard.path
         table = SecondPass(lambda keep: _format(path).write_kept(path, shard.part, keep, clean_root / shard.name))
         if not save_images:
@@ -499,7 +501,8 @@ class TableReader(Reader):
         rows = max(shard.options.table_rows, shard.part.stop - shard.part.start if shard.part else 0)
         digits = max(4, len(str(max(1, rows) - 1)))
         writer = Img2datasetWriter(stem.parent, int(stem.name), key_digits=digits)
-        return _TableWithImages(shard, table, writer, SavedShard(stem))
+        saved = SavedShard(earlier / saved_images_stem(shard) if earlier is not None else stem)
+        return _TableWithImages(shard, table, writer, saved, deciding=earlier is not None)
 
 
 def saved_images_stem(shard: Shard) -> PurePosixPath:
@@ -518,13 +521,17 @@ class _TableWithImages(CleanWriter):
     the shard's writer as rows are decided (it keeps them in key order); at the end the input's
     own columns are read back for the kept rows and written beside img2dataset's. A row carried
     over from an earlier run of the shard (no bytes in hand) has its image copied from the shard
-    that run saved."""
+    that run saved. In a decide round (`deciding`) a row kept now that was not kept then has no
+    saved image: its row says so, and nothing is downloaded again."""
 
-    def __init__(self, shard: Shard, table: CleanWriter, images: Img2datasetWriter, earlier: SavedShard):
+    def __init__(
+        self, shard: Shard, table: CleanWriter, images: Img2datasetWriter, earlier: SavedShard, deciding: bool = False
+    ):
         self._shard = shard
         self._table = table
         self._images = images
         self._earlier = earlier
+        self._deciding = deciding
         self._kept: set[int] = set()
         # img2dataset's keys number a shard's rows from 0: a part's rows, from its first
         self._first = shard.part.start if shard.part else 0
@@ -538,6 +545,12 @@ class _TableWithImages(CleanWriter):
             self._images.add(None, result.url, None, error=why, index=result.index - self._first)
             return
         data = fetched.data if isinstance(fetched, FetchedImage) else self._earlier.read(result.md5)
+        if data is None:
+            if not self._deciding:  # a carried row was kept, so its image was saved: the outputs are not whole
+                raise RuntimeError(f"{self._earlier.stem.with_suffix('.tar')}: no saved image with MD5 {result.md5}")
+            why = "not saved: the row was not kept when its image was fetched (fetch it again to save it)"
+            self._images.add(None, result.url, None, error=why, index=result.index - self._first)
+            return
         size = (result.width, result.height) if result.width else None
         self._images.add(data, result.url, None, size=size, md5=result.md5, index=result.index - self._first)
 

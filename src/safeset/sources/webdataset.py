@@ -38,7 +38,7 @@ from ..atomic import commit, partial_path, write_atomic
 from ..errors import BadInputError
 from ..hashing import byte_digests, is_metadata, stream_digests
 from ..hashing.sniff import decodable
-from ..model import Item, ItemResult, Payload, Status, printable
+from ..model import Item, ItemResult, Payload, Span, Status, printable
 from ..storage import open_input
 from .base import CleanWriter, Reader, ReadOptions, Shard, ShardLog, json_object, text_or_none, walk_files
 from .image_parquet import collect_payloads, image_columns
@@ -290,7 +290,7 @@ class WebdatasetReader(Reader):
             else (text_or_none(row.get("caption")) or text_or_none(meta.get("caption"))),
             payloads=payloads + (sample.row.payloads(shard.options.max_bytes, problems) if sample.row else []),
             # What the clean pass writes: each member read in full, with the digest to check it by.
-            locator=tuple((m.info, m.md5) for m in sample.members if m.md5 is not None),
+            locator=tuple(Span(m.info.offset, m.info.size, m.md5) for m in sample.members if m.md5 is not None),
         )
         if not item.payloads:
             item.status = Status.NO_IMAGE
@@ -301,7 +301,9 @@ class WebdatasetReader(Reader):
         return item
 
     # ---- the clean release ------------------------------------------------------------------
-    def clean_writer(self, shard: Shard, clean_root: Path, save_images: bool = False) -> CleanWriter:
+    def clean_writer(
+        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
+    ) -> CleanWriter:
         return _TarCopy(shard, clean_root)
 
 
@@ -346,10 +348,22 @@ class _TarCopy(CleanWriter):
 
     def keep(self, result: ItemResult) -> None:
         self.kept[result.index] = None
-        for info, md5 in result.locator or ():
-            self._copy(info, md5)
+        for span in result.locator or ():
+            self._copy(span)
 
-    def _copy(self, info: tarfile.TarInfo, md5: str) -> None:
+    def _copy(self, span: Span) -> None:
+        """The member at `span`: its header read again there (long names, PAX records and sparse
+        maps with it), its data checked by size and MD5 against what the first pass read."""
+        info = None
+        if self.source is not None:
+            self.source.fileobj.seek(span.offset)
+            try:
+                info = tarfile.TarInfo.fromtarfile(self.source)
+            except (tarfile.TarError, EOFError, OSError):
+                info = None
+        if info is None or info.size != span.size:
+            raise BadInputError(self.shard.path, f"no member of {span.size} bytes at offset {span.offset} any more")
+        md5 = span.md5
         self._write(member_header(info.name, info.size, int(info.mtime), info.mode))
         handle = self.source.extractfile(info)
         digest, size = hashlib.md5(usedforsecurity=False), 0

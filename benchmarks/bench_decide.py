@@ -1,0 +1,146 @@
+"""Decide rounds against the scans that made their OUTs: what re-matching and re-deciding an audit
+costs when no image is read again (issue 11).
+
+Two OUTs, each scanned once with one worker, then decided again several times with one worker:
+- "images": img2dataset shards of small LAION-like JPEGs (bench_scan's "small" set, 16 shards of
+  150), scanned against an MD5 list, decided against the MD5 list and a PDQ list of 100,000.
+  The ratio scan time / decide time is the goal (>= 20x).
+- "metadata": a LAION-like metadata parquet (URL, TEXT, punsafe, WIDTH, HEIGHT; SAFESET_BENCH_ROWS
+  rows, default 300,000), scanned without fetching against a url_md5 bank of a million entries,
+  decided against it and a domain bank. Rows per second of the decide is the goal (>= 1M/s/core).
+
+Both times include safeset's start-up (about 0.6 s), which is printed on its own. Medians of
+SAFESET_BENCH_RUNS runs (3 unless fewer are asked for).
+
+Run: python benchmarks/bench_decide.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import bench_scan
+import common
+import corpus
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = corpus.ROOT / "decide"
+ROWS = int(os.environ.get("SAFESET_BENCH_ROWS", "300000"))
+BANK_ENTRIES = 1_000_000
+
+
+def _cli(home: Path, *args: str) -> dict:
+    cli = Path(sys.executable).with_name("safeset")
+    return common.timed(str(cli), "--home", str(home), *args, "--workers", "1", "-q")
+
+
+def _metadata() -> tuple[Path, Path, Path]:
+    """A LAION-like metadata parquet, a url_md5 list (a million random entries and every 10,000th
+    row's URL) and a domain list."""
+    root = ROOT / f"metadata-{ROWS}"
+    table, urls, domains = root / "laion.parquet", root / "url_md5.txt", root / "domains.txt"
+    if (root / ".complete").is_file():
+        return table, urls, domains
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    hosts = [f"cdn{i}.example-{i % 97}.com" for i in range(5000)]
+    url = [f"https://{hosts[i % len(hosts)]}/images/{i:09d}/{rng.integers(1 << 40):x}.jpg" for i in range(ROWS)]
+    pq.write_table(
+        pa.table(
+            {
+                "URL": url,
+                "TEXT": [f"a photo of thing {i} on a table" for i in range(ROWS)],
+                "WIDTH": rng.integers(200, 1500, ROWS),
+                "HEIGHT": rng.integers(200, 1500, ROWS),
+                "punsafe": rng.random(ROWS).astype(np.float32),
+            }
+        ),
+        table,
+        row_group_size=100_000,
+    )
+    import hashlib
+
+    random_md5 = (row.tobytes().hex() for row in rng.integers(0, 256, (BANK_ENTRIES, 16), dtype=np.uint8))
+    planted = (hashlib.md5(u.encode()).hexdigest() for u in url[::10_000])
+    urls.write_text("".join(f"{h}\n" for h in random_md5) + "".join(f"{h}\n" for h in planted))
+    domains.write_text("".join(f"{h}\n" for h in hosts[::500]))
+    (root / ".complete").touch()
+    return table, urls, domains
+
+
+def main() -> None:
+    from safeset.banks import BankStore
+
+    runs = min(common.RUNS, 3)
+    results: dict = {}
+    rows = []
+
+    data, md5_list, pdq_list = bench_scan.build(16, "small")
+    home = ROOT / "home-images"
+    shutil.rmtree(home, ignore_errors=True)
+    BankStore(home).add("md5", md5_list, type_name="md5")
+    BankStore(home).add("pdq", pdq_list)
+    table, url_list, domain_list = _metadata()
+    meta_home = ROOT / "home-metadata"
+    shutil.rmtree(meta_home, ignore_errors=True)
+    BankStore(meta_home).add("urls", url_list, type_name="url_md5")
+    BankStore(meta_home).add("domains", domain_list, type_name="domain")
+    startup = _cli(home, "scan", str(bench_scan.tiny()), "--out", str(ROOT / "out-tiny"))["seconds"]
+    shutil.rmtree(ROOT / "out-tiny")
+
+    for name, source, scan_bank, decide_banks, work_home, count in (
+        ("images", data, "md5", ("md5", "pdq"), home, 16 * bench_scan.PER_SHARD),
+        ("metadata", table, "urls", ("urls", "domains"), meta_home, ROWS),
+    ):
+        out = ROOT / f"out-{name}"
+        print(f"{name}: scanning {count:,} rows, then deciding {runs} times ...", file=sys.stderr)
+        scans = []
+        for _ in range(runs):
+            shutil.rmtree(out, ignore_errors=True)
+            scans.append(_cli(work_home, "scan", str(source), "--out", str(out), "--bank", scan_bank))
+        bank_args = [arg for bank in decide_banks for arg in ("--bank", bank)]
+        decides = [_cli(work_home, "decide", str(out), *bank_args) for _ in range(runs)]
+        scan_s = statistics.median(r["seconds"] for r in scans)
+        decide_s = statistics.median(r["seconds"] for r in decides)
+        results[name] = {
+            "rows": count,
+            "scan_seconds": scan_s,
+            "decide_seconds": decide_s,
+            "decide_faster_than_scan": scan_s / decide_s,
+            "scan_rows_per_s": count / scan_s,
+            "decide_rows_per_s": count / decide_s,
+            "decide_rows_per_s_without_startup": count / max(decide_s - startup, 1e-9),
+            "decide_peak_mb": max(r["peak_mb"] for r in decides),
+            "runs": {"scan": scans, "decide": decides},
+        }
+        r = results[name]
+        rows.append(
+            [
+                name,
+                f"{count:,}",
+                f"{scan_s:.2f}",
+                f"{decide_s:.2f}",
+                f"{r['decide_faster_than_scan']:.1f}x",
+                f"{r['decide_rows_per_s']:,.0f}",
+                f"{r['decide_rows_per_s_without_startup']:,.0f}",
+                f"{r['decide_peak_mb']:.0f}",
+            ]
+        )
+    results["startup_seconds"] = startup
+    print(f"\nsafeset start-up (a one-image scan): {startup:.2f} s; 1 worker each, medians of {runs} runs")
+    common.table(
+        ["OUT", "rows", "scan s", "decide s", "decide vs scan", "decide rows/s", "(no start-up)", "decide MB"], rows
+    )
+    print("goals: decide >= 20x faster than the scan; >= 1,000,000 rows/s per core")
+    common.save("decide", results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Decide rounds: the stored observations of a scan matched against the banks again and decided by
+the policy again, and the clean release, manifests and report written anew, without reading an
+image again.
+
+`safeset decide OUT` runs one, and so does a rerun of `safeset scan` into an OUT whose shards were
+decided with other banks (or other versions of them), another policy or other match thresholds
+(a done-marker records what its shard was decided with: `RunSpec.decided_with`).
+
+A round writes everything it changes under `OUT/_state/round/`, laid out as OUT is: the results
+parts, clean files and done-markers of the shards it decided, the manifests, the report and the
+run's record. Until it is complete, OUT's own outputs stay as they were. Then one file,
+`OUT/_state/round.commit.json`, says which files move into place and which clean files of the
+round before are deleted; it is written atomically, and is the round's commit. The moves follow
+(each a rename), the done-markers and the report last. A round killed before its commit is
+thrown away by the next command on OUT; one killed after it is completed by that command
+(`finish_pending_round`): either way OUT ends holding one round's outputs whole.
+
+Kept rows are copied from the input by their stored places (tar members by span, checked by size
+and MD5; table rows by index; files by name), so the inputs must be where and as the scan found
+them: a changed input is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..atomic import commit, commit_together, fsync_dir, partial_path
+from ..errors import UsageError
+from ..model import Decision, ItemResult
+from ..report import ReportBuilder
+from ..sinks import OutLayout, results_table, write_json
+from ..sinks.results import FORMAT_VERSION
+from ..sources import reader_for
+from .check import BATCH
+from .worker import ShardTask, _checker, clean_files, worker_record
+
+_COMMIT = "round.commit.json"
+
+
+def round_layout(layout: OutLayout) -> OutLayout:
+    """Where a round writes its outputs before they are committed."""
+    return OutLayout(layout.state / "round")
+
+
+def check_format(part: Path) -> pq.ParquetFile:
+    """A results part a round can read: refused if an older safeset wrote it (it lacks
+    observations a round needs, such as PDQ variants and where each row sits)."""
+    parquet = pq.ParquetFile(part)
+    version = (parquet.schema_arrow.metadata or {}).get(b"safeset.format_version", b"1").decode()
+    if version != FORMAT_VERSION:
+        raise UsageError(
+            f"{part} holds results of format {version}; this safeset decides from format {FORMAT_VERSION}: "
+            "scan again into a new OUT"
+        )
+    return parquet
+
+
+def read_observations(part: Path) -> list[ItemResult]:
+    """A results part's rows, as the results they were."""
+    return [ItemResult.from_row(row) for row in check_format(part).read().to_pylist()]
+
+
+def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -> dict:
+    """One shard of a round: its results part read from OUT, matched and decided again, its new
+    results part, clean files and done-marker written under the round's folder."""
+    started = time.perf_counter()
+    layout, target = OutLayout(task.out), OutLayout(task.round)
+    earlier = layout.read_done(task.part)
+    if earlier is None:
+        raise RuntimeError(f"{task.shard.name}: the shard has no done-marker, so no observations to decide on")
+    results = read_observations(layout.part(task.part))
+    before = [(r.decision, r.reasons) for r in results]
+    checker = _checker(task.spec)
+    for start in range(0, len(results), BATCH):
+        batch = results[start : start + BATCH]
+        for result in batch:
+            result.matches = []
+        checker.decide(batch, progress)
+    reader = reader_for(task.shard.kind)
+    with commit_together() as together:
+        writer = reader.clean_writer(task.shard, target.clean, save_images=task.spec.save_images, earlier=layout.clean)
+        try:
+            for result in results:
+                if result.decision is Decision.KEEP:
+                    writer.keep(result)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    table = results_table(results)
+    part = target.part(task.part)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, partial_path(part))
+    commit(partial_path(part), part)
+    counted = ReportBuilder()
+    counted.add(table, fetched="fetch" in earlier and task.shard.kind == "table")
+    decisions = Counter(str(r.decision) for r in results)
+    summary = {
+        **earlier,
+        "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
+        "counts": counted.counts(),
+        "seconds": round(time.perf_counter() - started, 3),
+        "worker": worker_record(),
+        "decided_with": task.spec.decided_with,
+        "clean": clean_files(target, together),
+        "transitions": transitions(before, results),
+    }
+    write_json(target.done(task.part), summary)
+    return summary
+
+
+def transitions(before: Sequence[tuple[Decision, list[str]]], after: Sequence[ItemResult]) -> dict[str, dict]:
+    """How decisions changed, `{"keep->remove": {reason: rows}}`: counted under the reasons of the
+    stricter decision (a row let go is counted under the reasons it was held for)."""
+    found: dict[str, Counter[str]] = {}
+    for (decision, reasons), result in zip(before, after, strict=True):
+        if decision is result.decision:
+            continue
+        why = reasons if result.decision is Decision.KEEP else result.reasons
+        found.setdefault(f"{decision}->{result.decision}", Counter()).update(why or ["(none)"])
+    return {change: dict(sorted(counts.items())) for change, counts in sorted(found.items())}
+
+
+def merge_transitions(summaries: Sequence[dict]) -> dict[str, dict]:
+    merged: dict[str, Counter[str]] = {}
+    for summary in summaries:
+        for change, counts in summary.get("transitions", {}).items():
+            merged.setdefault(change, Counter()).update(counts)
+    return {change: dict(sorted(counts.items())) for change, counts in sorted(merged.items())}
+
+
+def commit_round(layout: OutLayout, replaced: dict[int, dict], decided: dict[int, dict]) -> None:
+    """The round under `round_layout(layout)` is complete: commit it (see the module's docstring).
+    `replaced`, `decided`: the done-markers of the shards the round decided, before and after."""
+    staged = round_layout(layout)
+    moves = sorted(
+        (p.relative_to(staged.root).as_posix() for p in staged.root.rglob("*") if p.is_file() or p.is_symlink()),
+        key=_move_order,
+    )
+    deletes = sorted(
+        f"clean/{rel}" for i, old in replaced.items() for rel in set(old.get("clean", ())) - set(decided[i]["clean"])
+    )
+    write_json(layout.state / _COMMIT, {"moves": moves, "deletes": deletes})
+    _apply(layout)
+
+
+def _move_order(rel: str) -> tuple[int, str]:
+    """Shards' results and clean files first, then their done-markers, the run's record, the
+    manifests, and the report last: what a reader looks at to see that a round is done."""
+    if rel.startswith(("results/", "clean/")):
+        rank = 0
+    elif rel.startswith("_state/"):
+        rank = 1
+    elif rel.startswith("report."):
+        rank = 3
+    else:
+        rank = 2
+    return rank, rel
+
+
+def _apply(layout: OutLayout) -> None:
+    """Carry out a committed round's moves and deletes; what a kill left done is skipped."""
+    record = json.loads((layout.state / _COMMIT).read_text())
+    staged = round_layout(layout)
+    for rel in record["deletes"]:
+        (layout.root / rel).unlink(missing_ok=True)
+    touched = set()
+    for rel in record["moves"]:
+        source, target = staged.root / rel, layout.root / rel
+        if source.is_file() or source.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            touched.add(target.parent)
+    for folder in touched:
+        fsync_dir(folder)
+    shutil.rmtree(staged.root, ignore_errors=True)
+    (layout.state / _COMMIT).unlink()
+
+
+def finish_pending_round(layout: OutLayout) -> None:
+    """What the last run on OUT left of a round: completed if it was committed, thrown away if
+    not. Called with OUT locked, before anything else reads OUT."""
+    if (layout.state / _COMMIT).is_file():
+        _apply(layout)
+    else:
+        shutil.rmtree(round_layout(layout).root, ignore_errors=True)
+
+
+def start_round(layout: OutLayout) -> OutLayout:
+    staged = round_layout(layout)
+    shutil.rmtree(staged.root, ignore_errors=True)
+    staged.create()
+    return staged
+
+
+def round_entry(number: int, kind: str, spec: Any, created: str, rows: int, changes: dict) -> dict:
+    """A `rounds` record of the report: what decided, how many rows, what changed."""
+    return {
+        "round": number,
+        "kind": kind,
+        "time": created,
+        "banks": [{"name": name, "sha256": sha} for name, sha in spec.banks],
+        "policy": {"name": spec.policy.name, "sha256": spec.policy.sha256},
+        "match": {
+            "pdq_threshold": spec.settings.pdq_threshold,
+            "pdq_variant_threshold": spec.settings.pdq_variant_threshold,
+        },
+        "rows": rows,
+        "transitions": changes,
+    }

@@ -1,0 +1,334 @@
+"""Decide rounds: a scan's stored observations matched and decided again without reading an image.
+
+The contract is equivalence: a scan with banks X then a decide with banks X and Y writes what a scan
+with X and Y writes (clean release, results, manifests, evidence, report counts); so does a decide
+with another policy, and a rescan into the same OUT with other banks. Only the report's `rounds`
+history (and times) differ. Every input kind is in the one scan, every bank type in the banks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import make_shards, read_json, run_cli, samples_from, shard_tasks, snapshot, write_lines
+from PIL import Image
+
+import safeset
+from safeset.demo import Sample, jpeg
+from safeset.sinks import OutLayout
+
+# bank name -> (type, what it lists); filled in by the `data` fixture
+BANKS = ("b-md5", "b-sha1", "b-sha256", "b-pdq", "b-url", "b-urlmd5", "b-domain")
+FIRST = ("b-md5", "b-url")  # what the first scan uses; the rest are "added later"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiles):
+    """Every input kind at once (img2dataset shards, a metadata CSV, a folder of images, a Hugging
+    Face image parquet), and a list of every bank type, each listing something in them."""
+    root = tmp_path_factory.mktemp("decide-data")
+    pool = samples_from(tiles[10:40])
+    listed = {name: tiles[i][1] for name, i in (("md5", 1), ("sha1", 2), ("sha256", 3), ("pdq", 4), ("flip", 5))}
+    copies = {
+        name: Sample(f"https://ok.example.org/{name}.jpg", name, jpeg(image), size=image.size)
+        for name, image in listed.items()
+    }
+    resized = listed["pdq"].resize((150, 150), Image.Resampling.LANCZOS)
+    copies["pdq"] = Sample("https://ok.example.org/pdq.jpg", "pdq", jpeg(resized, 80), size=resized.size)
+    flipped = listed["flip"].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    copies["flip"] = Sample("https://ok.example.org/flip.jpg", "flip", jpeg(flipped), size=flipped.size)
+    failed = Sample("https://gone.example.org/x.jpg", "gone", None)
+    odd = Sample("https://odd.example.org/x.xyz", "odd", b"not an image at all", ext="xyz")
+    on_domain = Sample("https://cdn.listed-domain.net/a.jpg", "domain", pool[0].image)
+    shard0 = pool[1:12] + [copies["md5"], copies["sha1"], failed, on_domain]
+    shard1 = pool[12:25] + [copies["sha256"], copies["pdq"], copies["flip"], odd]
+    inputs = root / "inputs"
+    make_shards(inputs / "shards", [shard0, shard1])
+
+    urls = [s.url for s in pool[:8]] + ["https://www.listed-domain.net/b.jpg", "not a url", ""]
+    (inputs / "meta.csv").write_text("url,caption\n" + "".join(f"{u},row {i}\n" for i, u in enumerate(urls)))
+
+    folder = inputs / "photos"
+    folder.mkdir()
+    for i, (name, image) in enumerate(tiles[40:46]):
+        (folder / f"{i:03d}_{name}.jpg").write_bytes(jpeg(image))
+    (folder / "zz_md5.jpg").write_bytes(copies["md5"].image)
+
+    cells = [{"bytes": jpeg(image), "path": f"{name}.jpg"} for name, image in tiles[46:52]]
+    cells.append({"bytes": copies["sha1"].image, "path": "sha1.jpg"})
+    table = pa.table({"image": cells, "text": [f"t{i}" for i in range(len(cells))]})
+    pq.write_table(table, inputs / "images.parquet")
+
+    lists = root / "lists"
+    lists.mkdir()
+    digest = lambda kind, sample: hashlib.new(kind, sample.image).hexdigest()  # noqa: E731
+    write_lines(lists / "b-md5", [digest("md5", copies["md5"])])
+    write_lines(lists / "b-sha1", [digest("sha1", copies["sha1"])])
+    write_lines(lists / "b-sha256", [digest("sha256", copies["sha256"])])
+    write_lines(lists / "b-pdq", [str(safeset.pdq(listed["pdq"])), str(safeset.pdq(listed["flip"]))])
+    write_lines(lists / "b-url", [pool[3].url, pool[20].url])
+    write_lines(lists / "b-urlmd5", [hashlib.md5(pool[5].url.encode()).hexdigest()])
+    write_lines(lists / "b-domain", ["listed-domain.net"])
+    inputs_list = [inputs / "shards", inputs / "meta.csv", folder, inputs / "images.parquet"]
+    return {"inputs": inputs_list, "lists": lists, "root": inputs}
+
+
+def add_banks(home: Path, lists: Path, names=BANKS) -> None:
+    types = {"b-md5": "md5", "b-sha1": "sha1", "b-sha256": "sha256", "b-pdq": "pdq", "b-url": "url"}
+    types |= {"b-urlmd5": "url_md5", "b-domain": "domain"}
+    for name in names:
+        result = run_cli("bank", "add", name, lists / name, "--type", types[name], home=home)
+        assert result.exit_code == 0, result.output
+
+
+def scan(data, out: Path, home: Path, *args: str) -> None:
+    result = run_cli("scan", *data["inputs"], "--out", out, "-q", *args, home=home)
+    assert result.exit_code == 0, result.output
+
+
+def decide(out: Path, home: Path, *args: str):
+    result = run_cli("decide", out, "-q", *args, home=home)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    """Everything two OUTs hold is the same, but the rounds history and the times."""
+    first, second = snapshot(a), snapshot(b)
+    for files in (first, second):
+        files["report.json"].pop("rounds")
+        for rel in [r for r in files if r.endswith(".done.json")]:
+            files[rel].pop("transitions", None)
+    assert first.keys() == second.keys()
+    for rel in first:
+        assert first[rel] == second[rel], rel
+
+
+def bank_args(names) -> list[str]:
+    return [arg for name in names for arg in ("--bank", name)]
+
+
+def test_banks_added_later_then_decide_equals_a_scan_with_every_bank(data, tmp_path, home):
+    add_banks(home, data["lists"])
+    scan(data, tmp_path / "grown", home, *bank_args(FIRST))
+    before = read_json(tmp_path / "grown" / "report.json")["totals"]
+    result = decide(tmp_path / "grown", home, *bank_args(BANKS))
+    scan(data, tmp_path / "whole", home, *bank_args(BANKS))
+    same_outputs(tmp_path / "grown", tmp_path / "whole")
+
+    report = read_json(tmp_path / "grown" / "report.json")
+    assert report["totals"]["remove"] > before["remove"]
+    matched = {
+        m["signal_type"]
+        for r in pq.read_table(tmp_path / "grown" / "removed.parquet").to_pylist()
+        for m in r["matches"]
+    }
+    assert matched == {"md5", "sha1", "sha256", "pdq", "url", "url_md5", "domain"}
+    variants = {m["variant"] for r in pq.read_table(tmp_path / "grown" / "results").to_pylist() for m in r["matches"]}
+    assert any("flip" in v for v in variants)  # the flipped copy, matched by a stored variant
+    first, second = report["rounds"]
+    assert first["kind"] == "scan" and [b["name"] for b in first["banks"]] == sorted(FIRST)
+    assert second["kind"] == "decide" and second["round"] == 2 and len(second["banks"]) == len(BANKS)
+    added = second["transitions"]["keep->remove"]
+    assert sum(added.values()) >= report["totals"]["remove"] - before["remove"]
+    assert "match:b-sha256:sha256" in added and "keep->remove" in result.output
+    assert not (tmp_path / "grown" / "_state" / "round").exists()
+
+
+def test_another_policy_then_decide_equals_a_scan_with_it(data, tmp_path, home):
+    add_banks(home, data["lists"])
+    policy = tmp_path / "strict.toml"
+    policy.write_text(
+        'name = "strict"\n[match.banks]\nb-pdq = "review"\nb-url = "keep"\n'
+        '[unchecked]\nno_image = "remove"\nunsupported_media = "remove"\n'
+    )
+    scan(data, tmp_path / "redecided", home)
+    decide(tmp_path / "redecided", home, "--policy", policy)
+    scan(data, tmp_path / "straight", home, "--policy", policy)
+    same_outputs(tmp_path / "redecided", tmp_path / "straight")
+    changes = read_json(tmp_path / "redecided" / "report.json")["rounds"][-1]["transitions"]
+    assert {"remove->review", "remove->keep", "keep->remove"} <= changes.keys()
+
+    # and back: the default policy again gives what the first scan gave
+    scan(data, tmp_path / "default", home)
+    decide(tmp_path / "redecided", home, "--preset", "default")
+    same_outputs(tmp_path / "redecided", tmp_path / "default")
+    assert len(read_json(tmp_path / "redecided" / "report.json")["rounds"]) == 3
+
+
+def test_a_rescan_with_other_banks_is_a_decide_round(data, tmp_path, home):
+    add_banks(home, data["lists"])
+    out = tmp_path / "out"
+    scan(data, out, home, *bank_args(FIRST))
+    scan(data, out, home)  # every enabled bank: decided again, nothing read again
+    report = read_json(out / "report.json")
+    assert [r["kind"] for r in report["rounds"]] == ["scan", "scan"]
+    assert report["timings"]["shards_run"] == 0 and report["timings"]["rows_decided"] == report["totals"]["rows"]
+    scan(data, tmp_path / "straight", home)
+    same_outputs(out, tmp_path / "straight")
+    scan(data, out, home)  # the same again: nothing to decide, no round
+    assert len(read_json(out / "report.json")["rounds"]) == 2
+
+    # a bank updated in place (a new version) is another bank to decide with
+    listed = data["lists"] / "b-md5"
+    extra = tmp_path / "md5-more"
+    shutil.copy(listed, extra)
+    photo = sorted((data["root"] / "photos").iterdir())[0]
+    with extra.open("a") as fh:
+        fh.write(hashlib.md5(photo.read_bytes()).hexdigest() + "\n")
+    assert run_cli("bank", "add", "b-md5", extra, "--type", "md5", home=home).exit_code == 0
+    decide(out, home)  # OUT's banks, their current versions
+    last = read_json(out / "report.json")
+    assert last["rounds"][-1]["banks"] != report["rounds"][-1]["banks"]
+    assert last["rounds"][-1]["transitions"] == {"keep->remove": {"match:b-md5:md5": 1}}
+
+
+def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
+    add_banks(home, data["lists"], FIRST)
+    missing = run_cli("decide", tmp_path / "nothing", home=home)
+    assert missing.exit_code == 2 and "holds no scan" in missing.stderr
+
+    copied = tmp_path / "inputs"
+    shutil.copytree(data["root"], copied)
+    inputs = [copied / p.relative_to(data["root"]) for p in data["inputs"]]
+    out = tmp_path / "out"
+    assert run_cli("scan", *inputs, "--out", out, "-q", home=home).exit_code == 0
+    before = snapshot(out)
+    tar = copied / "shards" / "00001.tar"
+    os.utime(tar, ns=(tar.stat().st_atime_ns, tar.stat().st_mtime_ns + 10**9))
+    changed = run_cli("decide", out, home=home)
+    assert changed.exit_code == 2 and "changed since" in changed.stderr
+    assert snapshot(out) == before
+
+    # an unfinished scan: decided once it is finished
+    (out / "_state" / "part-00001.done.json").unlink()
+    os.utime(tar, ns=(tar.stat().st_atime_ns, tar.stat().st_mtime_ns - 10**9))
+    unfinished = run_cli("decide", out, home=home)
+    assert unfinished.exit_code == 2 and "not complete" in unfinished.stderr
+
+    # results an older safeset wrote hold no variants nor places: refused, not misread
+    part = out / "results" / "part-00000.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.replace_schema_metadata({}), part)
+    assert run_cli("scan", *inputs, "--out", out, "-q", home=home).exit_code == 0
+    older = run_cli("decide", out, "--preset", "default", "--pdq-threshold", "20", home=home)
+    assert older.exit_code == 2 and "format 1" in older.stderr
+
+
+def test_a_decide_killed_at_any_moment_leaves_old_or_new_outputs_and_a_rerun_completes(data, tmp_path, home):
+    add_banks(home, data["lists"])
+    scan(data, tmp_path / "old", home, *bank_args(FIRST))
+    scan(data, tmp_path / "new", home)
+    old, new = snapshot(tmp_path / "old"), tmp_path / "new"
+    env = {**os.environ, "SAFESET_HOME": str(home)}
+    rng = random.Random(11)
+    landed = set()
+    for attempt in range(8):
+        out = tmp_path / f"out{attempt}"
+        shutil.copytree(tmp_path / "old", out)
+        argv = [sys.executable, "-m", "safeset", "decide", str(out), "-q", *bank_args(BANKS), "--workers", "1"]
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if attempt % 2:  # at a random moment
+            time.sleep(rng.uniform(0.2, 1.5))
+        else:  # once the round has begun
+            deadline = time.monotonic() + 60
+            while not (out / "_state" / "round").exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.3)  # its workers die with it
+        committed = (out / "_state" / "round.commit.json").is_file()
+        if not committed and not (out / "_state" / "round").exists():
+            try:
+                same_outputs_snapshot(snapshot(out), old)
+                landed.add("before")
+            except AssertionError:
+                same_outputs(out, new)  # it finished before the kill
+                landed.add("after")
+        else:
+            landed.add("committed" if committed else "staged")
+        decide(out, home, *bank_args(BANKS))
+        same_outputs(out, new)
+        assert not list(out.rglob("*.partial"))
+    assert landed & {"staged", "committed", "before"}, landed
+
+
+def same_outputs_snapshot(files: dict, expected: dict) -> None:
+    assert files == expected
+
+
+def test_a_round_committed_but_cut_short_is_completed_by_the_next_command(data, tmp_path, home, monkeypatch):
+    """The window between a round's commit and its last move: killed there, OUT holds the commit
+    record, some files moved and some not; the next command completes the moves."""
+    from safeset.pipeline import decide as rounds
+
+    add_banks(home, data["lists"])
+    scan(data, tmp_path / "new", home)
+    for cut in (0, 5, 12, 18):  # of some 25 moves
+        out = tmp_path / f"out{cut}"
+        scan(data, out, home, *bank_args(FIRST))
+        real, moved = os.replace, []
+
+        def dying(source, target, real=real, moved=moved, cut=cut):
+            if len(moved) == cut:
+                raise KeyboardInterrupt  # as a kill would stop it: mid-way
+            moved.append(target)
+            real(source, target)
+
+        monkeypatch.setattr(rounds, "os", SimpleNamespace(replace=dying))  # the round's moves only
+        with pytest.raises(KeyboardInterrupt):
+            safeset.decide(out, banks=list(BANKS), home=str(home))
+        monkeypatch.setattr(rounds, "os", os)
+        assert (out / "_state" / "round.commit.json").is_file()
+        run_cli("report", out)  # a command that does not decide leaves the round as it is
+        safeset.decide(out, banks=list(BANKS), home=str(home))  # completes it, then decides (to the same)
+        same_outputs(out, tmp_path / "new")
+        assert len(read_json(out / "report.json")["rounds"]) == 3
+
+
+def test_a_shard_is_decided_without_reading_an_image(data, tmp_path, home, monkeypatch):
+    """The shard worker of a round, run here with every way to decode an image refused: the kept
+    rows are copied by their stored places, and the clean files are the scan's."""
+    from safeset.pipeline.decide import decide_shard
+
+    add_banks(home, data["lists"])
+    out = tmp_path / "out"
+    scan(data, out, home)  # every bank, the default policy: what `shard_tasks` plans with
+    staged = tmp_path / "round"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an image was decoded in a decide round")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    monkeypatch.setattr(Image.Image, "load", refuse)
+    for task in shard_tasks(home, data["inputs"], out):
+        summary = decide_shard(replace(task, round=str(staged)))
+        assert summary["transitions"] == {}
+        for rel in summary["clean"]:
+            assert (staged / "clean" / rel).read_bytes() == (out / "clean" / rel).read_bytes(), rel
+        new, old = (layout.part(task.part) for layout in (OutLayout(staged), OutLayout(out)))
+        assert new.read_bytes() == old.read_bytes()
+
+
+def test_the_python_api_decides_too(data, tmp_path, home):
+    add_banks(home, data["lists"])
+    out = tmp_path / "out"
+    safeset.scan(data["inputs"], out, banks=list(FIRST), home=str(home))
+    report = safeset.decide(out, banks=list(BANKS), policy="default", home=str(home))
+    assert report["rounds"][-1]["kind"] == "decide"
+    assert OutLayout(out).removed.is_file()
+    assert json.loads((out / "_state" / "run.json").read_text())["banks"][0][0] == "b-domain"
