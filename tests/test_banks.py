@@ -414,11 +414,95 @@ def test_hosts_are_normalised_as_a_client_connects_to_them():
     """A dataset URL spelled with full-width letters or ideographic dots reaches the same host as its
     plain spelling, so URL and domain banks must match it (they used to be bypassed)."""
     from safeset.model import ItemResult, Status
+    from safeset.sinks import results_table
 
     domain, url = signal_type("domain"), signal_type("url")
     assert domain.normalise("Bücher.DE.") == domain.normalise("xn--bcher-kva.de") == "xn--bcher-kva.de"
     assert domain.normalise("*.example.org") == "example.org" and domain.normalise("[::1]") == "::1"
     disguised = "https://\uff42\uff41\uff44\u3002example\u3002org/x.jpg"  # ｂａｄ。example。org
-    result = ItemResult(row_id="s:0", shard="s", index=0, key="0", url=disguised, status=Status.OK)
-    assert ("", "bad.example.org") in domain.item_values(result) and ("", "example.org") in domain.item_values(result)
-    assert url.item_values(result) == [("", url.normalise("https://BAD.example.org/x.jpg"))]
+    table = results_table([ItemResult(row_id="s:0", shard="s", index=0, key="0", url=disguised, status=Status.OK)])
+    suffixes = domain.queries(table, 50).values.to_pylist()
+    assert "bad.example.org" in suffixes and "example.org" in suffixes
+    assert url.queries(table, 50).values.to_pylist() == [url.normalise("https://BAD.example.org/x.jpg")]
+
+
+URLS = [
+    "https://img.example.org/a/b.jpg?x=1&y=2#frag",
+    "HTTP://IMG.Example.ORG",
+    "http://example.org.?q",
+    "http://example.org/?",
+    "https://example.org:443/x",
+    "https://example.org:8443/x",
+    "https://example.org:99999/x",
+    "http://user:pw@example.org/x",
+    "http://[::1]/x",
+    "http://[bad/x",
+    "http://127.0.0.1/x",
+    "ftp://example.org/x",
+    "example.org/x.jpg",
+    "  https://example.org/space  ",
+    "https://exa\tmple.org/x",
+    "https://example.org/ü/ß.jpg",
+    "https://bücher.de/x",
+    "https://\uff42\uff41\uff44\u3002example\u3002org/x.jpg",
+    "https://a..b.org/x",
+    "https://-a.org/x",
+    "https://a-.org/x",
+    "https://xn--bcher-kva.de/x",
+    "https://" + "a" * 70 + ".org/x",
+    "https://a_b.example.org/x",
+    "https://example.org#only",
+    "https://example.org/x?",
+    "https://example.org/x?#",
+    "",
+    None,
+    "not a url",
+    "https://",
+    "https:///x",
+    "https://1.2.3.4.example/x",
+    "http://EXAMPLE.org.../x",
+]
+
+
+def test_urls_normalised_column_by_column_as_one_by_one():
+    """The columnar URL forms (a fast path for plain URLs, `normalise_url` for the rest) are, URL for
+    URL, what the one-by-one functions give: the URL and domain banks match the same rows either way."""
+    import pyarrow as pa
+
+    from safeset.banks.columns import host_suffixes, normal_urls
+    from safeset.hashing import domain_suffixes, normalise_url, url_host
+
+    rng = np.random.default_rng(5)
+    parts = [
+        "http",
+        "HTTPS",
+        "://",
+        "a",
+        "B",
+        ".",
+        "-",
+        "/",
+        "?",
+        "#",
+        ":",
+        "80",
+        "@",
+        "%20",
+        "ü",
+        " ",
+        "\t",
+        "com",
+        "_",
+    ]
+    generated = ["".join(rng.choice(parts, size=rng.integers(1, 14))) for _ in range(4000)]
+    urls = URLS + generated + [f"https://{u}" for u in generated]
+    column = pa.array(urls, pa.string())
+    assert normal_urls(column).to_pylist() == [normalise_url(u) if u is not None else None for u in urls]
+    rows, suffixes = host_suffixes(column)
+    expected = [
+        (i, suffix)
+        for i, u in enumerate(urls)
+        if u is not None and (host := url_host(u))
+        for suffix in domain_suffixes(host)
+    ]
+    assert list(zip(rows.tolist(), suffixes.to_pylist(), strict=True)) == expected

@@ -444,6 +444,38 @@ def test_save_images_writes_kept_images_only_and_nothing_flagged_anywhere(server
         assert needle not in proc.stdout + proc.stderr
 
 
+def test_a_decide_round_keeps_saved_images_of_kept_rows_only_and_fetches_nothing(server, images, tmp_path, home):
+    """--save-images, then a round with another list: an image removed now leaves the saved shard;
+    one kept now that was removed when fetched has no image (never downloaded again), and says so."""
+    names = sorted(images)[:6]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, [server.url(f"/img/{n}") for n in names])
+    for bank, name in (("first", names[1]), ("second", names[4])):
+        write_lines(tmp_path / f"{bank}.txt", [hashlib.md5(images[name]).hexdigest()])
+        assert run_cli("bank", "add", bank, tmp_path / f"{bank}.txt", "--type", "md5", home=home).exit_code == 0
+    out = tmp_path / "out"
+    args = ("--fetch", "--save-images", *LOOPBACK, "-q")
+    assert run_cli("scan", meta, "--out", out, "--bank", "first", *args, home=home).exit_code == 0
+    requests = len(server.log.requests)
+
+    result = run_cli("decide", out, "--bank", "second", "-q", home=home)
+    assert result.exit_code == 0, result.output
+    assert len(server.log.requests) == requests  # nothing fetched again
+    with tarfile.open(out / "clean" / "meta.csv.images" / "00000.tar") as tar:
+        saved = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")]
+    assert sorted(saved) == sorted(images[n] for n in names if n not in (names[1], names[4]))
+    rows = {
+        r["url"].rsplit("/", 1)[1]: r
+        for r in pq.read_table(out / "clean" / "meta.csv.images" / "00000.parquet").to_pylist()
+    }
+    assert rows.keys() == set(names) - {names[4]}
+    assert rows[names[1]]["status"] == "failed_to_download" and "not saved" in rows[names[1]]["error_message"]
+    assert read_json(out / "report.json")["rounds"][-1]["transitions"] == {
+        "keep->remove": {"match:second:md5": 1},
+        "remove->keep": {"match:first:md5": 1},
+    }
+
+
 def test_many_rows_all_come_back(server, images, tmp_path, home):
     """More rows than the hand-over queues hold: every one still ends in the results, once."""
     names = sorted(images)

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from safeset.errors import BadInputError, UsageError
-from safeset.model import ItemResult, Match, Status
+from safeset.model import Match, Status
 from safeset.policy import Policy, preset_names
 
 
+class _Row:
+    """A row as the policy sees it: its matches, status, and whether its image was too flat."""
+
+    def __init__(self, status=Status.OK, quality=100, matches=()):
+        self.matched = [(m.bank, m.signal_type) for m in matches]
+        self.status = str(status)
+        self.low = quality is None and status is Status.OK or (quality is not None and quality < 50)
+
+
 def _result(status=Status.OK, quality=100, matches=()):
-    pdq = "ab" * 32 if quality is not None else None
-    return ItemResult(
-        row_id="s:0", shard="s", index=0, key="k", status=status, pdq=pdq, pdq_quality=quality, matches=list(matches)
-    )
+    return _Row(status, quality, matches)
+
+
+def _decide(policy, row: _Row) -> None:
+    row.decision, row.reasons = policy.judge(row.matched, row.status, row.low)
 
 
 def test_presets_load_and_differ():
@@ -27,19 +38,19 @@ def test_presets_load_and_differ():
 def test_default_policy_decisions():
     policy = Policy.preset("default")
     clean = _result()
-    policy.decide(clean, 50)
+    _decide(policy, clean)
     assert (clean.decision, clean.reasons) == ("keep", [])
 
     hit = _result(matches=[Match("iwf", "md5", "00" * 16), Match("c3p", "pdq", "ab" * 32, 12)])
-    policy.decide(hit, 50)
+    _decide(policy, hit)
     assert hit.decision == "remove" and hit.reasons == ["match:iwf:md5", "match:c3p:pdq"]
 
     flat = _result(quality=20)
-    policy.decide(flat, 50)
+    _decide(policy, flat)
     assert flat.decision == "keep" and flat.reasons == ["unchecked:pdq_low_quality"]
 
     missing = _result(status=Status.NO_IMAGE, quality=None)
-    policy.decide(missing, 50)
+    _decide(policy, missing)
     assert missing.decision == "keep" and missing.reasons == ["unchecked:no_image"]
 
 
@@ -52,16 +63,16 @@ def test_policy_file_per_bank_actions_and_unchecked(tmp_path):
     policy = Policy.load(path)
     assert policy.name == "mine"
     watched = _result(matches=[Match("watch", "pdq", "ab" * 32, 3)])
-    policy.decide(watched, 50)
+    _decide(policy, watched)
     assert watched.decision == "review"
     both = _result(matches=[Match("watch", "pdq", "ab" * 32, 3), Match("iwf", "md5", "00" * 16)])
-    policy.decide(both, 50)
+    _decide(policy, both)
     assert both.decision == "remove"  # the most severe action wins
     broken = _result(status=Status.DECODE_FAILED, quality=None)
-    policy.decide(broken, 50)
+    _decide(policy, broken)
     assert broken.decision == "review" and broken.reasons == ["unchecked:decode_failed"]
     gone = _result(status=Status.NO_IMAGE, quality=None)
-    policy.decide(gone, 50)
+    _decide(policy, gone)
     assert gone.decision == "remove"
     assert policy.to_dict()["match"]["banks"] == {"watch": "review"}
 
@@ -111,3 +122,17 @@ def test_a_policy_that_is_not_utf8_or_names_a_missing_bank(tmp_path, home):
     result = run_cli(*args, home=home)
     assert result.exit_code == 0, result.output
     assert "rules for bank(s) other, which this scan did not use" in result.stdout
+
+
+def test_many_rows_are_decided_as_each_would_be():
+    """`decide_rows` (a results table's rows at once) gives each row what `judge` gives it."""
+    policy = Policy.preset("default")
+    names = ["ok", "no_image", "decode_failed"]
+    codes = np.array([0, 0, 1, 2, 0, 1, 0])
+    low = np.array([False, True, False, False, False, False, False])
+    matched = {4: [("iwf", "md5")], 5: [("watch", "pdq"), ("iwf", "md5")]}
+    decisions, reasons, chosen = policy.decide_rows(codes, names, low, matched)
+    for row in range(len(codes)):
+        expected = policy.judge(matched.get(row, ()), names[codes[row]], bool(low[row]))
+        assert (decisions[chosen[row]], reasons[chosen[row]]) == expected
+    assert len(decisions) == 6  # rows alike share one outcome

@@ -115,6 +115,16 @@ class Match:
     variant: str = ""  # which query-side PDQ variant matched ("" plain, "flip_h", "trim", ...)
     payload: str = ""  # which payload of the row matched ("" the row's own; else see `PayloadResult.name`)
 
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "bank": self.bank,
+            "signal_type": self.signal_type,
+            "entry": self.entry,
+            "distance": self.distance,
+            "variant": self.variant,
+            "payload": printable(self.payload),
+        }
+
 
 def printable(text: str | None) -> str | None:
     """Text as it can be written (UTF-8): a name that was not valid UTF-8 (its bytes kept as lone
@@ -178,6 +188,8 @@ class ItemResult(Hashes):
     key: str = ""
     url: str | None = None
     url_md5: str | None = None
+    # MD5 of the URL as python-threatexchange normalises it, where that differs from `url_md5`
+    url_md5_threatexchange: str | None = None
     payloads: list[PayloadResult] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
@@ -204,18 +216,9 @@ class ItemResult(Hashes):
             "error": printable(self.error),
             **self.hash_row(),
             "url_md5": self.url_md5,
+            "url_md5_threatexchange": self.url_md5_threatexchange,
             "payloads": [p.to_row() for p in self.payloads],
-            "matches": [
-                {
-                    "bank": m.bank,
-                    "signal_type": m.signal_type,
-                    "entry": m.entry,
-                    "distance": m.distance,
-                    "variant": m.variant,
-                    "payload": printable(m.payload),
-                }
-                for m in self.matches
-            ],
+            "matches": [m.to_row() for m in self.matches],
             "signals": list(self.signals.items()),
             "decision": str(self.decision),
             "reasons": list(self.reasons),

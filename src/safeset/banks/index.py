@@ -94,23 +94,27 @@ class TextIndex(SignalIndex):
     """Exact string values (normalised URLs, domains)."""
 
     def __init__(self, entries: Sequence[str]):
-        self._entries = list(entries)
-        self._pos = {v: i for i, v in enumerate(self._entries)}
+        import pyarrow as pa
+
+        self._entries = pa.array(list(entries), pa.string())
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def search(self, queries: Sequence[str], radius: int = 0) -> Hits:
-        q, e = [], []
-        for i, value in enumerate(queries):
-            pos = self._pos.get(value)
-            if pos is not None:
-                q.append(i)
-                e.append(pos)
+    def search(self, queries, radius: int = 0) -> Hits:
+        """`queries`: strings (a list, or an Arrow string array), looked up in one hash-table pass."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not isinstance(queries, (pa.Array, pa.ChunkedArray)):
+            queries = pa.array(list(queries), pa.string())
+        found = pc.index_in(queries, value_set=self._entries)
+        q = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
+        e = pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[q]
         return _hits(q, e, np.zeros(len(q)))
 
     def entry(self, i: int) -> str:
-        return self._entries[i]
+        return self._entries[i].as_py()
 
 
 def build_tables(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

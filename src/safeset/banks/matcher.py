@@ -1,17 +1,19 @@
-"""Matching a batch of item results against a set of banks."""
+"""Matching a table of results against a set of banks, column by column (see `banks.columns`)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from ..hashing.digests import domain_suffixes, url_host
-from ..model import ItemResult, Match
+from ..model import Match
+from .columns import Queries
 from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
-from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, SignalType, signal_type
+from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
 from .store import BankInfo, BankStore
 
 # At most this many PDQ matches per item and bank are recorded, nearest first: a near-blank image can
@@ -56,37 +58,41 @@ class Matcher:
                     indexes[(bank.name, type_name)] = TextIndex(values)
         return cls(indexes, settings)
 
-    def match(self, results: Sequence[ItemResult]) -> None:
-        """Append to each result's `matches` every listed entry any of its payloads matches, in a
-        stable order. An entry reached by several PDQ variants of one payload is recorded once, at
-        its nearest."""
+    def search(self, table: pa.Table) -> dict[int, list[Match]]:
+        """Every listed entry each row of a results table matches, any of its payloads and
+        variants, by row (rows that match nothing are absent). Per row: banks in order, then by
+        distance, payload and entry. An entry reached by several variants of one payload is
+        recorded once, at its nearest (the first variant by name among equals)."""
+        found: dict[int, list[Match]] = defaultdict(list)
+        asked: dict[str, Queries] = {}  # one type's queries serve every bank of that type
         for (bank, type_name), index in self._indexes.items():
             stype = signal_type(type_name)
-            queries = self._queries(results, stype)
-            if not queries.values:
+            if type_name not in asked:
+                asked[type_name] = stype.queries(table, self.settings.pdq_min_quality)
+            queries = asked[type_name]
+            if not len(queries):
                 continue
-            if isinstance(stype, HexDigestType):
-                values = np.frombuffer(bytes.fromhex("".join(queries.values)), dtype=np.uint8)
-                searched = values.reshape(-1, stype.width)
-            else:
-                searched = queries.values
-            radius = max(self.settings.pdq_threshold, self.settings.variant_threshold) if isinstance(stype, Pdq) else 0
-            q, e, d = index.search(searched, radius=radius)
-            best: dict[tuple[int, str, int], Match] = {}
+            pdq = isinstance(stype, Pdq)
+            radius = max(self.settings.pdq_threshold, self.settings.variant_threshold) if pdq else 0
+            q, e, d = index.search(queries.values, radius=radius)
+            if pdq:
+                plain_variant = np.array([name == "" for name in queries.variant_names])[queries.variants[q]]
+                limits = np.where(plain_variant, self.settings.pdq_threshold, self.settings.variant_threshold)
+                near = d <= limits
+                q, e, d = q[near], e[near], d[near]
+            best: dict[tuple[int, int, int], Match] = {}
             for qi, ei, dist in zip(q.tolist(), e.tolist(), d.tolist(), strict=True):
-                variant = queries.variants[qi]
-                limit = self.settings.pdq_threshold if not variant else self.settings.variant_threshold
-                if dist > limit:
-                    continue
-                key = (queries.owners[qi], queries.payloads[qi], ei)
-                if key not in best or dist < best[key].distance:
-                    best[key] = Match(bank, type_name, index.entry(ei), int(dist), variant, queries.payloads[qi])
-            per_item: dict[int, list[Match]] = defaultdict(list)
-            for (owner, _, _), found in best.items():
-                per_item[owner].append(found)
-            for owner, matches in sorted(per_item.items()):
+                key = (int(queries.owners[qi]), int(queries.payloads[qi]), ei)
+                match = Match(bank, type_name, index.entry(ei), int(dist), queries.variant(qi), queries.payload(qi))
+                if key not in best or (match.distance, match.variant) < (best[key].distance, best[key].variant):
+                    best[key] = match
+            per_row: dict[int, list[Match]] = defaultdict(list)
+            for (owner, _, _), match in best.items():
+                per_row[owner].append(match)
+            for owner, matches in per_row.items():
                 matches.sort(key=lambda m: (m.distance, m.payload, m.entry))
-                results[owner].matches.extend(matches[:MAX_PDQ_MATCHES] if isinstance(stype, Pdq) else matches)
+                found[owner].extend(matches[:MAX_PDQ_MATCHES] if pdq else matches)
+        return found
 
     def optout_reason(self, url: str) -> str | None:
         """Why a URL must not even be requested: its domain is on a `domain` bank (opt-out lists)."""
@@ -96,35 +102,3 @@ class Matcher:
             if type_name == "domain" and suffixes and len(index.search(suffixes)[0]):
                 return f"listed domain ({bank})"
         return None
-
-    def _queries(self, results: Sequence[ItemResult], stype: SignalType) -> _Queries:
-        queries = _Queries()
-        for i, result in enumerate(results):
-            for payload, hashes in result.hashed() if stype.per_payload else [("", result)]:
-                for variant, value in stype.item_values(hashes):
-                    # A flat image's bits are noise: the plain hash is held to the quality gate here,
-                    # each variant (with a quality of its own) was when it was made.
-                    if (
-                        isinstance(stype, Pdq)
-                        and not variant
-                        and (hashes.pdq_quality or 0) < self.settings.pdq_min_quality
-                    ):
-                        continue
-                    queries.add(i, payload, variant, value)
-        return queries
-
-
-@dataclass
-class _Queries:
-    """Parallel lists: which result, payload and variant each queried value comes from."""
-
-    owners: list[int] = field(default_factory=list)
-    payloads: list[str] = field(default_factory=list)
-    variants: list[str] = field(default_factory=list)
-    values: list[str] = field(default_factory=list)
-
-    def add(self, owner: int, payload: str, variant: str, value: str) -> None:
-        self.owners.append(owner)
-        self.payloads.append(payload)
-        self.variants.append(variant)
-        self.values.append(value)

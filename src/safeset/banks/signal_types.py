@@ -1,5 +1,5 @@
-"""The kinds of value a bank can list, each knowing how to validate a listed value and which value of
-an item's result it is compared with.
+"""The kinds of value a bank can list, each knowing how to validate a listed value and which values
+of a table of results it is compared with (`queries`, column by column: see `banks.columns`).
 
 Hex digests are stored as fixed-width bytes (half the memory of hex text, and sortable); URLs and
 domains as normalised text. The registry is keyed by the classes' own names and aliases, checked for
@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from ..hashing.digests import domain_suffixes, normal_host, normalise_url, threatexchange_url_md5, url_host
-from ..model import Hashes, ItemResult
+import numpy as np
+
+from ..hashing.digests import normal_host, normalise_url
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .columns import Queries
 
 
 class InvalidEntry(ValueError):
@@ -32,10 +38,10 @@ class SignalType(ABC):
         """The canonical form of a listed value, or `InvalidEntry` with the reason."""
 
     @abstractmethod
-    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
-        """(variant, canonical value) pairs this type compares against its lists: of one payload's
-        hashes if `per_payload`, else of the row's `ItemResult`. The variant is "" except for
-        PDQ's query-side variants."""
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        """The canonical values this type compares against its lists, of every row of a results
+        table (of each payload of it if `per_payload`), with their variants ("" except for PDQ's
+        query-side variants and URL forms). `min_quality`: the PDQ quality gate."""
 
 
 class HexDigestType(SignalType):
@@ -57,9 +63,16 @@ class HexDigestType(SignalType):
             raise InvalidEntry(f"not hex ({self.name})")
         return text
 
-    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
-        value = getattr(hashes, self.name)
-        return [("", value)] if value else []
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        from .columns import Queries, codes, flat, hex_values, plain, struct_field
+
+        parts = [plain(*hex_values(table[self.name], self.width))]
+        payloads, parents = flat(table["payloads"])
+        if len(payloads):
+            positions, rows = hex_values(struct_field(payloads, self.name), self.width)
+            names, distinct = codes(struct_field(payloads, "name").take(positions))
+            parts.append(Queries(parents[positions], rows, names, np.zeros(len(rows), np.int32), distinct))
+        return Queries.join(parts, np.zeros((0, self.width), np.uint8))
 
 
 _HEX = re.compile(r"[0-9a-f]+")
@@ -84,19 +97,20 @@ class Sha256(HexDigestType):
 
 class UrlMd5(HexDigestType):
     """MD5 of the URL: as the dataset holds it (Re-LAION's lists), and as python-threatexchange
-    normalises it first (its lists); a match records the second as variant "threatexchange"."""
+    normalises it first (its lists, observed as `url_md5_threatexchange` where it differs); a
+    match of the second records variant "threatexchange"."""
 
     name = "url_md5"
     hex_chars = 32
     per_payload = False
 
-    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
-        values = super().item_values(hashes)
-        url = getattr(hashes, "url", None)
-        if url:
-            normal = threatexchange_url_md5(url)
-            values += [("threatexchange", normal)] if normal != hashes.url_md5 else []
-        return values
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        from .columns import Queries, hex_values, plain
+
+        positions, rows = hex_values(table["url_md5_threatexchange"], self.width)
+        ones = np.ones(len(rows), np.int32)
+        other = Queries(positions, rows, np.zeros(len(rows), np.int32), ones, [""], ["", "threatexchange"])
+        return Queries.join([plain(*hex_values(table["url_md5"], self.width)), other], np.zeros((0, 16), np.uint8))
 
 
 class Pdq(HexDigestType):
@@ -111,8 +125,20 @@ class Pdq(HexDigestType):
             raise InvalidEntry("all-zero PDQ hash (the hash of a blank image)")
         return text
 
-    def item_values(self, hashes: Hashes) -> list[tuple[str, str]]:
-        return super().item_values(hashes) + list(hashes.pdq_variants.items())  # partial ones without a PDQ
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        """Each image's plain PDQ if its quality passes the gate (a flat image's bits are noise),
+        and its variants, each of which passed the gate by its own quality when it was made
+        (partial ones come without a plain PDQ)."""
+        from .columns import Queries, codes, flat, pdq_queries, struct_field
+
+        n = table.num_rows
+        parts = pdq_queries(table["pdq"], table["pdq_quality"], table["pdq_variants"], np.arange(n), None, min_quality)
+        payloads, parents = flat(table["payloads"])
+        if len(payloads):
+            names = codes(struct_field(payloads, "name"))
+            fields = (struct_field(payloads, name) for name in ("pdq", "pdq_quality", "pdq_variants"))
+            parts += pdq_queries(*fields, parents, names, min_quality)
+        return Queries.join(parts, np.zeros((0, 32), np.uint8))
 
 
 class Url(SignalType):
@@ -124,9 +150,10 @@ class Url(SignalType):
             raise InvalidEntry("not an absolute http(s) URL")
         return normal
 
-    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
-        normal = normalise_url(result.url) if result.url else None
-        return [("", normal)] if normal else []
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        from .columns import normal_urls, plain, valid
+
+        return plain(*valid(normal_urls(table["url"])))
 
 
 _DOMAIN = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*|[0-9a-f:.]+")
@@ -150,9 +177,10 @@ class Domain(SignalType):
             raise InvalidEntry("not a domain name")
         return host
 
-    def item_values(self, result: ItemResult) -> list[tuple[str, str]]:
-        host = url_host(result.url) if result.url else None
-        return [("", suffix) for suffix in domain_suffixes(host)] if host else []
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        from .columns import host_suffixes, plain
+
+        return plain(*host_suffixes(table["url"]))
 
 
 def _build_registry(*types: type[SignalType]) -> dict[str, SignalType]:

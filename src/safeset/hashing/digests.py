@@ -33,12 +33,16 @@ def url_md5(url: str) -> str:
     return hashlib.md5(url.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
-def threatexchange_url_md5(url: str) -> str:
+def threatexchange_url_md5(url: str) -> str | None:
     """MD5 of a URL as python-threatexchange hashes it for its `url_md5` lists (its
     `common.normalize_url`): the whole URL lower-cased, parsed and re-joined, its first
-    `scheme://` removed, UTF-8. Lists written with it match only this form, not the URL as held."""
+    `scheme://` removed, UTF-8. Lists written with it match only this form, not the URL as held.
+    None for a URL the parser refuses (a broken IPv6 literal): pytx could not hash it either."""
     lowered = url.lower()
-    parsed = urlparse(lowered)
+    try:
+        parsed = urlparse(lowered)
+    except ValueError:
+        return None
     text = parsed.geturl().replace(f"{parsed.scheme}://", "", 1)
     return hashlib.md5(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 

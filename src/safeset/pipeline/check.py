@@ -11,12 +11,19 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..banks import Matcher
+from ..banks.columns import flat, struct_field
 from ..errors import UsageError
 from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
+from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
-from ..model import HASH_FIELDS, Item, ItemResult, Payload, PayloadResult, Status, printable
+from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
 from ..policy import Policy
+from ..sinks.results import MATCH_TYPE, results_table
 
 BATCH = 256  # items matched per vectorised index call
 
@@ -111,9 +118,12 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         url=item.url,
         status=item.status or Status.OK,
         error=item.error,
-        url_md5=url_md5(item.url) if item.url else None,
         locator=item.locator,
     )
+    if item.url:
+        result.url_md5 = url_md5(item.url)
+        other = threatexchange_url_md5(item.url)
+        result.url_md5_threatexchange = other if other != result.url_md5 else None
     hashed = [hash_payload(payload, settings) for payload in item.payloads]
     item.payloads = []
     if not hashed:
@@ -160,14 +170,69 @@ class Checker:
             yield from self.decide(batch, progress)
 
     def decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None = None) -> list[ItemResult]:
-        """Match a batch of hashed results against the banks and let the policy decide each: in a
-        scan as items are hashed, in a decide round from the stored observations."""
-        self.matcher.match(batch)
-        for result in batch:
-            self.policy.decide(result, self.settings.pdq_min_quality)
+        """Match a batch of hashed results against the banks and let the policy decide each, as
+        a decide round does from stored observations (`decide_table`, the one way both go)."""
+        table, found = decide_table(results_table(batch), self.matcher, self.policy, self.settings.pdq_min_quality)
+        decisions, reasons = table["decision"].to_pylist(), table["reasons"].to_pylist()
+        for i, result in enumerate(batch):
+            result.matches = found.get(i, [])
+            result.decision, result.reasons = Decision(decisions[i]), reasons[i]
         if progress is not None:
             progress({"items": len(batch)})
         return batch
+
+
+def decide_table(
+    table: pa.Table, matcher: Matcher, policy: Policy, min_quality: int
+) -> tuple[pa.Table, dict[int, list[Match]]]:
+    """A results table with its `matches`, `decision` and `reasons` worked out anew, column by
+    column: matched against `matcher`'s banks, decided by `policy`; and the matches by row."""
+    found = matcher.search(table)
+    statuses = pc.dictionary_encode(_whole(table["status"]))
+    decisions, reasons, chosen = policy.decide_rows(
+        statuses.indices.to_numpy(zero_copy_only=False),
+        statuses.dictionary.to_pylist(),
+        low_quality(table, min_quality),
+        {row: [(m.bank, m.signal_type) for m in matches] for row, matches in found.items()},
+    )
+    where = pa.array(chosen)
+    columns = {
+        "matches": matches_column(table.num_rows, found),
+        "decision": pa.array([str(d) for d in decisions], pa.string()).take(where),
+        "reasons": pa.array(reasons, pa.list_(pa.string())).take(where),
+    }
+    for name, column in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table, found
+
+
+def matches_column(rows: int, found: dict[int, list[Match]]) -> pa.Array:
+    counts = np.zeros(rows + 1, np.int32)
+    for row, matches in found.items():
+        counts[row + 1] = len(matches)
+    values = pa.array([m.to_row() for row in sorted(found) for m in found[row]], MATCH_TYPE)
+    return pa.ListArray.from_arrays(pa.array(np.cumsum(counts, dtype=np.int32)), values)
+
+
+def low_quality(table: pa.Table, min_quality: int) -> np.ndarray:
+    """Per row: an image of it was too flat for its PDQ to count, or it decoded with no PDQ."""
+
+    def flat_image(pdq: pa.Array, quality: pa.Array) -> np.ndarray:
+        present = pc.is_valid(pdq).to_numpy(zero_copy_only=False)
+        return present & (pc.fill_null(quality, 0).to_numpy(zero_copy_only=False) < min_quality)
+
+    pdq = _whole(table["pdq"])
+    low = flat_image(pdq, _whole(table["pdq_quality"]))
+    ok = pc.equal(_whole(table["status"]), str(Status.OK)).to_numpy(zero_copy_only=False)
+    low |= ok & ~pc.is_valid(pdq).to_numpy(zero_copy_only=False)
+    payloads, parents = flat(table["payloads"])
+    if len(payloads):
+        low[parents[flat_image(struct_field(payloads, "pdq"), struct_field(payloads, "pdq_quality"))]] = True
+    return low
+
+
+def _whole(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _hashed(items: Iterable[Item], settings: CheckSettings, threads: int) -> Iterator[ItemResult]:

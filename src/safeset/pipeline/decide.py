@@ -31,16 +31,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import commit, commit_together, fsync_dir, partial_path
 from ..errors import UsageError
-from ..model import Decision, ItemResult
+from ..model import Decision
 from ..report import ReportBuilder
-from ..sinks import OutLayout, results_table, write_json
-from ..sinks.results import FORMAT_VERSION
+from ..report.build import value_counts
+from ..sinks import OutLayout, write_json
+from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..sources import reader_for
-from .check import BATCH
+from .check import decide_table
 from .worker import ShardTask, _checker, clean_files, worker_record
 
 _COMMIT = "round.commit.json"
@@ -64,11 +67,6 @@ def check_format(part: Path) -> pq.ParquetFile:
     return parquet
 
 
-def read_observations(part: Path) -> list[ItemResult]:
-    """A results part's rows, as the results they were."""
-    return [ItemResult.from_row(row) for row in check_format(part).read().to_pylist()]
-
-
 def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -> dict:
     """One shard of a round: its results part read from OUT, matched and decided again, its new
     results part, clean files and done-marker written under the round's folder."""
@@ -77,33 +75,28 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     earlier = layout.read_done(task.part)
     if earlier is None:
         raise RuntimeError(f"{task.shard.name}: the shard has no done-marker, so no observations to decide on")
-    results = read_observations(layout.part(task.part))
-    before = [(r.decision, r.reasons) for r in results]
+    # as written: the schema's own names (parquet names a list's elements differently)
+    observed = check_format(layout.part(task.part)).read().cast(RESULTS_SCHEMA)
     checker = _checker(task.spec)
-    for start in range(0, len(results), BATCH):
-        batch = results[start : start + BATCH]
-        for result in batch:
-            result.matches = []
-        checker.decide(batch, progress)
+    table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality)
+    if progress is not None:
+        progress({"items": table.num_rows})
     reader = reader_for(task.shard.kind)
     with commit_together() as together:
         writer = reader.clean_writer(task.shard, target.clean, save_images=task.spec.save_images, earlier=layout.clean)
         try:
-            for result in results:
-                if result.decision is Decision.KEEP:
-                    writer.keep(result)
+            writer.keep_table(table.filter(pc.equal(table["decision"], str(Decision.KEEP))))
             writer.close()
         except BaseException:
             writer.abort()
             raise
-    table = results_table(results)
     part = target.part(task.part)
     part.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, partial_path(part))
     commit(partial_path(part), part)
     counted = ReportBuilder()
     counted.add(table, fetched="fetch" in earlier and task.shard.kind == "table")
-    decisions = Counter(str(r.decision) for r in results)
+    decisions = value_counts(table["decision"])
     summary = {
         **earlier,
         "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
@@ -112,21 +105,39 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
         "worker": worker_record(),
         "decided_with": task.spec.decided_with,
         "clean": clean_files(target, together),
-        "transitions": transitions(before, results),
+        "transitions": transitions(observed, table),
     }
     write_json(target.done(task.part), summary)
     return summary
 
 
-def transitions(before: Sequence[tuple[Decision, list[str]]], after: Sequence[ItemResult]) -> dict[str, dict]:
+def transitions(before: pa.Table, after: pa.Table) -> dict[str, dict]:
     """How decisions changed, `{"keep->remove": {reason: rows}}`: counted under the reasons of the
     stricter decision (a row let go is counted under the reasons it was held for)."""
+    old, new = before["decision"], after["decision"]
+    changed = pc.not_equal(old, new)
+    if not pc.any(changed).as_py():
+        return {}
+    rows = pa.table(
+        {
+            "old": old.filter(changed),
+            "new": new.filter(changed),
+            "why": pc.if_else(
+                pc.equal(new.filter(changed), str(Decision.KEEP)),
+                before["reasons"].filter(changed),
+                after["reasons"].filter(changed),
+            ),
+        }
+    )
     found: dict[str, Counter[str]] = {}
-    for (decision, reasons), result in zip(before, after, strict=True):
-        if decision is result.decision:
-            continue
-        why = reasons if result.decision is Decision.KEEP else result.reasons
-        found.setdefault(f"{decision}->{result.decision}", Counter()).update(why or ["(none)"])
+    for change in rows.group_by(["old", "new"]).aggregate([]).to_pylist():
+        picked = rows.filter(pc.and_(pc.equal(rows["old"], change["old"]), pc.equal(rows["new"], change["new"])))
+        why = pc.list_flatten(picked["why"])
+        counts = Counter(value_counts(why))
+        unexplained = pc.sum(pc.equal(pc.list_value_length(picked["why"]), 0)).as_py() or 0
+        if unexplained:
+            counts["(none)"] += unexplained
+        found[f"{change['old']}->{change['new']}"] = counts
     return {change: dict(sorted(counts.items())) for change, counts in sorted(found.items())}
 
 

@@ -23,14 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import BadInputError, UsageError
-from ..model import LOW_QUALITY, Decision, ItemResult, Status
+from ..model import LOW_QUALITY, Decision, Status
 
 _SEVERITY = {Decision.KEEP: 0, Decision.REVIEW: 1, Decision.REMOVE: 2}
 
@@ -142,20 +144,42 @@ class Policy:
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    def decide(self, result: ItemResult, pdq_min_quality: int) -> None:
-        """Set `result.decision` and `result.reasons` from its matches and coverage."""
+    def judge(self, matched: Iterable[tuple[str, str]], status: str, low_quality: bool) -> tuple[Decision, list[str]]:
+        """The decision and reasons for a row: `matched` its (bank, signal type) pairs in order,
+        `status` its status, `low_quality` whether an image of it was too flat for its PDQ to
+        count (or it decoded with none)."""
         actions: dict[str, Decision] = {}
-        for m in result.matches:
-            actions[f"match:{m.bank}:{m.signal_type}"] = self.match_banks.get(m.bank, self.match_default)
-        if result.status is not Status.OK:
-            actions[f"unchecked:{result.status}"] = self.unchecked[str(result.status)]
-        decoded = [h for _, h in result.hashed() if h.pdq is not None]
-        if (result.status is Status.OK and result.pdq is None) or any(
-            (h.pdq_quality or 0) < pdq_min_quality for h in decoded
-        ):
+        for bank, type_name in matched:
+            actions[f"match:{bank}:{type_name}"] = self.match_banks.get(bank, self.match_default)
+        if status != Status.OK:
+            actions[f"unchecked:{status}"] = self.unchecked[status]
+        if low_quality:
             actions[f"unchecked:{LOW_QUALITY}"] = self.unchecked[LOW_QUALITY]
-        result.reasons = list(actions)
-        result.decision = max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP)
+        return max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP), list(actions)
+
+    def decide_rows(
+        self,
+        status_codes: np.ndarray,
+        status_names: Sequence[str],
+        low_quality: np.ndarray,
+        matched: Mapping[int, Sequence[tuple[str, str]]],
+    ) -> tuple[list[Decision], list[list[str]], np.ndarray]:
+        """`judge` for many rows at once (statuses as codes into `status_names`): the distinct
+        decisions, their reasons, and each row's index into them. Rows that match nothing are
+        judged once per (status, quality) they share; rows that match, one by one."""
+        shared, chosen = np.unique(status_codes.astype(np.int64) * 2 + low_quality, return_inverse=True)
+        outcomes: dict[tuple[Decision, tuple[str, ...]], int] = {}
+        remap = []
+        for key in shared.tolist():
+            decision, reasons = self.judge((), status_names[key // 2], bool(key % 2))
+            remap.append(outcomes.setdefault((decision, tuple(reasons)), len(outcomes)))
+        chosen = np.asarray(remap, np.int64)[chosen] if remap else np.zeros(0, np.int64)
+        for row, pairs in matched.items():
+            status = status_names[status_codes[row]]
+            decision, reasons = self.judge(pairs, status, bool(low_quality[row]))
+            chosen[row] = outcomes.setdefault((decision, tuple(reasons)), len(outcomes))
+        distinct = list(outcomes)
+        return [d for d, _ in distinct], [list(r) for _, r in distinct], chosen
 
 
 def _table(data: Mapping[str, Any], key: str, source: str, where: str | None = None) -> Mapping[str, Any]:

@@ -17,6 +17,7 @@ from importlib import metadata
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import SafesetError
 from ..hashing import url_host
@@ -61,6 +62,12 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def value_counts(column: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    """How often each value of a column occurs."""
+    counted = pc.value_counts(column)
+    return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
 
 
 class ReportBuilder:
@@ -112,30 +119,37 @@ class ReportBuilder:
         self.part_rows[shard] = rows
 
     def add(self, part: pa.Table, fetched: bool = False) -> None:
-        """Count one results part; `fetched` when its rows' images were downloaded by the scan."""
+        """Count one results part; `fetched` when its rows' images were downloaded by the scan.
+        Column by column: per-row Python only for rows that matched or were not kept."""
         self.rows += part.num_rows
-        columns = part.select(["status", "error", "decision", "reasons", "matches", "url"]).to_pydict()
-        for status, error, decision, reasons, matches, url in zip(*columns.values(), strict=True):
-            self.statuses[status] += 1
-            self.decisions[decision] += 1
-            if error:
-                self.errors[f"{status}: {error.split(':', 1)[0]}"] += 1
-            unchecked = [r.removeprefix("unchecked:") for r in reasons if r.startswith("unchecked:")]
-            self.unchecked.update(unchecked)
-            self.unchecked_rows += bool(unchecked)
-            self.reasons.update(reasons)
-            banks_hit = set()
+        status, error, decision = part["status"], part["error"], part["decision"]
+        self.statuses.update(value_counts(status))
+        self.decisions.update(value_counts(decision))
+        erred = pc.fill_null(pc.not_equal(error, ""), False)
+        if pc.any(erred).as_py():
+            first = pc.list_element(pc.split_pattern(error.filter(erred), ":", max_splits=1), 0)
+            self.errors.update(value_counts(pc.binary_join_element_wise(status.filter(erred), first, ": ")))
+        reasons = pc.list_flatten(part["reasons"])
+        self.reasons.update(value_counts(reasons))
+        unchecked = pc.starts_with(reasons, "unchecked:")
+        self.unchecked.update(value_counts(pc.utf8_slice_codeunits(reasons.filter(unchecked), len("unchecked:"))))
+        owners = pc.list_parent_indices(part["reasons"]).filter(unchecked)
+        self.unchecked_rows += len(pc.unique(owners))
+        matched = pc.greater(pc.list_value_length(part["matches"]), 0)
+        for matches in part["matches"].filter(matched).to_pylist():
             for match in matches:
-                bank = match["bank"]
-                banks_hit.add(bank)
-                self.bank_matches[bank][match["signal_type"]] += 1
-                self.bank_entries[bank].add(f"{match['signal_type']}:{match['entry']}")
-            self.bank_items.update(banks_hit)
-            if decision != Decision.KEEP and url:
-                self.domains[url_host(url) or "(no host)"][decision] += 1
-            outcome = _FETCH_OUTCOMES.get(status) if fetched and url else None
-            if outcome:
-                self.fetch_domains[url_host(url) or "(no host)"][outcome] += 1
+                self.bank_matches[match["bank"]][match["signal_type"]] += 1
+                self.bank_entries[match["bank"]].add(f"{match['signal_type']}:{match['entry']}")
+            self.bank_items.update({match["bank"] for match in matches})
+        held = pc.and_(pc.not_equal(decision, str(Decision.KEEP)), pc.is_valid(part["url"]))
+        held = pc.and_(held, pc.not_equal(part["url"], ""))
+        for url, decided in zip(part["url"].filter(held).to_pylist(), decision.filter(held).to_pylist(), strict=True):
+            self.domains[url_host(url) or "(no host)"][decided] += 1
+        if fetched:
+            urls, statuses = part["url"].to_pylist(), status.to_pylist()
+            for url, outcome in zip(urls, (_FETCH_OUTCOMES.get(s) for s in statuses), strict=True):
+                if outcome and url:
+                    self.fetch_domains[url_host(url) or "(no host)"][outcome] += 1
 
     def finish(
         self,

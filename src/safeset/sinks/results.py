@@ -55,6 +55,7 @@ RESULTS_SCHEMA = pa.schema(
         ("url", pa.string()),
         *_OBSERVED,
         ("url_md5", pa.string()),
+        ("url_md5_threatexchange", pa.string()),
         ("payloads", pa.list_(PAYLOAD_TYPE)),
         ("matches", pa.list_(MATCH_TYPE)),
         ("signals", pa.map_(pa.string(), pa.float32())),

@@ -14,12 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..hashing import stream_digests
 from ..hashing.sniff import decodable
-from ..model import DEFAULT_MAX_BYTES, Item, ItemResult, Payload
+from ..model import DEFAULT_MAX_BYTES, Item, ItemResult, Payload, read_locator
 from ..storage import UnreadableFile, open_regular
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".pjpeg", ".pjp", ".avif", ".ico"}
@@ -114,6 +117,13 @@ class CleanWriter(ABC):
         """The row of `result` is kept; `result.locator` is what its Item carried (a tar's members,
         fetched bytes), its digests are there to be reused."""
 
+    def keep_table(self, kept: pa.Table) -> None:
+        """Every row of `kept` (results rows, in order) is kept: a decide round's way of saying so,
+        a table at a time. Writers that need no more than the rows' indexes and places do it
+        without a Python object per row."""
+        for row in kept.to_pylist():
+            self.keep(ItemResult.from_row(row))
+
     @abstractmethod
     def close(self) -> None:
         """Finish and commit the files."""
@@ -121,6 +131,14 @@ class CleanWriter(ABC):
     def abort(self) -> None:  # noqa: B027 (most writers hold nothing open between rows)
         """The shard failed: let go of every file the writer holds open. (Its partial files are
         removed by the worker's `atomic.commit_together`.)"""
+
+
+def kept_places(kept: pa.Table) -> list[tuple[int, tuple]]:
+    """(index, locator) of each kept row of a results table (see `model.stored_locator`)."""
+    return [
+        (i, read_locator(loc) or ())
+        for i, loc in zip(kept["index"].to_pylist(), kept["locator"].to_pylist(), strict=True)
+    ]
 
 
 class SecondPass(CleanWriter):
@@ -134,6 +152,9 @@ class SecondPass(CleanWriter):
 
     def keep(self, result: ItemResult) -> None:
         self._kept[result.index] = None  # the row is re-read from the input; nothing of it is held here
+
+    def keep_table(self, kept: pa.Table) -> None:
+        self._kept.update(dict.fromkeys(kept["index"].to_pylist()))
 
     def close(self) -> None:
         written = self._write(self._kept)

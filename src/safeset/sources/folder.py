@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_writer
 from ..hashing import is_metadata
@@ -37,6 +37,7 @@ from .base import (
     ShardLog,
     UnreadableFile,
     json_object,
+    kept_places,
     read_file,
     text_or_none,
     walk_files,
@@ -44,6 +45,9 @@ from .base import (
 from .img2dataset import resized
 from .tables import filter_parquet
 from .webdataset import ShardRow, shard_rows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SIDECAR_EXTENSIONS = frozenset({".json", ".txt"})
 
@@ -242,6 +246,9 @@ class _KeptFiles(SecondPass):
 
     def keep(self, result: ItemResult) -> None:
         self._kept[result.index] = result.locator or ()
+
+    def keep_table(self, kept: pa.Table) -> None:
+        self._kept.update(kept_places(kept))
 
 
 def _list_name(shard: Shard) -> str:

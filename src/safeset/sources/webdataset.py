@@ -40,7 +40,17 @@ from ..hashing import byte_digests, is_metadata, stream_digests
 from ..hashing.sniff import decodable
 from ..model import Item, ItemResult, Payload, Span, Status, printable
 from ..storage import open_input
-from .base import CleanWriter, Reader, ReadOptions, Shard, ShardLog, json_object, text_or_none, walk_files
+from .base import (
+    CleanWriter,
+    Reader,
+    ReadOptions,
+    Shard,
+    ShardLog,
+    json_object,
+    kept_places,
+    text_or_none,
+    walk_files,
+)
 from .image_parquet import collect_payloads, image_columns
 from .img2dataset import member_header, resized
 from .tables import filter_parquet, parquet_file
@@ -350,6 +360,12 @@ class _TarCopy(CleanWriter):
         self.kept[result.index] = None
         for span in result.locator or ():
             self._copy(span)
+
+    def keep_table(self, kept: pa.Table) -> None:
+        for index, spans in kept_places(kept):
+            self.kept[index] = None
+            for span in spans:
+                self._copy(span)
 
     def _copy(self, span: Span) -> None:
         """The member at `span`: its header read again there (long names, PAX records and sparse

@@ -1,0 +1,224 @@
+"""What a batch of results offers to match, column by column: the values each signal type compares
+with its lists, read from an Arrow table of results (the schema of `sinks.results`) without one
+Python object per row.
+
+A results table is what a scan writes and a decide round reads, so matching has one input, and one
+code path, whichever of the two is running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .hexarray import parse_hex_rows
+
+
+@dataclass
+class Queries:
+    """Queried values and where each comes from, in parallel: the row (`owners`), the payload and
+    the PDQ variant (codes into `payload_names` and `variant_names`; "" is the row's own and the
+    plain hash). `values` is (n, width) uint8 for digests, an Arrow string array for text."""
+
+    owners: np.ndarray
+    values: np.ndarray | pa.Array
+    payloads: np.ndarray
+    variants: np.ndarray
+    payload_names: list[str] = field(default_factory=lambda: [""])
+    variant_names: list[str] = field(default_factory=lambda: [""])
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def payload(self, i: int) -> str:
+        return self.payload_names[self.payloads[i]]
+
+    def variant(self, i: int) -> str:
+        return self.variant_names[self.variants[i]]
+
+    @classmethod
+    def join(cls, parts: list[Queries], empty_values: np.ndarray | pa.Array) -> Queries:
+        """One set of queries of several, their names merged."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls(np.zeros(0, np.int64), empty_values, np.zeros(0, np.int32), np.zeros(0, np.int32))
+        payload_names: dict[str, int] = {}
+        variant_names: dict[str, int] = {}
+        payloads, variants = [], []
+        for part in parts:
+            remap = np.array([payload_names.setdefault(n, len(payload_names)) for n in part.payload_names], np.int32)
+            payloads.append(remap[part.payloads])
+            remap = np.array([variant_names.setdefault(n, len(variant_names)) for n in part.variant_names], np.int32)
+            variants.append(remap[part.variants])
+        if isinstance(parts[0].values, np.ndarray):
+            values = np.concatenate([p.values for p in parts])
+        else:
+            values = pa.concat_arrays([p.values for p in parts])
+        return cls(
+            np.concatenate([p.owners for p in parts]),
+            values,
+            np.concatenate(payloads),
+            np.concatenate(variants),
+            list(payload_names),
+            list(variant_names),
+        )
+
+
+def plain(owners: np.ndarray, values: np.ndarray | pa.Array) -> Queries:
+    """Queries of rows' own values (payload "", variant "")."""
+    zeros = np.zeros(len(owners), np.int32)
+    return Queries(np.asarray(owners, np.int64), values, zeros, zeros)
+
+
+def hex_values(column: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, (k, width) uint8) of the valid hex digests of a string column; nulls and
+    malformed values (never written by safeset, but a results file is input too) are skipped."""
+    column = _array(column)
+    positions = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
+    if not len(positions):
+        return positions, np.zeros((0, width), np.uint8)
+    present = column.take(pa.array(positions))
+    lengths = pc.utf8_length(present).to_numpy()
+    right = lengths == 2 * width
+    positions, present = positions[right], present.filter(pa.array(right))
+    if not len(positions):
+        return positions, np.zeros((0, width), np.uint8)
+    # every value is 2 * width bytes long: the data buffer is the (k, 2 * width) characters in order
+    start = np.frombuffer(present.buffers()[1], np.int32)[present.offset]
+    data = np.frombuffer(present.buffers()[2], np.uint8)
+    rows, valid = parse_hex_rows(data[start : start + len(present) * 2 * width].reshape(-1, 2 * width))
+    return positions[valid], rows
+
+
+def binary_values(column: pa.Array, width: int) -> np.ndarray:
+    """(k, width) uint8 of a fixed_size_binary column without nulls."""
+    column = _array(column)
+    if len(column) == 0:
+        return np.zeros((0, width), np.uint8)
+    data = np.frombuffer(column.buffers()[1], np.uint8)
+    return data[column.offset * width : (column.offset + len(column)) * width].reshape(-1, width)
+
+
+def flat(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A list column's elements and, for each, the index of its row."""
+    column = _array(column)
+    return pc.list_flatten(column), pc.list_parent_indices(column).to_numpy().astype(np.int64)
+
+
+def codes(names: pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Strings as (codes, distinct names): a few variant or payload names over many rows."""
+    encoded = pc.dictionary_encode(_array(names))
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), encoded.dictionary.to_pylist()
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def struct_field(column: pa.Array, name: str) -> pa.Array:
+    return pc.struct_field(_array(column), name)
+
+
+def valid(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(positions, values) of a column's non-null values."""
+    column = _array(column)
+    positions = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
+    return positions, column.take(pa.array(positions))
+
+
+def pdq_queries(
+    pdq: pa.Array,
+    quality: pa.Array,
+    variants: pa.Array,
+    owners: np.ndarray,
+    payload_codes: tuple[np.ndarray, list[str]] | None,
+    min_quality: int,
+) -> list[Queries]:
+    """The PDQ queries of images (rows, or payloads whose rows are `owners`): each plain hash of
+    a quality that passes the gate, and every stored variant."""
+    names, distinct = payload_codes if payload_codes is not None else (np.zeros(len(owners), np.int32), [""])
+    positions, rows = hex_values(pdq, 32)
+    scores = pc.fill_null(_array(quality), 0).to_numpy(zero_copy_only=False)[positions]
+    gated = scores >= min_quality
+    positions, rows = positions[gated], rows[gated]
+    parts = [Queries(owners[positions], rows, names[positions], np.zeros(len(rows), np.int32), distinct, [""])]
+    elements, parents = flat(variants)
+    if len(elements):
+        variant_codes, variant_names = codes(struct_field(elements, "name"))
+        values = binary_values(struct_field(elements, "pdq"), 32)
+        parts.append(Queries(owners[parents], values, names[parents], variant_codes, distinct, variant_names))
+    return parts
+
+
+# URLs whose normal form (`hashing.normalise_url`) is plain string work: printable ASCII, http(s), a
+# host name of letters, digits and hyphens ending in a letter label, no user, no port. The rest (a
+# few in a web crawl) go through `normalise_url` itself; tests hold the two to the same answers.
+_PRINTABLE = r"^[!-~]+$"
+_SIMPLE = (
+    r"^(?P<scheme>[Hh][Tt][Tt][Pp][Ss]?)://(?P<host>(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)\.?"
+    r"(?P<path>/[^?#]*)?(?:\?(?P<query>[^#]*))?(?:#.*)?$"
+)
+
+
+def _split_simple(urls: pa.Array) -> tuple[np.ndarray, pa.StructArray, np.ndarray]:
+    """(positions of simple URLs, their parts, positions of the other non-null URLs)."""
+    urls = _array(urls)
+    present = urls.is_valid().to_numpy(zero_copy_only=False)
+    printable = pc.fill_null(pc.match_substring_regex(urls, _PRINTABLE), False).to_numpy(zero_copy_only=False)
+    candidates = np.flatnonzero(printable)
+    parts = pc.extract_regex(urls.take(pa.array(candidates)), _SIMPLE)
+    matched = parts.is_valid().to_numpy(zero_copy_only=False)
+    simple = candidates[matched]
+    others = np.flatnonzero(present & ~np.isin(np.arange(len(urls)), simple))
+    return simple, parts.filter(pa.array(matched)), others
+
+
+def normal_urls(urls: pa.Array) -> pa.Array:
+    """`normalise_url` of every URL of a column, null where it gives None."""
+    from ..hashing.digests import normalise_url
+
+    urls = _array(urls)
+    simple, parts, others = _split_simple(urls)
+    path = pc.struct_field(parts, "path")
+    query = pc.struct_field(parts, "query")
+    normal = pc.binary_join_element_wise(
+        pc.utf8_lower(pc.struct_field(parts, "scheme")),
+        "://",
+        pc.utf8_lower(pc.struct_field(parts, "host")),
+        pc.if_else(pc.equal(path, ""), "/", path),
+        pc.if_else(pc.equal(query, ""), "", pc.binary_join_element_wise("?", query, "")),
+        "",
+    )
+    rest = pa.array([normalise_url(url) for url in urls.take(pa.array(others)).to_pylist()], pa.string())
+    return _scatter(len(urls), (simple, normal), (others, rest))
+
+
+def _scatter(n: int, *pieces: tuple[np.ndarray, pa.Array]) -> pa.Array:
+    """A string column of `n` rows from (positions, values) pieces; null elsewhere."""
+    where = np.full(n, -1, np.int64)
+    start = 0
+    for positions, values in pieces:
+        where[positions] = np.arange(start, start + len(values))
+        start += len(values)
+    joined = pa.concat_arrays([_array(values).cast(pa.string()) for _, values in pieces])
+    return joined.take(pa.array(where, mask=where < 0))
+
+
+def host_suffixes(urls: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(row, suffix) of every suffix of each URL's host (`url_host`, `domain_suffixes`): a listed
+    domain covers its subdomains. Worked out once per distinct host."""
+    from ..hashing.digests import domain_suffixes, url_host
+
+    urls = _array(urls)
+    simple, parts, others = _split_simple(urls)
+    rest = pa.array([url_host(url) for url in urls.take(pa.array(others)).to_pylist()], pa.string())
+    hosts = _scatter(len(urls), (simple, pc.utf8_lower(pc.struct_field(parts, "host"))), (others, rest))
+    encoded = pc.dictionary_encode(hosts)
+    suffixes = pa.array([domain_suffixes(h) for h in encoded.dictionary.to_pylist()], pa.list_(pa.string()))
+    rows = np.flatnonzero(encoded.indices.is_valid().to_numpy(zero_copy_only=False))
+    per_row = suffixes.take(encoded.indices.take(pa.array(rows)))
+    values, parents = flat(per_row)
+    return rows[parents], values
