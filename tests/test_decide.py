@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -207,15 +208,66 @@ def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
     out = tmp_path / "out"
     assert run_cli("scan", *inputs, "--out", out, "-q", home=home).exit_code == 0
     before = snapshot(out)
-    tar = copied / "shards" / "00001.tar"
-    os.utime(tar, ns=(tar.stat().st_atime_ns, tar.stat().st_mtime_ns + 10**9))
+
+    def edited(path: Path, offset: int) -> None:
+        """One byte of `path` changed, its size and times kept (what `touch -r` restores)."""
+        times = (path.stat().st_atime_ns, path.stat().st_mtime_ns)
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0x01
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=times)
+
+    # a table's row is copied by its index: the table is checked whole, by the scan's checksum
+    table = copied / "meta.csv"
+    where = table.read_bytes().index(b"row 1") + 4
+    edited(table, where)
     changed = run_cli("decide", out, home=home)
-    assert changed.exit_code == 2 and "changed since" in changed.stderr
+    assert changed.exit_code == 3 and str(table) in changed.stderr and "SHA-256 differs" in changed.stderr
+    assert "not committed" in changed.stderr and snapshot(out) == before
+    edited(table, where)  # back as it was
+
+    # a tar's kept member is copied by its place: checked by size and MD5 as it is copied
+    tar = copied / "shards" / "00001.tar"
+    with tarfile.open(tar) as archive:
+        member = next(m for m in archive if m.name.endswith(".jpg"))
+    edited(tar, member.offset_data + 100)
+    changed = run_cli("decide", out, home=home)
+    assert changed.exit_code == 3 and member.name in changed.stderr and "MD5 differs" in changed.stderr
     assert snapshot(out) == before
+    edited(tar, member.offset_data + 100)
+
+    # times alone are not a change: a copy made without them is decided as the original
+    os.utime(tar, ns=(tar.stat().st_atime_ns, tar.stat().st_mtime_ns + 10**9))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = subprocess.run(
+        [sys.executable, "-m", "safeset", "--home", str(home), "decide", str(out), "-q"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
+    assert moved.returncode == 0, moved.stderr  # and from another folder: the inputs are kept absolute
+    os.utime(tar, ns=(tar.stat().st_atime_ns, tar.stat().st_mtime_ns - 10**9))  # as the scan saw it
+
+    # what a round's commit record names must be OUT's own outputs
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not OUT's")
+    record = out / "_state" / "round.commit.json"
+    record.write_text(json.dumps({"moves": [], "deletes": [f"../../{victim.name}"]}))
+    forged = run_cli("decide", out, home=home)
+    assert forged.exit_code == 3 and "not an output of OUT" in forged.stderr and victim.is_file()
+    record.unlink()
+
+    # a damaged results part is named, not a traceback
+    part = out / "results" / "part-00002.parquet"
+    saved = part.read_bytes()
+    part.write_bytes(saved[:100])
+    damaged = run_cli("decide", out, home=home)
+    assert damaged.exit_code == 3 and str(part) in damaged.stderr
+    part.write_bytes(saved)
 
     # an unfinished scan: decided once it is finished
     (out / "_state" / "part-00001.done.json").unlink()
-    os.utime(tar, ns=(tar.stat().st_atime_ns, tar.stat().st_mtime_ns - 10**9))
     unfinished = run_cli("decide", out, home=home)
     assert unfinished.exit_code == 2 and "not complete" in unfinished.stderr
 

@@ -56,9 +56,12 @@ def _rebuild_bad_input(path, reason, line, row) -> BadInputError:
 class ShardsFailedError(SafesetError):
     """Some shards failed every attempt; the others are complete and a rerun resumes (exit 3 or 1)."""
 
-    def __init__(self, failures: list[tuple[str, str]], *, bad_input: bool):
+    def __init__(self, failures: list[tuple[str, str]], *, bad_input: bool, deciding: bool = False):
         self.failures = failures
         self.exit_code = 3 if bad_input else 1
-        lines = [f"{len(failures)} shard(s) failed; the rest are done and a rerun resumes:"]
+        if deciding:  # a decide round commits whole or not at all
+            lines = [f"{len(failures)} shard(s) failed; the round was not committed: OUT holds its earlier outputs"]
+        else:
+            lines = [f"{len(failures)} shard(s) failed; the rest are done and a rerun resumes:"]
         lines += [f"  {shard}: {error}" for shard, error in failures]
         super().__init__("\n".join(lines))

@@ -22,13 +22,12 @@ them: a changed input is refused.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -36,15 +35,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import commit, commit_together, fsync_dir, partial_path
-from ..errors import UsageError
+from ..errors import BadInputError, UsageError
 from ..model import Decision
 from ..report import ReportBuilder
 from ..report.build import value_counts
-from ..sinks import OutLayout, write_json
+from ..sinks import OutLayout, read_json, write_json
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..sources import reader_for
 from .check import decide_table
-from .worker import ShardTask, _checker, clean_files, worker_record
+from .worker import ShardTask, _checker, clean_files, file_record, worker_record
 
 _COMMIT = "round.commit.json"
 
@@ -57,7 +56,10 @@ def round_layout(layout: OutLayout) -> OutLayout:
 def check_format(part: Path) -> pq.ParquetFile:
     """A results part a round can read: refused if an older safeset wrote it (it lacks
     observations a round needs, such as PDQ variants and where each row sits)."""
-    parquet = pq.ParquetFile(part)
+    try:
+        parquet = pq.ParquetFile(part)
+    except (OSError, pa.ArrowException) as exc:
+        raise BadInputError(part, f"cannot read this results part ({exc}): restore it, or scan again") from None
     version = (parquet.schema_arrow.metadata or {}).get(b"safeset.format_version", b"1").decode()
     if version != FORMAT_VERSION:
         raise UsageError(
@@ -75,13 +77,21 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     earlier = layout.read_done(task.part)
     if earlier is None:
         raise RuntimeError(f"{task.shard.name}: the shard has no done-marker, so no observations to decide on")
+    reader = reader_for(task.shard.kind)
+    for record in earlier["files"]:
+        if "sha256" in record and not reader.copies_checked(task.shard, record["path"]):
+            if file_record(record["path"]).get("sha256") != record["sha256"]:
+                raise BadInputError(
+                    record["path"],
+                    "changed since the scan read it (its SHA-256 differs): kept rows are copied from the "
+                    "inputs as the scan found them; scan again into a new OUT",
+                )
     # as written: the schema's own names (parquet names a list's elements differently)
     observed = check_format(layout.part(task.part)).read().cast(RESULTS_SCHEMA)
     checker = _checker(task.spec)
     table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality)
     if progress is not None:
         progress({"items": table.num_rows})
-    reader = reader_for(task.shard.kind)
     with commit_together() as together:
         writer = reader.clean_writer(task.shard, target.clean, save_images=task.spec.save_images, earlier=layout.clean)
         try:
@@ -180,7 +190,7 @@ def _move_order(rel: str) -> tuple[int, str]:
 
 def _apply(layout: OutLayout) -> None:
     """Carry out a committed round's moves and deletes; what a kill left done is skipped."""
-    record = json.loads((layout.state / _COMMIT).read_text())
+    record = _commit_record(layout)
     staged = round_layout(layout)
     for rel in record["deletes"]:
         (layout.root / rel).unlink(missing_ok=True)
@@ -195,6 +205,22 @@ def _apply(layout: OutLayout) -> None:
         fsync_dir(folder)
     shutil.rmtree(staged.root, ignore_errors=True)
     (layout.state / _COMMIT).unlink()
+
+
+def _commit_record(layout: OutLayout) -> dict:
+    """The commit record, refused unless every path it names is a file of OUT's outputs: a
+    record that names anything else was not written by safeset."""
+    path = layout.state / _COMMIT
+    record = read_json(path)
+    allowed = ("results/", "clean/", "_state/") + tuple(p.name for p in layout.outputs)
+    names = record.get("moves"), record.get("deletes")
+    for name in [n for group in names if isinstance(group, list) for n in group]:
+        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+        if not parts or parts[0] in ("/", "..") or ".." in parts or not name.startswith(allowed):
+            raise BadInputError(path, f"names {name!r}, which is not an output of OUT; not a record safeset wrote")
+    if not all(isinstance(group, list) for group in names):
+        raise BadInputError(path, "is not a round's commit record")
+    return record
 
 
 def finish_pending_round(layout: OutLayout) -> None:

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..banks import BankStore
-from ..errors import ShardsFailedError, UsageError
+from ..errors import BadInputError, ShardsFailedError, UsageError
 from ..model import Status
 from ..policy import Policy
 from ..redact import redact
 from ..report import ConservationError, render_report, versions
-from ..sinks import OutLayout, write_json
+from ..sinks import OutLayout, read_json, write_json
 from ..sources import ReadOptions, Shard, plan_shards, reader_for
 from ..storage import Lease, Remote, is_remote, scratch, staging_base
 from .check import CheckSettings
@@ -97,7 +97,8 @@ def _fingerprint(config: ScanConfig, shards: Sequence[Shard], spec: RunSpec) -> 
     settings = asdict(spec.settings)
     return {
         "safeset": versions()["safeset"],
-        "inputs": list(config.inputs),
+        # as paths from anywhere: `decide` plans the shards again, from whatever folder it runs in
+        "inputs": [i if is_remote(i) else os.path.abspath(i) for i in config.inputs],
         "shards": _fingerprint_shards(shards),
         "banks": [list(b) for b in spec.banks],
         "policy": spec.policy.to_dict(),
@@ -135,20 +136,14 @@ DECISION_KEYS = ("banks", "policy", "match")
 MATCH_SETTINGS = ("pdq_threshold", "pdq_variant_threshold")
 
 
-def _observed_alike(layout: OutLayout, fingerprint: dict[str, Any], inputs_only: bool = False) -> None:
-    """Refuse a run whose observations would differ from those OUT holds (`inputs_only`: only
-    whether the inputs are still what the scan read, for a decide round)."""
+def _observed_alike(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
+    """Refuse a run whose observations would differ from those OUT holds."""
     if not layout.run_spec.is_file():
         return
-    previous = json.loads(layout.run_spec.read_text())
-    keys = ("inputs", "shards") if inputs_only else [k for k in fingerprint if k not in DECISION_KEYS]
+    previous = read_json(layout.run_spec)
+    keys = [k for k in fingerprint if k not in DECISION_KEYS]
     # as written (URIs' credentials masked: rotating them is not another scan)
     changed = [k for k in keys if previous.get(k) != json.loads(json.dumps(redact(fingerprint[k])))]
-    if inputs_only and changed:
-        raise UsageError(
-            f"the inputs of the scan in {layout.root} changed since it read them (a file's size or time): "
-            "kept rows are copied from the inputs as the scan found them; scan again into a new OUT"
-        )
     if changed:
         raise UsageError(
             f"{layout.root} holds a scan with different {', '.join(changed)}; "
@@ -298,7 +293,7 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
         raise UsageError(f"{config.out} holds no scan: run `safeset scan ... --out {config.out}` first")
     with layout.locked():
         finish_pending_round(layout)
-        last = json.loads(layout.run_spec.read_text())
+        last = read_json(layout.run_spec)
         read = ReadOptions(**last["read"])
         plan = plan_shards(last["inputs"], read)
         shards = plan.shards
@@ -309,7 +304,16 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
                 f"{missing[0]}): run the scan again to finish it, then decide"
             )
         store = BankStore(config.home)
-        banks = store.resolve(config.banks or [name for name, _ in last["banks"]])
+        inherited = [name for name, _ in last["banks"]]
+        try:
+            banks = store.resolve(config.banks) if config.banks else store.resolve(inherited) if inherited else []
+        except UsageError as exc:
+            if config.banks:
+                raise
+            raise UsageError(
+                f"{exc}; {config.out} was last decided with bank(s) {', '.join(inherited) or '(none)'}: "
+                "name the banks to decide with (--bank)"
+            ) from None
         policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
         policy.check_banks(store.names())
         match = {
@@ -327,9 +331,8 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
             check,
             save_images=bool(fetched.get("save_images")),
         )
+        _same_shards(shards, last["shards"])
         fingerprint = {**last, "banks": [list(b) for b in spec.banks], "policy": policy.to_dict(), "match": match}
-        fingerprint["shards"] = _fingerprint_shards(shards)
-        _observed_alike(layout, fingerprint, inputs_only=True)
         engine = engine_for(config.engine, config.workers, config.retries, config.ray_address)
         reported = Reported(policy, banks, check, read, plan.ignored, started)
         run = {"engine": engine.name, "workers": config.workers, "shards_run": len(shards), "rows_run": 0}
@@ -337,13 +340,46 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
         return run_round(layout, shards, spec, every, engine, reported, run, "decide", config.progress, fingerprint)
 
 
-def _fail_if_any(outcomes: Sequence, merger: Merger | None) -> None:
+_MARKER_KEYS = frozenset({"part", "shard", "kind", "rows", "declared", "decisions", "files", "counts", "problems"})
+
+
+def _done_marker(layout: OutLayout, part: int) -> dict:
+    """A done shard's marker, as a round needs it whole."""
+    summary = layout.read_done(part)
+    if not isinstance(summary, dict) or not _MARKER_KEYS <= summary.keys():
+        raise BadInputError(
+            layout.done(part), "is not a done-marker this safeset reads (damaged, or older): scan again into a new OUT"
+        )
+    return summary
+
+
+def _same_shards(shards: Sequence[Shard], scanned: list) -> None:
+    """The inputs still plan into the shards and files the scan read (their content is checked
+    by each shard of the round, against the checksums the scan took)."""
+    planned = [[s.kind, s.name, list(s.files)] for s in shards]
+    before = [[kind, name, [record[0] for record in files]] for kind, name, files in scanned]
+    if planned == before:
+        return
+    for now, then in zip(planned + [None] * len(before), before + [None] * len(planned), strict=False):
+        if now != then:
+            what = now or then
+            raise BadInputError(
+                what[2][0] if what[2] else what[1],
+                "the inputs are not those the scan read (a file or shard "
+                + ("appeared" if then is None else "is gone" if now is None else "differs")
+                + "): kept rows are copied from the inputs as the scan found them; scan again into a new OUT",
+            )
+
+
+def _fail_if_any(outcomes: Sequence, merger: Merger | None, deciding: bool = False) -> None:
     failed = [o for o in outcomes if o.error]
     if failed:
         if merger is not None:
             merger.abandon()
         raise ShardsFailedError(
-            [(o.task.shard.name, o.error) for o in failed], bad_input=all(o.bad_input for o in failed)
+            [(o.task.shard.name, o.error) for o in failed],
+            bad_input=all(o.bad_input for o in failed),
+            deciding=deciding,
         )
 
 
@@ -362,7 +398,9 @@ class Reported:
 def _rounds(layout: OutLayout, entry: dict | None, spec: RunSpec, created: str, rows: int = 0) -> list[dict]:
     """The report's `rounds`: those of the report OUT holds, and `entry` after them; a scan that
     decides nothing anew (a resumed or repeated one) adds none, except the scan's own first."""
-    before = json.loads(layout.report_json.read_text()).get("rounds", []) if layout.report_json.is_file() else []
+    before = read_json(layout.report_json).get("rounds", []) if layout.report_json.is_file() else []
+    if entry is not None and not before:  # the first report: nothing decided before was reported
+        entry = {**entry, "transitions": {}}
     if entry is not None:
         return [*before, {**entry, "round": len(before) + 1}]
     return before or [round_entry(1, "scan", spec, created, rows, {})]
@@ -388,12 +426,13 @@ def run_round(
     started = time.perf_counter()
     check_format(layout.part(min(stale)))  # one safeset wrote every part (run.json says which)
     staged = start_round(layout)
-    before = {i: layout.read_done(i) for i in sorted(stale)}
+    markers = {i: _done_marker(layout, i) for i in range(len(shards))}
+    before = {i: markers[i] for i in sorted(stale)}
     tasks = [ShardTask(i, shards[i], str(layout.root), spec, round=str(staged.root)) for i in sorted(stale)]
     with ScanProgress(len(tasks), 0, enabled=show_progress, fetching=False) as progress:
         outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
     try:
-        _fail_if_any(outcomes, None)
+        _fail_if_any(outcomes, None, deciding=True)
     except BaseException:
         shutil.rmtree(staged.root, ignore_errors=True)
         raise
@@ -401,7 +440,7 @@ def run_round(
     changes = merge_transitions(decided.values())
     merger = Merger(shards, staged, None, created=_now(), parts=lambda i: (staged if i in stale else layout).part(i))
     for i in range(len(shards)):
-        merger.done(i, dict(decided[i]) if i in stale else layout.read_done(i))
+        merger.done(i, dict(decided[i]) if i in stale else markers[i])
     rows = sum(s["rows"] for s in decided.values())
     entry = round_entry(0, kind, spec, merger.manifests.time, rows, changes)
     run = {**run, "round_seconds": round(time.perf_counter() - started, 3), "rows_decided": rows}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import partial_path, write_atomic
-from ..errors import UsageError
+from ..errors import BadInputError, UsageError
 from ..redact import redact
 
 
@@ -29,6 +29,17 @@ def write_json(path: Path, value: Any) -> None:
     """Every JSON file safeset writes (run state, done-markers, the report), with the credentials
     of any URI in it masked."""
     write_atomic(path, (json.dumps(redact(value), indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of OUT's (run state, a done-marker, the report): one safeset wrote atomically,
+    so anything unreadable was damaged since, and is named."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(
+            path, f"cannot read this file of OUT ({exc}): restore it, or scan again into a new OUT"
+        ) from None
 
 
 class OutLayout:
@@ -67,7 +78,7 @@ class OutLayout:
 
     def read_done(self, index: int) -> dict | None:
         path = self.done(index)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json(path) if path.is_file() else None
 
     def create(self) -> None:
         """Make OUT's folders. OUT may be new, empty, or a scan's; a file, a place that cannot be
@@ -110,7 +121,7 @@ class OutLayout:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UsageError(f"another scan is writing to {self.root}") from None
+                raise UsageError(f"another safeset run (scan or decide) is writing to {self.root}") from None
             yield
         finally:
             os.close(fd)

@@ -95,6 +95,12 @@ class Reader(ABC):
         store by ranges: a part of a large table, which holds no image bytes)."""
         return "whole"
 
+    def copies_checked(self, shard: Shard, file: str) -> bool:
+        """Whether the clean writer checks each byte it copies from `file` against what the
+        scan read (a tar's members, by MD5). A decide round checks the other files whole, by
+        the checksum the scan took, before it copies anything from them."""
+        return False
+
     @abstractmethod
     def clean_writer(
         self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None

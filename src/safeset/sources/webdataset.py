@@ -181,6 +181,9 @@ class WebdatasetReader(Reader):
     def staging(self, shard: Shard, file: str) -> str:
         return "streamed" if file == shard.path else "whole"  # the tar is read front to back
 
+    def copies_checked(self, shard: Shard, file: str) -> bool:
+        return file == shard.path  # each kept member by size and MD5
+
     # ---- one walk serves both passes ---------------------------------------------------------
     def _walk(self, shard: Shard, log: ShardLog) -> Iterator[_Sample]:
         problems = log.problems
@@ -378,7 +381,11 @@ class _TarCopy(CleanWriter):
             except (tarfile.TarError, EOFError, OSError):
                 info = None
         if info is None or info.size != span.size:
-            raise BadInputError(self.shard.path, f"no member of {span.size} bytes at offset {span.offset} any more")
+            raise BadInputError(
+                self.shard.path,
+                f"no member of {span.size} bytes at offset {span.offset}, where the scan read one: "
+                "the input changed since; scan it again",
+            )
         md5 = span.md5
         self._write(member_header(info.name, info.size, int(info.mtime), info.mode))
         handle = self.source.extractfile(info)
@@ -395,7 +402,11 @@ class _TarCopy(CleanWriter):
                 size += len(chunk)
                 self._write(chunk)
         if digest.hexdigest() != md5 or size != info.size:
-            raise BadInputError(self.shard.path, f"member {printable(info.name)!r} changed while it was being scanned")
+            raise BadInputError(
+                self.shard.path,
+                f"member {printable(info.name)!r} is not what the scan read (its size or MD5 differs): "
+                "the input changed since; scan it again",
+            )
         self._write(b"\0" * (-info.size % tarfile.BLOCKSIZE))
 
     def _write(self, data: bytes) -> None:
