@@ -29,6 +29,7 @@ from PIL import Image
 
 import safeset
 from safeset.demo import Sample, jpeg
+from safeset.policy import Policy
 from safeset.sinks import OutLayout
 
 # bank name -> (type, what it lists); filled in by the `data` fixture
@@ -208,6 +209,12 @@ def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
     out = tmp_path / "out"
     assert run_cli("scan", *inputs, "--out", out, "-q", home=home).exit_code == 0
     before = snapshot(out)
+    # a round that changes every shard's decisions (a round that changes none copies nothing)
+    keep_all = tmp_path / "keep-all.toml"
+    keep_all.write_text(
+        'name = "keep-all"\n[match]\ndefault = "keep"\n'
+        '[unchecked]\nunsupported_media = "keep"\nunreadable_row = "keep"\nskipped_optout = "keep"\n'
+    )
 
     def edited(path: Path, offset: int) -> None:
         """One byte of `path` changed, its size and times kept (what `touch -r` restores)."""
@@ -221,7 +228,7 @@ def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
     table = copied / "meta.csv"
     where = table.read_bytes().index(b"row 1") + 4
     edited(table, where)
-    changed = run_cli("decide", out, home=home)
+    changed = run_cli("decide", out, "--policy", keep_all, home=home)
     assert changed.exit_code == 3 and str(table) in changed.stderr and "SHA-256 differs" in changed.stderr
     assert "not committed" in changed.stderr and snapshot(out) == before
     edited(table, where)  # back as it was
@@ -231,7 +238,7 @@ def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
     with tarfile.open(tar) as archive:
         member = next(m for m in archive if m.name.endswith(".jpg"))
     edited(tar, member.offset_data + 100)
-    changed = run_cli("decide", out, home=home)
+    changed = run_cli("decide", out, "--policy", keep_all, home=home)
     assert changed.exit_code == 3 and member.name in changed.stderr and "MD5 differs" in changed.stderr
     assert snapshot(out) == before
     edited(tar, member.offset_data + 100)
@@ -241,7 +248,7 @@ def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     moved = subprocess.run(
-        [sys.executable, "-m", "safeset", "--home", str(home), "decide", str(out), "-q"],
+        [sys.executable, "-m", "safeset", "--home", str(home), "decide", str(out), "--policy", str(keep_all), "-q"],
         cwd=elsewhere,
         capture_output=True,
         text=True,
@@ -275,7 +282,8 @@ def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
     part = out / "results" / "part-00000.parquet"
     table = pq.read_table(part)
     pq.write_table(table.replace_schema_metadata({}), part)
-    assert run_cli("scan", *inputs, "--out", out, "-q", home=home).exit_code == 0
+    older = run_cli("scan", *inputs, "--out", out, "-q", home=home)  # decided otherwise: a round
+    assert older.exit_code == 2 and "format 1" in older.stderr
     older = run_cli("decide", out, "--preset", "default", "--pdq-threshold", "20", home=home)
     assert older.exit_code == 2 and "format 1" in older.stderr
 
@@ -353,27 +361,34 @@ def test_a_round_committed_but_cut_short_is_completed_by_the_next_command(data, 
 
 
 def test_a_shard_is_decided_without_reading_an_image(data, tmp_path, home, monkeypatch):
-    """The shard worker of a round, run here with every way to decode an image refused: the kept
-    rows are copied by their stored places, and the clean files are the scan's."""
+    """The shard worker of a round, run here with every way to decode an image refused. Decided
+    as before, a shard's files are OUT's own, linked; decided otherwise (another policy), its kept
+    rows are copied by their stored places, into what a scan with that policy writes."""
     from safeset.pipeline.decide import decide_shard
 
     add_banks(home, data["lists"])
-    out = tmp_path / "out"
-    scan(data, out, home)  # every bank, the default policy: what `shard_tasks` plans with
-    staged = tmp_path / "round"
+    strict = Policy.preset("strict")
+    scan(data, tmp_path / "default", home)  # every bank: what `shard_tasks` plans with
+    scan(data, tmp_path / "strict", home, "--preset", "strict")
 
     def refuse(*args, **kwargs):
         raise AssertionError("an image was decoded in a decide round")
 
     monkeypatch.setattr(Image, "open", refuse)
     monkeypatch.setattr(Image.Image, "load", refuse)
-    for task in shard_tasks(home, data["inputs"], out):
-        summary = decide_shard(replace(task, round=str(staged)))
-        assert summary["transitions"] == {}
-        for rel in summary["clean"]:
-            assert (staged / "clean" / rel).read_bytes() == (out / "clean" / rel).read_bytes(), rel
-        new, old = (layout.part(task.part) for layout in (OutLayout(staged), OutLayout(out)))
-        assert new.read_bytes() == old.read_bytes()
+    for policy, expected, staged in ((None, "default", "same"), (strict, "strict", "other")):
+        staged = tmp_path / staged
+        for task in shard_tasks(home, data["inputs"], tmp_path / "default"):
+            spec = replace(task.spec, policy=policy or task.spec.policy)
+            summary = decide_shard(replace(task, spec=spec, round=str(staged)))
+            assert policy is not None or summary["transitions"] == {}
+            for rel in summary["clean"]:
+                written, wanted = staged / "clean" / rel, tmp_path / expected / "clean" / rel
+                assert written.read_bytes() == wanted.read_bytes(), rel
+                # a shard decided as before is linked, not written again
+                assert written.samefile(tmp_path / "default" / "clean" / rel) == (not summary["transitions"])
+            new, old = (OutLayout(root).part(task.part) for root in (staged, tmp_path / expected))
+            assert new.read_bytes() == old.read_bytes()
 
 
 def test_the_python_api_decides_too(data, tmp_path, home):

@@ -76,20 +76,22 @@ def plain(owners: np.ndarray, values: np.ndarray | pa.Array) -> Queries:
 def hex_values(column: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions, (k, width) uint8) of the valid hex digests of a string column; nulls and
     malformed values (never written by safeset, but a results file is input too) are skipped."""
-    column = _array(column)
-    positions = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
-    if not len(positions):
-        return positions, np.zeros((0, width), np.uint8)
-    present = column.take(pa.array(positions))
-    lengths = pc.utf8_length(present).to_numpy()
-    right = lengths == 2 * width
-    positions, present = positions[right], present.filter(pa.array(right))
-    if not len(positions):
-        return positions, np.zeros((0, width), np.uint8)
-    # every value is 2 * width bytes long: the data buffer is the (k, 2 * width) characters in order
-    start = np.frombuffer(present.buffers()[1], np.int32)[present.offset]
-    data = np.frombuffer(present.buffers()[2], np.uint8)
-    rows, valid = parse_hex_rows(data[start : start + len(present) * 2 * width].reshape(-1, 2 * width))
+    column = _array(column).cast(pa.string())
+    n = len(column)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, width), np.uint8)
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset : column.offset + n + 1]
+    right = np.diff(offsets) == 2 * width
+    if column.null_count:
+        right &= column.is_valid().to_numpy(zero_copy_only=False)
+    positions = np.flatnonzero(right)
+    data = np.frombuffer(column.buffers()[2], np.uint8) if column.buffers()[2] is not None else np.zeros(0, np.uint8)
+    if len(positions) == n:  # the usual case: every value there, back to back
+        chars = data[offsets[0] : offsets[0] + n * 2 * width]
+    else:
+        starts = offsets[positions]
+        chars = data[(starts[:, None] + np.arange(2 * width)).ravel()] if len(positions) else data[:0]
+    rows, valid = parse_hex_rows(chars.reshape(-1, 2 * width))
     return positions[valid], rows
 
 
@@ -156,23 +158,20 @@ def pdq_queries(
 # URLs whose normal form (`hashing.normalise_url`) is plain string work: printable ASCII, http(s), a
 # host name of letters, digits and hyphens ending in a letter label, no user, no port. The rest (a
 # few in a web crawl) go through `normalise_url` itself; tests hold the two to the same answers.
-_PRINTABLE = r"^[!-~]+$"
+# Character classes: printable ASCII `[!-~]`, without "#" `[!-"$-~]`, without "?" and "#" too.
 _SIMPLE = (
     r"^(?P<scheme>[Hh][Tt][Tt][Pp][Ss]?)://(?P<host>(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)\.?"
-    r"(?P<path>/[^?#]*)?(?:\?(?P<query>[^#]*))?(?:#.*)?$"
+    r'(?P<path>/[!-"$->@-~]*)?(?:\?(?P<query>[!-"$-~]*))?(?:#[!-~]*)?$'
 )
 
 
 def _split_simple(urls: pa.Array) -> tuple[np.ndarray, pa.StructArray, np.ndarray]:
     """(positions of simple URLs, their parts, positions of the other non-null URLs)."""
     urls = _array(urls)
-    present = urls.is_valid().to_numpy(zero_copy_only=False)
-    printable = pc.fill_null(pc.match_substring_regex(urls, _PRINTABLE), False).to_numpy(zero_copy_only=False)
-    candidates = np.flatnonzero(printable)
-    parts = pc.extract_regex(urls.take(pa.array(candidates)), _SIMPLE)
+    parts = pc.extract_regex(urls, _SIMPLE)
     matched = parts.is_valid().to_numpy(zero_copy_only=False)
-    simple = candidates[matched]
-    others = np.flatnonzero(present & ~np.isin(np.arange(len(urls)), simple))
+    simple = np.flatnonzero(matched)
+    others = np.flatnonzero(urls.is_valid().to_numpy(zero_copy_only=False) & ~matched)
     return simple, parts.filter(pa.array(matched)), others
 
 

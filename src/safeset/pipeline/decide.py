@@ -34,12 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..atomic import commit, commit_together, fsync_dir, partial_path
+from ..atomic import commit_together, fsync_dir
 from ..errors import BadInputError, UsageError
 from ..model import Decision
 from ..report import ReportBuilder
 from ..report.build import value_counts
-from ..sinks import OutLayout, read_json, write_json
+from ..sinks import OutLayout, read_json, write_json, write_results
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..sources import reader_for
 from .check import decide_table
@@ -77,6 +77,43 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     earlier = layout.read_done(task.part)
     if earlier is None:
         raise RuntimeError(f"{task.shard.name}: the shard has no done-marker, so no observations to decide on")
+    # as written: the schema's own names (parquet names a list's elements differently)
+    observed = check_format(layout.part(task.part)).read().cast(RESULTS_SCHEMA)
+    checker = _checker(task.spec)
+    table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality)
+    if progress is not None:
+        progress({"items": table.num_rows})
+    summary = {
+        **earlier,
+        "seconds": 0.0,
+        "worker": worker_record(),
+        "decided_with": task.spec.decided_with,
+        "transitions": transitions(observed, table),
+    }
+    alike = all(table[name].equals(observed[name]) for name in ("matches", "decision", "reasons"))
+    if not (alike and _linked(layout, target, task.part, earlier["clean"])):
+        summary.update(_write_shard(task, layout, target, earlier, table))
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    write_json(target.done(task.part), summary)
+    return summary
+
+
+def _linked(layout: OutLayout, target: OutLayout, part: int, clean: list[str]) -> bool:
+    """A shard decided as before: its results part and clean files are the ones OUT holds,
+    linked into the round (no byte copied, no input read). False if any of them is missing."""
+    pairs = [(layout.part(part), target.part(part))]
+    pairs += [(layout.clean / rel, target.clean / rel) for rel in clean]
+    if not all(source.is_file() for source, _ in pairs):
+        return False
+    for source, link in pairs:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, link)
+    return True
+
+
+def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier: dict, table: pa.Table) -> dict:
+    """A shard's clean files, copied from its inputs (checked against what the scan read), and
+    its results part, written into the round; its summary's fields for them."""
     reader = reader_for(task.shard.kind)
     for record in earlier["files"]:
         if "sha256" in record and not reader.copies_checked(task.shard, record["path"]):
@@ -86,12 +123,6 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
                     "changed since the scan read it (its SHA-256 differs): kept rows are copied from the "
                     "inputs as the scan found them; scan again into a new OUT",
                 )
-    # as written: the schema's own names (parquet names a list's elements differently)
-    observed = check_format(layout.part(task.part)).read().cast(RESULTS_SCHEMA)
-    checker = _checker(task.spec)
-    table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality)
-    if progress is not None:
-        progress({"items": table.num_rows})
     with commit_together() as together:
         writer = reader.clean_writer(task.shard, target.clean, save_images=task.spec.save_images, earlier=layout.clean)
         try:
@@ -100,25 +131,15 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
         except BaseException:
             writer.abort()
             raise
-    part = target.part(task.part)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, partial_path(part))
-    commit(partial_path(part), part)
+    write_results(table, target.part(task.part))
     counted = ReportBuilder()
     counted.add(table, fetched="fetch" in earlier and task.shard.kind == "table")
     decisions = value_counts(table["decision"])
-    summary = {
-        **earlier,
+    return {
         "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
         "counts": counted.counts(),
-        "seconds": round(time.perf_counter() - started, 3),
-        "worker": worker_record(),
-        "decided_with": task.spec.decided_with,
         "clean": clean_files(target, together),
-        "transitions": transitions(observed, table),
     }
-    write_json(target.done(task.part), summary)
-    return summary
 
 
 def transitions(before: pa.Table, after: pa.Table) -> dict[str, dict]:

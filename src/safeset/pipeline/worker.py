@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..atomic import commit, commit_together, partial_path
+from ..atomic import commit_together
 from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
 from ..model import Decision, FetchedImage, Item, ItemResult, Status
 from ..policy import Policy
 from ..report import ReportBuilder
-from ..sinks import OutLayout, results_table, write_json
+from ..sinks import OutLayout, results_table, write_json, write_results
 from ..sources import Shard, reader_for
 from ..sources.base import ShardLog
 from ..sources.tables import saved_images_stem
@@ -363,11 +363,8 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
             "please report it; their rows are fetch_failed: internal"
         )
 
-    part = layout.part(task.part)
-    tmp = partial_path(part)
     table = results_table(results)
-    pq.write_table(table, tmp)
-    commit(tmp, part)
+    write_results(table, layout.part(task.part))
     counted = ReportBuilder()  # the report's counts for this shard, merged by the scan
     counted.add(table, fetched=fetcher is not None and task.shard.kind == "table")
 

@@ -2,7 +2,7 @@
 
 from .layout import OutLayout, read_json, write_json
 from .manifests import MANIFEST_COLUMNS, ManifestWriter
-from .results import RESULTS_SCHEMA, results_table
+from .results import RESULTS_SCHEMA, results_table, write_results
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -11,5 +11,6 @@ __all__ = [
     "OutLayout",
     "read_json",
     "results_table",
+    "write_results",
     "write_json",
 ]

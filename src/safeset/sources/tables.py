@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -153,11 +154,13 @@ def filter_parquet(
     tmp = partial_path(dest)
     written = 0
     lost: list[int] = []
+    kept = np.fromiter(keep, np.int64, len(keep))
+    kept = kept[(kept >= start) & (kept < stop)]
     with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
         for index, batch, count in _batches(pf, groups, None, batch_size):
-            wanted = [start <= index + i < stop and index + i in keep for i in range(count)]
+            wanted = np.isin(np.arange(index, index + count), kept)
             if batch is None:
-                lost += [index + i for i, w in enumerate(wanted) if w]
+                lost += (np.flatnonzero(wanted) + index).tolist()
                 continue
             chosen = batch.filter(pa.array(wanted, type=pa.bool_()))
             writer.write_batch(chosen)
@@ -231,7 +234,8 @@ class ParquetTable(TableFormat):
     def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
         span = (part.start, part.stop) if part and part.where else None
         groups = range(*part.where) if part and part.where else None
-        return filter_parquet(path, dest, keep, rows=span, row_groups=groups)
+        # metadata rows are small: whole row groups at a time (each batch becomes a row group)
+        return filter_parquet(path, dest, keep, batch_size=1 << 17, rows=span, row_groups=groups)
 
 
 class _TextTable(TableFormat):
