@@ -469,8 +469,9 @@ def test_urls_normalised_column_by_column_as_one_by_one():
     URL, what the one-by-one functions give: the URL and domain banks match the same rows either way."""
     import pyarrow as pa
 
-    from safeset.banks.columns import host_suffixes, normal_urls
-    from safeset.hashing import domain_suffixes, normalise_url, url_host
+    from safeset.hashing import domain_suffixes, normalise_url, url_host, url_md5
+    from safeset.hashing.columns import host_suffixes, normal_urls, url_digests
+    from safeset.hashing.digests import threatexchange_url_md5
 
     rng = np.random.default_rng(5)
     parts = [
@@ -506,3 +507,7 @@ def test_urls_normalised_column_by_column_as_one_by_one():
         for suffix in domain_suffixes(host)
     ]
     assert list(zip(rows.tolist(), suffixes.to_pylist(), strict=True)) == expected
+    held, pytx = url_digests(column)
+    assert held.to_pylist() == [url_md5(u) if u is not None else None for u in urls]
+    wanted = [threatexchange_url_md5(u) if u is not None else None for u in urls]
+    assert pytx.to_pylist() == [w if w != h else None for w, h in zip(wanted, held.to_pylist(), strict=True)]

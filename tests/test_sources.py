@@ -733,3 +733,37 @@ def test_img2dataset_parquet_beside_a_shard_is_checked_too(tiles, tmp_path, home
         stats = tmp_path / "out2" / "clean" / "ds" / "00000_stats.json"
         assert json.loads(stats.read_bytes()) == nested
         assert stats.stat().st_size <= (root / "00000_stats.json").stat().st_size
+
+
+@pytest.mark.parametrize("keys", [None, "int", "text"])
+def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
+    """A metadata parquet is read a column at a time for a scan that does not fetch; every row it
+    gives (index, key, URL, unreadable) is what reading it row by row gives, corrupt row groups,
+    empty and missing URLs, missing keys and parts of a large table included."""
+    from safeset.sources.base import ShardLog
+    from safeset.sources.tables import TableReader, _parquet_row_tables
+
+    n = 250
+    columns = {"URL": [None if i % 17 == 0 else "" if i % 13 == 0 else f"https://a.example/{i}.jpg" for i in range(n)]}
+    if keys == "int":
+        columns["key"] = [None if i % 11 == 0 else 1000 + i for i in range(n)]
+    elif keys == "text":
+        columns["key"] = [None if i % 11 == 0 else f"k{i:05d}" for i in range(n)]
+    path = tmp_path / "meta.parquet"
+    pq.write_table(pa.table(columns), path, row_group_size=50)
+    data = bytearray(path.read_bytes())  # the third row group's URL page made unreadable
+    chunk = pq.ParquetFile(path).metadata.row_group(2).column(0)
+    end = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size
+    data[chunk.data_page_offset + 16 : end - 4] = b"\xff" * (end - 4 - chunk.data_page_offset - 16)
+    path.write_bytes(bytes(data))
+    reader = TableReader()
+    for shard in plan_shards([path], ReadOptions(table_rows=70)).shards:
+        by_columns, by_rows = ShardLog(), ShardLog()
+        tables = _parquet_row_tables(shard, by_columns, 1 << 16)
+        got = pa.concat_tables(list(tables)).to_pylist()
+        wanted = [
+            {"index": item.index, "key": item.key, "url": item.url, "error": item.error}
+            for item in reader.items(shard, by_rows)
+        ]
+        assert got == wanted
+        assert (by_columns.rows, by_columns.problems) == (by_rows.rows, by_rows.problems)

@@ -151,7 +151,8 @@ class Url(SignalType):
         return normal
 
     def queries(self, table: pa.Table, min_quality: int) -> Queries:
-        from .columns import normal_urls, plain, valid
+        from ..hashing.columns import normal_urls
+        from .columns import plain, valid
 
         return plain(*valid(normal_urls(table["url"])))
 
@@ -178,7 +179,8 @@ class Domain(SignalType):
         return host
 
     def queries(self, table: pa.Table, min_quality: int) -> Queries:
-        from .columns import host_suffixes, plain
+        from ..hashing.columns import host_suffixes
+        from .columns import plain
 
         return plain(*host_suffixes(table["url"]))
 

@@ -19,16 +19,22 @@ from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import __version__
 from ..atomic import commit_together
 from ..banks import BankStore, Matcher, MatchSettings
 from ..errors import SafesetError
-from ..model import Decision, FetchedImage, Item, ItemResult, Status
+from ..hashing.columns import url_digests
+from ..model import Decision, FetchedImage, Item, ItemResult, Status, printable
 from ..policy import Policy
 from ..report import ReportBuilder
+from ..report.build import value_counts
 from ..sinks import OutLayout, results_table, write_json, write_results
+from ..sinks.results import observed_table
 from ..sources import Shard, reader_for
 from ..sources.base import ShardLog
 from ..sources.tables import saved_images_stem
@@ -43,7 +49,7 @@ from ..storage import (
     scratch,
     wait_for_input,
 )
-from .check import Checker, CheckSettings
+from .check import Checker, CheckSettings, decide_table
 
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
@@ -301,8 +307,116 @@ def _stage_earlier_run(remote: Remote, layout: OutLayout, task: ShardTask) -> No
     remote.delete(done)
 
 
+def _summary(
+    task: ShardTask, layout: OutLayout, table: pa.Table, log: ShardLog, together, started: float, fetched: bool
+) -> dict:
+    """The shard's results part written, and its summary (the done-marker's content)."""
+    write_results(table, layout.part(task.part))
+    counted = ReportBuilder()  # the report's counts for this shard, merged by the scan
+    counted.add(table, fetched=fetched and task.shard.kind == "table")
+    decisions = value_counts(table["decision"])
+    summary = {
+        "part": task.part,
+        "shard": task.shard.name,
+        "kind": task.shard.kind,
+        "rows": table.num_rows,
+        "declared": log.rows,
+        "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
+        "statuses": dict(sorted(value_counts(table["status"]).items())),
+        "problems": log.problems,
+        # A large table read in parts is hashed once, by its first part.
+        "files": [file_record(f) if _first_part(task.shard) else {"path": f} for f in task.shard.files],
+        "counts": counted.counts(),
+        "seconds": round(time.perf_counter() - started, 3),
+        # where it ran, like the time it took, differs between runs; the outputs never do
+        "worker": worker_record(),
+        "decided_with": task.spec.decided_with,
+        "clean": clean_files(layout, together),
+    }
+    return summary
+
+
+def _run_columns(task: ShardTask, progress: Callable[[dict], None] | None) -> dict:
+    """A metadata table scanned without fetching: no row has image bytes, so rows go through as
+    tables (their URLs hashed, matched and decided column by column), not one object each."""
+    started = time.perf_counter()
+    layout = OutLayout(task.out)
+    checker = _checker(task.spec)
+    reader = reader_for(task.shard.kind)
+    log = ShardLog()
+    decided = []
+    with commit_together() as together:
+        writer = reader.clean_writer(task.shard, layout.clean)
+        try:
+            for rows in reader.row_tables(task.shard, log):
+                table, _ = decide_table(
+                    _metadata_results(task.shard, rows),
+                    checker.matcher,
+                    checker.policy,
+                    task.spec.settings.pdq_min_quality,
+                )
+                writer.keep_table(table.filter(pc.equal(table["decision"], str(Decision.KEEP))))
+                decided.append(table)
+                if progress is not None:
+                    progress({"items": table.num_rows})
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        table = pa.concat_tables(decided) if decided else results_table([])
+        indexes = table["index"].to_numpy()
+        if table.num_rows != log.rows or len(np.unique(indexes)) != len(indexes):
+            raise RuntimeError(
+                f"{task.shard.name}: the input holds {log.rows} rows, {table.num_rows} have results (rows in != out)"
+            )
+    return _summary(task, layout, table, log, together, started, fetched=False)
+
+
+def _metadata_results(shard: Shard, rows: pa.Table) -> pa.Table:
+    """The results of metadata rows (see `TableReader.row_tables`), as `hash_item` and
+    `_unfetched` record them one by one: no image; the URL's digests."""
+    url, error = rows["url"].combine_chunks(), rows["error"].combine_chunks()
+    has_url = pc.fill_null(pc.not_equal(url, ""), False)
+    held, pytx = url_digests(pc.if_else(has_url, url, pa.scalar(None, pa.string())))
+    unreadable = pc.is_valid(error)
+    status = pc.if_else(unreadable, str(Status.UNREADABLE_ROW), str(Status.NO_IMAGE))
+    why = pc.if_else(has_url, NOT_FETCHED, "no image bytes")
+    prefix = f"{shard.name}:"
+    indexes = rows["index"].combine_chunks()
+    return observed_table(
+        rows.num_rows,
+        {
+            "row_id": pa.array([printable(prefix + str(i)) for i in indexes.to_pylist()], pa.string()),
+            "shard": pa.array([printable(shard.name)] * rows.num_rows, pa.string()),
+            "index": indexes,
+            "key": pa.array([printable(k) for k in rows["key"].to_pylist()], pa.string()),
+            "url": pa.array([printable(u) for u in url.to_pylist()], pa.string()),
+            "status": status,
+            "error": pc.if_else(unreadable, pa.array([printable(e) for e in error.to_pylist()], pa.string()), why),
+            "url_md5": held,
+            "url_md5_threatexchange": pytx,
+        },
+    )
+
+
 def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: dict[str, str] | None = None) -> dict:
     """`names`: input files as the user named them, by the local copies read (staged shards)."""
+    if task.spec.fetch is None and hasattr(reader_for(task.shard.kind), "row_tables"):
+        summary = _run_columns(task, progress)
+    else:
+        summary = _run_items(task, progress)
+    for local, name in (names or {}).items():
+        for record in summary["files"]:
+            record["path"] = name if record["path"] == local else record["path"]
+        summary["problems"] = [problem.replace(local, name) for problem in summary["problems"]]
+    if sum(summary["decisions"].values()) != summary["rows"]:
+        raise RuntimeError(f"{task.shard.name}: rows in != keep + remove + review")
+    write_json(OutLayout(task.out).done(task.part), summary)
+    return summary
+
+
+def _run_items(task: ShardTask, progress: Callable[[dict], None] | None) -> dict:
+    """A shard whose rows go through one by one: images decoded, or fetched."""
     started = time.perf_counter()
     layout = OutLayout(task.out)
     checker = _checker(task.spec)
@@ -364,38 +478,9 @@ def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: 
         )
 
     table = results_table(results)
-    write_results(table, layout.part(task.part))
-    counted = ReportBuilder()  # the report's counts for this shard, merged by the scan
-    counted.add(table, fetched=fetcher is not None and task.shard.kind == "table")
-
-    decisions = Counter(str(r.decision) for r in results)
-    summary = {
-        "part": task.part,
-        "shard": task.shard.name,
-        "kind": task.shard.kind,
-        "rows": len(results),
-        "declared": log.rows,
-        "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
-        "statuses": dict(sorted(Counter(str(r.status) for r in results).items())),
-        "problems": log.problems,
-        # A large table read in parts is hashed once, by its first part.
-        "files": [file_record(f) if _first_part(task.shard) else {"path": f} for f in task.shard.files],
-        "counts": counted.counts(),
-        "seconds": round(time.perf_counter() - started, 3),
-        # where it ran, like the time it took, differs between runs; the outputs never do
-        "worker": worker_record(),
-        "decided_with": task.spec.decided_with,
-        "clean": clean_files(layout, together),
-    }
+    summary = _summary(task, layout, table, log, together, started, fetched=fetcher is not None)
     if fetcher is not None:
         summary["fetch"] = _fetch_summary(fetcher.stats, earlier, refetched)
     if earlier is not None:
         summary["refetched"] = len(refetched)
-    for local, name in (names or {}).items():
-        for record in summary["files"]:
-            record["path"] = name if record["path"] == local else record["path"]
-        summary["problems"] = [problem.replace(local, name) for problem in summary["problems"]]
-    if sum(summary["decisions"].values()) != summary["rows"]:
-        raise RuntimeError(f"{task.shard.name}: rows in != keep + remove + review")
-    write_json(layout.done(task.part), summary)
     return summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -87,3 +88,17 @@ def write_results(table: pa.Table, part: Path) -> None:
     part.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, partial_path(part), use_dictionary=_DICTIONARY)
     commit(partial_path(part), part)
+
+
+def observed_table(rows: int, columns: dict[str, pa.Array]) -> pa.Table:
+    """A results table of `rows` rows holding `columns`, every other column as a row with nothing
+    observed is written (`ItemResult.to_row`): nulls, and empty lists."""
+    arrays = []
+    for field in RESULTS_SCHEMA:
+        if field.name in columns:
+            arrays.append(columns[field.name].cast(field.type))
+        elif field.name != "locator" and isinstance(field.type, (pa.ListType, pa.MapType)):
+            arrays.append(pa.array([[]], field.type).take(pa.array(np.zeros(rows, np.int64))))
+        else:
+            arrays.append(pa.nulls(rows, field.type))
+    return pa.Table.from_arrays(arrays, schema=RESULTS_SCHEMA)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import commit, partial_path
@@ -110,6 +111,61 @@ def _batches(
         first = end
 
 
+def _unreadable(path: Path | str, index: int, count: int) -> str:
+    return f"{path}: rows {index} to {index + count - 1} are unreadable (a corrupt row group)"
+
+
+def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.Table] | None:
+    """`TableReader.row_tables` of a parquet table read as columns, as `items` reads it row by
+    row: for a URL column of text and a key column of text or integers (else None: read row by
+    row). The rows of a corrupt row group are unreadable rows, as there."""
+    path = shard.path
+    if not isinstance(_format(path), ParquetTable):
+        return None
+    pf = parquet_file(path)
+    url_col, _, key_col = _columns(path, pf.schema_arrow.names, shard.options)
+    types = pf.schema_arrow
+    if not pa.types.is_string(types.field(url_col).type) or (
+        key_col
+        and not (pa.types.is_string(types.field(key_col).type) or pa.types.is_integer(types.field(key_col).type))
+    ):
+        return None
+    part = shard.part
+    groups = list(range(*part.where)) if part and part.where else list(range(pf.metadata.num_row_groups))
+    start, stop = (part.start, part.stop) if part and part.where else (0, pf.metadata.num_rows)
+    log.declare(stop - start)
+    columns = list(dict.fromkeys(c for c in (url_col, key_col) if c))
+
+    def tables() -> Iterator[pa.Table]:
+        for index, batch, count in _batches(pf, groups, columns, rows):
+            low, high = max(start, index), min(stop, index + count)
+            if low >= high:
+                if index >= stop:
+                    return
+                continue
+            indexes = pa.array(np.arange(low, high, dtype=np.int64))
+            if batch is None:
+                log.problems.append(_unreadable(path, index, count))
+                n = high - low
+                yield pa.table(
+                    [
+                        indexes,
+                        pc.cast(indexes, pa.string()),
+                        pa.nulls(n, pa.string()),
+                        pa.array(["unreadable row"] * n),
+                    ],
+                    schema=_ROW_TABLE,
+                )
+                continue
+            batch = batch.slice(low - index, high - low)
+            key = pc.cast(batch[key_col], pa.string()) if key_col else pc.cast(indexes, pa.string())
+            key = pc.if_else(pc.is_valid(key), key, pc.cast(indexes, pa.string()))
+            url = pc.cast(batch[url_col], pa.string())
+            yield pa.table([indexes, key, url, pa.nulls(high - low, pa.string())], schema=_ROW_TABLE)
+
+    return tables()
+
+
 def iter_parquet_rows(
     path: Path,
     columns: list[str],
@@ -130,7 +186,7 @@ def iter_parquet_rows(
         if index >= stop:
             return
         if batch is None:
-            problems.append(f"{path}: rows {index} to {index + count - 1} are unreadable (a corrupt row group)")
+            problems.append(_unreadable(path, index, count))
         for offset, row in enumerate(batch.to_pylist() if batch is not None else [None] * count):
             if start <= index + offset < stop:
                 yield index + offset, row
@@ -445,6 +501,9 @@ def _columns(path: Path, names: Sequence[str], options: ReadOptions) -> tuple[st
 
 
 # ---- the reader --------------------------------------------------------------------------------
+_ROW_TABLE = pa.schema([("index", pa.int64()), ("key", pa.string()), ("url", pa.string()), ("error", pa.string())])
+
+
 class TableReader(Reader):
     kind = "table"
 
@@ -469,6 +528,24 @@ class TableReader(Reader):
 
     def staging(self, shard: Shard, file: str) -> str:
         return "in_place" if isinstance(_format(file), ParquetTable) else "whole"
+
+    def row_tables(self, shard: Shard, log: ShardLog, rows: int = 1 << 16) -> Iterator[pa.Table]:
+        """The shard's rows as tables of `index`, `key`, `url` and `error` (an unreadable row's),
+        `rows` at a time: what a metadata row holds, for a scan that does not fetch (the worker
+        then hashes and decides a table at a time, not a row)."""
+        fast = _parquet_row_tables(shard, log, rows)
+        if fast is not None:
+            yield from fast
+            return
+        columns: dict[str, list] = {"index": [], "key": [], "url": [], "error": []}
+        for item in self.items(shard, log):
+            for name in columns:
+                columns[name].append(getattr(item, name))
+            if len(columns["index"]) >= rows:
+                yield pa.table(columns, schema=_ROW_TABLE)
+                columns = {name: [] for name in columns}
+        if columns["index"]:
+            yield pa.table(columns, schema=_ROW_TABLE)
 
     def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
         path = shard.path

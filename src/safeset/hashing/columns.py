@@ -1,0 +1,116 @@
+"""URL columns hashed and normalised as Arrow arrays, not one Python call per row where it can
+be helped: the MD5s a scan observes of every URL (`url_digests`), and the normal forms the `url`
+and `domain` banks compare (`normal_urls`, `host_suffixes`). Plain URLs (nearly all of a web
+crawl) go through a fast path of Arrow string functions; the rest through the one-URL functions
+of `hashing.digests`, which tests hold the fast path to, URL for URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .digests import domain_suffixes, normalise_url, threatexchange_url_md5, url_host
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+# URLs whose normal form (`hashing.normalise_url`) is plain string work: printable ASCII, http(s), a
+# host name of letters, digits and hyphens ending in a letter label, no user, no port. The rest (a
+# few in a web crawl) go through `normalise_url` itself; tests hold the two to the same answers.
+# Character classes: printable ASCII `[!-~]`, without "#" `[!-"$-~]`, without "?" and "#" too.
+_SIMPLE = (
+    r"^(?P<scheme>[Hh][Tt][Tt][Pp][Ss]?)://(?P<host>(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)\.?"
+    r'(?P<path>/[!-"$->@-~]*)?(?:\?(?P<query>[!-"$-~]*))?(?:#[!-~]*)?$'
+)
+
+
+def _split_simple(urls: pa.Array) -> tuple[np.ndarray, pa.StructArray, np.ndarray]:
+    """(positions of simple URLs, their parts, positions of the other non-null URLs)."""
+    urls = _array(urls)
+    parts = pc.extract_regex(urls, _SIMPLE)
+    matched = parts.is_valid().to_numpy(zero_copy_only=False)
+    simple = np.flatnonzero(matched)
+    others = np.flatnonzero(urls.is_valid().to_numpy(zero_copy_only=False) & ~matched)
+    return simple, parts.filter(pa.array(matched)), others
+
+
+def normal_urls(urls: pa.Array) -> pa.Array:
+    """`normalise_url` of every URL of a column, null where it gives None."""
+    urls = _array(urls)
+    simple, parts, others = _split_simple(urls)
+    path = pc.struct_field(parts, "path")
+    query = pc.struct_field(parts, "query")
+    normal = pc.binary_join_element_wise(
+        pc.utf8_lower(pc.struct_field(parts, "scheme")),
+        "://",
+        pc.utf8_lower(pc.struct_field(parts, "host")),
+        pc.if_else(pc.equal(path, ""), "/", path),
+        pc.if_else(pc.equal(query, ""), "", pc.binary_join_element_wise("?", query, "")),
+        "",
+    )
+    rest = pa.array([normalise_url(url) for url in urls.take(pa.array(others)).to_pylist()], pa.string())
+    return _scatter(len(urls), (simple, normal), (others, rest))
+
+
+def _scatter(n: int, *pieces: tuple[np.ndarray, pa.Array]) -> pa.Array:
+    """A string column of `n` rows from (positions, values) pieces; null elsewhere."""
+    where = np.full(n, -1, np.int64)
+    start = 0
+    for positions, values in pieces:
+        where[positions] = np.arange(start, start + len(values))
+        start += len(values)
+    joined = pa.concat_arrays([_array(values).cast(pa.string()) for _, values in pieces])
+    return joined.take(pa.array(where, mask=where < 0))
+
+
+def host_suffixes(urls: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(row, suffix) of every suffix of each URL's host (`url_host`, `domain_suffixes`): a listed
+    domain covers its subdomains. Worked out once per distinct host."""
+    urls = _array(urls)
+    simple, parts, others = _split_simple(urls)
+    rest = pa.array([url_host(url) for url in urls.take(pa.array(others)).to_pylist()], pa.string())
+    hosts = _scatter(len(urls), (simple, pc.utf8_lower(pc.struct_field(parts, "host"))), (others, rest))
+    encoded = pc.dictionary_encode(hosts)
+    suffixes = pa.array([domain_suffixes(h) for h in encoded.dictionary.to_pylist()], pa.list_(pa.string()))
+    rows = np.flatnonzero(encoded.indices.is_valid().to_numpy(zero_copy_only=False))
+    per_row = suffixes.take(encoded.indices.take(pa.array(rows)))
+    values = pc.list_flatten(per_row)
+    parents = pc.list_parent_indices(per_row).to_numpy().astype(np.int64)
+    return rows[parents], values
+
+
+def _md5(texts: list[str | None]) -> list[str | None]:
+    return [
+        hashlib.md5(t.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest() if t is not None else None
+        for t in texts
+    ]
+
+
+def url_digests(urls: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(`url_md5`, `url_md5_threatexchange`) of every URL of a column (see `hashing.digests`):
+    the MD5 of the URL as held, and of python-threatexchange's form of it where that differs."""
+    urls = _array(urls).cast(pa.string())
+    held = pa.array(_md5(urls.to_pylist()), pa.string())
+    simple, _, others = _split_simple(urls)
+    # pytx lower-cases the URL, parses and re-joins it, and drops its "scheme://": for a plain URL
+    # without ";" params or an empty query or fragment (which re-joining drops), that is the
+    # lower-cased URL after "://".
+    plain = urls.take(pa.array(simple))
+    rejoined_alike = pc.invert(pc.match_substring_regex(plain, r";|\?$|#$|\?#"))
+    keep = rejoined_alike.to_numpy(zero_copy_only=False)
+    fast = simple[keep]
+    lowered = pc.utf8_lower(plain.filter(pa.array(keep)))
+    stripped = pc.replace_substring_regex(lowered, r"^https?://", "", max_replacements=1)
+    slow = np.sort(np.concatenate([others, simple[~keep]]))
+    rest = [threatexchange_url_md5(u) for u in urls.take(pa.array(slow)).to_pylist()]
+    pytx = _scatter(
+        len(urls), (fast, pa.array(_md5(stripped.to_pylist()), pa.string())), (slow, pa.array(rest, pa.string()))
+    )
+    differs = pc.fill_null(pc.not_equal(pytx, held), True)
+    return held, pc.if_else(differs, pytx, pa.scalar(None, pa.string()))
