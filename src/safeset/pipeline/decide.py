@@ -107,6 +107,7 @@ def _linked(layout: OutLayout, target: OutLayout, part: int, clean: list[str]) -
         return False
     for source, link in pairs:
         link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)  # left by an attempt at this shard whose worker died
         os.link(source, link)
     return True
 
