@@ -282,10 +282,35 @@ def test_decide_refuses_what_it_cannot_do_right(data, tmp_path, home):
     part = out / "results" / "part-00000.parquet"
     table = pq.read_table(part)
     pq.write_table(table.replace_schema_metadata({}), part)
+    recorded = (out / "_state" / "run.json").read_bytes()
     older = run_cli("scan", *inputs, "--out", out, "-q", home=home)  # decided otherwise: a round
     assert older.exit_code == 2 and "format 1" in older.stderr
+    assert (out / "_state" / "run.json").read_bytes() == recorded  # what OUT was decided with, still
     older = run_cli("decide", out, "--preset", "default", "--pdq-threshold", "20", home=home)
     assert older.exit_code == 2 and "format 1" in older.stderr
+
+
+def test_every_part_of_a_table_is_checked_before_rows_are_copied_from_it(tmp_path, home):
+    """A table read in parts is hashed by its first part; a round that writes a later part checks
+    the file against that checksum too."""
+    table = tmp_path / "meta.parquet"
+    urls = [f"https://a.example/{i:04d}.jpg" for i in range(250)]
+    pq.write_table(pa.table({"url": urls}), table, row_group_size=50)
+    write_lines(tmp_path / "urls.txt", [urls[10]])
+    assert run_cli("bank", "add", "urls", tmp_path / "urls.txt", "--type", "url", home=home).exit_code == 0
+    out = tmp_path / "out"
+    assert run_cli("scan", table, "--out", out, "--table-rows", "100", "-q", home=home).exit_code == 0
+    times = (table.stat().st_atime_ns, table.stat().st_mtime_ns)
+    changed = urls[:]
+    changed[200] = urls[10]  # the listed URL, in the third part now, the file the same size
+    pq.write_table(pa.table({"url": changed}), table, row_group_size=50)
+    os.utime(table, ns=times)
+    keep_all = tmp_path / "keep.toml"
+    keep_all.write_text('[match]\ndefault = "keep"\n')
+    before = snapshot(out)
+    refused = run_cli("decide", out, "--policy", keep_all, home=home)
+    assert refused.exit_code == 3 and "SHA-256 differs" in refused.stderr and str(table) in refused.stderr
+    assert snapshot(out) == before
 
 
 def test_a_decide_killed_at_any_moment_leaves_old_or_new_outputs_and_a_rerun_completes(data, tmp_path, home):
@@ -319,8 +344,12 @@ def test_a_decide_killed_at_any_moment_leaves_old_or_new_outputs_and_a_rerun_com
             except AssertionError:
                 same_outputs(out, new)  # it finished before the kill
                 landed.add("after")
-        else:
-            landed.add("committed" if committed else "staged")
+        elif committed:
+            landed.add("committed")
+        else:  # killed while the round was being written: OUT's own outputs untouched
+            files = {k: v for k, v in snapshot(out).items() if not k.startswith("_state/round/")}
+            same_outputs_snapshot(files, old)
+            landed.add("staged")
         decide(out, home, *bank_args(BANKS))
         same_outputs(out, new)
         assert not list(out.rglob("*.partial"))

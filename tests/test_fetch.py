@@ -476,6 +476,29 @@ def test_a_decide_round_keeps_saved_images_of_kept_rows_only_and_fetches_nothing
     }
 
 
+def test_retry_failed_with_another_list_decides_the_carried_rows_again(server, images, tmp_path, home):
+    """`--retry-failed` carries over the rows that did not fail; run with a list added since,
+    they are matched against it too (they used to keep their old decisions)."""
+    names = sorted(images)[:4]
+    urls = [server.url(f"/img/{names[0]}"), server.url(f"/flaky/x/{names[1]}"), server.url(f"/img/{names[2]}")]
+    meta = tmp_path / "meta.csv"
+    write_meta(meta, urls)
+    write_lines(tmp_path / "none.txt", ["0" * 32])
+    write_lines(tmp_path / "later.txt", [hashlib.md5(images[names[2]]).hexdigest()])
+    for bank in ("none", "later"):
+        assert run_cli("bank", "add", bank, tmp_path / f"{bank}.txt", "--type", "md5", home=home).exit_code == 0
+    out = tmp_path / "out"
+    args = ("scan", meta, "--out", out, "--fetch", *LOOPBACK, "--fetch-retries", "0", "-q")
+    assert run_cli(*args, "--bank", "none", home=home).exit_code == 0
+    assert results_by_url(out)[urls[1]]["error"] == "http_503"
+    again = run_cli(*args, "--retry-failed", "--bank", "none", "--bank", "later", home=home)
+    assert again.exit_code == 0, again.output
+    found = results_by_url(out)
+    assert found[urls[1]]["status"] == "ok"  # fetched again
+    assert found[urls[2]]["decision"] == "remove"  # carried over, and decided with the new list
+    assert [m["bank"] for m in found[urls[2]]["matches"]] == ["later"]
+
+
 def test_many_rows_all_come_back(server, images, tmp_path, home):
     """More rows than the hand-over queues hold: every one still ends in the results, once."""
     names = sorted(images)

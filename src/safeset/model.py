@@ -201,10 +201,6 @@ class ItemResult(Hashes):
     # again; a `FetchedImage` (the bytes of a download) is never stored.
     locator: Any = None
 
-    def hashed(self) -> list[tuple[str, Hashes]]:
-        """(payload name for matches, hashes) of every payload: the primary ("") first."""
-        return [("", self)] + [(p.name, p) for p in self.payloads]
-
     def to_row(self) -> dict[str, Any]:
         return {
             "row_id": printable(self.row_id),

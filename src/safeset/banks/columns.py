@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..hashing.columns import whole
 from .hexarray import parse_hex_rows
 
 
@@ -76,7 +77,7 @@ def plain(owners: np.ndarray, values: np.ndarray | pa.Array) -> Queries:
 def hex_values(column: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions, (k, width) uint8) of the valid hex digests of a string column; nulls and
     malformed values (never written by safeset, but a results file is input too) are skipped."""
-    column = _array(column).cast(pa.string())
+    column = whole(column).cast(pa.string())
     n = len(column)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros((0, width), np.uint8)
@@ -97,7 +98,7 @@ def hex_values(column: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def binary_values(column: pa.Array, width: int) -> np.ndarray:
     """(k, width) uint8 of a fixed_size_binary column without nulls."""
-    column = _array(column)
+    column = whole(column)
     if len(column) == 0:
         return np.zeros((0, width), np.uint8)
     data = np.frombuffer(column.buffers()[1], np.uint8)
@@ -106,27 +107,23 @@ def binary_values(column: pa.Array, width: int) -> np.ndarray:
 
 def flat(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """A list column's elements and, for each, the index of its row."""
-    column = _array(column)
+    column = whole(column)
     return pc.list_flatten(column), pc.list_parent_indices(column).to_numpy().astype(np.int64)
 
 
 def codes(names: pa.Array) -> tuple[np.ndarray, list[str]]:
     """Strings as (codes, distinct names): a few variant or payload names over many rows."""
-    encoded = pc.dictionary_encode(_array(names))
+    encoded = pc.dictionary_encode(whole(names))
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), encoded.dictionary.to_pylist()
 
 
-def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
 def struct_field(column: pa.Array, name: str) -> pa.Array:
-    return pc.struct_field(_array(column), name)
+    return pc.struct_field(whole(column), name)
 
 
 def valid(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """(positions, values) of a column's non-null values."""
-    column = _array(column)
+    column = whole(column)
     positions = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
     return positions, column.take(pa.array(positions))
 
@@ -143,7 +140,7 @@ def pdq_queries(
     a quality that passes the gate, and every stored variant."""
     names, distinct = payload_codes if payload_codes is not None else (np.zeros(len(owners), np.int32), [""])
     positions, rows = hex_values(pdq, 32)
-    scores = pc.fill_null(_array(quality), 0).to_numpy(zero_copy_only=False)[positions]
+    scores = pc.fill_null(whole(quality), 0).to_numpy(zero_copy_only=False)[positions]
     gated = scores >= min_quality
     positions, rows = positions[gated], rows[gated]
     parts = [Queries(owners[positions], rows, names[positions], np.zeros(len(rows), np.int32), distinct, [""])]

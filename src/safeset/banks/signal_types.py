@@ -29,9 +29,6 @@ class InvalidEntry(ValueError):
 class SignalType(ABC):
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
-    # Whether it describes bytes, so that every payload of a row is compared (a row's second image
-    # can be the listed one), or the row itself (its URL), compared once.
-    per_payload: ClassVar[bool] = False
 
     @abstractmethod
     def normalise(self, value: str) -> str:
@@ -40,8 +37,9 @@ class SignalType(ABC):
     @abstractmethod
     def queries(self, table: pa.Table, min_quality: int) -> Queries:
         """The canonical values this type compares against its lists, of every row of a results
-        table (of each payload of it if `per_payload`), with their variants ("" except for PDQ's
-        query-side variants and URL forms). `min_quality`: the PDQ quality gate."""
+        table (of each payload of a row too, for types that describe bytes: a row's second image
+        can be the listed one), with their variants ("" except for PDQ's query-side variants and
+        URL forms). `min_quality`: the PDQ quality gate."""
 
 
 class HexDigestType(SignalType):
@@ -49,7 +47,6 @@ class HexDigestType(SignalType):
     with the field of the same name of each payload's hashes."""
 
     hex_chars: ClassVar[int]
-    per_payload = True
 
     @property
     def width(self) -> int:
@@ -102,7 +99,6 @@ class UrlMd5(HexDigestType):
 
     name = "url_md5"
     hex_chars = 32
-    per_payload = False
 
     def queries(self, table: pa.Table, min_quality: int) -> Queries:
         from .columns import Queries, hex_values, plain

@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 from .digests import domain_suffixes, normalise_url, threatexchange_url_md5, url_host
 
 
-def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+def whole(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column as one array (a table's columns come in chunks)."""
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
@@ -32,7 +33,7 @@ _SIMPLE = (
 
 def _split_simple(urls: pa.Array) -> tuple[np.ndarray, pa.StructArray, np.ndarray]:
     """(positions of simple URLs, their parts, positions of the other non-null URLs)."""
-    urls = _array(urls)
+    urls = whole(urls)
     parts = pc.extract_regex(urls, _SIMPLE)
     matched = parts.is_valid().to_numpy(zero_copy_only=False)
     simple = np.flatnonzero(matched)
@@ -42,7 +43,7 @@ def _split_simple(urls: pa.Array) -> tuple[np.ndarray, pa.StructArray, np.ndarra
 
 def normal_urls(urls: pa.Array) -> pa.Array:
     """`normalise_url` of every URL of a column, null where it gives None."""
-    urls = _array(urls)
+    urls = whole(urls)
     simple, parts, others = _split_simple(urls)
     path = pc.struct_field(parts, "path")
     query = pc.struct_field(parts, "query")
@@ -65,14 +66,14 @@ def _scatter(n: int, *pieces: tuple[np.ndarray, pa.Array]) -> pa.Array:
     for positions, values in pieces:
         where[positions] = np.arange(start, start + len(values))
         start += len(values)
-    joined = pa.concat_arrays([_array(values).cast(pa.string()) for _, values in pieces])
+    joined = pa.concat_arrays([whole(values).cast(pa.string()) for _, values in pieces])
     return joined.take(pa.array(where, mask=where < 0))
 
 
 def host_suffixes(urls: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """(row, suffix) of every suffix of each URL's host (`url_host`, `domain_suffixes`): a listed
     domain covers its subdomains. Worked out once per distinct host."""
-    urls = _array(urls)
+    urls = whole(urls)
     simple, parts, others = _split_simple(urls)
     rest = pa.array([url_host(url) for url in urls.take(pa.array(others)).to_pylist()], pa.string())
     hosts = _scatter(len(urls), (simple, pc.utf8_lower(pc.struct_field(parts, "host"))), (others, rest))
@@ -95,7 +96,7 @@ def _md5(texts: list[str | None]) -> list[str | None]:
 def url_digests(urls: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(`url_md5`, `url_md5_threatexchange`) of every URL of a column (see `hashing.digests`):
     the MD5 of the URL as held, and of python-threatexchange's form of it where that differs."""
-    urls = _array(urls).cast(pa.string())
+    urls = whole(urls).cast(pa.string())
     held = pa.array(_md5(urls.to_pylist()), pa.string())
     simple, _, others = _split_simple(urls)
     # pytx lower-cases the URL, parses and re-joins it, and drops its "scheme://": for a plain URL

@@ -19,6 +19,7 @@ from ..banks import Matcher
 from ..banks.columns import flat, struct_field
 from ..errors import UsageError
 from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
+from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
@@ -188,7 +189,7 @@ def decide_table(
     """A results table with its `matches`, `decision` and `reasons` worked out anew, column by
     column: matched against `matcher`'s banks, decided by `policy`; and the matches by row."""
     found = matcher.search(table)
-    statuses = pc.dictionary_encode(_whole(table["status"]))
+    statuses = pc.dictionary_encode(whole(table["status"]))
     decisions, reasons, chosen = policy.decide_rows(
         statuses.indices.to_numpy(zero_copy_only=False),
         statuses.dictionary.to_pylist(),
@@ -221,18 +222,14 @@ def low_quality(table: pa.Table, min_quality: int) -> np.ndarray:
         present = pc.is_valid(pdq).to_numpy(zero_copy_only=False)
         return present & (pc.fill_null(quality, 0).to_numpy(zero_copy_only=False) < min_quality)
 
-    pdq = _whole(table["pdq"])
-    low = flat_image(pdq, _whole(table["pdq_quality"]))
-    ok = pc.equal(_whole(table["status"]), str(Status.OK)).to_numpy(zero_copy_only=False)
+    pdq = whole(table["pdq"])
+    low = flat_image(pdq, whole(table["pdq_quality"]))
+    ok = pc.equal(whole(table["status"]), str(Status.OK)).to_numpy(zero_copy_only=False)
     low |= ok & ~pc.is_valid(pdq).to_numpy(zero_copy_only=False)
     payloads, parents = flat(table["payloads"])
     if len(payloads):
         low[parents[flat_image(struct_field(payloads, "pdq"), struct_field(payloads, "pdq_quality"))]] = True
     return low
-
-
-def _whole(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _hashed(items: Iterable[Item], settings: CheckSettings, threads: int) -> Iterator[ItemResult]:

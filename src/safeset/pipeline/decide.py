@@ -37,8 +37,7 @@ import pyarrow.parquet as pq
 from ..atomic import commit_together, fsync_dir
 from ..errors import BadInputError, UsageError
 from ..model import Decision
-from ..report import ReportBuilder
-from ..report.build import value_counts
+from ..report.build import shard_counts, value_counts
 from ..sinks import OutLayout, read_json, write_json, write_results
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..sources import reader_for
@@ -69,6 +68,15 @@ def check_format(part: Path) -> pq.ParquetFile:
     return parquet
 
 
+def read_results(part: Path) -> pa.Table:
+    """A results part as the results schema names it (parquet names a list's elements its own way)."""
+    parquet = check_format(part)
+    try:
+        return parquet.read().cast(RESULTS_SCHEMA)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise BadInputError(part, f"cannot read this results part ({exc}): restore it, or scan again") from None
+
+
 def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -> dict:
     """One shard of a round: its results part read from OUT, matched and decided again, its new
     results part, clean files and done-marker written under the round's folder."""
@@ -77,8 +85,7 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     earlier = layout.read_done(task.part)
     if earlier is None:
         raise RuntimeError(f"{task.shard.name}: the shard has no done-marker, so no observations to decide on")
-    # as written: the schema's own names (parquet names a list's elements differently)
-    observed = check_format(layout.part(task.part)).read().cast(RESULTS_SCHEMA)
+    observed = read_results(layout.part(task.part))
     checker = _checker(task.spec)
     table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality)
     if progress is not None:
@@ -105,10 +112,13 @@ def _linked(layout: OutLayout, target: OutLayout, part: int, clean: list[str]) -
     pairs += [(layout.clean / rel, target.clean / rel) for rel in clean]
     if not all(source.is_file() for source, _ in pairs):
         return False
-    for source, link in pairs:
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)  # left by an attempt at this shard whose worker died
-        os.link(source, link)
+    try:
+        for source, link in pairs:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)  # left by an attempt at this shard whose worker died
+            os.link(source, link)
+    except OSError:  # a file system without hard links: the shard is written again instead
+        return False
     return True
 
 
@@ -116,11 +126,11 @@ def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier:
     """A shard's clean files, copied from its inputs (checked against what the scan read), and
     its results part, written into the round; its summary's fields for them."""
     reader = reader_for(task.shard.kind)
-    for record in earlier["files"]:
-        if "sha256" in record and not reader.copies_checked(task.shard, record["path"]):
-            if file_record(record["path"]).get("sha256") != record["sha256"]:
+    for path, sha256 in task.checksums:
+        if not reader.copies_checked(task.shard, path):
+            if file_record(path).get("sha256") != sha256:
                 raise BadInputError(
-                    record["path"],
+                    path,
                     "changed since the scan read it (its SHA-256 differs): kept rows are copied from the "
                     "inputs as the scan found them; scan again into a new OUT",
                 )
@@ -133,19 +143,13 @@ def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier:
             writer.abort()
             raise
     write_results(table, target.part(task.part))
-    counted = ReportBuilder()
-    counted.add(table, fetched="fetch" in earlier and task.shard.kind == "table")
-    decisions = value_counts(table["decision"])
-    return {
-        "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
-        "counts": counted.counts(),
-        "clean": clean_files(target, together),
-    }
+    fetched = "fetch" in earlier and task.shard.kind == "table"
+    return {**shard_counts(table, fetched), "clean": clean_files(target, together)}
 
 
 def transitions(before: pa.Table, after: pa.Table) -> dict[str, dict]:
     """How decisions changed, `{"keep->remove": {reason: rows}}`: counted under the reasons of the
-    stricter decision (a row let go is counted under the reasons it was held for)."""
+    new decision, except for a row now kept, counted under the reasons it was held for."""
     old, new = before["decision"], after["decision"]
     changed = pc.not_equal(old, new)
     if not pc.any(changed).as_py():
@@ -234,11 +238,12 @@ def _commit_record(layout: OutLayout) -> dict:
     record that names anything else was not written by safeset."""
     path = layout.state / _COMMIT
     record = read_json(path)
-    allowed = ("results/", "clean/", "_state/") + tuple(p.name for p in layout.outputs)
+    allowed = {p.name for p in layout.outputs}
     names = record.get("moves"), record.get("deletes")
     for name in [n for group in names if isinstance(group, list) for n in group]:
         parts = PurePosixPath(name).parts if isinstance(name, str) else ()
-        if not parts or parts[0] in ("/", "..") or ".." in parts or not name.startswith(allowed):
+        folder = len(parts) > 1 and parts[0] in ("results", "clean", "_state")
+        if not parts or ".." in parts or parts[0] not in allowed or (len(parts) > 1 and not folder):
             raise BadInputError(path, f"names {name!r}, which is not an output of OUT; not a record safeset wrote")
     if not all(isinstance(group, list) for group in names):
         raise BadInputError(path, "is not a round's commit record")

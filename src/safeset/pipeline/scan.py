@@ -204,9 +204,6 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 finish_pending_round(layout)
             fingerprint = _fingerprint(config, shards, spec)
             _observed_alike(layout, fingerprint)
-            write_json(layout.run_spec, fingerprint)
-            if remote:
-                remote.upload(layout.run_spec, layout.relative(layout.run_spec))
             layout.remove_partials()
             earlier = {i: summary for i in range(len(shards)) if (summary := layout.read_done(i)) is not None}
             again = {i for i, summary in earlier.items() if config.retry_failed and _has_passing_failures(summary)}
@@ -218,6 +215,10 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                     f"{config.out} was decided with other banks or another policy; deciding again on object "
                     "storage is not supported yet: scan into a new OUT"
                 )
+            if not stale:  # else the round writes it, with its outputs: until then OUT says what decided them
+                write_json(layout.run_spec, fingerprint)
+                if remote:
+                    remote.upload(layout.run_spec, layout.relative(layout.run_spec))
             target = remote.uri if remote else str(layout.root)
             tasks = [
                 ShardTask(i, s, target, spec, retry_failed=i in again) for i, s in enumerate(shards) if i not in done
@@ -294,6 +295,11 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
     with layout.locked():
         finish_pending_round(layout)
         last = read_json(layout.run_spec)
+        if (
+            not isinstance(last, dict)
+            or not {"inputs", "shards", "read", "settings", "match", "banks", "policy"} <= last.keys()
+        ):
+            raise UsageError(f"{layout.run_spec} was written by an older safeset: scan again into a new OUT to decide")
         read = ReadOptions(**last["read"])
         plan = plan_shards(last["inputs"], read)
         shards = plan.shards
@@ -428,7 +434,20 @@ def run_round(
     staged = start_round(layout)
     markers = {i: _done_marker(layout, i) for i in range(len(shards))}
     before = {i: markers[i] for i in sorted(stale)}
-    tasks = [ShardTask(i, shards[i], str(layout.root), spec, round=str(staged.root)) for i in sorted(stale)]
+    # what the scan found each input file to be, from the shard that hashed it (a table read in parts
+    # is hashed by its first): every shard the round writes checks its files against it
+    sums = {r["path"]: r["sha256"] for marker in markers.values() for r in marker["files"] if "sha256" in r}
+    tasks = [
+        ShardTask(
+            i,
+            shards[i],
+            str(layout.root),
+            spec,
+            round=str(staged.root),
+            checksums=tuple((f, sums[f]) for f in shards[i].files if f in sums),
+        )
+        for i in sorted(stale)
+    ]
     with ScanProgress(len(tasks), 0, enabled=show_progress, fetching=False) as progress:
         outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
     try:

@@ -31,8 +31,7 @@ from ..errors import SafesetError
 from ..hashing.columns import url_digests
 from ..model import Decision, FetchedImage, Item, ItemResult, Status, printable
 from ..policy import Policy
-from ..report import ReportBuilder
-from ..report.build import value_counts
+from ..report.build import shard_counts, value_counts
 from ..sinks import OutLayout, results_table, write_json, write_results
 from ..sinks.results import observed_table
 from ..sources import Shard, reader_for
@@ -49,7 +48,7 @@ from ..storage import (
     scratch,
     wait_for_input,
 )
-from .check import Checker, CheckSettings, decide_table
+from .check import BATCH, Checker, CheckSettings, decide_table
 
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
@@ -96,6 +95,7 @@ class ShardTask:
     # A decide round (`pipeline.decide`): the shard's stored observations in `out` are matched and
     # decided again, and its new outputs written under this folder, committed with the round's.
     round: str | None = None
+    checksums: tuple[tuple[str, str], ...] = ()  # (input file, SHA-256 the scan found), for a round
 
 
 class BankChangedError(SafesetError):
@@ -312,21 +312,18 @@ def _summary(
 ) -> dict:
     """The shard's results part written, and its summary (the done-marker's content)."""
     write_results(table, layout.part(task.part))
-    counted = ReportBuilder()  # the report's counts for this shard, merged by the scan
-    counted.add(table, fetched=fetched and task.shard.kind == "table")
-    decisions = value_counts(table["decision"])
     summary = {
         "part": task.part,
         "shard": task.shard.name,
         "kind": task.shard.kind,
         "rows": table.num_rows,
         "declared": log.rows,
-        "decisions": {str(d): decisions.get(str(d), 0) for d in Decision},
+        # the report's counts for this shard, merged by the scan
+        **shard_counts(table, fetched=fetched and task.shard.kind == "table"),
         "statuses": dict(sorted(value_counts(table["status"]).items())),
         "problems": log.problems,
         # A large table read in parts is hashed once, by its first part.
         "files": [file_record(f) if _first_part(task.shard) else {"path": f} for f in task.shard.files],
-        "counts": counted.counts(),
         "seconds": round(time.perf_counter() - started, 3),
         # where it ran, like the time it took, differs between runs; the outputs never do
         "worker": worker_record(),
@@ -336,19 +333,20 @@ def _summary(
     return summary
 
 
-def _run_columns(task: ShardTask, progress: Callable[[dict], None] | None) -> dict:
+def _run_columns(
+    task: ShardTask, tables: Iterator[pa.Table], log: ShardLog, progress: Callable[[dict], None] | None
+) -> dict:
     """A metadata table scanned without fetching: no row has image bytes, so rows go through as
     tables (their URLs hashed, matched and decided column by column), not one object each."""
     started = time.perf_counter()
     layout = OutLayout(task.out)
     checker = _checker(task.spec)
     reader = reader_for(task.shard.kind)
-    log = ShardLog()
     decided = []
     with commit_together() as together:
         writer = reader.clean_writer(task.shard, layout.clean)
         try:
-            for rows in reader.row_tables(task.shard, log):
+            for rows in tables:
                 table, _ = decide_table(
                     _metadata_results(task.shard, rows),
                     checker.matcher,
@@ -367,7 +365,8 @@ def _run_columns(task: ShardTask, progress: Callable[[dict], None] | None) -> di
         indexes = table["index"].to_numpy()
         if table.num_rows != log.rows or len(np.unique(indexes)) != len(indexes):
             raise RuntimeError(
-                f"{task.shard.name}: the input holds {log.rows} rows, {table.num_rows} have results (rows in != out)"
+                f"{task.shard.name}: the input holds {log.rows} rows, {table.num_rows} have results, "
+                f"{len(np.unique(indexes))} of them distinct (rows in != out)"
             )
     return _summary(task, layout, table, log, together, started, fetched=False)
 
@@ -381,18 +380,18 @@ def _metadata_results(shard: Shard, rows: pa.Table) -> pa.Table:
     unreadable = pc.is_valid(error)
     status = pc.if_else(unreadable, str(Status.UNREADABLE_ROW), str(Status.NO_IMAGE))
     why = pc.if_else(has_url, NOT_FETCHED, "no image bytes")
-    prefix = f"{shard.name}:"
+    name = printable(shard.name)
     indexes = rows["index"].combine_chunks()
     return observed_table(
         rows.num_rows,
         {
-            "row_id": pa.array([printable(prefix + str(i)) for i in indexes.to_pylist()], pa.string()),
-            "shard": pa.array([printable(shard.name)] * rows.num_rows, pa.string()),
+            "row_id": pc.binary_join_element_wise(name, pc.cast(indexes, pa.string()), ":"),
+            "shard": pa.array([name] * rows.num_rows, pa.string()),
             "index": indexes,
-            "key": pa.array([printable(k) for k in rows["key"].to_pylist()], pa.string()),
-            "url": pa.array([printable(u) for u in url.to_pylist()], pa.string()),
+            "key": rows["key"],
+            "url": url,
             "status": status,
-            "error": pc.if_else(unreadable, pa.array([printable(e) for e in error.to_pylist()], pa.string()), why),
+            "error": pc.if_else(unreadable, error, why),
             "url_md5": held,
             "url_md5_threatexchange": pytx,
         },
@@ -401,10 +400,10 @@ def _metadata_results(shard: Shard, rows: pa.Table) -> pa.Table:
 
 def _run_local(task: ShardTask, progress: Callable[[dict], None] | None, names: dict[str, str] | None = None) -> dict:
     """`names`: input files as the user named them, by the local copies read (staged shards)."""
-    if task.spec.fetch is None and hasattr(reader_for(task.shard.kind), "row_tables"):
-        summary = _run_columns(task, progress)
-    else:
-        summary = _run_items(task, progress)
+    log = ShardLog()
+    reader = reader_for(task.shard.kind)
+    tables = reader.row_tables(task.shard, log) if task.spec.fetch is None else None
+    summary = _run_columns(task, tables, log, progress) if tables is not None else _run_items(task, progress)
     for local, name in (names or {}).items():
         for record in summary["files"]:
             record["path"] = name if record["path"] == local else record["path"]
@@ -453,6 +452,9 @@ def _run_items(task: ShardTask, progress: Callable[[dict], None] | None) -> dict
                     result.locator = None  # a removed or held row's bytes are dropped here
                 results.append(result)
             refetched = [earlier.results[r.index] for r in results] if earlier is not None else []
+            # decided again: the run may match other banks, or decide by another policy, than the last
+            for start in range(0, len(carried), BATCH):
+                checker.decide(carried[start : start + BATCH])
             for result in carried:
                 if result.decision is Decision.KEEP:
                     writer.keep(result)

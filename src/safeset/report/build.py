@@ -70,6 +70,14 @@ def value_counts(column: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
 
 
+def shard_counts(table: pa.Table, fetched: bool) -> dict[str, Any]:
+    """What a shard's done-marker keeps of its results: its decisions and its report counts."""
+    counted = ReportBuilder()
+    counted.add(table, fetched)
+    decisions = value_counts(table["decision"])
+    return {"decisions": {str(d): decisions.get(str(d), 0) for d in Decision}, "counts": counted.counts()}
+
+
 class ReportBuilder:
     def __init__(self) -> None:
         self.rows = 0
@@ -120,7 +128,8 @@ class ReportBuilder:
 
     def add(self, part: pa.Table, fetched: bool = False) -> None:
         """Count one results part; `fetched` when its rows' images were downloaded by the scan.
-        Column by column: per-row Python only for rows that matched or were not kept."""
+        Column by column: per-row Python only for rows that matched or were not kept, and for
+        every row of a fetched part (its domains)."""
         self.rows += part.num_rows
         status, error, decision = part["status"], part["error"], part["decision"]
         self.statuses.update(value_counts(status))

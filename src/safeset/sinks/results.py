@@ -91,8 +91,9 @@ def write_results(table: pa.Table, part: Path) -> None:
 
 
 def observed_table(rows: int, columns: dict[str, pa.Array]) -> pa.Table:
-    """A results table of `rows` rows holding `columns`, every other column as a row with nothing
-    observed is written (`ItemResult.to_row`): nulls, and empty lists."""
+    """A results table of `rows` rows holding `columns`; every other column null, or empty lists
+    where a column holds lists (as `ItemResult.to_row` writes a row with nothing observed). The
+    decision columns are for `decide_table` to fill."""
     arrays = []
     for field in RESULTS_SCHEMA:
         if field.name in columns:

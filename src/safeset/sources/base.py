@@ -95,6 +95,11 @@ class Reader(ABC):
         store by ranges: a part of a large table, which holds no image bytes)."""
         return "whole"
 
+    def row_tables(self, shard: Shard, log: ShardLog) -> Iterator[pa.Table] | None:
+        """The shard's rows as Arrow tables (`index`, `key`, `url`, `error`), where it holds no
+        image bytes and can be read so; None (the default) to be read item by item."""
+        return None
+
     def copies_checked(self, shard: Shard, file: str) -> bool:
         """Whether the clean writer checks each byte it copies from `file` against what the
         scan read (a tar's members, by MD5). A decide round checks the other files whole, by

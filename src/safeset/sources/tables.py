@@ -116,9 +116,10 @@ def _unreadable(path: Path | str, index: int, count: int) -> str:
 
 
 def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.Table] | None:
-    """`TableReader.row_tables` of a parquet table read as columns, as `items` reads it row by
-    row: for a URL column of text and a key column of text or integers (else None: read row by
-    row). The rows of a corrupt row group are unreadable rows, as there."""
+    """`TableReader.row_tables` of a parquet table, as `items` reads it row by row: for a URL
+    column of text and a key column of text or integers (else None: read row by row). The rows of
+    a corrupt row group are unreadable rows, as there. Nothing is read or declared until the
+    tables are iterated."""
     path = shard.path
     if not isinstance(_format(path), ParquetTable):
         return None
@@ -529,23 +530,13 @@ class TableReader(Reader):
     def staging(self, shard: Shard, file: str) -> str:
         return "in_place" if isinstance(_format(file), ParquetTable) else "whole"
 
-    def row_tables(self, shard: Shard, log: ShardLog, rows: int = 1 << 16) -> Iterator[pa.Table]:
+    def row_tables(self, shard: Shard, log: ShardLog, rows: int = 1 << 16) -> Iterator[pa.Table] | None:
         """The shard's rows as tables of `index`, `key`, `url` and `error` (an unreadable row's),
         `rows` at a time: what a metadata row holds, for a scan that does not fetch (the worker
-        then hashes and decides a table at a time, not a row)."""
-        fast = _parquet_row_tables(shard, log, rows)
-        if fast is not None:
-            yield from fast
-            return
-        columns: dict[str, list] = {"index": [], "key": [], "url": [], "error": []}
-        for item in self.items(shard, log):
-            for name in columns:
-                columns[name].append(getattr(item, name))
-            if len(columns["index"]) >= rows:
-                yield pa.table(columns, schema=_ROW_TABLE)
-                columns = {name: [] for name in columns}
-        if columns["index"]:
-            yield pa.table(columns, schema=_ROW_TABLE)
+        then hashes and decides a table at a time, not a row). Parquet tables, whose text is
+        UTF-8 as Arrow holds it; None for the rest, read row by row (`items`): CSV and JSON can
+        hold what Arrow cannot (a lone surrogate), which is hashed as the one-row path does."""
+        return _parquet_row_tables(shard, log, rows)
 
     def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
         path = shard.path
