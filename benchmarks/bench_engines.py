@@ -122,11 +122,8 @@ def merge() -> dict:
 _MEMORY = """
 import json, sys
 from pathlib import Path
-import numpy as np
-from safeset.banks import BankStore, Matcher, MatchSettings
-from safeset.pipeline.check import Checker, CheckSettings
+from safeset import Auditor
 from safeset.model import Item
-from safeset.policy import Policy
 
 def rollup():
     fields = {}
@@ -137,8 +134,7 @@ def rollup():
 
 home, images = sys.argv[1], sorted(Path(sys.argv[2]).glob("*.jpg"))
 before = rollup()
-store = BankStore(home)
-checker = Checker(Matcher.load(store, store.resolve(None), MatchSettings()), Policy.preset("default"), CheckSettings())
+checker = Auditor(home)
 loaded = rollup()
 photos = [p.read_bytes() for p in images]
 items = [Item(row_id=str(i), shard="s", index=i, key=str(i), url=f"https://x/{i}", data=photos[i % len(photos)])

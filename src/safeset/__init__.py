@@ -24,7 +24,7 @@ from .policy import Policy
 
 # The scan machinery (pyarrow, readers, engines) is imported on first use, so that `safeset bank`
 # and `import safeset` for hashing stay light.
-_LAZY = {"ScanConfig": "pipeline", "CheckSettings": "pipeline", "ReadOptions": "sources"}
+_LAZY = {"Auditor": "pipeline", "ScanConfig": "pipeline", "CheckSettings": "pipeline", "ReadOptions": "sources"}
 
 
 def __getattr__(name: str):
@@ -133,6 +133,7 @@ def hash_file(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
+    "Auditor",
     "BadInputError",
     "BankStore",
     "CheckSettings",

@@ -1,10 +1,10 @@
 """Pipeline: the shard worker (hashing, matching, policy, outputs for one shard) and the scan that
 plans shards, hands them to an engine, and merges their outputs into manifests and a report."""
 
-from .check import Checker, CheckSettings, hash_item
+from .check import Auditor, CheckSettings, hash_item
 from .worker import RunSpec, ShardTask, run_shard
 
-__all__ = ["CheckSettings", "Checker", "RunSpec", "ScanConfig", "ShardTask", "hash_item", "run_scan", "run_shard"]
+__all__ = ["Auditor", "CheckSettings", "RunSpec", "ScanConfig", "ShardTask", "hash_item", "run_scan", "run_shard"]
 
 
 def __getattr__(name: str):

@@ -7,15 +7,17 @@ hashes, and the item's `data` is dropped, so a flagged image is never held longe
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..banks import Matcher
+from ..banks import Matcher, MatchSettings
 from ..banks.columns import flat, struct_field
 from ..errors import UsageError
 from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
@@ -50,6 +52,10 @@ class CheckSettings:
     @property
     def limits(self) -> DecodeLimits:
         return DecodeLimits(max_pixels=self.max_image_pixels)
+
+    @property
+    def match(self) -> MatchSettings:
+        return MatchSettings(self.pdq_threshold, self.pdq_min_quality, self.pdq_variant_threshold)
 
 
 def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) -> PayloadResult:
@@ -148,13 +154,76 @@ def _rank(status: Status) -> int:
     return _DEGRADING.index(status) if status in _DEGRADING else len(_DEGRADING)
 
 
-class Checker:
-    """Hashing + matching + policy for a stream of items, in batches."""
+class Auditor:
+    """Banks, a policy and settings, loaded once: what checks items (hashing, matching, policy),
+    for the shard worker and in-process callers alike (`safeset.Auditor`). It holds no state
+    beyond what it was built with, so one can serve any number of checks, and several live side
+    by side.
 
-    def __init__(self, matcher: Matcher, policy: Policy, settings: CheckSettings):
+        auditor = safeset.Auditor(home, banks=["iwf"], policy="strict")
+        row = auditor.check_bytes(open("x.jpg", "rb").read(), url="https://...")
+        row["decision"], row["matches"]   # the result row a scan writes for such a row
+
+    `banks`: names (default: every enabled bank, current versions); `policy`: a `Policy` or a
+    preset name; `settings`: `CheckSettings`."""
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        banks: Sequence[str] | None = None,
+        policy: Policy | str | None = None,
+        settings: CheckSettings | None = None,
+    ):
+        from ..banks import BankStore
+
+        store = BankStore(home)
+        policy = Policy.preset(policy) if isinstance(policy, str) else policy or Policy.preset("default")
+        policy.check_banks(store.names())
+        settings = settings or CheckSettings()
+        self._setup(Matcher.load(store, store.resolve(banks), settings.match), policy, settings)
+
+    @classmethod
+    def of(cls, matcher: Matcher, policy: Policy, settings: CheckSettings) -> Auditor:
+        """An auditor of banks already loaded (the shard worker loads the very versions a scan planned)."""
+        auditor = cls.__new__(cls)
+        auditor._setup(matcher, policy, settings)
+        return auditor
+
+    def _setup(self, matcher: Matcher, policy: Policy, settings: CheckSettings) -> None:
         self.matcher = matcher
         self.policy = policy
         self.settings = settings
+
+    def check_bytes(self, data: bytes, url: str | None = None, caption: str | None = None) -> dict[str, Any]:
+        """Hash, match and decide one image (or any bytes): the result row a scan writes."""
+        item = Item(row_id="", shard="", index=0, key="", url=url, caption=caption, payloads=[Payload("", data)])
+        return self._row(hash_item(item, self.settings))
+
+    def check_hashes(
+        self,
+        *,
+        md5: str | None = None,
+        sha1: str | None = None,
+        sha256: str | None = None,
+        pdq: str | None = None,
+        pdq_quality: int | None = None,
+        url: str | None = None,
+    ) -> dict[str, Any]:
+        """Match and decide what is known of an image: its digests, its PDQ (with its quality;
+        one held below the gate, or none, leaves the image unchecked by PDQ, as for a row) and
+        its URL. Hex digests in either case."""
+        result = hash_item(Item(row_id="", shard="", index=0, key="", url=url, status=Status.OK), self.settings)
+        result.md5, result.sha1, result.sha256 = (v.lower() if v else None for v in (md5, sha1, sha256))
+        result.pdq, result.pdq_quality = (pdq.lower() if pdq else None), pdq_quality
+        return self._row(result)
+
+    def _row(self, result: ItemResult) -> dict[str, Any]:
+        self.decide([result])
+        row = result.to_row()
+        for name in ("row_id", "shard", "index", "key", "locator"):
+            row.pop(name)
+        row["signals"] = dict(row["signals"])
+        return row
 
     def check(
         self, items: Iterable[Item], progress: Callable[[dict], None] | None = None, threads: int = 1

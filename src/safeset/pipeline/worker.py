@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..atomic import commit_together
-from ..banks import BankStore, Matcher, MatchSettings
+from ..banks import BankStore, Matcher
 from ..errors import SafesetError
 from ..hashing.columns import url_digests
 from ..model import Decision, FetchedImage, Item, ItemResult, Status, printable
@@ -48,7 +48,7 @@ from ..storage import (
     scratch,
     wait_for_input,
 )
-from .check import BATCH, Checker, CheckSettings, decide_table
+from .check import BATCH, Auditor, CheckSettings, decide_table
 
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
@@ -102,12 +102,12 @@ class BankChangedError(SafesetError):
     pass
 
 
-_CHECKERS: dict[tuple, Checker] = {}
+_CHECKERS: dict[tuple, Auditor] = {}
 _BANK_LOADS = 0  # how often this process has loaded banks: once per scan, whatever its shard count
 _FETCHED_SHARDS = 0  # shards this process has fetched for
 
 
-def _checker(spec: RunSpec) -> Checker:
+def _checker(spec: RunSpec) -> Auditor:
     key = (spec.home, spec.banks, spec.policy.sha256, spec.settings)
     checker = _CHECKERS.get(key)
     if checker is None:
@@ -118,10 +118,7 @@ def _checker(spec: RunSpec) -> Checker:
             if info is None:
                 raise BankChangedError(f"bank {name!r} changed twice while the scan was running; rerun the scan")
             infos.append(info)
-        match = MatchSettings(
-            spec.settings.pdq_threshold, spec.settings.pdq_min_quality, spec.settings.pdq_variant_threshold
-        )
-        checker = Checker(Matcher.load(store, infos, match), spec.policy, spec.settings)
+        checker = Auditor.of(Matcher.load(store, infos, spec.settings.match), spec.policy, spec.settings)
         global _BANK_LOADS
         _BANK_LOADS += 1
         _CHECKERS.clear()  # one scan per process at a time: do not hold old banks in memory
