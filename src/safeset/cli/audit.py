@@ -1,177 +1,20 @@
-"""The `safeset` command: a thin layer over the library.
-
-Each command parses its options, calls one library function, and prints. Errors are mapped to exit
-codes in one place (`_Group.invoke`): 2 usage, 3 bad input (the message names the file and line or
-row), 1 internal error.
-"""
+"""`safeset scan` and `safeset decide`: an audit, and a decision taken again from its observations."""
 
 from __future__ import annotations
 
-import errno
 import json
-import sys
-import traceback
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import BankStore, Policy, __version__
-from .errors import SafesetError
-from .model import DEFAULT_MAX_BYTES
-from .policy import preset_names
-from .redact import redact
+from .. import Policy
+from ..model import DEFAULT_MAX_BYTES
+from ..policy import preset_names
+from ..redact import redact
+from . import _err, _out, cli
 
-_out = Console(soft_wrap=True)
-_err = Console(stderr=True, soft_wrap=True)
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except SafesetError as exc:
-            _err.print(f"[red]error:[/] {escape(str(exc))}")
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _err.print("[yellow]interrupted:[/] shards that finished are done; a rerun resumes from them")
-            ctx.exit(130)
-        except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
-            raise
-        except Exception as exc:
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-                where = f": {redact(str(exc.filename))}" if exc.filename else ""
-                _err.print(
-                    f"[red]error:[/] cannot write{escape(where)} ({exc.strerror}). Shards that finished are done: "
-                    "free space and run the same command again to resume."
-                )
-            else:  # a bug: its traceback, with any URI's credentials masked
-                _err.print(escape(redact(traceback.format_exc())), highlight=False)
-                _err.print("[red]internal error[/] (a bug in safeset: please report it with the above)")
-            ctx.exit(1)
-
-
-def _store(ctx: click.Context) -> BankStore:
-    return BankStore(ctx.obj["home"])
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SAFESET_HOME",
-    default=None,
-    help="Bank store directory [env SAFESET_HOME; default ~/.local/share/safeset].",
-)
-@click.version_option(__version__, prog_name="safeset")
-@click.pass_context
-def cli(ctx: click.Context, home: Path | None) -> None:
-    """Find and remove known illegal and unwanted images from image-text datasets, without anyone
-    viewing them, and write a cleaned release with an audit report."""
-    ctx.obj = {"home": home}
-
-
-# ---- banks --------------------------------------------------------------------------------------
-@cli.group(cls=_Group)
-def bank() -> None:
-    """Manage the local hash lists (banks) that scans match against."""
-
-
-@bank.command("add")
-@click.argument("name")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--type",
-    "type_name",
-    type=click.Choice(["md5", "sha1", "sha256", "pdq", "url", "url_md5", "domain"]),
-    help="Signal type of one-value-per-line files (and of CSVs without a type column).",
-)
-@click.option("--label", help="Free text kept with the bank (where the list came from).")
-@click.option("--strict", is_flag=True, help="Refuse the whole file if any line is bad.")
-@click.pass_context
-def bank_add(ctx, name: str, file: Path, type_name: str | None, label: str | None, strict: bool) -> None:
-    """Import hash list FILE into bank NAME (created, or merged into and versioned).
-
-    FILE holds one hash per line (with --type), '<type> <hash>' per line (python-threatexchange),
-    or CSV with a header naming a hash column. Bad lines are reported by number and skipped.
-    """
-    result = _store(ctx).add(name, file, type_name=type_name, label=label, strict=strict)
-    counts = ", ".join(f"{t} {n:,}" for t, n in result.bank.counts.items()) or "empty"
-    _out.print(
-        f"bank [bold]{escape(name)}[/] version {result.bank.version}: {result.added:,} new of "
-        f"{result.accepted:,} valid value(s) from {result.lines:,} line(s); now holds {counts}"
-    )
-    if result.duplicates:
-        _out.print(f"{result.duplicates:,} duplicate line(s) ignored")
-    if result.errors:
-        _err.print(f"[yellow]{len(result.errors):,} bad line(s) skipped[/] (--strict would refuse the file):")
-        for error in result.errors[:20]:
-            _err.print(f"  {escape(str(file))}, {error}")
-        if len(result.errors) > 20:
-            _err.print(f"  ... and {len(result.errors) - 20:,} more")
-
-
-@bank.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.pass_context
-def bank_list(ctx, as_json: bool) -> None:
-    """List the banks in the store."""
-    banks = _store(ctx).list()
-    if as_json:
-        click.echo(json.dumps([b.to_dict() for b in banks], indent=2))
-        return
-    table = Table("name", "enabled", "version", "entries", "label", "updated")
-    for b in banks:
-        counts = ", ".join(f"{t} {n:,}" for t, n in b.counts.items())
-        table.add_row(b.name, "yes" if b.enabled else "no", str(b.version), counts, b.label, b.updated)
-    _out.print(table if banks else "no banks yet: add one with `safeset bank add NAME FILE`")
-
-
-@bank.command("show")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def bank_show(ctx, name: str, as_json: bool) -> None:
-    """Show one bank's metadata and sources (never its entries)."""
-    info = _store(ctx).get(name)
-    if as_json:
-        click.echo(json.dumps(info.to_dict(), indent=2))
-        return
-    for key in ("name", "label", "enabled", "version", "created", "updated", "sha256"):
-        _out.print(f"{key:>8}: {escape(str(getattr(info, key)))}")
-    _out.print(f"{'entries':>8}: " + ", ".join(f"{t} {n:,}" for t, n in info.counts.items()))
-    table = Table("file", "sha256", "added", "lines", "accepted", "rejected", title="sources")
-    for s in info.sources:
-        table.add_row(s["file"], s["sha256"], s["added"], str(s["lines"]), str(s["accepted"]), str(s["rejected"]))
-    _out.print(table)
-
-
-def _toggle(enabled: bool):
-    @click.argument("name")
-    @click.pass_context
-    def command(ctx, name: str) -> None:
-        _store(ctx).set_enabled(name, enabled)
-        _out.print(f"bank {escape(name)} {'enabled' if enabled else 'disabled'}")
-
-    return command
-
-
-bank.command("enable", help="Use bank NAME in scans that name no bank.")(_toggle(True))
-bank.command("disable", help="Leave bank NAME out of scans unless it is named with --bank.")(_toggle(False))
-
-
-@bank.command("rm")
-@click.argument("name")
-@click.pass_context
-def bank_rm(ctx, name: str) -> None:
-    """Delete bank NAME and its stored lists."""
-    _store(ctx).remove(name)
-    _out.print(f"bank {escape(name)} removed")
-
-
-# ---- scan -----------------------------------------------------------------------------------------
 # --fail-on CONDITION: how many rows (or problems) make it hold, from the report.
 FAIL_ON = {
     "match": lambda report: sum(b["items_matched"] for b in report["banks"]),
@@ -440,12 +283,12 @@ def scan_command(
     tables) against the banks; write results, a clean release, manifests and a report to OUT.
 
     INPUT and OUT may be local paths or URIs on object storage (s3://, gs://, hdfs://, file://)."""
-    from . import ReadOptions, scan
+    from .. import ReadOptions, scan
 
     policy = _policy(policy_file, preset)
     fetch_options = None
     if fetch:
-        from .fetch import FetchOptions
+        from ..fetch import FetchOptions
 
         fetch_options = FetchOptions(
             concurrency=concurrency,
@@ -519,7 +362,7 @@ def decide_command(
 
     With no option, OUT's last banks (their current versions) and policy are used: run it after a
     bank update. --bank replaces the set of banks."""
-    from . import decide
+    from .. import decide
 
     report = decide(
         out,
@@ -576,123 +419,3 @@ def print_summary(report: dict, out: str, title: str = "safeset scan") -> None:
     if report["ignored_files_total"]:
         _out.print(f"{report['ignored_files_total']:,} file(s) found beside the data were not read (see the report)")
     _out.print(f"report: {redact(str(out).rstrip('/'))}/report.html")
-
-
-# ---- hash, report, demo ------------------------------------------------------------------------
-@cli.command("hash")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def hash_command(files, as_json: bool) -> None:
-    """Print md5, sha1, sha256, PDQ and PDQ quality of each FILE."""
-    from . import hash_file
-
-    table = Table("path", "md5", "pdq", "quality", "status")
-    for path in files:
-        record = hash_file(path)
-        if as_json:
-            click.echo(json.dumps(record))
-        else:
-            table.add_row(
-                str(path),
-                record["md5"] or "-",
-                record["pdq"] or "-",
-                str(record["pdq_quality"] or "-"),
-                record["status"] + (f" ({record['error']})" if record["error"] else ""),
-            )
-    if not as_json:
-        _out.print(table)
-
-
-@cli.command("report")
-@click.argument("out")
-def report_command(out: str) -> None:
-    """(Re)render OUT/report.html from OUT/report.json (OUT: a folder, or a URI such as s3://...)."""
-    from .report import render_report
-
-    _out.print(f"report: {render_report(out)}")
-
-
-@cli.group(cls=_Group)
-def bench() -> None:
-    """Measure matching on your own images, to choose thresholds for your lists."""
-
-
-@bench.command("hashers")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--max-fpr",
-    type=click.FloatRange(0, 1),
-    default=0.001,
-    show_default=True,
-    help="Image-level false-positive rate the thresholds must stay within.",
-)
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
-@click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
-def bench_hashers(directory: Path, max_fpr: float, workers: int | None, as_json: bool) -> None:
-    """Put each distinct image of DIRECTORY on a PDQ list, edit it 15 ways (recompression, resizing,
-    crops, flips, rotations, overlays, ...), and report per matching scheme the thresholds that keep
-    false positives within --max-fpr, and the recall per edit there and at the default 31."""
-    from .engines import default_workers
-    from .evaluation import evaluate
-    from .sources.base import walk_files
-
-    images = [(str(p), p.read_bytes()) for p in walk_files(directory)]
-    with _err.status(f"hashing {len(images)} images and their edited copies"):
-        try:
-            result = evaluate(images, max_fpr=max_fpr, workers=workers or default_workers())
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    schemes = result["schemes"]
-    table = Table(
-        "edit", *schemes, title=f"recall at <= {max_fpr:.2%} false positives ({result['listed']} listed images)"
-    )
-    for transform in result["transforms"]:
-        table.add_row(transform, *(f"{s['recall'][transform]:.3f}" for s in schemes.values()))
-    table.add_section()
-    table.add_row("mean recall", *(f"[bold]{s['mean_recall']:.3f}[/]" for s in schemes.values()))
-    table.add_row(
-        "threshold (plain/variants)",
-        *(
-            f"{s['threshold']}" + (f"/{s['variant_threshold']}" if s["variant_threshold"] is not None else "")
-            for s in schemes.values()
-        ),
-    )
-    table.add_row("mean recall at 31", *(f"{s['mean_recall_at_31']:.3f}" for s in schemes.values()))
-    table.add_row("false positives at 31", *(f"{s['fpr_at_31']:.2%}" for s in schemes.values()))
-    _out.print(table)
-    fpr = Table("threshold", *schemes, title="false-positive rate per threshold (one threshold for all hashes)")
-    for t in list(next(iter(schemes.values()))["fpr_by_threshold"])[::2]:
-        fpr.add_row(str(t), *(f"{s['fpr_by_threshold'][t]:.2%}" for s in schemes.values()))
-    _out.print(fpr)
-    for name, s in schemes.items():
-        _out.print(f"{name}: {s['description']}")
-    _out.print(
-        f"{result['images']} images, {result['listed']} listable (PDQ quality >= 50), lists hashed by "
-        f"{result['list_hasher']}. Apply the thresholds with `safeset scan --pdq-threshold T "
-        "--pdq-variant-threshold V`."
-    )
-
-
-@cli.command("demo")
-@click.argument("directory", default="build/demo", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
-def demo_command(directory: Path, workers: int | None) -> None:
-    """Build a demo dataset of benign CC0 photos in DIRECTORY, register demo banks, and scan it."""
-    from .demo import credits, run_demo
-
-    data, report = run_demo(directory, workers=workers)
-    _out.print(f"demo dataset: {data.rows:,} rows in {data.shards}")
-    _out.print("photos (scikit-image sample data): " + "; ".join(credits()))
-    print_summary(report, directory / "out")
-    t = report["totals"]
-    expected = data.listed_exact + data.listed_transformed + data.listed_urls
-    if t["remove"] != expected:
-        _err.print(f"[red]the demo expected {expected} removals, got {t['remove']}[/]")
-        sys.exit(1)
-
-
-def main() -> None:
-    cli(prog_name="safeset")

@@ -1,0 +1,128 @@
+"""`safeset hash`, `report`, `bench` and `demo`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from . import _err, _Group, _out, cli
+from .audit import print_summary
+
+
+@cli.command("hash")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def hash_command(files, as_json: bool) -> None:
+    """Print md5, sha1, sha256, PDQ and PDQ quality of each FILE."""
+    from .. import hash_file
+
+    table = Table("path", "md5", "pdq", "quality", "status")
+    for path in files:
+        record = hash_file(path)
+        if as_json:
+            click.echo(json.dumps(record))
+        else:
+            table.add_row(
+                str(path),
+                record["md5"] or "-",
+                record["pdq"] or "-",
+                str(record["pdq_quality"] or "-"),
+                record["status"] + (f" ({record['error']})" if record["error"] else ""),
+            )
+    if not as_json:
+        _out.print(table)
+
+
+@cli.command("report")
+@click.argument("out")
+def report_command(out: str) -> None:
+    """(Re)render OUT/report.html from OUT/report.json (OUT: a folder, or a URI such as s3://...)."""
+    from ..report import render_report
+
+    _out.print(f"report: {render_report(out)}")
+
+
+@cli.group(cls=_Group)
+def bench() -> None:
+    """Measure matching on your own images, to choose thresholds for your lists."""
+
+
+@bench.command("hashers")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--max-fpr",
+    type=click.FloatRange(0, 1),
+    default=0.001,
+    show_default=True,
+    help="Image-level false-positive rate the thresholds must stay within.",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
+@click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
+def bench_hashers(directory: Path, max_fpr: float, workers: int | None, as_json: bool) -> None:
+    """Put each distinct image of DIRECTORY on a PDQ list, edit it 15 ways (recompression, resizing,
+    crops, flips, rotations, overlays, ...), and report per matching scheme the thresholds that keep
+    false positives within --max-fpr, and the recall per edit there and at the default 31."""
+    from ..engines import default_workers
+    from ..evaluation import evaluate
+    from ..sources.base import walk_files
+
+    images = [(str(p), p.read_bytes()) for p in walk_files(directory)]
+    with _err.status(f"hashing {len(images)} images and their edited copies"):
+        try:
+            result = evaluate(images, max_fpr=max_fpr, workers=workers or default_workers())
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    schemes = result["schemes"]
+    table = Table(
+        "edit", *schemes, title=f"recall at <= {max_fpr:.2%} false positives ({result['listed']} listed images)"
+    )
+    for transform in result["transforms"]:
+        table.add_row(transform, *(f"{s['recall'][transform]:.3f}" for s in schemes.values()))
+    table.add_section()
+    table.add_row("mean recall", *(f"[bold]{s['mean_recall']:.3f}[/]" for s in schemes.values()))
+    table.add_row(
+        "threshold (plain/variants)",
+        *(
+            f"{s['threshold']}" + (f"/{s['variant_threshold']}" if s["variant_threshold"] is not None else "")
+            for s in schemes.values()
+        ),
+    )
+    table.add_row("mean recall at 31", *(f"{s['mean_recall_at_31']:.3f}" for s in schemes.values()))
+    table.add_row("false positives at 31", *(f"{s['fpr_at_31']:.2%}" for s in schemes.values()))
+    _out.print(table)
+    fpr = Table("threshold", *schemes, title="false-positive rate per threshold (one threshold for all hashes)")
+    for t in list(next(iter(schemes.values()))["fpr_by_threshold"])[::2]:
+        fpr.add_row(str(t), *(f"{s['fpr_by_threshold'][t]:.2%}" for s in schemes.values()))
+    _out.print(fpr)
+    for name, s in schemes.items():
+        _out.print(f"{name}: {s['description']}")
+    _out.print(
+        f"{result['images']} images, {result['listed']} listable (PDQ quality >= 50), lists hashed by "
+        f"{result['list_hasher']}. Apply the thresholds with `safeset scan --pdq-threshold T "
+        "--pdq-variant-threshold V`."
+    )
+
+
+@cli.command("demo")
+@click.argument("directory", default="build/demo", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: all cores].")
+def demo_command(directory: Path, workers: int | None) -> None:
+    """Build a demo dataset of benign CC0 photos in DIRECTORY, register demo banks, and scan it."""
+    from ..demo import credits, run_demo
+
+    data, report = run_demo(directory, workers=workers)
+    _out.print(f"demo dataset: {data.rows:,} rows in {data.shards}")
+    _out.print("photos (scikit-image sample data): " + "; ".join(credits()))
+    print_summary(report, directory / "out")
+    t = report["totals"]
+    expected = data.listed_exact + data.listed_transformed + data.listed_urls
+    if t["remove"] != expected:
+        _err.print(f"[red]the demo expected {expected} removals, got {t['remove']}[/]")
+        sys.exit(1)
