@@ -86,18 +86,29 @@ def host_suffixes(urls: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return rows[parents], values
 
 
-def _md5(texts: list[str | None]) -> list[str | None]:
-    return [
-        hashlib.md5(t.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest() if t is not None else None
-        for t in texts
-    ]
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def md5_hex(texts: pa.Array) -> pa.Array:
+    """The MD5 of each string of a column (its UTF-8 bytes) as 32 lowercase hex characters; null
+    for null. One hashlib call per string, the rest in numpy: no hex string made in Python."""
+    texts = whole(texts)
+    present = np.flatnonzero(texts.is_valid().to_numpy(zero_copy_only=False))
+    values = texts.take(pa.array(present)).cast(pa.binary()).to_pylist()
+    md5 = hashlib.md5
+    digests = np.frombuffer(b"".join([md5(v, usedforsecurity=False).digest() for v in values]), np.uint8)
+    chars = np.empty(len(digests) * 2, np.uint8)
+    chars[0::2], chars[1::2] = _HEX[digests >> 4], _HEX[digests & 15]
+    offsets = pa.py_buffer(np.arange(0, len(chars) + 1, 32, dtype=np.int32).tobytes())
+    hexes = pa.StringArray.from_buffers(len(values), offsets, pa.py_buffer(chars.tobytes()))
+    return _scatter(len(texts), (present, hexes))
 
 
 def url_digests(urls: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(`url_md5`, `url_md5_threatexchange`) of every URL of a column (see `hashing.digests`):
     the MD5 of the URL as held, and of python-threatexchange's form of it where that differs."""
     urls = whole(urls).cast(pa.string())
-    held = pa.array(_md5(urls.to_pylist()), pa.string())
+    held = md5_hex(urls)
     simple, _, others = _split_simple(urls)
     # pytx lower-cases the URL, parses and re-joins it, and drops its "scheme://": for a plain URL
     # without ";" params or an empty query or fragment (which re-joining drops), that is the
@@ -110,8 +121,6 @@ def url_digests(urls: pa.Array) -> tuple[pa.Array, pa.Array]:
     stripped = pc.replace_substring_regex(lowered, r"^https?://", "", max_replacements=1)
     slow = np.sort(np.concatenate([others, simple[~keep]]))
     rest = [threatexchange_url_md5(u) for u in urls.take(pa.array(slow)).to_pylist()]
-    pytx = _scatter(
-        len(urls), (fast, pa.array(_md5(stripped.to_pylist()), pa.string())), (slow, pa.array(rest, pa.string()))
-    )
+    pytx = _scatter(len(urls), (fast, md5_hex(stripped)), (slow, pa.array(rest, pa.string())))
     differs = pc.fill_null(pc.not_equal(pytx, held), True)
     return held, pc.if_else(differs, pytx, pa.scalar(None, pa.string()))
