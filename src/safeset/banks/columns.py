@@ -106,14 +106,18 @@ def binary_values(column: pa.Array, width: int) -> np.ndarray:
 
 
 def flat(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """A list column's elements and, for each, the index of its row."""
+    """A list column's elements and, for each, the index of its row. A null list (never written
+    by safeset) holds nothing, whatever its offsets span."""
     column = whole(column)
+    if column.null_count:
+        empty = pa.array([[]], column.type).take(pa.array(np.zeros(len(column), np.int64)))
+        column = pc.if_else(pc.is_valid(column), column, empty)
     return pc.list_flatten(column), pc.list_parent_indices(column).to_numpy().astype(np.int64)
 
 
 def codes(names: pa.Array) -> tuple[np.ndarray, list[str]]:
     """Strings as (codes, distinct names): a few variant or payload names over many rows."""
-    encoded = pc.dictionary_encode(whole(names))
+    encoded = pc.dictionary_encode(pc.fill_null(whole(names), ""))
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), encoded.dictionary.to_pylist()
 
 
@@ -145,6 +149,9 @@ def pdq_queries(
     positions, rows = positions[gated], rows[gated]
     parts = [Queries(owners[positions], rows, names[positions], np.zeros(len(rows), np.int32), distinct, [""])]
     elements, parents = flat(variants)
+    present = pc.is_valid(struct_field(elements, "pdq")).to_numpy(zero_copy_only=False) if len(elements) else None
+    if present is not None and not present.all():  # a variant without its hash: none to query
+        elements, parents = elements.filter(pa.array(present)), parents[present]
     if len(elements):
         variant_codes, variant_names = codes(struct_field(elements, "name"))
         values = binary_values(struct_field(elements, "pdq"), 32)

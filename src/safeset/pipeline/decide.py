@@ -72,9 +72,12 @@ def read_results(part: Path) -> pa.Table:
     """A results part as the results schema names it (parquet names a list's elements its own way)."""
     parquet = check_format(part)
     try:
-        return parquet.read().cast(RESULTS_SCHEMA)
+        table = parquet.read().cast(RESULTS_SCHEMA)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise BadInputError(part, f"cannot read this results part ({exc}): restore it, or scan again") from None
+    if table["status"].null_count or table["index"].null_count:
+        raise BadInputError(part, "holds rows without a status or an index: not a results part safeset wrote")
+    return table
 
 
 def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -> dict:
