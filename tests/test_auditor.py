@@ -7,6 +7,7 @@ import hashlib
 import tarfile
 
 import pyarrow.parquet as pq
+import pytest
 from helpers import listed_tile_shards, write_lines
 
 import safeset
@@ -46,3 +47,13 @@ def test_an_image_checked_in_process_gets_the_row_a_scan_writes(tiles, tmp_path,
     assert watching.check_bytes(images[0])["matches"] == []
     assert watching.check_hashes(url="https://img.example.org/listed.jpg")["decision"] == "review"
     assert auditor.check_bytes(images[0]) == auditor.check_bytes(images[0])
+    assert watching.banks == ["urls"] and safeset.Auditor(home, banks="urls").banks == ["urls"]
+
+    # what it is given is checked, as a list's lines are
+    url_only = auditor.check_hashes(url="https://img.example.org/other.jpg")
+    assert url_only["status"] == "no_image" and url_only["decision"] == "keep"
+    for bad in ({"md5": "zz" * 16}, {"md5": "ab"}, {"pdq": "0" * 64}, {"sha1": 7}, {"pdq_quality": 101}):
+        with pytest.raises(safeset.UsageError):
+            auditor.check_hashes(**bad)
+    with pytest.raises(TypeError, match="takes bytes"):
+        auditor.check_bytes("not bytes")

@@ -507,6 +507,10 @@ def test_urls_normalised_column_by_column_as_one_by_one():
         for suffix in domain_suffixes(host)
     ]
     assert list(zip(rows.tolist(), suffixes.to_pylist(), strict=True)) == expected
+    # a host of very many labels costs its length: only suffixes a listed domain could be
+    many = pa.array(["http://" + "a." * 50_000 + "example.com/x.jpg"])
+    rows, suffixes = host_suffixes(many)
+    assert suffixes.to_pylist()[-2:] == ["example.com", "com"] and max(map(len, suffixes.to_pylist())) <= 253
     held, pytx = url_digests(column)
     assert held.to_pylist() == [url_md5(u) if u is not None else None for u in urls]
     wanted = [threatexchange_url_md5(u) if u is not None else None for u in urls]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from ..hashing.digests import normal_host, normalise_url
+from ..hashing.digests import MAX_DOMAIN, normal_host, normalise_url
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -170,7 +170,7 @@ class Domain(SignalType):
         if text.startswith("[") and text.endswith("]"):
             text = text[1:-1]
         host = normal_host(text)
-        if not host or not _DOMAIN.fullmatch(host):
+        if not host or not _DOMAIN.fullmatch(host) or len(host) > MAX_DOMAIN:
             raise InvalidEntry("not a domain name")
         return host
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..banks import Matcher, MatchSettings
 from ..banks.columns import flat, struct_field
+from ..banks.signal_types import InvalidEntry, signal_type
 from ..errors import UsageError
 from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
 from ..hashing.columns import whole
@@ -180,7 +181,9 @@ class Auditor:
         policy = Policy.preset(policy) if isinstance(policy, str) else policy or Policy.preset("default")
         policy.check_banks(store.names())
         settings = settings or CheckSettings()
-        self._setup(Matcher.load(store, store.resolve(banks), settings.match), policy, settings)
+        chosen = store.resolve([banks] if isinstance(banks, str) else banks)
+        self._setup(Matcher.load(store, chosen, settings.match), policy, settings)
+        self.banks = [bank.name for bank in chosen]  # what it matches against (none: nothing can match)
 
     @classmethod
     def of(cls, matcher: Matcher, policy: Policy, settings: CheckSettings) -> Auditor:
@@ -196,7 +199,9 @@ class Auditor:
 
     def check_bytes(self, data: bytes, url: str | None = None, caption: str | None = None) -> dict[str, Any]:
         """Hash, match and decide one image (or any bytes): the result row a scan writes."""
-        item = Item(row_id="", shard="", index=0, key="", url=url, caption=caption, payloads=[Payload("", data)])
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"check_bytes takes bytes, not {type(data).__name__}")
+        item = Item(row_id="", shard="", index=0, key="", url=url, caption=caption, payloads=[Payload("", bytes(data))])
         return self._row(hash_item(item, self.settings))
 
     def check_hashes(
@@ -211,10 +216,25 @@ class Auditor:
     ) -> dict[str, Any]:
         """Match and decide what is known of an image: its digests, its PDQ (with its quality;
         one held below the gate, or none, leaves the image unchecked by PDQ, as for a row) and
-        its URL. Hex digests in either case."""
-        result = hash_item(Item(row_id="", shard="", index=0, key="", url=url, status=Status.OK), self.settings)
-        result.md5, result.sha1, result.sha256 = (v.lower() if v else None for v in (md5, sha1, sha256))
-        result.pdq, result.pdq_quality = (pdq.lower() if pdq else None), pdq_quality
+        its URL. Hex digests in either case; a malformed one is a `UsageError`. With no hash of
+        an image at all, the row is `no_image`, as a URL-only row of a table is."""
+        known = {"md5": md5, "sha1": sha1, "sha256": sha256, "pdq": pdq}
+        for name, value in known.items():
+            if value is not None:
+                try:
+                    known[name] = signal_type(name).normalise(value) if isinstance(value, str) else None
+                except InvalidEntry as exc:
+                    raise UsageError(f"{name}: {exc}") from None
+                if known[name] is None:
+                    raise UsageError(f"{name} must be hex text, not {type(value).__name__}")
+        if pdq_quality is not None and not (isinstance(pdq_quality, int) and 0 <= pdq_quality <= 100):
+            raise UsageError(f"pdq_quality must be an integer in 0..100, got {pdq_quality!r}")
+        imaged = any(v is not None for v in known.values())
+        status, error = (Status.OK, None) if imaged else (Status.NO_IMAGE, "no hash of an image given")
+        item = Item(row_id="", shard="", index=0, key="", url=url, status=status, error=error)
+        result = hash_item(item, self.settings)
+        result.md5, result.sha1, result.sha256, result.pdq = known.values()
+        result.pdq_quality = pdq_quality
         return self._row(result)
 
     def _row(self, result: ItemResult) -> dict[str, Any]:
