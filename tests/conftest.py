@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,12 @@ from PIL import Image
 
 from safeset.banks import BankStore
 from safeset.demo import load_photo, photo_tiles
+
+# A shell that starts the suite in the background (`make test &`) has it ignore SIGINT, and every
+# process it starts would inherit that: the Ctrl-C tests would then see a scan that cannot be
+# interrupted. Python's own handler is reset to the default in the processes the tests start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
