@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -757,13 +758,21 @@ def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
     data[chunk.data_page_offset + 16 : end - 4] = b"\xff" * (end - 4 - chunk.data_page_offset - 16)
     path.write_bytes(bytes(data))
     reader = TableReader()
-    for shard in plan_shards([path], ReadOptions(table_rows=70)).shards:
-        by_columns, by_rows = ShardLog(), ShardLog()
-        tables = _parquet_row_tables(shard, by_columns, 1 << 16)
-        got = pa.concat_tables(list(tables)).to_pylist()
-        wanted = [
-            {"index": item.index, "key": item.key, "url": item.url, "error": item.error}
-            for item in reader.items(shard, by_rows)
-        ]
-        assert got == wanted
-        assert (by_columns.rows, by_columns.problems) == (by_rows.rows, by_rows.problems)
+    for rows_per_part in (70, 20):  # the corrupt group within one part, and cut across three
+        reported: list[tuple[int, int]] = []
+        for shard in plan_shards([path], ReadOptions(table_rows=rows_per_part)).shards:
+            by_columns, by_rows = ShardLog(), ShardLog()
+            tables = _parquet_row_tables(shard, by_columns, 1 << 16)
+            got = pa.concat_tables(list(tables)).to_pylist()
+            wanted = [
+                {"index": item.index, "key": item.key, "url": item.url, "error": item.error}
+                for item in reader.items(shard, by_rows)
+            ]
+            assert got == wanted
+            assert (by_columns.rows, by_columns.problems) == (by_rows.rows, by_rows.problems)
+            for problem in by_columns.problems:  # each part names its own rows of the corrupt group
+                first, last = map(int, re.search(r"rows (\d+) to (\d+)", problem).groups())
+                assert shard.part.start <= first <= last < shard.part.stop
+                reported.append((first, last))
+        covered = [row for first, last in sorted(reported) for row in range(first, last + 1)]
+        assert covered == list(range(100, 150))  # the third group's rows, each once

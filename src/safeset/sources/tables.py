@@ -111,8 +111,9 @@ def _batches(
         first = end
 
 
-def _unreadable(path: Path | str, index: int, count: int) -> str:
-    return f"{path}: rows {index} to {index + count - 1} are unreadable (a corrupt row group)"
+def _unreadable(path: Path | str, first: int, end: int) -> str:
+    """The problem line for rows [first, end) of a corrupt row group (a part names its own)."""
+    return f"{path}: rows {first} to {end - 1} are unreadable (a corrupt row group)"
 
 
 def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.Table] | None:
@@ -146,7 +147,7 @@ def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.T
                 continue
             indexes = pa.array(np.arange(low, high, dtype=np.int64))
             if batch is None:
-                log.problems.append(_unreadable(path, index, count))
+                log.problems.append(_unreadable(path, low, high))
                 n = high - low
                 yield pa.table(
                     [
@@ -187,7 +188,7 @@ def iter_parquet_rows(
         if index >= stop:
             return
         if batch is None:
-            problems.append(_unreadable(path, index, count))
+            problems.append(_unreadable(path, max(index, start), min(index + count, stop)))
         for offset, row in enumerate(batch.to_pylist() if batch is not None else [None] * count):
             if start <= index + offset < stop:
                 yield index + offset, row
