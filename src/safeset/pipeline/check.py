@@ -32,6 +32,10 @@ from ..sinks.results import MATCH_TYPE, results_table
 BATCH = 256  # items matched per vectorised index call
 
 
+# What of `CheckSettings` only decides, given the observations: how near a PDQ must be to match.
+MATCH_SETTINGS = ("pdq_threshold", "pdq_variant_threshold")
+
+
 @dataclass(frozen=True)
 class CheckSettings:
     pdq_threshold: int = 31
@@ -53,6 +57,11 @@ class CheckSettings:
     @property
     def limits(self) -> DecodeLimits:
         return DecodeLimits(max_pixels=self.max_image_pixels)
+
+    @property
+    def thresholds(self) -> dict[str, int | None]:
+        """The settings that only decide (`MATCH_SETTINGS`): changing them is a decide round."""
+        return {name: getattr(self, name) for name in MATCH_SETTINGS}
 
     @property
     def match(self) -> MatchSettings:

@@ -277,10 +277,7 @@ def round_entry(number: int, kind: str, spec: Any, created: str, rows: int, chan
         "time": created,
         "banks": [{"name": name, "sha256": sha} for name, sha in spec.banks],
         "policy": {"name": spec.policy.name, "sha256": spec.policy.sha256},
-        "match": {
-            "pdq_threshold": spec.settings.pdq_threshold,
-            "pdq_variant_threshold": spec.settings.pdq_variant_threshold,
-        },
+        "match": spec.settings.thresholds,
         "rows": rows,
         "transitions": changes,
     }

@@ -33,7 +33,7 @@ from ..report import ConservationError, render_report, versions
 from ..sinks import OutLayout, read_json, write_json
 from ..sources import ReadOptions, Shard, plan_shards, reader_for
 from ..storage import Lease, Remote, is_remote, scratch, staging_base
-from .check import CheckSettings
+from .check import MATCH_SETTINGS, CheckSettings
 from .decide import check_format, commit_round, finish_pending_round, merge_transitions, round_entry, start_round
 from .merge import Merger
 from .progress import ScanProgress
@@ -133,7 +133,6 @@ def _per_worker(fetch: FetchOptions | None, workers: int) -> FetchOptions | None
 
 # What decides, given the observations: a run that changes only these is a decide round.
 DECISION_KEYS = ("banks", "policy", "match")
-MATCH_SETTINGS = ("pdq_threshold", "pdq_variant_threshold")
 
 
 def _observed_alike(layout: OutLayout, fingerprint: dict[str, Any]) -> None:
@@ -322,13 +321,11 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
             ) from None
         policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
         policy.check_banks(store.names())
-        match = {
-            "pdq_threshold": last["match"]["pdq_threshold"] if config.pdq_threshold is None else config.pdq_threshold,
-            "pdq_variant_threshold": last["match"]["pdq_variant_threshold"]
-            if config.pdq_variant_threshold is None
-            else config.pdq_variant_threshold,
-        }
-        check = CheckSettings(**last["settings"], **match)
+        asked = {name: getattr(config, name) for name in MATCH_SETTINGS}  # None: as last decided
+        check = CheckSettings(
+            **last["settings"], **{name: last["match"][name] if asked[name] is None else asked[name] for name in asked}
+        )
+        match = check.thresholds
         fetched = last.get("fetch") or {}
         spec = RunSpec(
             str(store.home),

@@ -75,11 +75,7 @@ class RunSpec:
     def decided_with(self) -> str:
         """A checksum of what decides, given the observations: the banks' versions, the policy and
         the match thresholds. A done shard decided with another one is decided again (a round)."""
-        match = {
-            "pdq_threshold": self.settings.pdq_threshold,
-            "pdq_variant_threshold": self.settings.pdq_variant_threshold,
-        }
-        what = {"banks": [list(b) for b in self.banks], "policy": self.policy.sha256, "match": match}
+        what = {"banks": [list(b) for b in self.banks], "policy": self.policy.sha256, "match": self.settings.thresholds}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
