@@ -97,17 +97,24 @@ class TextIndex(SignalIndex):
         import pyarrow as pa
 
         self._entries = pa.array(list(entries), pa.string())
+        self._positions: dict[str, int] | None = None  # for a few strings at a time, built on first use
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def search(self, queries, radius: int = 0) -> Hits:
-        """`queries`: strings (a list, or an Arrow string array), looked up in one hash-table pass."""
+        """`queries`: an Arrow string array (a column of results: one hash-table pass in Arrow),
+        or a few strings (a URL's host suffixes as it is fetched: a dict lookup each, where an
+        Arrow call would cost more than the lookups)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         if not isinstance(queries, (pa.Array, pa.ChunkedArray)):
-            queries = pa.array(list(queries), pa.string())
+            if self._positions is None:
+                self._positions = {v: i for i, v in enumerate(self._entries.to_pylist())}
+            found_at = [(i, self._positions.get(v)) for i, v in enumerate(queries)]
+            pairs = [(i, e) for i, e in found_at if e is not None]
+            return _hits([i for i, _ in pairs], [e for _, e in pairs], np.zeros(len(pairs)))
         found = pc.index_in(queries, value_set=self._entries)
         q = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
         e = pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[q]
