@@ -43,9 +43,8 @@ ROWS = int(os.environ.get("SAFESET_BENCH_ROWS", "300000"))
 BANK_ENTRIES = int(os.environ.get("SAFESET_BENCH_BANK", "1000000"))
 
 
-def _cli(home: Path, *args: str) -> dict:
-    cli = Path(sys.executable).with_name("safeset")
-    return common.timed(str(cli), "--home", str(home), *args, "--workers", "1", "-q")
+def _cli(home: Path, *args: str, workers: int = 1) -> dict:
+    return common.safeset(home, *args, "--workers", str(workers), "-q")
 
 
 def _metadata() -> tuple[Path, Path, Path]:
@@ -96,23 +95,9 @@ def _against_duckdb(table: Path, url_list: Path, domain_list: Path, home: Path, 
         ours, theirs = [], []
         for _ in range(runs):
             shutil.rmtree(out, ignore_errors=True)
-            cli = Path(sys.executable).with_name("safeset")
             ours.append(
-                common.timed(
-                    str(cli),
-                    "--home",
-                    str(home),
-                    "scan",
-                    str(table),
-                    "--out",
-                    str(out),
-                    "--bank",
-                    "urls",
-                    "--bank",
-                    "domains",
-                    "--workers",
-                    str(workers),
-                    "-q",
+                _cli(
+                    home, "scan", str(table), "--out", str(out), "--bank", "urls", "--bank", "domains", workers=workers
                 )
             )
             theirs.append(common.timed(*peer, "run", str(database), str(table), str(ROOT / "out-duckdb"), str(workers)))

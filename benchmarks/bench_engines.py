@@ -68,9 +68,8 @@ def scan(data: Path, home: Path, workers: int, engine: list[str], env: dict, fre
     out = ROOT / "out"
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
-    cli = Path(sys.executable).with_name("safeset")
-    argv = [str(cli), "--home", str(home), "scan", str(data), "--out", str(out), "--workers", str(workers), "-q"]
-    return common.timed(*argv, *engine, env=env)["seconds"]
+    argv = ["scan", str(data), "--out", str(out), "--workers", str(workers), "-q", *engine]
+    return common.safeset(home, *argv, env=env)["seconds"]
 
 
 def throughput() -> dict:

@@ -63,12 +63,9 @@ def main() -> None:
             theirs.append(common.timed(sys.executable, "-c", _IMG2DATASET, str(urls), str(out), env=env))
             out = ROOT / "out-safeset"
             shutil.rmtree(out, ignore_errors=True)
-            cli = Path(sys.executable).with_name("safeset")
             ours.append(
-                common.timed(
-                    str(cli),
-                    "--home",
-                    str(ROOT / "home"),
+                common.safeset(
+                    ROOT / "home",
                     "scan",
                     str(urls),
                     "--out",

@@ -117,10 +117,7 @@ def tiny() -> Path:
 def safeset_scan(data: Path, home: Path, workers: int) -> dict:
     out = ROOT / "out-safeset"
     shutil.rmtree(out, ignore_errors=True)
-    cli = Path(sys.executable).with_name("safeset")
-    return common.timed(
-        str(cli), "--home", str(home), "scan", str(data), "--out", str(out), "--workers", str(workers), "-q"
-    )
+    return common.safeset(home, "scan", str(data), "--out", str(out), "--workers", str(workers), "-q")
 
 
 def reference_scan(data: Path, md5_list: Path, pdq_list: Path) -> dict:

@@ -44,7 +44,7 @@ print("{}")
 def main() -> None:
     data, md5_list, _ = bench_scan.build(SHARDS)
     size = sum(p.stat().st_size for p in data.iterdir())
-    cli = str(Path(sys.executable).with_name("safeset"))
+    cli = common.SAFESET
     root = bench_scan.ROOT / "staging"
     shutil.rmtree(root, ignore_errors=True)
     home, out, copy = root / "home", root / "out", root / "copy"

@@ -80,6 +80,15 @@ def timed(*argv: str, env: dict | None = None) -> dict:
     return child(_TIMED, *argv, env=env)
 
 
+# The `safeset` command of the environment running the benchmark.
+SAFESET = str(Path(sys.executable).with_name("safeset"))
+
+
+def safeset(home: Path, *args: str, env: dict | None = None) -> dict:
+    """`safeset --home HOME ARGS...`, `timed`."""
+    return timed(SAFESET, "--home", str(home), *args, env=env)
+
+
 def save(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()}, **result}
