@@ -103,9 +103,9 @@ class TextIndex(SignalIndex):
         return len(self._entries)
 
     def search(self, queries, radius: int = 0) -> Hits:
-        """`queries`: an Arrow string array (a column of results: one hash-table pass in Arrow),
-        or a few strings (a URL's host suffixes as it is fetched: a dict lookup each, where an
-        Arrow call would cost more than the lookups)."""
+        """`queries`: an Arrow string array (a column of results: one hash-table pass in Arrow;
+        if dictionary-encoded, one lookup per distinct value), or a few strings (a URL's host
+        suffixes as it is fetched: a dict lookup each, where an Arrow call would cost more)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -115,6 +115,13 @@ class TextIndex(SignalIndex):
             found_at = [(i, self._positions.get(v)) for i, v in enumerate(queries)]
             pairs = [(i, e) for i, e in found_at if e is not None]
             return _hits([i for i, _ in pairs], [e for _, e in pairs], np.zeros(len(pairs)))
+        if isinstance(queries, pa.DictionaryArray):  # each distinct value looked up once
+            q, e, _ = self.search(queries.dictionary)
+            entry_of = np.full(len(queries.dictionary), -1, np.int64)
+            entry_of[q] = e
+            per_query = entry_of[pc.fill_null(queries.indices, -1).to_numpy(zero_copy_only=False)]
+            q = np.flatnonzero(per_query >= 0)
+            return _hits(q, per_query[q], np.zeros(len(q)))
         found = pc.index_in(queries, value_set=self._entries)
         q = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
         e = pc.fill_null(found, 0).to_numpy(zero_copy_only=False)[q]

@@ -99,11 +99,7 @@ def domain_suffixes(host: str) -> list[str]:
     """`a.b.example.com` -> [a.b.example.com, b.example.com, example.com, com]: a listed domain covers
     its subdomains. Only suffixes a domain could be (`MAX_DOMAIN` characters at most), so that a
     host of a hundred thousand labels costs its length, not its square."""
-    suffixes: list[str] = []
-    end = len(host)
-    for start in range(len(host) - 1, -2, -1):
-        if start == -1 or host[start] == ".":
-            if end - start - 1 > MAX_DOMAIN:
-                break
-            suffixes.append(host[start + 1 :])
-    return suffixes[::-1]
+    labels = host[-MAX_DOMAIN - 1 :].split(".")
+    if len(host) > MAX_DOMAIN:
+        labels = labels[1:]  # cut mid-label, or right after a dot: no suffix starts there
+    return [".".join(labels[i:]) for i in range(len(labels))]

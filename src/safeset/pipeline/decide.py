@@ -41,6 +41,7 @@ from ..report.build import shard_counts, value_counts
 from ..sinks import OutLayout, read_json, write_json, write_results
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..sources import reader_for
+from ..storage import is_remote
 from .check import decide_table
 from .worker import ShardTask, _checker, clean_files, file_record, worker_record
 
@@ -125,13 +126,33 @@ def _linked(layout: OutLayout, target: OutLayout, part: int, clean: list[str]) -
     return True
 
 
+# Input files this process found as the scan did, by path, checksum and the file's identity: a
+# table read in parts is hashed once per worker, not once per part.
+_SCANNED_AS: set[tuple] = set()
+
+
+def _as_scanned(path: str, sha256: str) -> bool:
+    """Whether the file at `path` still has the SHA-256 the scan took of it."""
+    try:
+        found = os.stat(path) if not is_remote(path) else None
+    except OSError:
+        found = None
+    identity = (path, sha256, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns) if found else None
+    if identity in _SCANNED_AS:
+        return True
+    alike = file_record(path).get("sha256") == sha256
+    if alike and identity:
+        _SCANNED_AS.add(identity)
+    return alike
+
+
 def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier: dict, table: pa.Table) -> dict:
     """A shard's clean files, copied from its inputs (checked against what the scan read), and
     its results part, written into the round; its summary's fields for them."""
     reader = reader_for(task.shard.kind)
     for path, sha256 in task.checksums:
         if not reader.copies_checked(task.shard, path):
-            if file_record(path).get("sha256") != sha256:
+            if not _as_scanned(path, sha256):
                 raise BadInputError(
                     path,
                     "changed since the scan read it (its SHA-256 differs): kept rows are copied from the "
@@ -140,7 +161,7 @@ def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier:
     with commit_together() as together:
         writer = reader.clean_writer(task.shard, target.clean, save_images=task.spec.save_images, earlier=layout.clean)
         try:
-            writer.keep_table(table.filter(pc.equal(table["decision"], str(Decision.KEEP))))
+            writer.keep_decided(table)
             writer.close()
         except BaseException:
             writer.abort()

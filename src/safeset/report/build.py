@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import SafesetError
 from ..hashing import url_host
+from ..hashing.columns import whole
 from ..model import Decision
 
 TOP_DOMAINS = 100
@@ -136,8 +138,16 @@ class ReportBuilder:
         self.decisions.update(value_counts(decision))
         erred = pc.fill_null(pc.not_equal(error, ""), False)
         if pc.any(erred).as_py():
-            first = pc.list_element(pc.split_pattern(error.filter(erred), ":", max_splits=1), 0)
-            self.errors.update(value_counts(pc.binary_join_element_wise(status.filter(erred), first, ": ")))
+            # counted by (status, error) codes, and only the distinct pairs named in Python: a
+            # metadata table's every row holds the same "not fetched" error
+            statuses = pc.dictionary_encode(whole(status.filter(erred)))
+            errors = pc.dictionary_encode(whole(error.filter(erred)))
+            width = len(errors.dictionary)
+            codes = statuses.indices.to_numpy().astype(np.int64) * width + errors.indices.to_numpy()
+            pairs, counts = np.unique(codes, return_counts=True)
+            names, texts = statuses.dictionary.to_pylist(), errors.dictionary.to_pylist()
+            for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
+                self.errors[f"{names[pair // width]}: {texts[pair % width].split(':', 1)[0]}"] += count
         reasons = pc.list_flatten(part["reasons"])
         self.reasons.update(value_counts(reasons))
         unchecked = pc.starts_with(reasons, "unchecked:")

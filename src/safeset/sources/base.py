@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..hashing import stream_digests
 from ..hashing.sniff import decodable
-from ..model import DEFAULT_MAX_BYTES, Item, ItemResult, Payload, read_locator
+from ..model import DEFAULT_MAX_BYTES, Decision, Item, ItemResult, Payload, read_locator
 from ..storage import UnreadableFile, open_regular
 
 if TYPE_CHECKING:
@@ -128,12 +128,22 @@ class CleanWriter(ABC):
         """The row of `result` is kept; `result.locator` is what its Item carried (a tar's members,
         fetched bytes), its digests are there to be reused."""
 
+    # The results columns `keep_table` reads (None: all of them, for `ItemResult.from_row`).
+    columns: tuple[str, ...] | None = None
+
     def keep_table(self, kept: pa.Table) -> None:
-        """Every row of `kept` (results rows, in order) is kept: a decide round's way of saying so,
-        a table at a time. Writers that need no more than the rows' indexes and places do it
-        without a Python object per row."""
+        """Every row of `kept` (results rows, in order, at least `columns`) is kept: a decide
+        round's way of saying so, a table at a time. Writers that need no more than the rows'
+        indexes and places do it without a Python object per row."""
         for row in kept.to_pylist():
             self.keep(ItemResult.from_row(row))
+
+    def keep_decided(self, table: pa.Table) -> None:
+        """The rows of a decided results table that are kept (`keep_table`)."""
+        import pyarrow.compute as pc
+
+        wanted = table.select(list(self.columns)) if self.columns else table
+        self.keep_table(wanted.filter(pc.equal(table["decision"], str(Decision.KEEP))))
 
     @abstractmethod
     def close(self) -> None:
@@ -163,6 +173,8 @@ class SecondPass(CleanWriter):
 
     def keep(self, result: ItemResult) -> None:
         self._kept[result.index] = None  # the row is re-read from the input; nothing of it is held here
+
+    columns = ("index",)
 
     def keep_table(self, kept: pa.Table) -> None:
         self._kept.update(dict.fromkeys(kept["index"].to_pylist()))

@@ -244,6 +244,8 @@ class FolderReader(Reader):
 class _KeptFiles(SecondPass):
     """Collects each kept row's files (its locator) for the list written at the end."""
 
+    columns = ("index", "locator")
+
     def keep(self, result: ItemResult) -> None:
         self._kept[result.index] = result.locator or ()
 

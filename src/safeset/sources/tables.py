@@ -213,10 +213,14 @@ def filter_parquet(
     written = 0
     lost: list[int] = []
     kept = np.fromiter(keep, np.int64, len(keep))
-    kept = kept[(kept >= start) & (kept < stop)]
+    chosen_rows = np.zeros(stop - start, bool)  # by row, from `start`
+    chosen_rows[kept[(kept >= start) & (kept < stop)] - start] = True
     with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
         for index, batch, count in _batches(pf, groups, None, batch_size):
-            wanted = np.isin(np.arange(index, index + count), kept)
+            wanted = np.zeros(count, bool)
+            low, high = max(index, start), min(index + count, stop)
+            if low < high:
+                wanted[low - index : high - index] = chosen_rows[low - start : high - start]
             if batch is None:
                 lost += (np.flatnonzero(wanted) + index).tolist()
                 continue

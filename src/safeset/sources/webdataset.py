@@ -340,6 +340,8 @@ class _TarCopy(CleanWriter):
     first pass, before it is written when it fits in memory (`max_bytes`), as it is written
     otherwise. A mismatch fails the shard, and the worker removes the partial tar."""
 
+    columns = ("index", "locator")
+
     def __init__(self, shard: Shard, clean_root: Path):
         self.shard = shard
         self.target = clean_root / shard.name
