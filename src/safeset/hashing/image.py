@@ -123,6 +123,12 @@ def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Imag
     return image
 
 
+# What the readers of `IMAGE_FORMATS` accept as a start that text can have: GIF's signature, BMP's,
+# RIFF (WebP), PNM's "P" (Pillow takes P0-P6, Pf, Py) and AVIF's "ftyp" after any 4 bytes. Every
+# other allowed format starts with a NUL or a byte that is not UTF-8: such text needs no decoder.
+_TEXT_IMAGE_STARTS = (b"GIF8", b"BM", b"RIFF", b"P")
+
+
 def is_metadata(data: bytes) -> bool:
     """Whether a sidecar's bytes are text to read (a caption, a JSON record) rather than content
     to check: text (see `sniff.is_text`) that is no image written as text: not SVG, XPM or XBM
@@ -134,6 +140,8 @@ def is_metadata(data: bytes) -> bool:
     head = data[:512].lstrip()
     if head.startswith((b"/* XPM */", b"#define")) or (head.startswith(b"<") and b"<svg" in head.lower()):
         return False
+    if not data.startswith(_TEXT_IMAGE_STARTS) and data[4:8] != b"ftyp":
+        return True
     try:
         open_image(data)  # a header an image decoder reads: an image, whatever its pixels turn out to be
     except DecodeError as exc:
