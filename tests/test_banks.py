@@ -515,3 +515,16 @@ def test_urls_normalised_column_by_column_as_one_by_one():
     assert held.to_pylist() == [url_md5(u) if u is not None else None for u in urls]
     wanted = [threatexchange_url_md5(u) if u is not None else None for u in urls]
     assert pytx.to_pylist() == [w if w != h else None for w, h in zip(wanted, held.to_pylist(), strict=True)]
+
+
+def test_text_queries_dictionary_encoded_are_looked_up_once_each_nulls_matching_nothing():
+    import pyarrow as pa
+
+    from safeset.banks.index import TextIndex
+
+    index = TextIndex(["a.com", "com", "b.org"])
+    queries = pa.array(["com", None, "a.com", None, "x.net", "com"]).dictionary_encode()
+    q, e, _ = index.search(queries)
+    assert list(zip(q.tolist(), e.tolist(), strict=True)) == [(0, 1), (2, 0), (5, 1)]
+    nothing = pa.DictionaryArray.from_arrays(pa.array([None, None], pa.int32()), pa.array([], pa.string()))
+    assert len(index.search(nothing)[0]) == 0

@@ -553,3 +553,47 @@ def test_an_exif_thumbnail_is_hashed(tiles):
     hashed, variants = _hashed(data)
     assert hashed.status is Status.OK and hashed.pdq == str(safeset.pdq(plain))
     assert _nearest(safeset.pdq(thumb), variants) == ("thumbnail", 0)
+
+
+def test_the_md5_of_every_value_of_a_column_is_hashlibs():
+    """The C kernel behind URL digests (`hashing/_md5.c`), at MD5's padding boundaries (a value
+    of 55 bytes fits one block with its length, 56 needs two), over Arrow slices and nulls, and
+    after a skipped prefix (python-threatexchange's URL form, without its scheme)."""
+    import pyarrow as pa
+
+    from safeset.hashing import _md5
+    from safeset.hashing.columns import md5_digests, md5_hex
+
+    rng = np.random.default_rng(5)
+    lengths = [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000, 3 << 20]
+    values = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in lengths]
+    column = pa.array(values, pa.binary())
+    digests = md5_digests(column)
+    assert [d.tobytes() for d in digests] == [hashlib.md5(v).digest() for v in values]
+    skip = rng.integers(0, 70, len(values))
+    assert [d.tobytes() for d in md5_digests(column.slice(2), skip[2:])] == [
+        hashlib.md5(v[s:]).digest() for v, s in zip(values[2:], skip[2:], strict=True)
+    ]
+    texts = pa.array(["é", None, "", "https://example.com/a.jpg"]).slice(1)
+    assert md5_hex(texts).to_pylist() == [
+        None,
+        hashlib.md5(b"").hexdigest(),
+        hashlib.md5(b"https://example.com/a.jpg").hexdigest(),
+    ]
+    for starts, ends in (([-1], [0]), ([2], [1]), ([0], [5]), ([0, 0], [1])):  # outside the 4 bytes: refused
+        with pytest.raises(ValueError):
+            _md5.md5_many(b"abcd", np.array(starts, np.int64), np.array(ends, np.int64))
+
+
+def test_upscale_weights_read_off_combs_are_pillows_own():
+    """PDQ of a small image's upscale folds Pillow's bicubic weights into the filter; they are read
+    off a few comb rows, which must give what upscaling the identity gives: for upscales, and for a
+    side a tool shrank slightly (its aspect off by up to 3%) or more."""
+    import importlib
+
+    pdq_module = importlib.import_module("safeset.hashing.pdq")
+    for full, small in ((1024, 300), (576, 192), (301, 300), (100, 103), (79, 317), (3, 2), (2, 15)):
+        identity = Image.fromarray(np.eye(small, dtype=np.float32)).resize((full, small), Image.Resampling.BICUBIC)
+        wanted = pdq_module._axis_matrix(full) @ np.asarray(identity, np.float64).T
+        folded = pdq_module._upscaled_matrix(full, small)
+        assert np.allclose(folded, wanted, rtol=1e-6, atol=1e-9 * np.abs(wanted).max()), (full, small)

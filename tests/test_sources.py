@@ -264,7 +264,7 @@ def test_img2dataset_writer_tars_read_back_as_tarfile_writes_them(tmp_path):
     short ASCII names as for names that need a PAX header."""
     import tarfile
 
-    from safeset.sources.img2dataset import Img2datasetWriter, _tarfile_header, member_header
+    from safeset.sinks.img2dataset import Img2datasetWriter, _tarfile_header, member_header
 
     writer = Img2datasetWriter(tmp_path / "ours", 7)
     samples = [

@@ -343,12 +343,12 @@ def test_a_member_that_changes_between_the_passes_fails_the_shard_and_leaves_not
     from helpers import shard_tasks
 
     from safeset.pipeline.worker import run_shard
-    from safeset.sources import webdataset
+    from safeset.sinks.clean.tar import TarCopy
 
     big = bytes(range(256)) * 8192  # 2 MiB
     shard = write_tar(tmp_path / "shards" / "00000.tar", [("a.bin", big), ("b.bin", b"small")])
     offset = shard.read_bytes().index(big) + 2**20  # past what a reader has buffered
-    real_keep = webdataset._TarCopy.keep
+    real_keep = TarCopy.keep
 
     def keep_after_a_rewrite(self, result):
         with open(shard, "r+b") as fh:  # the input changes under the scan, after it was hashed
@@ -356,7 +356,7 @@ def test_a_member_that_changes_between_the_passes_fails_the_shard_and_leaves_not
             fh.write(b"\xff" * 1024)
         real_keep(self, result)
 
-    monkeypatch.setattr(webdataset._TarCopy, "keep", keep_after_a_rewrite)
+    monkeypatch.setattr(TarCopy, "keep", keep_after_a_rewrite)
     (task,) = shard_tasks(home, [shard.parent], tmp_path / "out", max_bytes=2**20)
     with pytest.raises(safeset.errors.BadInputError, match="a.bin' is not what the scan read"):
         run_shard(task)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ._optional import package_dir
 from .errors import UsageError
-from .sources.img2dataset import Img2datasetWriter
+from .sinks.img2dataset import Img2datasetWriter
 
 # scikit-image's sample photos and their licences (from the docstrings of `skimage.data`).
 PHOTOS: dict[str, str] = {

@@ -117,9 +117,10 @@ class TextIndex(SignalIndex):
             return _hits([i for i, _ in pairs], [e for _, e in pairs], np.zeros(len(pairs)))
         if isinstance(queries, pa.DictionaryArray):  # each distinct value looked up once
             q, e, _ = self.search(queries.dictionary)
-            entry_of = np.full(len(queries.dictionary), -1, np.int64)
+            entry_of = np.full(len(queries.dictionary) + 1, -1, np.int64)  # the last: a null query's
             entry_of[q] = e
-            per_query = entry_of[pc.fill_null(queries.indices, -1).to_numpy(zero_copy_only=False)]
+            nulls_last = pc.fill_null(queries.indices, len(queries.dictionary))
+            per_query = entry_of[nulls_last.to_numpy(zero_copy_only=False)]
             q = np.flatnonzero(per_query >= 0)
             return _hits(q, per_query[q], np.zeros(len(q)))
         found = pc.index_in(queries, value_set=self._entries)

@@ -164,11 +164,12 @@ def _upscaled_matrix(full: int, small: int) -> np.ndarray:
     small one. Small sides only: a few KB each.
 
     Pillow's weights are read off by upscaling combs, not the identity: row k of the probe is 1 at
-    every `period`-th pixel from k, and an output pixel reads at most 5 neighbouring inputs (bicubic
-    support), so each of its weights shows in one row, from the one input of that row near it.
+    every `period`-th pixel from k, and an output pixel reads fewer neighbouring inputs than that
+    (bicubic support), so each of its weights shows in one row, from the one input of that row near it.
     Upscaling `period` rows instead of `small` is what makes a new size cheap (sizes rarely repeat
     in a crawl: the originals' sizes vary)."""
-    period = 8 if small <= full else 16  # a side shrunk slightly (an aspect off by up to 3%) reads more
+    # an output pixel reads the inputs within 2 * max(1, small / full) of it: fewer than a period
+    period = 8 * max(1, -(-small // full))
     probe = (np.arange(small) % period == np.arange(period)[:, None]).astype(np.float32)
     weights = np.asarray(Image.fromarray(probe).resize((full, period), Image.Resampling.BICUBIC), np.float64)
     centre = (np.arange(full) + 0.5) * small / full - 0.5  # each output pixel's place among the inputs

@@ -39,8 +39,8 @@ from ..errors import BadInputError, UsageError
 from ..model import Decision
 from ..report.build import shard_counts, value_counts
 from ..sinks import OutLayout, read_json, write_json, write_results
+from ..sinks.clean import clean_writer, copies_checked
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
-from ..sources import reader_for
 from ..storage import is_remote
 from .check import decide_table
 from .worker import ShardTask, _checker, clean_files, file_record, worker_record
@@ -137,7 +137,9 @@ def _as_scanned(path: str, sha256: str) -> bool:
         found = os.stat(path) if not is_remote(path) else None
     except OSError:
         found = None
-    identity = (path, sha256, found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns) if found else None
+    # ctime too: a copy that restores the modification time (cp -p, rsync -t) still changes it
+    stat = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns) if found else None
+    identity = (path, sha256, *stat) if stat else None
     if identity in _SCANNED_AS:
         return True
     alike = file_record(path).get("sha256") == sha256
@@ -149,9 +151,8 @@ def _as_scanned(path: str, sha256: str) -> bool:
 def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier: dict, table: pa.Table) -> dict:
     """A shard's clean files, copied from its inputs (checked against what the scan read), and
     its results part, written into the round; its summary's fields for them."""
-    reader = reader_for(task.shard.kind)
     for path, sha256 in task.checksums:
-        if not reader.copies_checked(task.shard, path):
+        if not copies_checked(task.shard, path):
             if not _as_scanned(path, sha256):
                 raise BadInputError(
                     path,
@@ -159,7 +160,7 @@ def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier:
                     "inputs as the scan found them; scan again into a new OUT",
                 )
     with commit_together() as together:
-        writer = reader.clean_writer(task.shard, target.clean, save_images=task.spec.save_images, earlier=layout.clean)
+        writer = clean_writer(task.shard, target.clean, save_images=task.spec.save_images, earlier=layout.clean)
         try:
             writer.keep_decided(table)
             writer.close()

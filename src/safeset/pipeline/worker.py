@@ -33,10 +33,10 @@ from ..model import Decision, FetchedImage, Item, ItemResult, Status, printable
 from ..policy import Policy
 from ..report.build import shard_counts, value_counts
 from ..sinks import OutLayout, results_table, write_json, write_results
+from ..sinks.clean import clean_writer, saved_images_stem
 from ..sinks.results import observed_table
 from ..sources import Shard, reader_for
 from ..sources.base import ShardLog
-from ..sources.tables import saved_images_stem
 from ..storage import (
     Remote,
     UnreadableFile,
@@ -334,10 +334,9 @@ def _run_columns(
     started = time.perf_counter()
     layout = OutLayout(task.out)
     checker = _checker(task.spec)
-    reader = reader_for(task.shard.kind)
     decided = []
     with commit_together() as together:
-        writer = reader.clean_writer(task.shard, layout.clean)
+        writer = clean_writer(task.shard, layout.clean)
         try:
             for rows in tables:
                 table, _ = decide_table(
@@ -436,7 +435,7 @@ def _run_items(task: ShardTask, progress: Callable[[dict], None] | None) -> dict
     # The clean release appears after every check of the shard has passed, or not at all: a shard
     # that fails on the way leaves no file of it, not even the partial one it was copying into.
     with commit_together() as together:
-        writer = reader.clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
+        writer = clean_writer(task.shard, layout.clean, save_images=task.spec.save_images)
         try:
             results = []
             threads = FETCH_HASH_THREADS if fetcher is not None else 1

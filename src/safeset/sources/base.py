@@ -1,8 +1,9 @@
-"""What every input format provides: shards to plan, items to check, and its own clean release.
+"""What every input format provides: shards to plan and items to check. Readers only read: the
+clean release is written by `sinks.clean`, which reads the input again through them and copies
+only kept rows, so the bytes of a removed or held item are never written anywhere (zero view) and
+are never kept in memory for it.
 
 A reader is stateless; a `Shard` is a small picklable description a worker process can be handed.
-Clean output is written in a second pass over the shard that copies only kept rows, so the bytes of
-a removed or held item are never written anywhere (zero view) and are never kept in memory for it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import errno
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..hashing import stream_digests
 from ..hashing.sniff import decodable
-from ..model import DEFAULT_MAX_BYTES, Decision, Item, ItemResult, Payload, read_locator
+from ..model import DEFAULT_MAX_BYTES, Item, Payload
 from ..storage import UnreadableFile, open_regular
 
 if TYPE_CHECKING:
@@ -99,90 +100,6 @@ class Reader(ABC):
         """The shard's rows as Arrow tables (`index`, `key`, `url`, `error`), where it holds no
         image bytes and can be read so; None (the default) to be read item by item."""
         return None
-
-    def copies_checked(self, shard: Shard, file: str) -> bool:
-        """Whether the clean writer checks each byte it copies from `file` against what the
-        scan read (a tar's members, by MD5). A decide round checks the other files whole, by
-        the checksum the scan took, before it copies anything from them."""
-        return False
-
-    @abstractmethod
-    def clean_writer(
-        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
-    ) -> CleanWriter:
-        """The writer of this shard's clean release, in the input's own format, under
-        `clean_root` / `shard.name`. `save_images`: also write fetched images that are kept.
-        `earlier`: in a decide round, the clean release of the round before (fetched images that
-        were kept are copied from there: nothing is downloaded again)."""
-
-
-class CleanWriter(ABC):
-    """Told, in the order rows are decided, which ones to keep; writes one shard's clean release.
-
-    Only kept rows are ever written: the bytes of a removed or held row reach no file (zero view).
-    Files are written as `.partial` and renamed by `close()`, so a killed worker leaves no torn file.
-    """
-
-    @abstractmethod
-    def keep(self, result: ItemResult) -> None:
-        """The row of `result` is kept; `result.locator` is what its Item carried (a tar's members,
-        fetched bytes), its digests are there to be reused."""
-
-    # The results columns `keep_table` reads (None: all of them, for `ItemResult.from_row`).
-    columns: tuple[str, ...] | None = None
-
-    def keep_table(self, kept: pa.Table) -> None:
-        """Every row of `kept` (results rows, in order, at least `columns`) is kept: a decide
-        round's way of saying so, a table at a time. Writers that need no more than the rows'
-        indexes and places do it without a Python object per row."""
-        for row in kept.to_pylist():
-            self.keep(ItemResult.from_row(row))
-
-    def keep_decided(self, table: pa.Table) -> None:
-        """The rows of a decided results table that are kept (`keep_table`)."""
-        import pyarrow.compute as pc
-
-        wanted = table.select(list(self.columns)) if self.columns else table
-        self.keep_table(wanted.filter(pc.equal(table["decision"], str(Decision.KEEP))))
-
-    @abstractmethod
-    def close(self) -> None:
-        """Finish and commit the files."""
-
-    def abort(self) -> None:  # noqa: B027 (most writers hold nothing open between rows)
-        """The shard failed: let go of every file the writer holds open. (Its partial files are
-        removed by the worker's `atomic.commit_together`.)"""
-
-
-def kept_places(kept: pa.Table) -> list[tuple[int, tuple]]:
-    """(index, locator) of each kept row of a results table (see `model.stored_locator`)."""
-    return [
-        (i, read_locator(loc) or ())
-        for i, loc in zip(kept["index"].to_pylist(), kept["locator"].to_pylist(), strict=True)
-    ]
-
-
-class SecondPass(CleanWriter):
-    """For formats rewritten in one pass over the input once every decision is known (tables):
-    collects the kept rows and hands them to `write` at the end, which says how many rows it
-    wrote. That must be every kept row: a clean release short of a kept row is a failed shard."""
-
-    def __init__(self, write: Callable[[Mapping[int, Any]], int]):
-        self._write = write
-        self._kept: dict[int, Any] = {}
-
-    def keep(self, result: ItemResult) -> None:
-        self._kept[result.index] = None  # the row is re-read from the input; nothing of it is held here
-
-    columns = ("index",)
-
-    def keep_table(self, kept: pa.Table) -> None:
-        self._kept.update(dict.fromkeys(kept["index"].to_pylist()))
-
-    def close(self) -> None:
-        written = self._write(self._kept)
-        if written != len(self._kept):
-            raise RuntimeError(f"the clean release holds {written} rows, {len(self._kept)} were kept")
 
 
 def walk(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:

@@ -20,34 +20,29 @@ files layout the shard's parquet filtered beside it. The files themselves need n
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import atomic_writer
 from ..hashing import is_metadata
-from ..model import Item, ItemResult, Status, printable
+from ..model import Item, Status, printable
 from .base import (
-    CleanWriter,
     Reader,
     ReadOptions,
-    SecondPass,
     Shard,
     ShardLog,
     UnreadableFile,
     json_object,
-    kept_places,
     read_file,
     text_or_none,
     walk_files,
 )
 from .img2dataset import resized
-from .tables import filter_parquet
 from .webdataset import ShardRow, shard_rows
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 SIDECAR_EXTENSIONS = frozenset({".json", ".txt"})
 
@@ -221,37 +216,3 @@ class FolderReader(Reader):
         if item.caption is None:
             item.caption = text_or_none(values.get("caption"))
         return item
-
-    def clean_writer(
-        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
-    ) -> CleanWriter:
-        """The kept samples' files, listed; for the files layout, the parquet filtered too."""
-        part = shard.part
-
-        def write(kept: Mapping[int, Any]) -> int:
-            target = clean_root / _list_name(shard)
-            with atomic_writer(target) as fh:
-                for index in sorted(kept):
-                    for rel in kept[index]:
-                        fh.write(os.fsencode(rel) + b"\0")
-            if isinstance(part, FilesPart):  # samples with no row in it (beyond its rows) are listed only
-                filter_parquet(Path(shard.path) / part.parquet, target.with_name(part.parquet), kept)
-            return len(kept)
-
-        return _KeptFiles(write)
-
-
-class _KeptFiles(SecondPass):
-    """Collects each kept row's files (its locator) for the list written at the end."""
-
-    columns = ("index", "locator")
-
-    def keep(self, result: ItemResult) -> None:
-        self._kept[result.index] = result.locator or ()
-
-    def keep_table(self, kept: pa.Table) -> None:
-        self._kept.update(kept_places(kept))
-
-
-def _list_name(shard: Shard) -> str:
-    return f"{shard.name}.kept"

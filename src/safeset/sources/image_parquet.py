@@ -26,10 +26,8 @@ import pyarrow as pa
 from ..errors import BadInputError, UsageError
 from ..model import Item, Payload, Status, printable
 from .base import (
-    CleanWriter,
     Reader,
     ReadOptions,
-    SecondPass,
     Shard,
     ShardLog,
     UnreadableFile,
@@ -41,7 +39,6 @@ from .tables import (
     KEY_COLUMNS,
     URL_COLUMNS,
     check_distinct,
-    filter_parquet,
     find_column,
     iter_parquet_rows,
     parquet_file,
@@ -152,11 +149,6 @@ class ImageParquetReader(Reader):
             elif missing:
                 problems.append(f"{path}, row {index}: image file not found: {printable(missing[0])}")
             yield item
-
-    def clean_writer(
-        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
-    ) -> CleanWriter:
-        return SecondPass(lambda keep: filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64))
 
 
 def collect_payloads(

@@ -33,13 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..atomic import commit, partial_path
 from ..csvrecords import csv_records
 from ..errors import BadInputError
-from ..model import FetchedImage, Item, ItemResult, Status
+from ..model import Item, Status
 from ..storage import Remote, is_remote
-from .base import CleanWriter, Reader, ReadOptions, SecondPass, Shard, ShardLog
-from .img2dataset import Img2datasetWriter, SavedShard
+from .base import Reader, ReadOptions, Shard, ShardLog
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 URL_COLUMNS = ("url", "image_url", "img_url")
@@ -92,7 +90,7 @@ def parquet_file(source, name: str | Path | None = None) -> pq.ParquetFile:
         raise BadInputError(name or source, f"not a readable parquet file ({type(exc).__name__})") from None
 
 
-def _batches(
+def parquet_batches(
     pf: pq.ParquetFile, groups: Sequence[int], columns: list[str] | None, batch_size: int
 ) -> Iterator[tuple[int, pa.RecordBatch | None, int]]:
     """(absolute index of its first row, batch, rows) over `groups`, one row group at a time: the
@@ -122,7 +120,7 @@ def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.T
     a corrupt row group are unreadable rows, as there. Nothing is read or declared until the
     tables are iterated."""
     path = shard.path
-    if not isinstance(_format(path), ParquetTable):
+    if not isinstance(format_of(path), ParquetTable):
         return None
     pf = parquet_file(path)
     url_col, _, key_col = _columns(path, pf.schema_arrow.names, shard.options)
@@ -139,7 +137,7 @@ def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.T
     columns = list(dict.fromkeys(c for c in (url_col, key_col) if c))
 
     def tables() -> Iterator[pa.Table]:
-        for index, batch, count in _batches(pf, groups, columns, rows):
+        for index, batch, count in parquet_batches(pf, groups, columns, rows):
             low, high = max(start, index), min(stop, index + count)
             if low >= high:
                 if index >= stop:
@@ -182,7 +180,7 @@ def iter_parquet_rows(
     pf = parquet_file(path)
     groups = list(row_groups) if row_groups is not None else list(range(pf.metadata.num_row_groups))
     start, stop = rows if rows is not None else (0, pf.metadata.num_rows)
-    for index, batch, count in _batches(pf, groups, columns, batch_size):
+    for index, batch, count in parquet_batches(pf, groups, columns, batch_size):
         if index + count <= start:
             continue
         if index >= stop:
@@ -192,46 +190,6 @@ def iter_parquet_rows(
         for offset, row in enumerate(batch.to_pylist() if batch is not None else [None] * count):
             if start <= index + offset < stop:
                 yield index + offset, row
-
-
-def filter_parquet(
-    src: Path,
-    dest: Path,
-    keep: Mapping[int, Any],
-    batch_size: int = 1024,
-    rows: tuple[int, int] | None = None,
-    row_groups: Sequence[int] | None = None,
-) -> int:
-    """Copy the rows of `src` (or of its part) whose index is in `keep` to `dest`, same schema;
-    returns how many it wrote. A kept row that cannot be read back (in a corrupt row group the
-    policy chose to keep) fails the copy, rather than leaving a short file behind silently."""
-    pf = parquet_file(src)
-    groups = list(row_groups) if row_groups is not None else list(range(pf.metadata.num_row_groups))
-    start, stop = rows if rows is not None else (0, pf.metadata.num_rows)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(dest)
-    written = 0
-    lost: list[int] = []
-    kept = np.fromiter(keep, np.int64, len(keep))
-    chosen_rows = np.zeros(stop - start, bool)  # by row, from `start`
-    chosen_rows[kept[(kept >= start) & (kept < stop)] - start] = True
-    with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
-        for index, batch, count in _batches(pf, groups, None, batch_size):
-            wanted = np.zeros(count, bool)
-            low, high = max(index, start), min(index + count, stop)
-            if low < high:
-                wanted[low - index : high - index] = chosen_rows[low - start : high - start]
-            if batch is None:
-                lost += (np.flatnonzero(wanted) + index).tolist()
-                continue
-            chosen = batch.filter(pa.array(wanted, type=pa.bool_()))
-            writer.write_batch(chosen)
-            written += chosen.num_rows
-    if lost:
-        tmp.unlink()
-        raise BadInputError(src, f"{len(lost)} kept row(s) from here on cannot be read to copy", row=lost[0])
-    commit(tmp, dest)
-    return written
 
 
 # ---- table formats -------------------------------------------------------------------------------
@@ -259,11 +217,6 @@ class TableFormat(ABC):
     @abstractmethod
     def rows(self, path: Path, part: Part | None, columns: list[str], problems: list[str]) -> Iterator[Row]:
         """Every row of the part (or the file) once, with its absolute index."""
-
-    @abstractmethod
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
-        """The part (or the file) with only the rows in `keep`, in the same format; returns how
-        many rows it wrote."""
 
 
 class ParquetTable(TableFormat):
@@ -293,15 +246,14 @@ class ParquetTable(TableFormat):
         for index, row in iter_parquet_rows(path, columns, problems, rows=span, row_groups=groups):
             yield index, row, None if row is not None else "unreadable row"
 
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
-        span = (part.start, part.stop) if part and part.where else None
-        groups = range(*part.where) if part and part.where else None
-        # metadata rows are small: whole row groups at a time (each batch becomes a row group)
-        return filter_parquet(path, dest, keep, batch_size=1 << 17, rows=span, row_groups=groups)
-
 
 class _TextTable(TableFormat):
     """CSV and JSON lines: read as text, split into byte ranges of whole records."""
+
+    @abstractmethod
+    def kept_text(self, path: Path, part: Part | None, keep: Mapping[int, Any]) -> tuple[str, Iterator[str]]:
+        """The header, and the records of the rows in `keep`, as read: byte for byte (any bytes
+        that were not UTF-8 too), for the clean release (`sinks.clean.tables`)."""
 
     def _text(self, path: Path, part: Part | None, newline: str = "") -> tuple[io.StringIO, int]:
         """The part's (or file's) text, and the line number it starts on; its lines end as
@@ -385,10 +337,10 @@ class CsvTable(_TextTable):
             else:
                 yield index, dict(zip(header, fields, strict=True)), None
 
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
+    def kept_text(self, path: Path, part: Part | None, keep: Mapping[int, Any]) -> tuple[str, Iterator[str]]:
         with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
             header = next((raw for fields, raw, _ in csv_records(fh) if fields), "")
-        return _write_text(dest, header, (raw for index, _, raw, _ in self._records(path, part) if index in keep))
+        return header, (raw for index, _, raw, _ in self._records(path, part) if index in keep)
 
 
 class JsonLinesTable(_TextTable):
@@ -439,9 +391,8 @@ class JsonLinesTable(_TextTable):
                 problems.append(str(exc))
                 yield index, None, f"{exc.reason} (line {number})"
 
-    def write_kept(self, path: Path, part: Part | None, keep: Mapping[int, Any], dest: Path) -> int:
-        kept = (_line(line) for i, _, line in self._lines(path, part) if i in keep)
-        return _write_text(dest, "", kept)
+    def kept_text(self, path: Path, part: Part | None, keep: Mapping[int, Any]) -> tuple[str, Iterator[str]]:
+        return "", (_line(line) for i, _, line in self._lines(path, part) if i in keep)
 
 
 def _registry(*formats: TableFormat) -> dict[str, TableFormat]:
@@ -463,23 +414,8 @@ def _suffix(path: str | Path) -> str:
     return PurePosixPath(name).suffix.lower()
 
 
-def _format(path: str | Path) -> TableFormat:
+def format_of(path: str | Path) -> TableFormat:
     return FORMATS[_suffix(path)]
-
-
-def _write_text(dest: Path, header: str, lines: Iterator[str]) -> int:
-    """The header and the lines, byte for byte as read (any bytes that were not UTF-8 too);
-    returns how many lines it wrote."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(dest)
-    count = 0
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
-        out.write(header)
-        for line in lines:
-            out.write(line)
-            count += 1
-    commit(tmp, dest)
-    return count
 
 
 def _size(text: str) -> int:
@@ -515,7 +451,7 @@ class TableReader(Reader):
 
     def shards(self, path: str | Path, name: str, options: ReadOptions) -> list[Shard]:
         """`path` may be a URI on object storage if the file is parquet (see `staging`)."""
-        table_format = _format(path)
+        table_format = format_of(path)
         _columns(path, table_format.columns(path), options)  # fail fast, naming the file
         parts = table_format.plan(path, max(1, options.table_rows))
         if len(parts) == 1:
@@ -533,7 +469,7 @@ class TableReader(Reader):
         ]
 
     def staging(self, shard: Shard, file: str) -> str:
-        return "in_place" if isinstance(_format(file), ParquetTable) else "whole"
+        return "in_place" if isinstance(format_of(file), ParquetTable) else "whole"
 
     def row_tables(self, shard: Shard, log: ShardLog, rows: int = 1 << 16) -> Iterator[pa.Table] | None:
         """The shard's rows as tables of `index`, `key`, `url` and `error` (an unreadable row's),
@@ -543,9 +479,20 @@ class TableReader(Reader):
         hold what Arrow cannot (a lone surrogate), which is hashed as the one-row path does."""
         return _parquet_row_tables(shard, log, rows)
 
+    def captioned_rows(self, shard: Shard) -> Iterator[tuple[int, dict, str | None]]:
+        """(index, every column, caption) of each readable row of the shard: what the clean
+        release of `--save-images` writes beside a kept row's image."""
+        path = shard.path
+        table_format = format_of(path)
+        names = table_format.columns(path)
+        _, caption_col, _ = _columns(path, names, shard.options)
+        for index, row, _ in table_format.rows(path, shard.part, names, []):
+            if row is not None:
+                yield index, row, _text(row.get(caption_col)) if caption_col else None
+
     def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
         path = shard.path
-        table_format = _format(path)
+        table_format = format_of(path)
         url_col, caption_col, key_col = _columns(path, table_format.columns(path), shard.options)
         columns = list(dict.fromkeys(c for c in (url_col, caption_col, key_col) if c))
         part = shard.part
@@ -566,85 +513,6 @@ class TableReader(Reader):
                 status=Status.UNREADABLE_ROW if error else None,  # a URL-only row: fetched, or not, by the worker
                 error=error,
             )
-
-    def clean_writer(
-        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
-    ) -> CleanWriter:
-        path = shard.path
-        table = SecondPass(lambda keep: _format(path).write_kept(path, shard.part, keep, clean_root / shard.name))
-        if not save_images:
-            return table
-        stem = clean_root / saved_images_stem(shard)
-        rows = max(shard.options.table_rows, shard.part.stop - shard.part.start if shard.part else 0)
-        digits = max(4, len(str(max(1, rows) - 1)))
-        writer = Img2datasetWriter(stem.parent, int(stem.name), key_digits=digits)
-        saved = SavedShard(earlier / saved_images_stem(shard) if earlier is not None else stem)
-        return _TableWithImages(shard, table, writer, saved, deciding=earlier is not None)
-
-
-def saved_images_stem(shard: Shard) -> PurePosixPath:
-    """Where `--save-images` writes a table shard's kept images, relative to `clean/`: as
-    img2dataset would, `TABLE.images/NNNNN` with NNNNN the part's number (`x.csv.images/00003`),
-    so that tables of the same stem (x.csv, x.jsonl) and the parts of one never meet."""
-    part = shard.part
-    parted = part is not None and bool(part.where)
-    table = shard.name.rsplit("/", 1)[0] if parted else shard.name
-    return PurePosixPath(f"{table}.images") / f"{part.number if parted else 0:05d}"
-
-
-class _TableWithImages(CleanWriter):
-    """The filtered table, and its kept rows as an img2dataset shard (`clean/TABLE.images/`):
-    rows whose downloaded image decoded with it, the others with the reason. Images are handed to
-    the shard's writer as rows are decided (it keeps them in key order); at the end the input's
-    own columns are read back for the kept rows and written beside img2dataset's. A row carried
-    over from an earlier run of the shard (no bytes in hand) has its image copied from the shard
-    that run saved. In a decide round (`deciding`) a row kept now that was not kept then has no
-    saved image: its row says so, and nothing is downloaded again."""
-
-    def __init__(
-        self, shard: Shard, table: CleanWriter, images: Img2datasetWriter, earlier: SavedShard, deciding: bool = False
-    ):
-        self._shard = shard
-        self._table = table
-        self._images = images
-        self._earlier = earlier
-        self._deciding = deciding
-        self._kept: set[int] = set()
-        # img2dataset's keys number a shard's rows from 0: a part's rows, from its first
-        self._first = shard.part.start if shard.part else 0
-
-    def keep(self, result: ItemResult) -> None:
-        self._table.keep(result)
-        self._kept.add(result.index)
-        fetched = result.locator
-        if result.status is not Status.OK:
-            why = f"{result.status}: {result.error}" if result.error else str(result.status)
-            self._images.add(None, result.url, None, error=why, index=result.index - self._first)
-            return
-        data = fetched.data if isinstance(fetched, FetchedImage) else self._earlier.read(result.md5)
-        if data is None:
-            if not self._deciding:  # a carried row was kept, so its image was saved: the outputs are not whole
-                raise RuntimeError(f"{self._earlier.stem.with_suffix('.tar')}: no saved image with MD5 {result.md5}")
-            why = "not saved: the row was not kept when its image was fetched (fetch it again to save it)"
-            self._images.add(None, result.url, None, error=why, index=result.index - self._first)
-            return
-        size = (result.width, result.height) if result.width else None
-        self._images.add(data, result.url, None, size=size, md5=result.md5, index=result.index - self._first)
-
-    def abort(self) -> None:
-        self._images.abort()
-
-    def close(self) -> None:
-        self._table.close()
-        path, part = self._shard.path, self._shard.part
-        table_format = _format(path)
-        names = table_format.columns(path)
-        _, caption_col, _ = _columns(path, names, self._shard.options)
-        for index, row, _ in table_format.rows(path, part, names, []):
-            if index in self._kept and row is not None:
-                caption = _text(row.get(caption_col)) if caption_col else None
-                self._images.add_columns(index - self._first, row, caption)
-        self._images.close()
 
 
 def _cut_text(pieces: Iterable[tuple[int, bool, int]], offset: int, line: int, rows_per_part: int) -> list[Part]:

@@ -12,20 +12,10 @@ no image decoder takes it (plain PNM images are text); every other member is a p
 hashed and matched whatever its extension says (a `KEY.png` beside `KEY.jpg`, a `KEY.seg.png`, a
 `KEY.bin`, a nested tar). A payload larger than `max_bytes` is hashed as it streams past, never held
 whole in memory. Byte columns of the parquet beside the tar are payloads of their rows too.
-
-The clean tar is written afresh, not cut out of the input: each kept member gets a new header
-(its name, size, mode and time, in a PAX record where ustar cannot hold them; no owner, none of
-the input's own records) and its data, read again and
-checked against the digest taken in the first pass. So the clean tar holds exactly the members
-that were hashed, whatever the input's headers hold or however another tar reader would list the
-input (tarfile and GNU tar disagree on crafted sparse headers); a sparse member is written expanded.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,26 +24,23 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..atomic import commit, partial_path, write_atomic
 from ..errors import BadInputError
 from ..hashing import byte_digests, is_metadata, stream_digests
 from ..hashing.sniff import decodable
-from ..model import Item, ItemResult, Payload, Span, Status, printable
+from ..model import Item, Payload, Span, Status, printable
 from ..storage import open_input
 from .base import (
-    CleanWriter,
     Reader,
     ReadOptions,
     Shard,
     ShardLog,
     json_object,
-    kept_places,
     text_or_none,
     walk_files,
 )
 from .image_parquet import collect_payloads, image_columns
-from .img2dataset import member_header, resized
-from .tables import filter_parquet, parquet_file
+from .img2dataset import resized
+from .tables import parquet_file
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _ROW_COLUMNS = (
@@ -180,9 +167,6 @@ class WebdatasetReader(Reader):
 
     def staging(self, shard: Shard, file: str) -> str:
         return "streamed" if file == shard.path else "whole"  # the tar is read front to back
-
-    def copies_checked(self, shard: Shard, file: str) -> bool:
-        return file == shard.path  # each kept member by size and MD5
 
     # ---- one walk serves both passes ---------------------------------------------------------
     def _walk(self, shard: Shard, log: ShardLog) -> Iterator[_Sample]:
@@ -313,12 +297,6 @@ class WebdatasetReader(Reader):
                 item.error = (sample.row.failure() if sample.row else None) or "missing from tar"
         return item
 
-    # ---- the clean release ------------------------------------------------------------------
-    def clean_writer(
-        self, shard: Shard, clean_root: Path, save_images: bool = False, earlier: Path | None = None
-    ) -> CleanWriter:
-        return _TarCopy(shard, clean_root)
-
 
 def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, ext: str, max_bytes: int) -> _Member:
     """One file member, as metadata (text under a metadata extension) or as a payload, with the
@@ -332,104 +310,6 @@ def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, ext: str, max_bytes: int)
         if ext.rsplit(".", 1)[-1] in METADATA_EXTENSIONS and is_metadata(payload.data):
             return _Member(info, ext, text=payload.data, md5=payload.digests["md5"])
     return _Member(info, ext, payload, md5=payload.digests["md5"])
-
-
-class _TarCopy(CleanWriter):
-    """Writes each kept sample's members into a new tar as it is decided (in archive order): a new
-    header for each, and its data read again from the input and checked against the MD5 of the
-    first pass, before it is written when it fits in memory (`max_bytes`), as it is written
-    otherwise. A mismatch fails the shard, and the worker removes the partial tar."""
-
-    columns = ("index", "locator")
-
-    def __init__(self, shard: Shard, clean_root: Path):
-        self.shard = shard
-        self.target = clean_root / shard.name
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.kept: dict[int, Any] = {}
-        raw_out = open(partial_path(self.target), "wb")
-        if self.target.name.endswith((".gz", ".tgz")):
-            # No name and no time in the gzip header, so that reruns write identical files.
-            self.out = gzip.GzipFile(filename="", mode="wb", fileobj=raw_out, mtime=0)
-            self._raw_out = raw_out
-        else:
-            self.out, self._raw_out = raw_out, None
-        self.size = 0
-        self.raw = open_input(shard.path)
-        try:
-            self.source = tarfile.open(fileobj=self.raw, mode="r:*")
-        except tarfile.ReadError:  # pass 1 recorded it: the clean tar is then empty
-            self.source = None
-
-    def keep(self, result: ItemResult) -> None:
-        self.kept[result.index] = None
-        for span in result.locator or ():
-            self._copy(span)
-
-    def keep_table(self, kept: pa.Table) -> None:
-        for index, spans in kept_places(kept):
-            self.kept[index] = None
-            for span in spans:
-                self._copy(span)
-
-    def _copy(self, span: Span) -> None:
-        """The member at `span`: its header read again there (long names, PAX records and sparse
-        maps with it), its data checked by size and MD5 against what the first pass read."""
-        info = None
-        if self.source is not None:
-            self.source.fileobj.seek(span.offset)
-            try:
-                info = tarfile.TarInfo.fromtarfile(self.source)
-            except (tarfile.TarError, EOFError, OSError):
-                info = None
-        if info is None or info.size != span.size:
-            raise BadInputError(
-                self.shard.path,
-                f"no member of {span.size} bytes at offset {span.offset}, where the scan read one: "
-                "the input changed since; scan it again",
-            )
-        md5 = span.md5
-        self._write(member_header(info.name, info.size, int(info.mtime), info.mode))
-        handle = self.source.extractfile(info)
-        digest, size = hashlib.md5(usedforsecurity=False), 0
-        if info.size <= self.shard.options.max_bytes:
-            data = handle.read()
-            digest.update(data)
-            size = len(data)
-            if digest.hexdigest() == md5 and size == info.size:
-                self._write(data)
-        else:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                self._write(chunk)
-        if digest.hexdigest() != md5 or size != info.size:
-            raise BadInputError(
-                self.shard.path,
-                f"member {printable(info.name)!r} is not what the scan read (its size or MD5 differs): "
-                "the input changed since; scan it again",
-            )
-        self._write(b"\0" * (-info.size % tarfile.BLOCKSIZE))
-
-    def _write(self, data: bytes) -> None:
-        self.out.write(data)
-        self.size += len(data)
-
-    def abort(self) -> None:
-        for handle in (self.out, self._raw_out, self.source, self.raw):
-            if handle is not None:
-                handle.close()
-
-    def close(self) -> None:
-        end = self.size + 2 * tarfile.BLOCKSIZE  # two zero blocks, then zeros to a whole record
-        self._write(b"\0" * (end + -end % tarfile.RECORDSIZE - self.size))
-        self.abort()
-        commit(partial_path(self.target), self.target)
-        if len(self.shard.files) > 1:
-            side = Path(self.shard.files[1])
-            filter_parquet(side, self.target.parent / side.name, self.kept)
-        for stats in self.shard.files[2:]:
-            _copy_stats(Path(stats), self.target.parent / Path(stats).name)
 
 
 @dataclass
@@ -481,18 +361,6 @@ def shard_rows(path: Path) -> list[ShardRow]:
 def _text(value: Any) -> Any:
     """A cell as text where a writer stored text as bytes (a key in a binary column)."""
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-
-
-def _copy_stats(src: Path, dest: Path) -> None:
-    """img2dataset's record of the download, as JSON text: a JSON object is written again (it is
-    not copied as bytes, which could be anything), on one line (indenting deeply nested JSON would
-    multiply its size); anything else is left out."""
-    try:
-        stats = json.loads(src.read_bytes())
-    except (ValueError, RecursionError):
-        return
-    if isinstance(stats, dict):
-        write_atomic(dest, json.dumps(stats).encode())
 
 
 def _tar_error(exc: BaseException) -> str:
