@@ -80,3 +80,27 @@ def test_a_scan_that_checked_nothing_says_so_first(tmp_path, home):
     assert (tmp_path / "out2" / "report.json").is_file()  # the outputs are all there
     clean = run_cli("scan", meta, "--out", tmp_path / "out3", "--fail-on", "remove", "--fail-on", "match", home=home)
     assert clean.exit_code == 0
+
+
+def test_scan_options_are_the_settings_fields_they_set():
+    """`scan`'s read and fetch options are derived from the fields of ReadOptions and FetchOptions
+    (`safeset.options`): their defaults are the fields' own, and what is given reaches the field,
+    under its flag (`--fetch-retries` sets `retries`; `--ignore-optout` clears `respect_optout`)."""
+    from safeset import ReadOptions
+    from safeset.cli.audit import scan_command
+    from safeset.cli.options import build
+    from safeset.fetch import FetchOptions
+
+    parsed = scan_command.make_context("scan", ["data", "--out", "out"]).params
+    assert build(ReadOptions, parsed) == ReadOptions()
+    assert build(FetchOptions, parsed) == FetchOptions()
+    given = [
+        *("data", "--out", "out", "--ignore-optout", "--fetch-retries", "0", "--timeout", "2.5"),
+        *("--allow-network", "10.0.0.0/8", "--allow-network", "fd00::/8", "--max-bytes", "5", "--url-col", "link"),
+    ]
+    parsed = scan_command.make_context("scan", given).params
+    read = build(ReadOptions, parsed)
+    fetch = build(FetchOptions, parsed, max_bytes=read.max_bytes)
+    assert (read.max_bytes, read.url_col, read.table_rows) == (5, "link", ReadOptions().table_rows)
+    assert (fetch.respect_optout, fetch.retries, fetch.total_timeout, fetch.max_bytes) == (False, 0, 2.5, 5)
+    assert fetch.allowed_networks == ("10.0.0.0/8", "fd00::/8")

@@ -9,11 +9,11 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .. import Policy
-from ..model import DEFAULT_MAX_BYTES
+from .. import Policy, ReadOptions
+from ..fetch import FetchOptions
 from ..policy import preset_names
 from ..redact import redact
-from . import _err, _out, cli
+from . import _err, _out, cli, options
 
 # --fail-on CONDITION: how many rows (or problems) make it hold, from the report.
 FAIL_ON = {
@@ -152,22 +152,7 @@ def _answer(ctx: click.Context, report: dict, out: str, fail_on, as_json: bool, 
     "included (about 4x the time per image at 1500 px). Without it the hash is within a few bits of the "
     "reference wherever it can match.",
 )
-@click.option(
-    "--input-kind",
-    type=click.Choice(["webdataset", "image_parquet", "table", "folder"]),
-    help="Read every INPUT as this kind instead of detecting it: for a folder that mixes kinds, what does "
-    "not belong to it is listed in the report; 'folder' hashes every file as a file, whatever it is.",
-)
-@click.option("--url-col", help="URL column of metadata tables (default: 'url', any case).")
-@click.option("--caption-col", help="Caption column (default: 'caption' or 'text', any case).")
-@click.option("--image-col", help="Image-bytes column of parquet inputs (default: 'image' and kin).")
-@click.option(
-    "--table-rows",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    help="Rows per shard of a large metadata table (the unit of resume and parallelism).",
-)
+@options.of(ReadOptions)
 @click.option("--fetch", is_flag=True, help="Download the images of URL-only rows (metadata tables) to check them.")
 @click.option(
     "--save-images", is_flag=True, help="With --fetch: write the kept images as webdataset shards under clean/."
@@ -178,66 +163,7 @@ def _answer(ctx: click.Context, report: dict, out: str, fail_on, as_json: bool, 
     help="With --fetch, rerunning into the same OUT: fetch again the rows of done shards whose download "
     "failed for a reason that may pass (timeout, connection, DNS, 429, 5xx, truncated); other rows stay as they are.",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Downloads in flight over all domains, per worker.",
-)
-@click.option(
-    "--per-domain-concurrency",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Downloads in flight to one domain, shared by all workers.",
-)
-@click.option(
-    "--per-domain-rate",
-    type=click.FloatRange(min=0.01),
-    default=8.0,
-    show_default=True,
-    help="Requests per second to one domain, shared by all workers.",
-)
-@click.option(
-    "--fetch-retries",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Retries after a timeout, a connection failure, 429 or 5xx (exponential backoff, Retry-After).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=60.0,
-    show_default=True,
-    help="Seconds one download may take in all (connect 10 s and 20 s between reads at most).",
-)
-@click.option(
-    "--max-bytes",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_BYTES,
-    show_default=True,
-    help="Largest payload held in memory and decoded. A larger download fails (too_large, counted while it "
-    "streams, after decompression); a larger tar member, file or cell gets its exact digests only, computed as "
-    "it streams past (decode_failed: too_large).",
-)
-@click.option("--contact", default="", help="How to reach you (URL or e-mail), sent in the user agent.")
-@click.option(
-    "--allow-private-networks",
-    is_flag=True,
-    help="Allow URLs on loopback, private and link-local addresses (tests, internal mirrors).",
-)
-@click.option(
-    "--allow-network",
-    "allowed_networks",
-    multiple=True,
-    metavar="CIDR",
-    help="Allow one network (e.g. 10.1.0.0/16) that is otherwise refused (repeatable).",
-)
-@click.option(
-    "--ignore-optout", is_flag=True, help="Fetch even where X-Robots-Tag says noai/noimageai or tdm-reservation is 1."
-)
+@options.of(FetchOptions)
 @_deciding(inherit=False)
 @_running
 @_answering
@@ -256,52 +182,24 @@ def scan_command(
     pdq_variant_threshold,
     pdq_variants,
     pdq_exact,
-    input_kind,
-    url_col,
-    caption_col,
-    image_col,
-    table_rows,
     retries,
     fetch,
     save_images,
     retry_failed,
-    concurrency,
-    per_domain_concurrency,
-    per_domain_rate,
-    fetch_retries,
-    timeout,
-    max_bytes,
-    contact,
-    allow_private_networks,
-    allowed_networks,
-    ignore_optout,
     fail_on,
     as_json,
     quiet,
+    **settings,
 ) -> None:
     """Audit INPUT... (webdataset tars or folders of them, image parquet, image folders, metadata
     tables) against the banks; write results, a clean release, manifests and a report to OUT.
 
     INPUT and OUT may be local paths or URIs on object storage (s3://, gs://, hdfs://, file://)."""
-    from .. import ReadOptions, scan
+    from .. import scan
 
     policy = _policy(policy_file, preset)
-    fetch_options = None
-    if fetch:
-        from ..fetch import FetchOptions
-
-        fetch_options = FetchOptions(
-            concurrency=concurrency,
-            per_domain_concurrency=per_domain_concurrency,
-            per_domain_rate=per_domain_rate,
-            retries=fetch_retries,
-            total_timeout=timeout,
-            max_bytes=max_bytes,
-            contact=contact,
-            allow_private=allow_private_networks,
-            allowed_networks=tuple(allowed_networks),
-            respect_optout=not ignore_optout,
-        )
+    read = options.build(ReadOptions, settings)
+    fetch_options = options.build(FetchOptions, settings, max_bytes=read.max_bytes) if fetch else None
     report = scan(
         list(inputs),
         out,
@@ -316,14 +214,7 @@ def scan_command(
         pdq_dihedral=pdq_variants in ("all", "dihedral"),
         pdq_trim=pdq_variants in ("all", "trim"),
         pdq_exact=pdq_exact,
-        read=ReadOptions(
-            url_col=url_col,
-            caption_col=caption_col,
-            image_col=image_col,
-            table_rows=table_rows,
-            max_bytes=max_bytes,
-            input_kind=input_kind,
-        ),
+        read=read,
         home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
         fetch=fetch_options,
         save_images=save_images,

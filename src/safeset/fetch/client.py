@@ -15,40 +15,11 @@ import aiohttp
 from yarl import URL
 
 from ..hashing.sniff import DECODED_KINDS, sniff
-from ..model import DEFAULT_MAX_BYTES
-from .guard import AddressPolicy, Blocked, check_url, guarded_socket_factory, is_blocked, parse_networks
+from .guard import AddressPolicy, Blocked, check_url, guarded_socket_factory, is_blocked
+from .options import FetchOptions
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/javascript")
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    """How politely and how safely to fetch. Everything a user may want to tune is here."""
-
-    concurrency: int = 64  # requests in flight over all domains
-    per_domain_concurrency: int = 4
-    per_domain_rate: float = 8.0  # requests per second to one domain
-    retries: int = 3  # extra attempts after a timeout, a connection failure, 429 or 5xx
-    backoff: float = 1.0  # first retry delay in seconds; doubles each attempt, with jitter
-    max_backoff: float = 60.0
-    max_retry_after: float = 120.0  # a longer Retry-After gives up on the row instead of waiting
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0  # between two reads of the body
-    total_timeout: float = 60.0
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_redirects: int = 5
-    contact: str = ""  # who to contact about the crawl, shown in the user agent
-    allow_private: bool = False
-    allowed_networks: tuple[str, ...] = ()
-    respect_optout: bool = True
-
-    def __post_init__(self) -> None:
-        parse_networks(self.allowed_networks)  # a bad CIDR is a usage error now, not in a worker later
-
-    def user_agent(self, version: str) -> str:
-        contact = f"; contact: {self.contact}" if self.contact else ""
-        return f"safeset/{version} (dataset safety audit; hashes images, keeps none{contact})"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..hashing import stream_digests
 from ..hashing.sniff import decodable
 from ..model import DEFAULT_MAX_BYTES, Item, Payload
+from ..options import option
 from ..storage import UnreadableFile, open_regular
 
 if TYPE_CHECKING:
@@ -34,13 +35,37 @@ IMAGE_SUFFIXES = frozenset(
 class ReadOptions:
     """How to find things in tables whose column names vary between releases."""
 
-    url_col: str | None = None
-    caption_col: str | None = None
-    image_col: str | None = None
+    url_col: str | None = field(
+        default=None, metadata=option("URL column of metadata tables (default: 'url', any case).")
+    )
+    caption_col: str | None = field(
+        default=None, metadata=option("Caption column (default: 'caption' or 'text', any case).")
+    )
+    image_col: str | None = field(
+        default=None, metadata=option("Image-bytes column of parquet inputs (default: 'image' and kin).")
+    )
     folder_chunk: int = 1000  # image files per shard for a folder of images
-    table_rows: int = 100_000  # rows per shard of a metadata table (LAION files hold millions)
-    max_bytes: int = DEFAULT_MAX_BYTES  # largest payload held in memory; larger ones are hashed streaming
-    input_kind: str | None = None  # read every input as this kind (`--input-kind`); None: detect each
+    table_rows: int = field(
+        default=100_000,
+        metadata=option("Rows per shard of a large metadata table (the unit of resume and parallelism).", min=1),
+    )
+    max_bytes: int = field(
+        default=DEFAULT_MAX_BYTES,
+        metadata=option(
+            "Largest payload held in memory and decoded. A larger download fails (too_large, counted while it "
+            "streams, after decompression); a larger tar member, file or cell gets its exact digests only, computed "
+            "as it streams past (decode_failed: too_large).",
+            min=1,
+        ),
+    )
+    input_kind: str | None = field(
+        default=None,
+        metadata=option(
+            "Read every INPUT as this kind instead of detecting it: for a folder that mixes kinds, what does not "
+            "belong to it is listed in the report; 'folder' hashes every file as a file, whatever it is.",
+            choices=("webdataset", "image_parquet", "table", "folder"),
+        ),
+    )
 
 
 @dataclass(frozen=True)
