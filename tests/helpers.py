@@ -120,7 +120,7 @@ def shard_tasks(home: Path, inputs: list[Path], out: Path, **read) -> list:
     """The shard tasks a scan of INPUTS into OUT would hand its engine (every enabled bank, the
     default policy, `read` the read options): for driving an engine or a worker directly."""
     from safeset import BankStore, CheckSettings, Policy
-    from safeset.pipeline.worker import RunSpec, ShardTask
+    from safeset.pipeline.task import RunSpec, ShardTask
     from safeset.sinks import OutLayout
     from safeset.sources import ReadOptions, plan_shards
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import BadInputError, SafesetError
-from ..pipeline.worker import ShardTask
+from ..pipeline.task import ShardTask
 
 # One shard worker per core is the whole of our parallelism. A numeric library that also starts a
 # thread per core in every worker (OpenBLAS does, for PDQ's small matrix products) only spins on

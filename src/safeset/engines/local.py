@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from importlib.machinery import ModuleSpec
 from queue import Empty
 
-from ..pipeline.worker import ShardTask, run_shard
+from ..pipeline.task import ShardTask
+from ..pipeline.worker import run_shard
 from .base import Engine, NotRun, Progress, WorkerDied, harden_process, worker_env
 
 _progress_queue = None

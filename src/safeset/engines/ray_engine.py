@@ -9,7 +9,7 @@ shard holds up nobody), worker processes that are reused, and failure reporting.
 one CPU each.
 
 Banks are loaded once per worker process: Ray reuses a worker process for many tasks, and the shard
-worker keeps its loaded banks for the process's lifetime (`pipeline.worker._checker`). Their arrays are
+worker keeps its loaded banks for the process's lifetime (`pipeline.task.auditor_for`). Their arrays are
 memory-mapped from the bank store, so the processes of one machine share one copy in the page cache.
 The bank store (`--home`) must be readable at the same path on every node, like the inputs.
 
@@ -26,7 +26,8 @@ from collections.abc import Iterator, Sequence, Set
 from contextlib import contextmanager
 
 from .._optional import import_optional
-from ..pipeline.worker import ShardTask, run_shard
+from ..pipeline.task import ShardTask
+from ..pipeline.worker import run_shard
 from .base import Engine, Progress, WorkerDied, harden_process, worker_env
 
 

@@ -2,7 +2,8 @@
 plans shards, hands them to an engine, and merges their outputs into manifests and a report."""
 
 from .check import Auditor, CheckSettings, hash_item
-from .worker import RunSpec, ShardTask, run_shard
+from .task import RunSpec, ShardTask
+from .worker import run_shard
 
 __all__ = ["Auditor", "CheckSettings", "RunSpec", "ScanConfig", "ShardTask", "hash_item", "run_scan", "run_shard"]
 

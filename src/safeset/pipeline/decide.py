@@ -43,7 +43,7 @@ from ..sinks.clean import clean_writer, copies_checked
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..storage import is_remote
 from .check import decide_table
-from .worker import ShardTask, _checker, clean_files, file_record, worker_record
+from .task import ShardTask, auditor_for, clean_files, file_record, worker_record
 
 _COMMIT = "round.commit.json"
 
@@ -90,7 +90,7 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     if earlier is None:
         raise RuntimeError(f"{task.shard.name}: the shard has no done-marker, so no observations to decide on")
     observed = read_results(layout.part(task.part))
-    checker = _checker(task.spec)
+    checker = auditor_for(task.spec)
     table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality)
     if progress is not None:
         progress({"items": table.num_rows})

@@ -37,7 +37,7 @@ from .check import MATCH_SETTINGS, CheckSettings
 from .decide import check_format, commit_round, finish_pending_round, merge_transitions, round_entry, start_round
 from .merge import Merger
 from .progress import ScanProgress
-from .worker import RunSpec, ShardTask
+from .task import RunSpec, ShardTask
 
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
