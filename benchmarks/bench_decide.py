@@ -15,7 +15,7 @@ goal >= 2x DuckDB.
 
 Each timed round changes decisions in every shard; a round run again with the same banks changes
 none, and is timed apart ("unchanged": its shards' files are linked, nothing is written again).
-Both times include safeset's start-up (about 0.6 s), which is printed on its own. Medians of
+Both times include safeset's start-up (1.6-2.0 s on the CI machine), which is printed on its own. Medians of
 SAFESET_BENCH_RUNS runs (3 unless fewer are asked for).
 
 Run: python benchmarks/bench_decide.py

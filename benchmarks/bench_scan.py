@@ -11,8 +11,9 @@ Reported per set (medians of several runs, 32 shards of 150 images): images/s on
 and their ratio; safeset with 2 workers against 1; and on small images, safeset's milliseconds
 per image beyond decode + PDQ alone (`safeset.pdq` on the same bytes), which is the pipeline's own
 cost. Also safeset's peak memory (the largest of its processes) for 4 and 32 shards. Every run
-includes safeset's fixed start-up (imports, worker processes, bank loading: about 0.6 s), which is
-also printed on its own.
+includes safeset's fixed start-up (imports, worker processes, bank loading: 1.6-2.0 s on the CI
+machine, about 0.28 s of it in each process pyarrow importing pandas where pandas is installed),
+which is also printed on its own.
 Goals (issues 3 and 11): >= 5x per core; 2 workers >= 1.8x one; memory that does not grow with
 shards; on small images, everything but decode + PDQ <= 0.5 ms per image.
 
