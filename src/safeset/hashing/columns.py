@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _md5
-from .digests import domain_suffixes, normalise_url, threatexchange_url_md5, url_host
+from .digests import MAX_DOMAIN, domain_suffixes, normalise_url, threatexchange_url_md5, url_host
 
 
 def whole(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -84,9 +84,9 @@ def host_suffixes(urls: pa.Array) -> tuple[np.ndarray, pa.DictionaryArray]:
     hosts = pc.dictionary_encode(
         _scatter(len(urls), (simple, pc.ascii_lower(pc.utf8_rtrim(named, "."))), (others, rest))
     )
-    per_host = [domain_suffixes(host) for host in hosts.dictionary.to_pylist()]
-    counts = np.array([len(s) for s in per_host], np.int64)
-    suffixes = pc.dictionary_encode(pa.array([s for found in per_host for s in found], pa.string()))
+    owner, found = _suffixes(hosts.dictionary)
+    counts = np.bincount(owner, minlength=len(hosts.dictionary))
+    suffixes = pc.dictionary_encode(found)
     rows = np.flatnonzero(hosts.indices.is_valid().to_numpy(zero_copy_only=False))
     host = hosts.indices.to_numpy(zero_copy_only=False)[rows].astype(np.int64)
     per_row = counts[host]
@@ -96,6 +96,29 @@ def host_suffixes(urls: pa.Array) -> tuple[np.ndarray, pa.DictionaryArray]:
     at = np.repeat(first[host] - block, per_row) + np.arange(per_row.sum())
     codes = suffixes.indices.to_numpy(zero_copy_only=False)[at]
     return np.repeat(rows, per_row), pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), suffixes.dictionary)
+
+
+def _suffixes(hosts: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(host, suffix) of every suffix of each host (`domain_suffixes`), host by host, longest
+    first: a label at a time off every host at once, in Arrow (a crawl's batch holds tens of
+    thousands of distinct hosts). A host longer than a domain can be goes through
+    `domain_suffixes`, which keeps only the suffixes a domain could be."""
+    long = pc.greater(pc.binary_length(hosts), MAX_DOMAIN).to_numpy(zero_copy_only=False)
+    at = np.flatnonzero(~long)
+    owners, values = [at], [hosts.take(pa.array(at))]
+    current, left = values[0], at
+    while len(current):
+        dotted = pc.match_substring(current, ".")
+        current, left = current.filter(dotted), left[dotted.to_numpy(zero_copy_only=False)]
+        current = pc.list_element(pc.split_pattern(current, ".", max_splits=1), 1)
+        owners.append(left)
+        values.append(current)
+    for host in np.flatnonzero(long).tolist():
+        found = domain_suffixes(hosts[host].as_py())
+        owners.append(np.full(len(found), host, np.int64))
+        values.append(pa.array(found, pa.string()))
+    order = np.argsort(np.concatenate(owners), kind="stable")  # by host; longest first within one
+    return np.concatenate(owners)[order], pa.concat_arrays([v.cast(pa.string()) for v in values]).take(order)
 
 
 # A byte -> its two lowercase hex characters, as one little-endian uint16.
