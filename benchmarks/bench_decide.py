@@ -49,16 +49,23 @@ def _cli(home: Path, *args: str, workers: int = 1) -> dict:
 
 def _metadata() -> tuple[Path, Path, Path]:
     """A LAION-like metadata parquet, a url_md5 list (a million random entries and every 10,000th
-    row's URL) and a domain list."""
-    root = ROOT / f"metadata-{ROWS}-{BANK_ENTRIES}"
+    row's URL) and a domain list (sites of the long tail: their subdomains are what matches)."""
+    root = ROOT / f"metadata-zipf-{ROWS}-{BANK_ENTRIES}"
     table, urls, domains = root / "laion.parquet", root / "url_md5.txt", root / "domains.txt"
     if (root / ".complete").is_file():
         return table, urls, domains
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     rng = np.random.default_rng(3)
-    hosts = [f"cdn{i}.example-{i % 97}.com" for i in range(5000)]
-    url = [f"https://{hosts[i % len(hosts)]}/images/{i:09d}/{rng.integers(1 << 40):x}.jpg" for i in range(ROWS)]
+    # hosts as a crawl holds them: a long tail (Zipf over 200,000 sites, so a batch holds tens of
+    # thousands of distinct hosts), subdomains and several TLDs
+    tlds = ["com", "org", "net", "co.uk", "de", "fr", "com.br", "ru", "jp", "it"]
+    sites = [f"site{k}.{tlds[k % len(tlds)]}" for k in range(200_000)]
+    pick = (rng.zipf(1.2, ROWS) - 1) % len(sites)
+    url = [
+        f"https://{'www' if i % 3 else 'img'}.{sites[k]}/images/{i:09d}/{rng.integers(1 << 40):x}.jpg"
+        for i, k in enumerate(pick.tolist())
+    ]
     pq.write_table(
         pa.table(
             {
@@ -77,7 +84,7 @@ def _metadata() -> tuple[Path, Path, Path]:
     random_md5 = (row.tobytes().hex() for row in rng.integers(0, 256, (BANK_ENTRIES, 16), dtype=np.uint8))
     planted = (hashlib.md5(u.encode()).hexdigest() for u in url[::10_000])
     urls.write_text("".join(f"{h}\n" for h in random_md5) + "".join(f"{h}\n" for h in planted))
-    domains.write_text("".join(f"{h}\n" for h in hosts[::500]))
+    domains.write_text("".join(f"{h}\n" for h in sites[250::500]))  # the tail's, not the head's
     (root / ".complete").touch()
     return table, urls, domains
 
