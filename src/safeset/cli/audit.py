@@ -72,6 +72,33 @@ def _deciding(inherit: bool):
     )
 
 
+def _shared(
+    ctx: click.Context,
+    banks,
+    pdq_threshold,
+    pdq_variant_threshold,
+    workers,
+    engine,
+    ray_address,
+    retries,
+    quiet,
+    as_json,
+) -> dict:
+    """The arguments `scan` and `decide` take alike, from the option groups the two commands share
+    (`_deciding`, `_running`, `_answering`) and the bank store (`--home`)."""
+    return {
+        "banks": list(banks) or None,
+        "pdq_threshold": pdq_threshold,
+        "pdq_variant_threshold": pdq_variant_threshold,
+        "workers": workers,
+        "engine": engine,
+        "ray_address": ray_address,
+        "retries": retries,
+        "home": str(ctx.obj["home"]) if ctx.obj["home"] else None,
+        "progress": not quiet and not as_json,
+    }
+
+
 def _policy(policy_file: Path | None, preset: str | None, inherit: bool = False) -> Policy | None:
     if policy_file and preset:
         raise click.UsageError("give --policy or --preset, not both")
@@ -203,23 +230,17 @@ def scan_command(
     report = scan(
         list(inputs),
         out,
-        banks=list(banks) or None,
         policy=policy,
-        workers=workers,
-        engine=engine,
-        ray_address=ray_address,
-        retries=retries,
-        pdq_threshold=pdq_threshold,
-        pdq_variant_threshold=pdq_variant_threshold,
         pdq_dihedral=pdq_variants in ("all", "dihedral"),
         pdq_trim=pdq_variants in ("all", "trim"),
         pdq_exact=pdq_exact,
         read=read,
-        home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
         fetch=fetch_options,
         save_images=save_images,
         retry_failed=retry_failed,
-        progress=not quiet and not as_json,
+        **_shared(
+            ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
+        ),
     )
     _answer(ctx, report, out, fail_on, as_json, "safeset scan")
 
@@ -257,16 +278,10 @@ def decide_command(
 
     report = decide(
         out,
-        banks=list(banks) or None,
         policy=_policy(policy_file, preset, inherit=True),
-        workers=workers,
-        engine=engine,
-        ray_address=ray_address,
-        retries=retries,
-        pdq_threshold=pdq_threshold,
-        pdq_variant_threshold=pdq_variant_threshold,
-        home=str(ctx.obj["home"]) if ctx.obj["home"] else None,
-        progress=not quiet and not as_json,
+        **_shared(
+            ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
+        ),
     )
     if not as_json:
         changes = report["rounds"][-1]["transitions"]

@@ -138,13 +138,6 @@ def md5_digests(texts: pa.Array, skip: np.ndarray | None = None) -> np.ndarray:
     return np.frombuffer(bytearray(digests), np.uint8).reshape(-1, 16)
 
 
-def md5_hex(texts: pa.Array) -> pa.Array:
-    """The MD5 of each string of a column (its UTF-8 bytes) as 32 lowercase hex characters; null
-    for null."""
-    texts = whole(texts)
-    return _hex_column(md5_digests(texts), texts.is_valid().to_numpy(zero_copy_only=False))
-
-
 def _hex_column(digests: np.ndarray, present: np.ndarray) -> pa.Array:
     """(n, 16) digests as a string column of hex, null where not `present`."""
     chars = _HEX_PAIRS[digests.reshape(-1)].view(np.uint8)
