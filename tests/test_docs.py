@@ -68,9 +68,13 @@ def test_readme_commands_and_api_example_run(tmp_path):
 def test_readme_policy_example_is_a_valid_policy(tmp_path):
     from safeset.policy import Policy
 
-    (toml,) = blocks("toml")
-    policy = Policy.from_toml_text(toml, source="README")
+    whole, rules = blocks("toml")
+    policy = Policy.from_toml_text(whole, source="README")
     assert policy.match_banks == {"watchlist": "review"}
+    assert [r.name for r in Policy.from_toml_text(rules, source="README").rules] == [
+        "relaion-research",
+        "scores-to-review",
+    ]
 
 
 def test_demo_command_shows_exact_and_perceptual_removals(tmp_path):

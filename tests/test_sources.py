@@ -739,13 +739,18 @@ def test_img2dataset_parquet_beside_a_shard_is_checked_too(tiles, tmp_path, home
 @pytest.mark.parametrize("keys", [None, "int", "text"])
 def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
     """A metadata parquet is read a column at a time for a scan that does not fetch; every row it
-    gives (index, key, URL, unreadable) is what reading it row by row gives, corrupt row groups,
-    empty and missing URLs, missing keys and parts of a large table included."""
+    gives (index, key, URL, caption, signals, unreadable) is what reading it row by row gives,
+    corrupt row groups, empty and missing URLs and captions, missing keys, missing and non-finite
+    scores, and parts of a large table included."""
     from safeset.sources.base import ShardLog
     from safeset.sources.tables import TableReader, _parquet_row_tables
 
     n = 250
     columns = {"URL": [None if i % 17 == 0 else "" if i % 13 == 0 else f"https://a.example/{i}.jpg" for i in range(n)]}
+    columns["TEXT"] = [None if i % 7 == 0 else "" if i % 5 == 0 else f"Caption {i} naïve" for i in range(n)]
+    scores = [None, float("nan"), float("inf"), 0.25]
+    columns["PUNSAFE"] = pa.array([scores[i % 4] if i % 3 == 0 else i / n for i in range(n)], pa.float32())
+    columns["pwatermark"] = pa.array([i % 4 for i in range(n)], pa.int16())
     if keys == "int":
         columns["key"] = [None if i % 11 == 0 else 1000 + i for i in range(n)]
     elif keys == "text":
@@ -760,12 +765,20 @@ def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
     reader = TableReader()
     for rows_per_part in (70, 20):  # the corrupt group within one part, and cut across three
         reported: list[tuple[int, int]] = []
-        for shard in plan_shards([path], ReadOptions(table_rows=rows_per_part)).shards:
+        read = ReadOptions(table_rows=rows_per_part, signals=("punsafe", "PWATERMARK"))
+        for shard in plan_shards([path], read).shards:
             by_columns, by_rows = ShardLog(), ShardLog()
             tables = _parquet_row_tables(shard, by_columns, 1 << 16)
             got = pa.concat_tables(list(tables)).to_pylist()
             wanted = [
-                {"index": item.index, "key": item.key, "url": item.url, "error": item.error}
+                {
+                    "index": item.index,
+                    "key": item.key,
+                    "url": item.url,
+                    "caption": item.caption,
+                    "error": item.error,
+                    "signals": [(name, pytest.approx(value)) for name, value in item.signals.items()],
+                }
                 for item in reader.items(shard, by_rows)
             ]
             assert got == wanted

@@ -70,8 +70,7 @@ class Item:
     payloads: list[Payload] = field(default_factory=list)
     status: Status | None = None  # set by a reader that already knows the row has no image
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    embedding: Any = None
+    signals: dict[str, float] = field(default_factory=dict)  # numeric columns asked for (`ReadOptions.signals`)
     locator: Any = None  # where the row sits in its input, for the reader's clean pass (a tar's members)
     fetched: bool = False  # its URL went to the fetcher, which set its bytes or its status
 
@@ -187,6 +186,7 @@ class ItemResult(Hashes):
     index: int = 0
     key: str = ""
     url: str | None = None
+    caption: str | None = None  # kept so that keyword lists added later match in a decide round
     url_md5: str | None = None
     # MD5 of the URL as python-threatexchange normalises it, where that differs from `url_md5`
     url_md5_threatexchange: str | None = None
@@ -208,6 +208,7 @@ class ItemResult(Hashes):
             "index": self.index,
             "key": printable(self.key),
             "url": printable(self.url),
+            "caption": printable(self.caption),
             "status": str(self.status),
             "error": printable(self.error),
             **self.hash_row(),

@@ -27,7 +27,7 @@ import numpy as np
 from ..csvrecords import csv_records
 from ..errors import BadInputError
 from .hexarray import RowBuffer, parse_hex_rows
-from .signal_types import HexDigestType, InvalidEntry, Pdq, SignalType, signal_type
+from .signal_types import HexDigestType, InvalidEntry, Keyword, Pdq, SignalType, signal_type
 
 _VALUE_COLUMNS = ("hash", "value", "signal", "signal_value", "hash_value")
 _TYPE_COLUMNS = ("type", "signal_type", "hash_type")
@@ -125,6 +125,8 @@ def parse_list(path: Path, type_name: str | None = None) -> ParsedList:
             first = _first_meaningful_line(fh.read(1 << 16))
     except OSError as exc:
         raise BadInputError(path, f"cannot read: {exc.strerror}") from None
+    if isinstance(forced, Keyword):
+        return _parse_terms(path)
     if path.suffix.lower() == ".csv" or _names_columns(first):
         return _parse_csv(path, forced)
     return _parse_lines(path, forced)
@@ -168,6 +170,36 @@ def _parse_lines(path: Path, forced: SignalType | None) -> ParsedList:
     with open(path, "rb") as fh:
         for number, chunk in _line_blocks(fh, parsed):
             _parse_block(chunk, number, forced, fast, parsed)
+    return parsed
+
+
+def _parse_terms(path: Path) -> ParsedList:
+    """A keyword list: one term or phrase per line, the whole line (`#` lines are comments). Each
+    distinct term is kept with the line it is first listed on, the `line:N` its matches record."""
+    parsed = ParsedList()
+    first_line: dict[str, int] = {}
+    stype = signal_type("keyword")
+    with open(path, "rb") as fh:
+        for number, chunk in _line_blocks(fh, parsed):
+            for offset, raw in enumerate(chunk.split(b"\n")[: chunk.count(b"\n") + (not chunk.endswith(b"\n"))]):
+                line = number + offset
+                try:
+                    text = raw.decode("utf-8-sig" if line == 1 else "utf-8").strip()
+                except UnicodeDecodeError:
+                    parsed.reject(line, "not UTF-8 text")
+                    continue
+                if not text or text.startswith("#"):
+                    continue
+                try:
+                    term = stype.normalise(text)
+                except InvalidEntry as exc:
+                    parsed.reject(line, str(exc))
+                    continue
+                parsed.lines += 1
+                parsed.text_duplicates += term in first_line
+                first_line.setdefault(term, line)
+    if first_line:
+        parsed.text["keyword"] = {f"{term}\tline:{line}" for term, line in first_line.items()}
     return parsed
 
 

@@ -13,7 +13,8 @@ from ..hashing.digests import domain_suffixes, url_host
 from ..model import Match
 from .columns import Queries
 from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
-from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, signal_type
+from .keywords import KeywordIndex
+from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, signal_type
 from .store import BankInfo, BankStore
 
 # At most this many PDQ matches per item and bank are recorded, nearest first: a near-blank image can
@@ -54,6 +55,8 @@ class Matcher:
                     indexes[(bank.name, type_name)] = PdqIndex(values, store.load_tables(bank))
                 elif isinstance(stype, HexDigestType):
                     indexes[(bank.name, type_name)] = ExactHashIndex(values, stype.width)
+                elif isinstance(stype, Keyword):
+                    indexes[(bank.name, type_name)] = KeywordIndex(values)
                 else:
                     indexes[(bank.name, type_name)] = TextIndex(values)
         return cls(indexes, settings)

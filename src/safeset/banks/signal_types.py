@@ -181,6 +181,27 @@ class Domain(SignalType):
         return plain(*host_suffixes(table["url"]))
 
 
+class Keyword(SignalType):
+    """A term or phrase looked for in captions (see `banks.keywords`: normal forms, whole words).
+    Stored as "TERM\tline:N"; a match records only the `line:N`."""
+
+    name = "keyword"
+
+    def normalise(self, value: str) -> str:
+        from .keywords import normal_text
+
+        term = normal_text(value)
+        if not term:
+            raise InvalidEntry("no letter or digit in the term")
+        return term
+
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        from .columns import plain
+        from .keywords import normal_captions
+
+        return plain(*normal_captions(table["caption"]))
+
+
 def _build_registry(*types: type[SignalType]) -> dict[str, SignalType]:
     registry: dict[str, SignalType] = {}
     for cls in types:
@@ -191,7 +212,7 @@ def _build_registry(*types: type[SignalType]) -> dict[str, SignalType]:
     return registry
 
 
-_REGISTRY = _build_registry(Md5, Sha1, Sha256, Pdq, Url, UrlMd5, Domain)
+_REGISTRY = _build_registry(Md5, Sha1, Sha256, Pdq, Url, UrlMd5, Domain, Keyword)
 
 SIGNAL_TYPES: tuple[str, ...] = tuple(dict.fromkeys(t.name for t in _REGISTRY.values()))
 

@@ -45,7 +45,7 @@ from ..errors import BadInputError, UsageError
 from .hexarray import RowBuffer, sort_unique, words_to_rows, write_rows, write_words
 from .index import PdqIndex, build_tables
 from .listfile import LineError, parse_list
-from .signal_types import SIGNAL_TYPES, HexDigestType, Pdq, SignalType, signal_type
+from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, SignalType, signal_type
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VERSION_DIR = re.compile(r"v\d{6,}")
@@ -347,6 +347,8 @@ class BankStore:
 
     def _merge_text(self, existing: BankInfo | None, staging: Path, stype, values: set[str], counts, checksums) -> int:
         old = self.load(existing, stype.name) if existing else []
+        if isinstance(stype, Keyword):
+            values = _new_terms(old, values, len(existing.sources) + 1 if existing else 1)
         merged = sorted(set(old) | values)
         with atomic_writer(staging / _file_name(stype), mode=0o600) as fh:
             fh.write("".join(v + "\n" for v in merged).encode())
@@ -381,6 +383,14 @@ class BankStore:
         with self._locked():
             self.get(name)
             shutil.rmtree(self.root / name)
+
+
+def _new_terms(old: list[str], values: set[str], source: int) -> set[str]:
+    """Keyword entries ("TERM\tline:N") of a file that the bank does not list yet; those of the
+    bank's second file on name it too (`file:2:line:N`), so that every reference is unique."""
+    known = {entry.partition("\t")[0] for entry in old}
+    fresh = (entry.partition("\t") for entry in values)
+    return {f"{term}\t{ref if source == 1 else f'file:{source}:{ref}'}" for term, _, ref in fresh if term not in known}
 
 
 def _fsync(path: Path) -> None:

@@ -9,6 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..banks.signal_types import SIGNAL_TYPES
 from . import _err, _Group, _out, _store, cli
 
 
@@ -23,8 +24,9 @@ def bank() -> None:
 @click.option(
     "--type",
     "type_name",
-    type=click.Choice(["md5", "sha1", "sha256", "pdq", "url", "url_md5", "domain"]),
-    help="Signal type of one-value-per-line files (and of CSVs without a type column).",
+    type=click.Choice(list(SIGNAL_TYPES)),
+    help="Signal type of one-value-per-line files (and of CSVs without a type column). "
+    "keyword: one term or phrase per line, looked for as whole words in captions.",
 )
 @click.option("--label", help="Free text kept with the bank (where the list came from).")
 @click.option("--strict", is_flag=True, help="Refuse the whole file if any line is bad.")
@@ -33,7 +35,9 @@ def bank_add(ctx, name: str, file: Path, type_name: str | None, label: str | Non
     """Import hash list FILE into bank NAME (created, or merged into and versioned).
 
     FILE holds one hash per line (with --type), '<type> <hash>' per line (python-threatexchange),
-    or CSV with a header naming a hash column. Bad lines are reported by number and skipped.
+    or CSV with a header naming a hash column; with --type keyword, one term or phrase per line
+    (matches record the term's line number, never the term). Bad lines are reported by number
+    and skipped.
     """
     result = _store(ctx).add(name, file, type_name=type_name, label=label, strict=strict)
     counts = ", ".join(f"{t} {n:,}" for t, n in result.bank.counts.items()) or "empty"

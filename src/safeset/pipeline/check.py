@@ -27,6 +27,7 @@ from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
 from ..policy import Policy
+from ..policy.rules import signal_values
 from ..sinks.results import MATCH_TYPE, results_table
 
 BATCH = 256  # items matched per vectorised index call
@@ -133,6 +134,8 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         index=item.index,
         key=item.key,
         url=item.url,
+        caption=item.caption,
+        signals=item.signals,
         status=item.status or Status.OK,
         error=item.error,
         locator=item.locator,
@@ -293,6 +296,7 @@ def decide_table(
         statuses.dictionary.to_pylist(),
         low_quality(table, min_quality),
         {row: [(m.bank, m.signal_type) for m in matches] for row, matches in found.items()},
+        signal_values(table, policy.signals),
     )
     where = pa.array(chosen)
     columns = {

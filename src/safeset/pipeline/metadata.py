@@ -82,6 +82,8 @@ def _metadata_results(shard: Shard, rows: pa.Table) -> pa.Table:
             "index": indexes,
             "key": rows["key"],
             "url": url,
+            "caption": rows["caption"],
+            "signals": rows["signals"],
             "status": status,
             "error": pc.if_else(unreadable, error, why),
             "url_md5": held,

@@ -172,6 +172,8 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     from ..engines import Progress, ShardOutcome, engine_for
 
     started = time.perf_counter()
+    # the columns the policy's rules read are observed, as those asked for
+    config = replace(config, read=replace(config.read, signals=config.read.signals + tuple(config.policy.signals)))
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
     config.policy.check_banks(store.names())
@@ -321,6 +323,13 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
             ) from None
         policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
         policy.check_banks(store.names())
+        lacking = sorted(set(policy.signals) - set(read.signals))
+        if lacking:
+            raise UsageError(
+                f"policy {policy.name!r} reads signal(s) {', '.join(lacking)}, which the scan in {config.out} did not "
+                f"record (it recorded: {', '.join(read.signals) or 'none'}): scan again into a new OUT with "
+                f"--signals {','.join(lacking)}"
+            )
         asked = {name: getattr(config, name) for name in MATCH_SETTINGS}  # None: as last decided
         check = CheckSettings(
             **last["settings"], **{name: last["match"][name] if asked[name] is None else asked[name] for name in asked}

@@ -14,8 +14,15 @@ A policy is a small TOML file (see `presets/`):
     pdq_low_quality = "keep"
     skipped_optout = "remove"
 
-Every factor that applies becomes a reason (`match:BANK:TYPE`, `unchecked:CONDITION`), and the most
-severe action among them wins: remove > review > keep.
+    [[rules]]                     # actions on signals, keyword lists and matches together
+    name = "scored"               # (see `policy.rules` for the conditions)
+    action = "remove"
+    all = ["punsafe > 0.95", "keyword"]
+
+Every factor that applies becomes a reason (`match:BANK:TYPE`, `unchecked:CONDITION`,
+`rule:NAME`), and the most severe action among them wins: remove > review > keep. `[match]` acts
+on hash and URL lists; a keyword list's term in a caption is evidence that only rules act on (a
+word is not an image).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 
 from ..errors import BadInputError, UsageError
 from ..model import LOW_QUALITY, Decision, Status
+from .rules import Rule, fired_rules, parse_rules
 
 _SEVERITY = {Decision.KEEP: 0, Decision.REVIEW: 1, Decision.REMOVE: 2}
 
@@ -65,6 +73,7 @@ class Policy:
     match_default: Decision = Decision.REMOVE
     match_banks: Mapping[str, Decision] = field(default_factory=dict)
     unchecked: Mapping[str, Decision] = field(default_factory=lambda: dict(_DEFAULT_UNCHECKED))
+    rules: tuple[Rule, ...] = ()
 
     @classmethod
     def preset(cls, name: str) -> Policy:
@@ -95,7 +104,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        unknown = set(data) - {"name", "match", "unchecked"}
+        unknown = set(data) - {"name", "match", "unchecked", "rules"}
         if unknown:
             raise BadInputError(source, f"unknown policy section(s): {', '.join(sorted(unknown))}")
         if not isinstance(data.get("name", ""), str):
@@ -118,12 +127,14 @@ class Policy:
             match_default=_action(match.get("default", "remove"), source, "match.default"),
             match_banks={b: _action(a, source, f"match.banks.{b}") for b, a in banks.items()},
             unchecked={**_DEFAULT_UNCHECKED, **{k: _action(v, source, f"unchecked.{k}") for k, v in unchecked.items()}},
+            rules=parse_rules(data.get("rules", []), source, _action),
         )
 
     def check_banks(self, known: Sequence[str]) -> None:
         """A policy that names a bank the store does not hold is a mistake (a typo would otherwise
         leave that bank's matches to the default action without a word): `UsageError`."""
-        unknown = sorted(set(self.match_banks) - set(known))
+        named = {c.name for rule in self.rules for c in rule.conditions if c.kind in ("match", "keyword") and c.name}
+        unknown = sorted((set(self.match_banks) | named) - set(known))
         if unknown:
             raise UsageError(
                 f"policy {self.name!r} names bank(s) {', '.join(unknown)}, which the store does not hold "
@@ -138,23 +149,33 @@ class Policy:
                 "banks": {k: str(v) for k, v in sorted(self.match_banks.items())},
             },
             "unchecked": {k: str(self.unchecked[k]) for k in UNCHECKED_CONDITIONS},
-        }
+        } | ({"rules": [rule.to_dict() for rule in self.rules]} if self.rules else {})
+
+    @property
+    def signals(self) -> list[str]:
+        """The signals the rules read (lower case), which a scan must record."""
+        return sorted({c.name for rule in self.rules for c in rule.conditions if c.kind == "signal"})
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    def judge(self, matched: Iterable[tuple[str, str]], status: str, low_quality: bool) -> tuple[Decision, list[str]]:
+    def judge(
+        self, matched: Iterable[tuple[str, str]], status: str, low_quality: bool, fired: Iterable[Rule] = ()
+    ) -> tuple[Decision, list[str]]:
         """The decision and reasons for a row: `matched` its (bank, signal type) pairs in order,
         `status` its status, `low_quality` whether an image of it was too flat for its PDQ to
-        count (or it decoded with none)."""
+        count (or it decoded with none), `fired` the rules it fires."""
         actions: dict[str, Decision] = {}
         for bank, type_name in matched:
-            actions[f"match:{bank}:{type_name}"] = self.match_banks.get(bank, self.match_default)
+            if type_name != "keyword":
+                actions[f"match:{bank}:{type_name}"] = self.match_banks.get(bank, self.match_default)
         if status != Status.OK:
             actions[f"unchecked:{status}"] = self.unchecked[status]
         if low_quality:
             actions[f"unchecked:{LOW_QUALITY}"] = self.unchecked[LOW_QUALITY]
+        for rule in fired:
+            actions[rule.reason] = rule.action
         return max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP), list(actions)
 
     def decide_rows(
@@ -163,23 +184,34 @@ class Policy:
         status_names: Sequence[str],
         low_quality: np.ndarray,
         matched: Mapping[int, Sequence[tuple[str, str]]],
+        signals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[list[Decision], list[list[str]], np.ndarray]:
-        """`judge` for many rows at once (statuses as codes into `status_names`): the distinct
+        """`judge` for many rows at once (statuses as codes into `status_names`; `signals` the
+        (values, present) of each signal the rules read, see `rules.signal_values`): the distinct
         decisions, their reasons, and each row's index into them. Rows that match nothing are
-        judged once per (status, quality) they share; rows that match, one by one."""
-        shared, chosen = np.unique(status_codes.astype(np.int64) * 2 + low_quality, return_inverse=True)
+        judged once per (status, quality, rules fired) they share; rows that match, one by one."""
+        codes = status_codes.astype(np.int64)
+        fired = np.zeros(len(codes), np.int64)
+        if self.rules:
+            names = np.asarray(status_names, dtype=object)[codes] if len(codes) else np.zeros(0, object)
+            fired, _ = fired_rules(self.rules, len(codes), signals or {}, matched, names)
+        shared, chosen = np.unique(((codes * 2 + low_quality) << len(self.rules)) | fired, return_inverse=True)
         outcomes: dict[tuple[Decision, tuple[str, ...]], int] = {}
         remap = []
         for key in shared.tolist():
-            decision, reasons = self.judge((), status_names[key // 2], bool(key % 2))
+            rules, state = self._fired(key), key >> len(self.rules)
+            decision, reasons = self.judge((), status_names[state // 2], bool(state % 2), rules)
             remap.append(outcomes.setdefault((decision, tuple(reasons)), len(outcomes)))
         chosen = np.asarray(remap, np.int64)[chosen] if remap else np.zeros(0, np.int64)
         for row, pairs in matched.items():
             status = status_names[status_codes[row]]
-            decision, reasons = self.judge(pairs, status, bool(low_quality[row]))
+            decision, reasons = self.judge(pairs, status, bool(low_quality[row]), self._fired(int(fired[row])))
             chosen[row] = outcomes.setdefault((decision, tuple(reasons)), len(outcomes))
         distinct = list(outcomes)
         return [d for d, _ in distinct], [list(r) for _, r in distinct], chosen
+
+    def _fired(self, mask: int) -> list[Rule]:
+        return [rule for bit, rule in enumerate(self.rules) if mask >> bit & 1]
 
 
 def _table(data: Mapping[str, Any], key: str, source: str, where: str | None = None) -> Mapping[str, Any]:

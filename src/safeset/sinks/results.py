@@ -49,7 +49,7 @@ LOCATOR_TYPE = pa.list_(
 
 # Bumped whenever results parts change in a way an older reader would misread; a decide round
 # refuses parts of another version (observations it cannot read are not silently missing).
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 
 RESULTS_SCHEMA = pa.schema(
     [
@@ -58,6 +58,7 @@ RESULTS_SCHEMA = pa.schema(
         ("index", pa.int64()),
         ("key", pa.string()),
         ("url", pa.string()),
+        ("caption", pa.string()),
         *_OBSERVED,
         ("url_md5", pa.string()),
         ("url_md5_threatexchange", pa.string()),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,6 +59,15 @@ class ReadOptions:
             min=1,
         ),
     )
+    signals: tuple[str, ...] = field(
+        default=(),
+        metadata=option(
+            "Numeric column of metadata (LAION's punsafe, pwatermark, ...; any case) recorded as a signal, so that "
+            "policy rules of later decide rounds can read it; repeatable, or comma-separated. Columns the policy's "
+            "rules read are recorded anyway.",
+            metavar="NAME",
+        ),
+    )
     input_kind: str | None = field(
         default=None,
         metadata=option(
@@ -66,6 +76,10 @@ class ReadOptions:
             choices=("webdataset", "image_parquet", "table", "folder"),
         ),
     )
+
+    def __post_init__(self) -> None:
+        names = (n.strip().lower() for value in self.signals for n in value.split(","))
+        object.__setattr__(self, "signals", tuple(sorted({n for n in names if n})))
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,23 @@ def text_or_none(value: Any) -> str | None:
     """A cell or JSON value that is meant to be text (a URL, a caption): a non-empty string, or
     None for anything else (a number, bytes, a list), never a crash downstream."""
     return value if isinstance(value, str) and value else None
+
+
+def numeric_signals(values: Mapping[str, Any], wanted: Sequence[str]) -> dict[str, float]:
+    """The signals asked for (`ReadOptions.signals`) that a row's values hold as finite numbers,
+    their names in any case; text that reads as a number counts (a CSV cell is always text)."""
+    found: dict[str, float] = {}
+    for key, value in values.items():
+        name = key.lower() if isinstance(key, str) else None
+        if name in wanted and name not in found:
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                found[name] = float(value)
+    return found
 
 
 _CHUNK = 1 << 20

@@ -31,6 +31,7 @@ from .base import (
     Shard,
     ShardLog,
     UnreadableFile,
+    numeric_signals,
     read_file,
     text_or_none,
 )
@@ -123,7 +124,8 @@ class ImageParquetReader(Reader):
         url = find_column(schema.names, shard.options.url_col, URL_COLUMNS, path, "--url-col")
         caption = find_column(schema.names, shard.options.caption_col, CAPTION_COLUMNS, path, "--caption-col")
         key_col = find_column(schema.names, None, KEY_COLUMNS, path)
-        columns = list(dict.fromkeys(c for c in (*images, url, caption, key_col) if c))
+        signals = [c for c in schema.names if c.lower() in shard.options.signals]
+        columns = list(dict.fromkeys(c for c in (*images, url, caption, key_col, *signals) if c))
         bases = [path.parent] + ([Path(shard.root)] if shard.root and Path(shard.root).is_dir() else [])
         # Small batches: each row holds whole images.
         for index, row in iter_parquet_rows(path, columns, problems, batch_size=64):
@@ -143,6 +145,7 @@ class ImageParquetReader(Reader):
                 item.key = image_path
             item.url = text_or_none(row.get(url)) if url else None
             item.caption = text_or_none(row.get(caption)) if caption else None
+            item.signals = numeric_signals(row, shard.options.signals)
             if not item.payloads:
                 item.status = Status.NO_IMAGE
                 item.error = f"image file not found: {printable(missing[0])}" if missing else "image cell is empty"

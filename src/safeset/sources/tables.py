@@ -37,7 +37,7 @@ from ..csvrecords import csv_records
 from ..errors import BadInputError
 from ..model import Item, Status
 from ..storage import Remote, is_remote
-from .base import Reader, ReadOptions, Shard, ShardLog
+from .base import Reader, ReadOptions, Shard, ShardLog, numeric_signals
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 URL_COLUMNS = ("url", "image_url", "img_url")
@@ -123,18 +123,25 @@ def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.T
     if not isinstance(format_of(path), ParquetTable):
         return None
     pf = parquet_file(path)
-    url_col, _, key_col = _columns(path, pf.schema_arrow.names, shard.options)
+    url_col, caption_col, key_col = _columns(path, pf.schema_arrow.names, shard.options)
     types = pf.schema_arrow
-    if not pa.types.is_string(types.field(url_col).type) or (
-        key_col
+    if (
+        not pa.types.is_string(types.field(url_col).type)
+        or (caption_col and not pa.types.is_string(types.field(caption_col).type))
+        or key_col
         and not (pa.types.is_string(types.field(key_col).type) or pa.types.is_integer(types.field(key_col).type))
     ):
         return None
+    signals = [c for c in types.names if c.lower() in shard.options.signals]
+    if len({c.lower() for c in signals}) < len(signals) or any(
+        pa.types.is_string(types.field(c).type) or pa.types.is_large_string(types.field(c).type) for c in signals
+    ):
+        return None  # numbers written as text, or one signal in two columns: as the rows read them
     part = shard.part
     groups = list(range(*part.where)) if part and part.where else list(range(pf.metadata.num_row_groups))
     start, stop = (part.start, part.stop) if part and part.where else (0, pf.metadata.num_rows)
     log.declare(stop - start)
-    columns = list(dict.fromkeys(c for c in (url_col, key_col) if c))
+    columns = list(dict.fromkeys(c for c in (url_col, caption_col, key_col, *signals) if c))
 
     def tables() -> Iterator[pa.Table]:
         for index, batch, count in parquet_batches(pf, groups, columns, rows):
@@ -152,7 +159,9 @@ def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.T
                         indexes,
                         pc.cast(indexes, pa.string()),
                         pa.nulls(n, pa.string()),
+                        pa.nulls(n, pa.string()),
                         pa.array(["unreadable row"] * n),
+                        _signal_maps(n, {}),
                     ],
                     schema=_ROW_TABLE,
                 )
@@ -161,9 +170,25 @@ def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.T
             key = pc.cast(batch[key_col], pa.string()) if key_col else pc.cast(indexes, pa.string())
             key = pc.if_else(pc.is_valid(key), key, pc.cast(indexes, pa.string()))
             url = pc.cast(batch[url_col], pa.string())
-            yield pa.table([indexes, key, url, pa.nulls(high - low, pa.string())], schema=_ROW_TABLE)
+            caption = batch[caption_col] if caption_col else pa.nulls(high - low, pa.string())
+            values = _signal_maps(high - low, {c.lower(): batch[c] for c in signals})
+            yield pa.table([indexes, key, url, caption, pa.nulls(high - low, pa.string()), values], schema=_ROW_TABLE)
 
     return tables()
+
+
+def _signal_maps(rows: int, columns: dict[str, pa.Array]) -> pa.Array:
+    """Each row's signals (`numeric_signals`, as the rows read them): its finite numbers of
+    `columns`, by signal name, in the columns' order."""
+    names = list(columns)
+    values = np.stack(
+        [pc.cast(c, pa.float64()).to_numpy(zero_copy_only=False) for c in columns.values()] or [np.zeros(rows)], axis=1
+    )
+    held = np.isfinite(values) & (len(names) > 0)
+    offsets = np.concatenate([[0], np.cumsum(held.sum(axis=1))]).astype(np.int32)
+    _, which = np.nonzero(held)
+    keys = pa.array(np.asarray(names or [""], dtype=object)[which], pa.string())
+    return pa.MapArray.from_arrays(pa.array(offsets), keys, pa.array(values[held].astype(np.float32)))
 
 
 def iter_parquet_rows(
@@ -443,7 +468,16 @@ def _columns(path: Path, names: Sequence[str], options: ReadOptions) -> tuple[st
 
 
 # ---- the reader --------------------------------------------------------------------------------
-_ROW_TABLE = pa.schema([("index", pa.int64()), ("key", pa.string()), ("url", pa.string()), ("error", pa.string())])
+_ROW_TABLE = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("key", pa.string()),
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("error", pa.string()),
+        ("signals", pa.map_(pa.string(), pa.float32())),
+    ]
+)
 
 
 class TableReader(Reader):
@@ -472,7 +506,8 @@ class TableReader(Reader):
         return "in_place" if isinstance(format_of(file), ParquetTable) else "whole"
 
     def row_tables(self, shard: Shard, log: ShardLog, rows: int = 1 << 16) -> Iterator[pa.Table] | None:
-        """The shard's rows as tables of `index`, `key`, `url` and `error` (an unreadable row's),
+        """The shard's rows as tables of `index`, `key`, `url`, `caption`, `error` (an unreadable row's)
+        and `signals` (`ReadOptions.signals`),
         `rows` at a time: what a metadata row holds, for a scan that does not fetch (the worker
         then hashes and decides a table at a time, not a row). Parquet tables, whose text is
         UTF-8 as Arrow holds it; None for the rest, read row by row (`items`): CSV and JSON can
@@ -493,8 +528,10 @@ class TableReader(Reader):
     def items(self, shard: Shard, log: ShardLog) -> Iterator[Item]:
         path = shard.path
         table_format = format_of(path)
-        url_col, caption_col, key_col = _columns(path, table_format.columns(path), shard.options)
-        columns = list(dict.fromkeys(c for c in (url_col, caption_col, key_col) if c))
+        names = table_format.columns(path)
+        url_col, caption_col, key_col = _columns(path, names, shard.options)
+        signals = [c for c in names if c.lower() in shard.options.signals]
+        columns = list(dict.fromkeys(c for c in (url_col, caption_col, key_col, *signals) if c))
         part = shard.part
         if part is not None:
             log.declare(part.stop - part.start)  # counted when the scan was planned
@@ -512,6 +549,7 @@ class TableReader(Reader):
                 caption=_text(row.get(caption_col)) if caption_col else None,
                 status=Status.UNREADABLE_ROW if error else None,  # a URL-only row: fetched, or not, by the worker
                 error=error,
+                signals=numeric_signals(row, shard.options.signals),
             )
 
 

@@ -35,6 +35,7 @@ from .base import (
     Shard,
     ShardLog,
     json_object,
+    numeric_signals,
     text_or_none,
     walk_files,
 )
@@ -289,6 +290,7 @@ class WebdatasetReader(Reader):
             # What the clean pass writes: each member read in full, with the digest to check it by.
             locator=tuple(Span(m.info.offset, m.info.size, m.md5) for m in sample.members if m.md5 is not None),
         )
+        item.signals = numeric_signals({**meta, **row}, shard.options.signals)
         if not item.payloads:
             item.status = Status.NO_IMAGE
             if sample.members:

@@ -1,0 +1,97 @@
+"""Keyword lists over captions (issue 12): megabytes of captions per second per core that
+safeset's matcher (normal forms in Arrow + one Hyperscan scan, `banks.keywords`) looks through
+for every term of a list, against DuckDB's `regexp_matches(lower(TEXT), '\\b(t1|t2|...)\\b')` over
+the same captions, at 1,000 and 10,000 terms. The goal is >= 50 MB/s with 10,000 terms.
+
+Captions are LAION-like: 3-20 words of English with a tenth of them in other scripts (accents,
+Cyrillic, Han), SAFESET_BENCH_ROWS of them (default 300,000). Terms are random words; one caption
+in a hundred holds one. Medians of SAFESET_BENCH_RUNS runs (at most 3).
+
+Run: python benchmarks/bench_keywords.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import common
+import numpy as np
+import pyarrow as pa
+
+from safeset.banks.keywords import KeywordIndex, normal_captions, normal_text
+
+ROWS = int(os.environ.get("SAFESET_BENCH_ROWS", "300000"))
+WORDS = "a photo of the on in with and for red blue small large vintage dress table house garden".split()
+FOREIGN = ["café crème", "Москва зимой", "北京的公园", "naïve résumé", "Ελλάδα θάλασσα"]
+
+
+def corpus(terms: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    listed = ["".join(rng.choice(list("bcdfghjklmnpqrstvwxz"), 7)) for _ in range(terms)]
+    captions = []
+    for i in range(ROWS):
+        words = list(rng.choice(WORDS, rng.integers(3, 20)))
+        if i % 10 == 0:
+            words.append(FOREIGN[i % len(FOREIGN)])
+        if i % 100 == 0:
+            words.insert(1, listed[i % terms].upper())
+        captions.append(" ".join(words))
+    return listed, captions
+
+
+def main() -> None:
+    runs = min(common.RUNS, 3)
+    rng = np.random.default_rng(5)
+    rows, found = [], {}
+    for terms in (1_000, 10_000):
+        listed, captions = corpus(terms, rng)
+        column = pa.array(captions)
+        megabytes = column.nbytes / 1e6
+        index = KeywordIndex([f"{normal_text(t)}\tline:{i + 1}" for i, t in enumerate(listed)])
+
+        def ours(column=column, index=index) -> int:
+            positions, padded = normal_captions(column)
+            return len(index.search(padded)[0])
+
+        hits = ours()
+        ours_s, _ = common.median_seconds(ours, runs)
+        peer_s, peer_hits = duckdb_seconds(captions, listed, runs)
+        found[terms] = {
+            "mb": megabytes,
+            "safeset_mb_per_s": megabytes / ours_s,
+            "duckdb_mb_per_s": megabytes / peer_s if peer_s else None,
+            "hits": {"safeset": hits, "duckdb": peer_hits},
+        }
+        rows.append(
+            [
+                f"{terms:,}",
+                f"{megabytes:.1f}",
+                f"{megabytes / ours_s:.1f}",
+                f"{megabytes / peer_s:.1f}" if peer_s else "n/a",
+                f"{peer_s / ours_s:.1f}x" if peer_s else "n/a",
+                f"{hits} / {peer_hits}",
+            ]
+        )
+    print(f"\nkeyword matching over {ROWS:,} captions, one core, medians of {runs} runs")
+    common.table(["terms", "MB", "safeset MB/s", "DuckDB MB/s", "safeset vs DuckDB", "hits (ours / DuckDB)"], rows)
+    print("goal: >= 50 MB/s of captions per core with 10,000 terms")
+    common.save("keywords", found)
+
+
+def duckdb_seconds(captions: list[str], listed: list[str], runs: int) -> tuple[float | None, int | None]:
+    """DuckDB, one thread: rows whose lower-cased caption holds a listed term as a word."""
+    try:
+        import duckdb
+    except ImportError:
+        return None, None
+    connection = duckdb.connect()
+    connection.execute("SET threads TO 1")
+    connection.register("captions", pa.table({"TEXT": captions}))
+    pattern = r"\b(" + "|".join(listed) + r")\b"
+    query = "SELECT count(*) FROM captions WHERE regexp_matches(lower(TEXT), ?)"
+    count = connection.execute(query, [pattern]).fetchone()[0]
+    seconds, _ = common.median_seconds(lambda: connection.execute(query, [pattern]).fetchone(), runs)
+    return seconds, count
+
+
+if __name__ == "__main__":
+    main()

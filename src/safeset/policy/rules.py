@@ -1,0 +1,196 @@
+"""Policy rules: actions on combinations of signals, matches and statuses, evaluated a column at
+a time over a table of results.
+
+    [[rules]]
+    name = "relaion-research"
+    action = "remove"
+    all = ["punsafe > 0.95", "keyword"]     # every one must hold
+    any = ["nsfw >= 0.8", "match:iwf"]      # and, if given, at least one of these
+
+Conditions, in a grammar of our own (never `eval`):
+- `SIGNAL OP NUMBER`, OP one of `> >= < <= == !=`: a signal of the row (a numeric column of the
+  input, such as LAION's `punsafe`, named in any case). On a row without that signal the
+  condition is false, and so is its `not`: a missing score never fires a rule.
+- `match` / `match:BANK`: a match in any hash or URL list / in bank BANK.
+- `keyword` / `keyword:BANK`: a keyword list's term in the caption / of bank BANK.
+- `status:STATUS`: the row's status (`ok`, `no_image`, `decode_failed`, ...).
+- `not COND`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import BadInputError
+from ..model import Decision, Status
+
+MAX_RULES = 60  # a row's fired rules are a bit mask of one int64, beside its status and quality
+
+_OPERATORS = {
+    ">": np.greater,
+    ">=": np.greater_equal,
+    "<": np.less,
+    "<=": np.less_equal,
+    "==": np.equal,
+    "!=": np.not_equal,
+}
+_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
+_COMPARISON = re.compile(rf"({_NAME})\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+_REFERENCE = re.compile(rf"(match|keyword|status)(?::({_NAME}))?")
+_RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_STATUSES = {str(s) for s in Status}
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: str  # "signal", "match", "keyword" or "status"
+    name: str  # the signal (lower case), the bank ("" any), or the status
+    op: str = ""
+    value: float = 0.0
+    negated: bool = False
+
+    def __str__(self) -> str:
+        body = f"{self.name} {self.op} {self.value:g}" if self.kind == "signal" else self.kind
+        if self.kind != "signal" and self.name:
+            body += f":{self.name}"
+        return f"not {body}" if self.negated else body
+
+
+def parse_condition(text: str) -> Condition:
+    """One condition (see the module); ValueError with the reason if malformed."""
+    if not isinstance(text, str):
+        raise ValueError(f"a condition is a string, not {type(text).__name__}")
+    body = text.strip()
+    negated = False
+    if re.match(r"not\s", body):
+        negated, body = True, body[4:].strip()
+    if comparison := _COMPARISON.fullmatch(body):
+        name, op, number = comparison.groups()
+        value = float(number)
+        if not np.isfinite(value):
+            raise ValueError(f"{text!r}: the number must be finite")
+        return Condition("signal", name.lower(), op, value, negated)
+    if reference := _REFERENCE.fullmatch(body):
+        kind, name = reference.group(1), reference.group(2) or ""
+        if kind == "status" and name not in _STATUSES:
+            raise ValueError(f"{text!r}: status must be one of {', '.join(sorted(_STATUSES))}")
+        return Condition(kind, name, negated=negated)
+    raise ValueError(
+        f"{text!r} is not a condition (expected 'SIGNAL OP NUMBER', 'match[:BANK]', 'keyword[:BANK]', "
+        "'status:STATUS', or 'not' before one)"
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: Decision
+    all: tuple[Condition, ...] = ()
+    any: tuple[Condition, ...] = ()
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return self.all + self.any
+
+    @property
+    def reason(self) -> str:
+        return f"rule:{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        shown = {"name": self.name, "action": str(self.action), "all": [str(c) for c in self.all]}
+        return shown | ({"any": [str(c) for c in self.any]} if self.any else {})
+
+
+def parse_rules(raw: Any, source: str, action: Any) -> tuple[Rule, ...]:
+    """The `[[rules]]` of a policy; `action` turns an action's text into a `Decision` (or raises
+    `BadInputError`). Errors name the policy and the rule."""
+    if not isinstance(raw, list) or not all(isinstance(r, Mapping) for r in raw):
+        raise BadInputError(source, "rules must be an array of tables ([[rules]])")
+    if len(raw) > MAX_RULES:
+        raise BadInputError(source, f"{len(raw)} rules; at most {MAX_RULES}")
+    rules: list[Rule] = []
+    for number, entry in enumerate(raw, 1):
+        name = entry.get("name")
+        where = f"rule {name!r}" if isinstance(name, str) else f"rule {number}"
+        if not isinstance(name, str) or not _RULE_NAME.fullmatch(name):
+            raise BadInputError(source, f"{where}: name must be letters, digits, '_', '.', '-' (max 64)")
+        if any(rule.name == name for rule in rules):
+            raise BadInputError(source, f"{where}: a second rule of that name")
+        unknown = set(entry) - {"name", "action", "all", "any"}
+        if unknown:
+            raise BadInputError(source, f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        lists = {}
+        for key in ("all", "any"):
+            value = entry.get(key, [])
+            if not isinstance(value, list):
+                raise BadInputError(source, f"{where}: {key} must be an array of conditions")
+            try:
+                lists[key] = tuple(parse_condition(c) for c in value)
+            except ValueError as exc:
+                raise BadInputError(source, f"{where}: {exc}") from None
+        if not lists["all"] and not lists["any"]:
+            raise BadInputError(source, f"{where}: no condition (give 'all', 'any' or both)")
+        rules.append(Rule(name, action(entry.get("action"), source, f"{where} action"), lists["all"], lists["any"]))
+    return tuple(rules)
+
+
+def signal_values(table: pa.Table, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(values, present) of each named signal over a results table's rows, from its `signals`."""
+    signals = table["signals"].combine_chunks() if table.num_rows else pa.array([], table.schema.field("signals").type)
+    found = {}
+    for name in names:
+        column = pc.map_lookup(signals, name, "first") if len(signals) else pa.array([], pa.float32())
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        found[name] = (pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.float64), present)
+    return found
+
+
+def fired_rules(
+    rules: Sequence[Rule],
+    rows: int,
+    signals: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    matched: Mapping[int, Sequence[tuple[str, str]]],
+    status: np.ndarray,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """(bit mask of the rules each row fires, as int64; per rule, the rows a signal it names was
+    missing from). `matched`: each matching row's (bank, signal type) pairs; `status`: statuses."""
+    mask = np.zeros(rows, np.int64)
+    missing: dict[str, int] = {}
+    for bit, rule in enumerate(rules):
+
+        def holds(condition: Condition) -> np.ndarray:
+            if condition.kind == "signal":
+                values, present = signals[condition.name]
+                result = _OPERATORS[condition.op](values, condition.value)
+                return present & (~result if condition.negated else result)
+            if condition.kind == "status":
+                result = status == condition.name
+            else:
+                result = np.zeros(rows, bool)
+                keyword = condition.kind == "keyword"
+                for row, pairs in matched.items():
+                    result[row] = any(
+                        (type_name == "keyword") == keyword and condition.name in ("", bank)
+                        for bank, type_name in pairs
+                    )
+            return ~result if condition.negated else result
+
+        fires = np.ones(rows, bool)
+        for condition in rule.all:
+            fires &= holds(condition)
+        if rule.any:
+            fires &= np.logical_or.reduce([holds(c) for c in rule.any])
+        mask |= fires.astype(np.int64) << bit
+        lacking = np.zeros(rows, bool)
+        for condition in rule.conditions:
+            if condition.kind == "signal":
+                lacking |= ~signals[condition.name][1]
+        missing[rule.name] = int(lacking.sum())
+    return mask, missing

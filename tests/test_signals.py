@@ -1,0 +1,299 @@
+"""Signals beyond hash lists: keyword lists over captions, numeric columns of metadata, policy
+rules over them, and Re-LAION's filters as presets; on real parquet, CSV and webdataset files."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from helpers import read_json, run_cli, write_lines
+
+from safeset.banks import BankStore
+from safeset.banks.keywords import normal_captions, normal_text
+from safeset.demo import Sample, jpeg, write_img2dataset_shard
+from safeset.errors import BadInputError, UsageError
+from safeset.policy import Policy
+
+# Benign stand-ins for a confidential list: the tests only ever need to know which line matched.
+TERMS = ["# a comment, then a blank line", "", "child", "young girl", "中国", "!!!", "CHILD"]
+LINE = {"child": "line:3", "young girl": "line:4", "中国": "line:5"}
+
+CAPTIONS = {
+    "CHILD": "child",
+    "ｃｈｉｌｄ": "child",
+    "chíld": "child",
+    "a child-care centre": "child",
+    "child_care": "child",
+    "child.care": "child",
+    "childish grin": None,
+    "grandchild": None,
+    "Young  GIRL!": "young girl",
+    "我爱中国人民": "中国",
+    "a young, girlish look": None,
+    "": None,
+}
+
+
+def _write_table(path, captions, punsafe):
+    pq.write_table(
+        pa.table(
+            {
+                "URL": [f"https://img.example.org/{i}.jpg" for i in range(len(captions))],
+                "TEXT": captions,
+                "punsafe": pa.array(punsafe, pa.float32()),
+            }
+        ),
+        path,
+    )
+    return path
+
+
+def _results(out):
+    return pq.read_table(out / "results").sort_by("index").to_pylist()
+
+
+def _scan(home, *args):
+    result = run_cli("scan", *args, "-q", home=home)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def keywords(home, tmp_path):
+    result = run_cli("bank", "add", "kw", write_lines(tmp_path / "terms.txt", TERMS), "--type", "keyword", home=home)
+    assert result.exit_code == 0, result.output
+    assert "line 6: no letter or digit in the term" in result.output  # "!!!"
+    assert "1 duplicate line(s)" in result.output  # "CHILD" is "child"
+    return "kw"
+
+
+def test_terms_and_captions_are_normalised_alike():
+    for caption, term in CAPTIONS.items():
+        padded = f" {normal_text(caption)} "
+        for listed in LINE:
+            hit = listed in padded if listed == "中国" else f" {listed} " in padded
+            assert hit == (listed == term), (caption, listed)
+    assert normal_text("Crème BRÛLÉE") == "creme brulee"
+    assert normal_text("Straße") == "strasse"
+    # Arrow's path for ASCII captions and the one-by-one path for the rest give the same forms
+    captions = list(CAPTIONS) + ["Plain ASCII -- text_here 42", None, "  "]
+    positions, padded = normal_captions(pa.array(captions))
+    expected = [(i, f" {normal_text(c)} ") for i, c in enumerate(captions) if c and normal_text(c)]
+    assert list(zip(positions.tolist(), padded.to_pylist(), strict=True)) == expected
+
+
+def test_a_keyword_bank_matches_whole_words_and_records_only_line_numbers(home, tmp_path, keywords):
+    table = _write_table(tmp_path / "meta.parquet", list(CAPTIONS), [0.5] * len(CAPTIONS))
+    out = tmp_path / "out"
+    result = _scan(home, table, "--out", out)
+    rows = _results(out)
+    for row, (caption, term) in zip(rows, CAPTIONS.items(), strict=True):
+        assert row["caption"] == caption
+        entries = [m["entry"] for m in row["matches"]]
+        assert entries == ([LINE[term]] if term else []), caption
+        assert all(m["signal_type"] == "keyword" and m["bank"] == "kw" for m in row["matches"])
+        # a word is not an image: with no rule, a keyword match alone decides nothing
+        assert row["decision"] == "keep" and not any(r.startswith("match:") for r in row["reasons"])
+    # the terms are never written anywhere but the store (captions are the dataset's own)
+    for path in [out / "report.json", out / "report.html", out / "evidence.jsonl"]:
+        text = path.read_text()
+        assert not re.search(r"young girl|中国", text), path
+    for path in [out / "removed.parquet", out / "review.parquet"]:
+        assert "young girl" not in str(pq.read_table(path).to_pylist())
+    assert "young girl" not in result.output and "中国" not in result.output
+    stored = BankStore(home).get("kw")
+    assert stored.counts == {"keyword": 3}
+
+
+def test_matching_does_not_depend_on_the_number_of_terms(home, tmp_path):
+    """Ten thousand terms are one scan of the captions: every listed term found, each once."""
+    rng = np.random.default_rng(1)
+    terms = ["".join(rng.choice(list("abcdefghij"), 8)) for _ in range(10_000)]
+    captions = [f"photo of {terms[i]} on a {terms[i + 1]}" for i in range(0, 2_000, 2)]
+    BankStore(home).add("many", write_lines(tmp_path / "many.txt", terms), type_name="keyword")
+    out = tmp_path / "out"
+    _scan(home, _write_table(tmp_path / "t.parquet", captions, [0.1] * len(captions)), "--out", out)
+    lines = {t: i + 1 for i, t in reversed(list(enumerate(terms)))}  # first listing of each
+    for row, caption in zip(_results(out), captions, strict=True):
+        words = caption.split()
+        assert sorted(m["entry"] for m in row["matches"]) == sorted(
+            {f"line:{lines[words[2]]}", f"line:{lines[words[5]]}"}
+        )
+
+
+def test_rules_parse_and_refuse_what_is_malformed(tmp_path):
+    good = Policy.from_toml_text(
+        '[[rules]]\nname = "r"\naction = "review"\nall = ["PUNSAFE >= .5", "not keyword:kw"]\n'
+        'any = ["match", "status:ok", "nsfw != 1e-3"]\n',
+        source="p.toml",
+    )
+    assert good.signals == ["nsfw", "punsafe"]
+    assert good.rules[0].to_dict() == {
+        "name": "r",
+        "action": "review",
+        "all": ["punsafe >= 0.5", "not keyword:kw"],
+        "any": ["match", "status:ok", "nsfw != 0.001"],
+    }
+    for body, why in [
+        ('all = ["punsafe >> 1"]', "is not a condition"),
+        ("all = [\"__import__('os')\"]", "is not a condition"),
+        ('all = ["status:happy"]', "status must be one of"),
+        ("all = []", "no condition"),
+        ('all = "punsafe > 1"', "must be an array"),
+        ('all = ["punsafe > nan"]', "is not a condition"),
+        ('all = ["x > 1"]\nwhen = 1', "unknown key"),
+    ]:
+        with pytest.raises(BadInputError, match=why) as caught:
+            Policy.from_toml_text(f'[[rules]]\nname = "bad-one"\naction = "remove"\n{body}\n', source="p.toml")
+        assert "p.toml" in str(caught.value) and "rule 'bad-one'" in str(caught.value)
+    with pytest.raises(BadInputError, match="expected keep, remove or review"):
+        Policy.from_toml_text('[[rules]]\nname = "x"\naction = "delete"\nall = ["match"]\n', source="p.toml")
+    with pytest.raises(UsageError, match="names bank"):
+        Policy.from_toml_text('[[rules]]\nname = "x"\naction = "remove"\nall = ["keyword:nope"]\n', "p").check_banks(
+            ["kw"]
+        )
+
+
+def test_rule_boundaries_and_missing_scores(home, tmp_path):
+    """`punsafe > 0.95`: 0.95 stays, the next float32 up goes; a row without a score never fires,
+    not even a rule with `not`; the report counts, per rule, the rows its signals were missing from."""
+    punsafe = [0.95, 0.9500001, None, 0.2, 1.0]
+    table = _write_table(tmp_path / "t.parquet", ["a"] * len(punsafe), punsafe)
+    policy = tmp_path / "p.toml"
+    policy.write_text(
+        '[[rules]]\nname = "high"\naction = "remove"\nall = ["punsafe > 0.95"]\n'
+        '[[rules]]\nname = "low"\naction = "review"\nall = ["not punsafe > 0.5"]\n'
+    )
+    out = tmp_path / "out"
+    _scan(home, table, "--out", out, "--policy", policy)
+    decided = [(r["decision"], [x for x in r["reasons"] if x.startswith("rule:")]) for r in _results(out)]
+    assert decided == [
+        ("keep", []),
+        ("remove", ["rule:high"]),
+        ("keep", []),
+        ("review", ["rule:low"]),
+        ("remove", ["rule:high"]),
+    ]
+    report = read_json(out / "report.json")
+    assert report["reasons"]["rule:high"] == 2 and report["reasons"]["rule:low"] == 1
+
+
+def _laion_like(tmp_path, rows=20_000):
+    rng = np.random.default_rng(7)
+    words = ["photo", "of", "a", "child", "young", "girl", "dog", "beach", "Child-Care", "kid", "park"]
+    captions = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(rows)]
+    punsafe = rng.random(rows).astype(np.float32)
+    punsafe[rng.random(rows) < 0.05] = np.nan  # rows without a score
+    values = pa.array(punsafe, mask=np.isnan(punsafe))
+    path = tmp_path / "laion.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "URL": [f"https://i{i % 97}.example.org/{i}.jpg" for i in range(rows)],
+                "TEXT": captions,
+                "punsafe": values,
+            }
+        ),
+        path,
+        row_group_size=5_000,
+    )
+    return path, captions, values
+
+
+def test_relaion_presets_remove_what_the_same_condition_computes_independently(home, tmp_path, keywords):
+    path, captions, punsafe = _laion_like(tmp_path)
+    # independently: pyarrow for the score, a regular expression over lower-cased words for the terms
+    scored = pc.fill_null(pc.greater(punsafe, 0.45), False).to_numpy(zero_copy_only=False)
+    high = pc.fill_null(pc.greater(punsafe, 0.95), False).to_numpy(zero_copy_only=False)
+    listed = re.compile(r"(?<![a-z0-9])(child|young girl)(?![a-z0-9])")
+    termed = np.array([bool(listed.search(re.sub(r"[^a-z0-9]+", " ", c.lower()))) for c in captions])
+    for preset, expected in (("relaion-research-safe", scored), ("relaion-research", high & termed)):
+        out = tmp_path / preset
+        _scan(home, path, "--out", out, "--preset", preset, "--table-rows", "7000")
+        removed = np.array([r["decision"] == "remove" for r in _results(out)])
+        assert expected.sum() > 100
+        assert np.array_equal(removed, expected), preset
+        assert read_json(out / "report.json")["totals"]["remove"] == expected.sum()
+        clean = pq.read_table(out / "clean" / "laion.parquet")  # in parts, as it was read
+        assert clean.num_rows == len(captions) - expected.sum()
+
+
+def test_rules_and_keyword_banks_are_decided_again_without_a_rescan(home, tmp_path):
+    path, _, _ = _laion_like(tmp_path, rows=3_000)
+    grown, straight = tmp_path / "grown", tmp_path / "straight"
+    # the scan records punsafe; the keyword list comes after it
+    _scan(home, path, "--out", grown, "--signals", "PUNSAFE")
+    BankStore(home).add("kw", write_lines(tmp_path / "terms.txt", TERMS), type_name="keyword")
+    result = run_cli("decide", grown, "--preset", "relaion-research", "--bank", "kw", "-q", home=home)
+    assert result.exit_code == 0, result.output
+    _scan(home, path, "--out", straight, "--preset", "relaion-research")
+    ours, theirs = _results(grown), _results(straight)
+    assert [(r["decision"], r["reasons"], r["matches"]) for r in ours] == [
+        (r["decision"], r["reasons"], r["matches"]) for r in theirs
+    ]
+    assert sum(r["decision"] == "remove" for r in ours) > 0
+    rounds = read_json(grown / "report.json")["rounds"]
+    assert "rule:relaion-research" in rounds[-1]["transitions"]["keep->remove"]
+
+    # a rule on a signal the scan did not record: said plainly, nothing changed
+    before = (grown / "report.json").read_bytes()
+    policy = tmp_path / "w.toml"
+    policy.write_text('[[rules]]\nname = "wm"\naction = "remove"\nall = ["pwatermark > 0.8"]\n')
+    refused = run_cli("decide", grown, "--policy", policy, home=home)
+    assert refused.exit_code == 2 and "--signals pwatermark" in refused.output
+    assert (grown / "report.json").read_bytes() == before
+
+
+def test_signals_read_alike_from_parquet_csv_and_img2dataset_rows(home, tmp_path):
+    """Parquet's columns (Arrow), CSV's text cells and img2dataset's JSON sidecars give the same
+    signals: numbers only, names in any case, missing and non-finite values left out."""
+    rows = [
+        {"url": "https://a.example.org/1.jpg", "caption": "x", "PUNSAFE": 0.25, "pwatermark": 1.0},
+        {"url": "https://a.example.org/2.jpg", "caption": "y", "PUNSAFE": None, "pwatermark": float("inf")},
+        {"url": "https://a.example.org/3.jpg", "caption": "z", "PUNSAFE": 0.75, "pwatermark": None},
+    ]
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), tmp_path / "t.parquet")
+    csv_text = "url,caption,PUNSAFE,pwatermark\n" + "".join(
+        f"{r['url']},{r['caption']},{'' if r['PUNSAFE'] is None else r['PUNSAFE']},"
+        f"{'' if r['pwatermark'] is None else r['pwatermark']}\n"
+        for r in rows
+    )
+    (tmp_path / "t.csv").write_text(csv_text)
+    expected = [[("punsafe", 0.25), ("pwatermark", 1.0)], [], [("punsafe", 0.75)]]
+    for name in ("t.parquet", "t.csv"):
+        out = tmp_path / f"out-{name}"
+        _scan(home, tmp_path / name, "--out", out, "--signals", "punsafe,pwatermark")
+        assert [r["signals"] for r in _results(out)] == expected, name
+        assert read_json(out / "_state" / "run.json")["read"]["signals"] == ["punsafe", "pwatermark"]
+
+
+def test_signals_from_img2dataset_json_sidecars(home, tmp_path, tiles):
+    """img2dataset keeps a LAION row's other columns (punsafe, ...) in each sample's JSON and in
+    the shard's parquet: read from there, and acted on by a preset."""
+    samples = [Sample(f"https://a.example.org/{i}.jpg", f"caption {i}", jpeg(tiles[i][1])) for i in range(3)]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    tar_path = write_img2dataset_shard(shards, 0, samples)
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tar_path, "w") as tar:
+        for member, data in members:
+            if member.name.endswith(".json"):
+                record = json.loads(data)
+                record["punsafe"] = 0.5 + int(member.name[-6]) / 10
+                data = json.dumps(record).encode()
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    (shards / "00000.parquet").unlink()  # the sidecars alone say it
+    out = tmp_path / "out"
+    _scan(home, tar_path, "--out", out, "--preset", "relaion-research-safe")
+    rows = _results(out)
+    assert [dict(r["signals"]) for r in rows] == [{"punsafe": pytest.approx(0.5 + i / 10)} for i in range(3)]
+    assert all(r["decision"] == "remove" and "rule:relaion-research-safe" in r["reasons"] for r in rows)
