@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..hashing.columns import whole
+from . import _words
 from .index import Hits, SignalIndex, _hits
 
 # Scripts written without spaces between words: a term holding any of these matches as a substring.
@@ -43,11 +44,27 @@ _UNSPACED = re.compile(
 
 
 @functools.cache
-def _separators() -> re.Pattern:
-    """Runs of what is neither a letter, a digit nor a mark (built on first use: it takes a walk
-    over every code point). Marks stay: they are parts of words in Indic scripts."""
-    marks = "".join(chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c))[0] == "M")
-    return re.compile(f"(?:[^\\w{re.escape(marks)}]|_)+")
+def _patterns(astral: bool) -> tuple[re.Pattern, re.Pattern]:
+    """(diacritics, separators), built on first use: they take a walk over every code point.
+    Diacritics are the combining marks of class 10 and up; viramas, nuktas and kana voicing marks
+    (classes below 10) are parts of letters, and every mark stays part of its word. Python's
+    `re` tests a character class of the Basic Multilingual Plane in one step but ranges beyond it
+    one by one (six times slower), so text with no character beyond it gets the patterns without."""
+    top = sys.maxunicode if astral else 0xFFFF
+    diacritics = _ranges(c for c in range(top + 1) if unicodedata.combining(chr(c)) >= 10)
+    marks = _ranges(c for c in range(top + 1) if unicodedata.category(chr(c))[0] == "M")
+    return re.compile(f"[{diacritics}]+"), re.compile(f"[^\\w{marks}]+|_+")
+
+
+def _ranges(points) -> str:
+    """A regular expression's character class body for ascending code points, as ranges."""
+    spans: list[list[int]] = []
+    for point in points:
+        if spans and spans[-1][1] == point - 1:
+            spans[-1][1] = point
+        else:
+            spans.append([point, point])
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in spans)
 
 
 def normal_text(text: str) -> str:
@@ -55,31 +72,42 @@ def normal_text(text: str) -> str:
     if text.isascii():
         return " ".join(_ASCII_WORDS.findall(text.lower()))
     decomposed = unicodedata.normalize("NFKD", text)
-    # diacritics (combining classes 10 and up); viramas, nuktas and kana voicing marks (below 10)
-    # are parts of letters
-    bare = "".join(c for c in decomposed if unicodedata.combining(c) < 10)
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", bare).casefold())
-    return _separators().sub(" ", folded).strip()
+    diacritics, separators = _patterns(max(decomposed) > "\uffff")
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", diacritics.sub("", decomposed)).casefold())
+    return separators.sub(" ", folded).strip()
 
 
 _ASCII_WORDS = re.compile(r"[a-z0-9]+")
 
+# ASCII bytes to their normal form: letters lower-cased, digits kept, the rest a space. Bytes of
+# other characters (only in captions `normal_text` has normalised already) are kept.
+_BYTES = np.arange(256, dtype=np.uint8)
+_BYTES[:128] = ord(" ")
+_BYTES[ord("0") : ord("9") + 1] = np.arange(ord("0"), ord("9") + 1)
+_BYTES[ord("a") : ord("z") + 1] = np.arange(ord("a"), ord("z") + 1)
+_BYTES[ord("A") : ord("Z") + 1] = np.arange(ord("a"), ord("z") + 1)
+_TABLE = _BYTES.tobytes()
+
 
 def normal_captions(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """(positions, captions in normal form, each held as " words ") of the captions of a column
-    that hold a letter or digit. ASCII captions (most of a web crawl) are normalised in Arrow,
-    the rest one by one."""
+    that hold a letter or digit. Captions of other characters than ASCII go through `normal_text`
+    one by one; then every caption (most of a web crawl is ASCII) is mapped byte by byte and its
+    runs of spaces made one, in one pass (`_words.c`)."""
     column = whole(column).cast(pa.string())
     ascii_rows = pc.fill_null(pc.string_is_ascii(column), True).to_numpy(zero_copy_only=False)
-    words = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(column), "[^a-z0-9]+", " "), " ")
     if not ascii_rows.all():
         others = column.filter(pa.array(~ascii_rows))
         done = pa.array([normal_text(t) for t in others.to_pylist()], pa.string())
-        words = pc.replace_with_mask(words, pa.array(~ascii_rows), done)
-    present = pc.fill_null(pc.not_equal(words, ""), False).to_numpy(zero_copy_only=False)
-    positions = np.flatnonzero(present)
-    padded = pc.binary_join_element_wise("", words.take(pa.array(positions)), "", " ")
-    return positions, padded
+        column = pc.replace_with_mask(column, pa.array(~ascii_rows), done)
+    column = pc.fill_null(column, "")
+    n = len(column)
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset : column.offset + n + 1].astype(np.int64)
+    data = column.buffers()[2]
+    text, ends = _words.padded_words(b"" if data is None else data, offsets, _TABLE)
+    present = np.diff(np.frombuffer(ends, np.int32)) > 1  # more than the space alone
+    normal = pa.StringArray.from_buffers(n, pa.py_buffer(ends), pa.py_buffer(text))
+    return np.flatnonzero(present), normal.filter(pa.array(present))
 
 
 def is_unspaced(term: str) -> bool:
