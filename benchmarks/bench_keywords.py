@@ -4,6 +4,11 @@ for every term of a list, against DuckDB's `regexp_matches(lower(TEXT), '\\b(t1|
 the same captions (a sample of them: DuckDB slows with the number of terms), at 1,000 and 10,000
 terms. The goal is >= 50 MB/s with 10,000 terms.
 
+Then the metadata-only audit with `--preset relaion-research` (issue 12's speed goal: >= 10x DuckDB,
+under 3x a failure): a LAION-like parquet (URL, TEXT, punsafe) against a 5,000-term keyword bank and
+a url_md5 bank of a million entries, results, clean table and report written, against DuckDB doing
+the same filter and writes (`reference_metadata.py` with a keyword list), at 1 and 2 workers.
+
 Captions are LAION-like: 3-20 words of English with a tenth of them in other scripts (accents,
 Cyrillic, Han), SAFESET_BENCH_ROWS of them (default 300,000). Terms are random words; one caption
 in a hundred holds one. Medians of SAFESET_BENCH_RUNS runs (at most 3).
@@ -14,19 +19,28 @@ Run: python benchmarks/bench_keywords.py
 from __future__ import annotations
 
 import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import common
+import corpus
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from safeset.banks.keywords import KeywordIndex, normal_captions, normal_text
 
 ROWS = int(os.environ.get("SAFESET_BENCH_ROWS", "300000"))
+ROOT = corpus.ROOT / "keywords"
+HERE = Path(__file__).resolve().parent
 WORDS = "a photo of the on in with and for red blue small large vintage dress table house garden".split()
 FOREIGN = ["café crème", "Москва зимой", "北京的公园", "naïve résumé", "Ελλάδα θάλασσα"]
 
 
-def corpus(terms: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+def corpus_of(terms: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     listed = ["".join(rng.choice(list("bcdfghjklmnpqrstvwxz"), 7)) for _ in range(terms)]
     captions = []
     for i in range(ROWS):
@@ -44,7 +58,7 @@ def main() -> None:
     rng = np.random.default_rng(5)
     rows, found = [], {}
     for terms in (1_000, 10_000):
-        listed, captions = corpus(terms, rng)
+        listed, captions = corpus_of(terms, rng)
         column = pa.array(captions)
         megabytes = column.nbytes / 1e6
         index = KeywordIndex([f"{normal_text(t)}\tline:{i + 1}" for i, t in enumerate(listed)])
@@ -81,7 +95,79 @@ def main() -> None:
         ["terms", "MB", "safeset MB/s", "DuckDB MB/s", "safeset vs DuckDB", "hits (ours / DuckDB of sample rows)"], rows
     )
     print("goal: >= 50 MB/s of captions per core with 10,000 terms")
+    found["relaion_research_audit"] = audit(runs)
     common.save("keywords", found)
+
+
+def audit(runs: int) -> dict:
+    """`safeset scan TABLE --preset relaion-research` against DuckDB's same filter, 1 and 2 workers."""
+    rng = np.random.default_rng(9)
+    listed, captions = corpus_of(5_000, rng)
+    root = ROOT / f"audit-{ROWS}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    table, terms, urls, domains = (root / n for n in ("laion.parquet", "terms.txt", "url_md5.txt", "domains.txt"))
+    punsafe = rng.random(ROWS).astype(np.float32)
+    url = [f"https://img{i % 5000}.example.org/{i:09d}.jpg" for i in range(ROWS)]
+    pq.write_table(pa.table({"URL": url, "TEXT": captions, "punsafe": punsafe}), table, row_group_size=100_000)
+    terms.write_text("".join(f"{t}\n" for t in listed))
+    import hashlib
+
+    random_md5 = (row.tobytes().hex() for row in rng.integers(0, 256, (1_000_000, 16), dtype=np.uint8))
+    planted = (hashlib.md5(u.encode()).hexdigest() for u in url[::10_000])
+    urls.write_text("".join(f"{h}\n" for h in random_md5) + "".join(f"{h}\n" for h in planted))
+    domains.write_text("unlisted.example.net\n")
+    from safeset.banks import BankStore
+
+    home = root / "home"
+    BankStore(home).add("urls", urls, type_name="url_md5")
+    BankStore(home).add("kw", terms, type_name="keyword")
+    database = root / "reference.duckdb"
+    peer = [sys.executable, str(HERE / "reference_metadata.py")]
+    subprocess.run([*peer, "prepare", str(database), str(urls), str(domains), str(terms)], check=True)
+    found, rows = {}, []
+    for workers in (1, 2):
+        ours, theirs = [], []
+        for _ in range(runs):
+            shutil.rmtree(root / "out", ignore_errors=True)
+            ours.append(
+                common.safeset(
+                    home,
+                    "scan",
+                    str(table),
+                    "--out",
+                    str(root / "out"),
+                    "--preset",
+                    "relaion-research",
+                    "--workers",
+                    str(workers),
+                    "-q",
+                )
+            )
+            theirs.append(common.timed(*peer, "run", str(database), str(table), str(root / "out-duckdb"), str(workers)))
+        removed = pq.read_table(root / "out" / "removed.parquet").num_rows
+        peer_removed = pq.read_table(root / "out-duckdb" / "results.parquet", filters=[("removed", "=", True)]).num_rows
+        ours_s = statistics.median(r["seconds"] for r in ours)
+        theirs_s = statistics.median(r["seconds"] for r in theirs)
+        found[f"{workers}_workers"] = {
+            "safeset_rows_per_s": ROWS / ours_s,
+            "duckdb_rows_per_s": ROWS / theirs_s,
+            "ratio": theirs_s / ours_s,
+            "removed": {"safeset": removed, "duckdb": peer_removed},
+        }
+        rows.append(
+            [
+                workers,
+                f"{ROWS / ours_s:,.0f}",
+                f"{ROWS / theirs_s:,.0f}",
+                f"{theirs_s / ours_s:.2f}x",
+                f"{removed} / {peer_removed}",
+            ]
+        )
+    print(f"\nmetadata-only audit of {ROWS:,} rows, --preset relaion-research (5,000 terms, 1M url_md5s)")
+    common.table(["workers", "safeset rows/s", "DuckDB rows/s", "safeset vs DuckDB", "removed (ours / DuckDB)"], rows)
+    print("goal: >= 10x DuckDB at equal threads (under 3x: a failure)")
+    return found
 
 
 def duckdb_seconds(captions: list[str], listed: list[str], runs: int) -> tuple[float | None, int | None]:

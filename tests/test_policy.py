@@ -136,3 +136,13 @@ def test_many_rows_are_decided_as_each_would_be():
         expected = policy.judge(matched.get(row, ()), names[codes[row]], bool(low[row]))
         assert (decisions[chosen[row]], reasons[chosen[row]]) == expected
     assert len(decisions) == 6  # rows alike share one outcome
+
+    # the preset's rule on an opt-out written in the file fires where the signal says so
+    (rule,) = policy.rules
+    optout = (np.array([0, 0, 0, 0, 1, 0, 1.0]), np.array([False, False, False, False, True, False, True]))
+    decisions, reasons, chosen = policy.decide_rows(codes, names, low, matched, {"optout_in_file": optout})
+    for row in range(len(codes)):
+        fired = [rule] if optout[1][row] else []
+        expected = policy.judge(matched.get(row, ()), names[codes[row]], bool(low[row]), fired)
+        assert (decisions[chosen[row]], reasons[chosen[row]]) == expected
+    assert reasons[chosen[6]] == ["rule:optout-in-file"] and decisions[chosen[6]] == "remove"

@@ -164,7 +164,7 @@ def test_rules_parse_and_refuse_what_is_malformed(tmp_path):
 def test_rule_boundaries_and_missing_scores(home, tmp_path):
     """`punsafe > 0.95`: 0.95 stays, the next float32 up goes; a row without a score never fires,
     not even a rule with `not`; the report counts, per rule, the rows its signals were missing from."""
-    punsafe = [0.95, 0.9500001, None, 0.2, 1.0]
+    punsafe = [0.95, 0.9500001, None, float("nan"), float("inf"), 0.2, 1.0]
     table = _write_table(tmp_path / "t.parquet", ["a"] * len(punsafe), punsafe)
     policy = tmp_path / "p.toml"
     policy.write_text(
@@ -178,11 +178,22 @@ def test_rule_boundaries_and_missing_scores(home, tmp_path):
         ("keep", []),
         ("remove", ["rule:high"]),
         ("keep", []),
+        ("keep", []),
+        ("keep", []),
         ("review", ["rule:low"]),
         ("remove", ["rule:high"]),
     ]
     report = read_json(out / "report.json")
     assert report["reasons"]["rule:high"] == 2 and report["reasons"]["rule:low"] == 1
+    assert report["rules"] == [
+        {"rule": "high", "action": "remove", "rows": 2, "signals": ["punsafe"], "rows_missing_a_signal": 3},
+        {"rule": "low", "action": "review", "rows": 1, "signals": ["punsafe"], "rows_missing_a_signal": 3},
+    ]
+    kept, removed = report["signals"]["punsafe"]["keep"], report["signals"]["punsafe"]["remove"]
+    assert (kept["rows"], removed["rows"]) == (1, 2)  # NaN and inf are no scores: left out
+    assert removed["min"] == pytest.approx(0.9500001) and removed["max"] == 1.0 and kept["p50"] == pytest.approx(0.95)
+    html = (out / "report.html").read_text()
+    assert 'id="rules"' in html and 'id="signals"' in html
 
 
 def _laion_like(tmp_path, rows=20_000):
@@ -297,3 +308,56 @@ def test_signals_from_img2dataset_json_sidecars(home, tmp_path, tiles):
     rows = _results(out)
     assert [dict(r["signals"]) for r in rows] == [{"punsafe": pytest.approx(0.5 + i / 10)} for i in range(3)]
     assert all(r["decision"] == "remove" and "rule:relaion-research-safe" in r["reasons"] for r in rows)
+
+
+def _xmp(value: str) -> bytes:
+    """An XMP packet as Adobe's tools write IPTC's Data Mining property."""
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/" '
+        f'plus:DataMining="http://ns.useplus.org/ldf/vocab/{value}"/>'
+        '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    ).encode()
+
+
+def test_an_optout_written_in_the_file_removes_it(home, tmp_path, tiles):
+    """IPTC's Data Mining property in XMP, in a JPEG (APP1, as Pillow writes it) and a PNG (iTXt):
+    a prohibiting value is the signal optout_in_file, which every preset acts on; an allowing or
+    unspecified one is not."""
+    from PIL import PngImagePlugin
+
+    def png(image, xmp):
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode())
+        out = io.BytesIO()
+        image.save(out, "PNG", pnginfo=info)
+        return out.getvalue()
+
+    def jpg(image, xmp):
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", xmp=xmp)
+        return out.getvalue()
+
+    cases = [
+        (jpg, "DMI-PROHIBITED-AIMLTRAINING", True),
+        (png, "DMI-PROHIBITED-GENAIMLTRAINING", True),
+        (jpg, "DMI-PROHIBITED", True),
+        (jpg, "DMI-ALLOWED", False),
+        (png, "DMI-UNSPECIFIED", False),
+    ]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, (encode, value, _) in enumerate(cases):
+        data = encode(tiles[i][1], _xmp(value))
+        assert b"DataMining" in data  # the packet is in the file as the encoder wrote it
+        (folder / f"{i}.{'png' if encode is png else 'jpg'}").write_bytes(data)
+    for preset, action in (("default", "remove"), ("review-only", "review")):
+        out = tmp_path / preset
+        _scan(home, folder, "--out", out, "--preset", preset)
+        rows = sorted(_results(out), key=lambda r: r["key"])
+        for row, (_, value, opted) in zip(rows, cases, strict=True):
+            assert dict(row["signals"]) == ({"optout_in_file": 1.0, "optout_in_file.xmp": 1.0} if opted else {}), value
+            assert (row["decision"], "rule:optout-in-file" in row["reasons"]) == (
+                (action, True) if opted else ("keep", False)
+            ), value

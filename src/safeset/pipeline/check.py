@@ -25,6 +25,8 @@ from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests,
 from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
+from ..hashing.optout import SIGNAL as OPTOUT
+from ..hashing.optout import in_file_optout
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
 from ..policy import Policy
 from ..policy.rules import signal_values
@@ -73,6 +75,7 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) ->
     """Digests and PDQ of one payload, with its status; its bytes are dropped here."""
     hashed = PayloadResult(name=payload.name)
     data, payload.data = payload.data, None
+    hashed.optout = in_file_optout(data) if data else None
     digests = payload.digests if payload.digests is not None else byte_digests(data) if data else None
     if digests is not None:
         hashed.md5, hashed.sha1, hashed.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
@@ -157,6 +160,9 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         if not (judged and name in ("status", "error")):
             setattr(result, name, getattr(primary, name))
     result.payloads = [h for h in hashed if h is not primary]
+    said = sorted({h.optout for h in hashed if h.optout})
+    if said:
+        result.signals = {**result.signals, OPTOUT: 1.0, **{f"{OPTOUT}.{source}": 1.0 for source in said}}
     worst = min(result.payloads, key=lambda h: _rank(h.status), default=None)
     if worst is not None and _rank(worst.status) < _rank(result.status):
         result.status, result.error = worst.status, f"{printable(worst.name)}: {worst.error}"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..banks import BankStore
 from ..errors import BadInputError, ShardsFailedError, UsageError
+from ..hashing.optout import SIGNALS as HASHED_SIGNALS
 from ..model import Status
 from ..policy import Policy
 from ..redact import redact
@@ -173,7 +174,8 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     # the columns the policy's rules read are observed, as those asked for
-    config = replace(config, read=replace(config.read, signals=config.read.signals + tuple(config.policy.signals)))
+    columns = tuple(s for s in config.policy.signals if s not in HASHED_SIGNALS)
+    config = replace(config, read=replace(config.read, signals=config.read.signals + columns))
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
     config.policy.check_banks(store.names())
@@ -323,7 +325,7 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
             ) from None
         policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
         policy.check_banks(store.names())
-        lacking = sorted(set(policy.signals) - set(read.signals))
+        lacking = sorted(set(policy.signals) - set(read.signals) - set(HASHED_SIGNALS))
         if lacking:
             raise UsageError(
                 f"policy {policy.name!r} reads signal(s) {', '.join(lacking)}, which the scan in {config.out} did not "

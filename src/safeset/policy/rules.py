@@ -163,6 +163,8 @@ def fired_rules(
     missing from). `matched`: each matching row's (bank, signal type) pairs; `status`: statuses."""
     mask = np.zeros(rows, np.int64)
     missing: dict[str, int] = {}
+    absent = (np.zeros(rows), np.zeros(rows, bool))  # a signal no row holds
+    signals = {c.name: signals.get(c.name, absent) for rule in rules for c in rule.conditions if c.kind == "signal"}
     for bit, rule in enumerate(rules):
 
         def holds(condition: Condition) -> np.ndarray:

@@ -24,6 +24,7 @@ from ..errors import SafesetError
 from ..hashing import url_host
 from ..hashing.columns import whole
 from ..model import Decision
+from ..policy.rules import parse_condition
 
 TOP_DOMAINS = 100
 # How a fetched row's status counts in the fetch section: its download worked (whatever the bytes
@@ -95,8 +96,10 @@ class ReportBuilder:
         self.domains: dict[str, Counter[str]] = defaultdict(Counter)
         self.fetch_domains: dict[str, Counter[str]] = defaultdict(Counter)
         self.part_rows: dict[str, int] = {}
+        self.signal_sets: Counter[str] = Counter()  # rows by the signals they hold ("a,b"; "" none)
+        self.signal_values: dict[str, Counter[str]] = defaultdict(Counter)  # see `_signals`
 
-    _COUNTERS = ("decisions", "statuses", "reasons", "errors", "unchecked", "bank_items")
+    _COUNTERS = ("decisions", "statuses", "reasons", "errors", "unchecked", "bank_items", "signal_sets")
     _TABLES = ("bank_matches", "domains", "fetch_domains")
 
     def counts(self) -> dict[str, Any]:
@@ -110,6 +113,7 @@ class ReportBuilder:
                 for name in self._TABLES
             },
             "bank_entries": {bank: sorted(entries) for bank, entries in sorted(self.bank_entries.items())},
+            "signal_values": {key: dict(sorted(c.items())) for key, c in sorted(self.signal_values.items())},
         }
 
     def merge(self, counts: dict[str, Any]) -> None:
@@ -123,6 +127,16 @@ class ReportBuilder:
                 getattr(self, name)[key].update(counter)
         for bank, entries in counts["bank_entries"].items():
             self.bank_entries[bank].update(entries)
+        for key, counter in counts.get("signal_values", {}).items():
+            self._merge_values(self.signal_values[key], counter)
+
+    @staticmethod
+    def _merge_values(into: Counter[str], counter: dict[str, Any]) -> None:
+        for field, value in counter.items():
+            if field in ("min", "max"):
+                into[field] = (min if field == "min" else max)(into.get(field, value), value)
+            else:
+                into[field] += value
 
     def part_written(self, shard: str, rows: int) -> None:
         """The row count of a shard's results file, as the file itself says (for conservation)."""
@@ -154,6 +168,7 @@ class ReportBuilder:
         self.unchecked.update(value_counts(pc.utf8_slice_codeunits(reasons.filter(unchecked), len("unchecked:"))))
         owners = pc.list_parent_indices(part["reasons"]).filter(unchecked)
         self.unchecked_rows += len(pc.unique(owners))
+        self._signals(part["signals"], decision)
         matched = pc.greater(pc.list_value_length(part["matches"]), 0)
         for matches in part["matches"].filter(matched).to_pylist():
             for match in matches:
@@ -169,6 +184,83 @@ class ReportBuilder:
             for url, outcome in zip(urls, (_FETCH_OUTCOMES.get(s) for s in statuses), strict=True):
                 if outcome and url:
                     self.fetch_domains[url_host(url) or "(no host)"][outcome] += 1
+
+    def _signals(self, signals: pa.ChunkedArray, decision: pa.ChunkedArray) -> None:
+        """Count rows by the set of signals they hold (so that a rule's rows with a missing input
+        can be counted from any merge of parts), and each signal's values by decision: how many,
+        their sum, least and greatest, and a histogram of 1,000 bins over [0, 1] (where scores
+        lie) with the values outside it counted apart. All of it adds up across parts."""
+        signals = whole(signals)
+        rows = len(signals)
+        if rows == 0:
+            return
+        offsets = signals.offsets.to_numpy()  # a map's own (list_parent_indices aborts on maps)
+        owners = np.repeat(np.arange(rows), np.diff(offsets))
+        if len(owners) == 0:
+            self.signal_sets[""] += rows
+            return
+        keys = pc.dictionary_encode(signals.keys.slice(offsets[0], offsets[-1] - offsets[0]))
+        names, codes = keys.dictionary.to_pylist(), keys.indices.to_numpy().astype(np.int64)
+        masks = np.zeros(rows, np.int64)
+        np.bitwise_or.at(masks, owners, np.left_shift(1, codes))
+        for mask, count in zip(*np.unique(masks, return_counts=True), strict=True):
+            held = ",".join(sorted(n for bit, n in enumerate(names) if int(mask) >> bit & 1))
+            self.signal_sets[held] += int(count)
+        values = signals.items.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False)
+        values = values.astype(np.float64)
+        decided = pc.dictionary_encode(whole(decision)).take(pa.array(owners))
+        outcomes, which = decided.dictionary.to_pylist(), decided.indices.to_numpy()
+        inside = (values >= 0) & (values <= 1)
+        bins = np.minimum((values * 1000).astype(np.int64, copy=False), 999)
+        for code, name in enumerate(names):
+            for d, outcome in enumerate(outcomes):
+                chosen = (codes == code) & (which == d)
+                if not chosen.any():
+                    continue
+                found = values[chosen]
+                spread = np.bincount(bins[chosen & inside], minlength=1000)
+                self._merge_values(
+                    self.signal_values[f"{name}|{outcome}"],
+                    {
+                        "count": len(found),
+                        "sum": float(found.sum()),
+                        "min": float(found.min()),
+                        "max": float(found.max()),
+                        "outside": int((~inside[chosen]).sum()),
+                    }
+                    | {f"bin{b}": int(spread[b]) for b in np.flatnonzero(spread)},
+                )
+
+    def _signal_section(self, policy: dict) -> dict[str, Any]:
+        """Per signal and decision: count, mean, least, greatest and, for scores in [0, 1],
+        quantiles to a thousandth; per rule: rows it fired on, and rows a signal it reads was
+        missing from (its conditions on that signal were false there)."""
+        distributions: dict[str, dict[str, Any]] = defaultdict(dict)
+        for key, counter in sorted(self.signal_values.items()):
+            name, outcome = key.split("|", 1)
+            count = counter["count"]
+            shown: dict[str, Any] = {
+                "rows": count,
+                "mean": counter["sum"] / count,
+                "min": counter["min"],
+                "max": counter["max"],
+            }
+            if not counter["outside"]:
+                spread = np.array([counter.get(f"bin{b}", 0) for b in range(1000)])
+                cumulative = np.cumsum(spread)
+                for q in (0.01, 0.1, 0.5, 0.9, 0.99):
+                    shown[f"p{round(q * 100):02d}"] = float(np.searchsorted(cumulative, q * count) + 1) / 1000
+            distributions[name][outcome] = shown
+        rules = []
+        for rule in policy.get("rules", []):
+            conditions = (parse_condition(c) for c in rule["all"] + rule.get("any", []))
+            read = {c.name for c in conditions if c.kind == "signal"}
+            missing = sum(n for held, n in self.signal_sets.items() if not read <= set(filter(None, held.split(","))))
+            rules.append(
+                {"rule": rule["name"], "action": rule["action"], "rows": self.reasons.get(f"rule:{rule['name']}", 0)}
+                | {"signals": sorted(read), "rows_missing_a_signal": missing}
+            )
+        return {"rules": rules, "signals": dict(distributions)}
 
     def finish(
         self,
@@ -229,6 +321,7 @@ class ReportBuilder:
                 {"domain": d, "remove": c.get(Decision.REMOVE, 0), "review": c.get(Decision.REVIEW, 0)}
                 for d, c in domains
             ],
+            **self._signal_section(policy),
             "rounds": list(rounds),
             "inputs": _input_files(summaries),
             "ignored_files": list(ignored)[:MAX_PROBLEMS],

@@ -70,6 +70,33 @@ def _fetch_section(fetch: dict | None) -> str:
     return _section("Fetching", summary + outcomes + domains)
 
 
+def _signals_section(report: dict[str, Any]) -> str:
+    """Policy rules (rows fired, rows a signal they read was missing from) and the signals the
+    results hold, by decision (quantiles for scores in [0, 1])."""
+    rules, signals = report.get("rules", []), report.get("signals", {})
+    if not rules and not signals:
+        return ""
+    quantiles = ("p01", "p10", "p50", "p90", "p99")
+    rows = [
+        [name, outcome, d["rows"], f"{d['mean']:.4g}", f"{d['min']:.4g}", f"{d['max']:.4g}"]
+        + [d.get(q, "-") for q in quantiles]
+        for name, outcomes in signals.items()
+        for outcome, d in outcomes.items()
+    ]
+    return _section(
+        "Rules and signals",
+        _table(
+            ["rule", "action", "rows", "signals read", "rows missing a signal"],
+            [
+                [r["rule"], r["action"], r["rows"], ", ".join(r["signals"]) or "-", r["rows_missing_a_signal"]]
+                for r in rules
+            ],
+            "rules",
+        )
+        + _table(["signal", "decision", "rows", "mean", "min", "max", *quantiles], rows, "signals"),
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
     totals = report["totals"]
     conservation = report["conservation"]
@@ -118,6 +145,7 @@ def render_html(report: dict[str, Any]) -> str:
             ),
         ),
         _section("Reasons", _table(["reason", "rows"], report["reasons"].items(), "reasons")),
+        _signals_section(report),
         _section("Statuses", _table(["status", "rows"], report["statuses"].items(), "statuses")),
         _section("Unchecked", _table(["condition", "rows"], report["unchecked"].items(), "unchecked")),
         _section("Errors", _table(["error", "rows"], report["errors"].items(), "errors")),
