@@ -39,7 +39,9 @@ def run(database: str, table: str, out: str, threads: int) -> int:
             0
         ]
         pattern = db.execute("SELECT p FROM pattern").fetchone()[0] if keywords else None
-        scored = 'punsafe > 0.95 AND regexp_matches(lower("TEXT"), ?)' if keywords else "false"
+        # CASE, not AND: in a projection DuckDB evaluates both sides of AND on every row (20x slower)
+        scored = 'CASE WHEN punsafe > 0.95 THEN regexp_matches(lower("TEXT"), ?) ELSE false END'
+        scored = scored if keywords else "false"
         db.execute(
             f"""
             CREATE TEMP TABLE results AS

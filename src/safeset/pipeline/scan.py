@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..banks import BankStore
 from ..errors import BadInputError, ShardsFailedError, UsageError
-from ..hashing.optout import SIGNALS as HASHED_SIGNALS
 from ..model import Status
 from ..policy import Policy
 from ..redact import redact
 from ..report import ConservationError, render_report, versions
+from ..signals import nsfw
+from ..signals.optout import SIGNALS as HASHED_SIGNALS
 from ..sinks import OutLayout, read_json, write_json
 from ..sources import ReadOptions, Shard, plan_shards, reader_for
 from ..storage import Lease, Remote, is_remote, scratch, staging_base
@@ -174,8 +175,12 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     # the columns the policy's rules read are observed, as those asked for
-    columns = tuple(s for s in config.policy.signals if s not in HASHED_SIGNALS)
-    config = replace(config, read=replace(config.read, signals=config.read.signals + columns))
+    asked = set(config.read.signals) | set(config.policy.signals)
+    columns = tuple(s for s in sorted(asked) if s not in HASHED_SIGNALS and s != nsfw.SIGNAL)
+    config = replace(config, read=replace(config.read, signals=columns))
+    if nsfw.SIGNAL in asked:  # a classifier's score, not a column: stop now if it is not installed
+        nsfw.require()
+        config = replace(config, check=replace(config.check, nsfw=True))
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
     config.policy.check_banks(store.names())
@@ -325,7 +330,8 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
             ) from None
         policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
         policy.check_banks(store.names())
-        lacking = sorted(set(policy.signals) - set(read.signals) - set(HASHED_SIGNALS))
+        scored = {nsfw.SIGNAL} if last["settings"].get("nsfw") else set()
+        lacking = sorted(set(policy.signals) - set(read.signals) - set(HASHED_SIGNALS) - scored)
         if lacking:
             raise UsageError(
                 f"policy {policy.name!r} reads signal(s) {', '.join(lacking)}, which the scan in {config.out} did not "

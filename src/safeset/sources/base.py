@@ -64,7 +64,8 @@ class ReadOptions:
         metadata=option(
             "Numeric column of metadata (LAION's punsafe, pwatermark, ...; any case) recorded as a signal, so that "
             "policy rules of later decide rounds can read it; repeatable, or comma-separated. Columns the policy's "
-            "rules read are recorded anyway.",
+            "rules read are recorded anyway. 'nsfw': every image's score from an NSFW classifier (needs "
+            "safeset[nsfw]).",
             metavar="NAME",
         ),
     )
