@@ -417,3 +417,18 @@ def test_asking_for_nsfw_without_the_extra_stops_at_once_naming_it(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'safeset[nsfw]'" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_keyword_lists_as_editors_and_tools_leave_them(home, tmp_path):
+    """A byte-order mark, CRLF and lone CR line ends, a line that is not UTF-8, one over 64 KiB:
+    bad lines reported by number, never echoed; a second file names its lines apart."""
+    path = tmp_path / "terms.txt"
+    path.write_bytes(b"\xef\xbb\xbfchild\r\nyoung girl\r\n\rbad\xff\xfeterm\n" + b"a" * 70_000 + b"\nok\n")
+    store = BankStore(home)
+    added = store.add("kw", path, type_name="keyword")
+    assert [(e.line, e.reason) for e in added.errors] == [(4, "not UTF-8 text"), (5, "line too long (over 64 KiB)")]
+    assert added.bank.counts == {"keyword": 3}
+    second = store.add("kw", write_lines(tmp_path / "more.txt", ["CHILD", "new term"]), type_name="keyword")
+    assert (second.added, second.bank.counts) == (1, {"keyword": 4})
+    stored = sorted(store.load("kw", "keyword"))
+    assert stored == ["child\tline:1", "new term\tfile:2:line:2", "ok\tline:6", "young girl\tline:2"]

@@ -183,6 +183,9 @@ def _parse_terms(path: Path) -> ParsedList:
         for number, chunk in _line_blocks(fh, parsed):
             for offset, raw in enumerate(chunk.split(b"\n")[: chunk.count(b"\n") + (not chunk.endswith(b"\n"))]):
                 line = number + offset
+                if len(raw) > MAX_LINE:
+                    parsed.reject(line, f"line too long (over {MAX_LINE // 1024} KiB)")
+                    continue
                 try:
                     text = raw.decode("utf-8-sig" if line == 1 else "utf-8").strip()
                 except UnicodeDecodeError:
