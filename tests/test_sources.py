@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tarfile
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -751,6 +752,8 @@ def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
     scores = [None, float("nan"), float("inf"), 0.25]
     columns["PUNSAFE"] = pa.array([scores[i % 4] if i % 3 == 0 else i / n for i in range(n)], pa.float32())
     columns["pwatermark"] = pa.array([i % 4 for i in range(n)], pa.int16())
+    columns["nsfw_flag"] = pa.array([i % 2 == 0 for i in range(n)])  # a boolean is no score
+    columns["similarity"] = pa.array([Decimal(i) / 100 for i in range(n)], pa.decimal128(6, 2))  # nor a decimal
     if keys == "int":
         columns["key"] = [None if i % 11 == 0 else 1000 + i for i in range(n)]
     elif keys == "text":
@@ -765,7 +768,7 @@ def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
     reader = TableReader()
     for rows_per_part in (70, 20):  # the corrupt group within one part, and cut across three
         reported: list[tuple[int, int]] = []
-        read = ReadOptions(table_rows=rows_per_part, signals=("punsafe", "PWATERMARK"))
+        read = ReadOptions(table_rows=rows_per_part, signals=("punsafe", "PWATERMARK", "nsfw_flag", "similarity"))
         for shard in plan_shards([path], read).shards:
             by_columns, by_rows = ShardLog(), ShardLog()
             tables = _parquet_row_tables(shard, by_columns, 1 << 16)

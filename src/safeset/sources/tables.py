@@ -137,6 +137,10 @@ def _parquet_row_tables(shard: Shard, log: ShardLog, rows: int) -> Iterator[pa.T
         pa.types.is_string(types.field(c).type) or pa.types.is_large_string(types.field(c).type) for c in signals
     ):
         return None  # numbers written as text, or one signal in two columns: as the rows read them
+    # numbers only, as `numeric_signals` takes them: not booleans, decimals or dates
+    signals = [
+        c for c in signals if pa.types.is_integer(types.field(c).type) or pa.types.is_floating(types.field(c).type)
+    ]
     part = shard.part
     groups = list(range(*part.where)) if part and part.where else list(range(pf.metadata.num_row_groups))
     start, stop = (part.start, part.stop) if part and part.where else (0, pf.metadata.num_rows)
