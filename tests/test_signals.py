@@ -432,3 +432,49 @@ def test_keyword_lists_as_editors_and_tools_leave_them(home, tmp_path):
     assert (second.added, second.bank.counts) == (1, {"keyword": 4})
     stored = sorted(store.load("kw", "keyword"))
     assert stored == ["child\tline:1", "new term\tfile:2:line:2", "ok\tline:6", "young girl\tline:2"]
+
+
+def test_what_a_review_found_stays_fixed(tmp_path):
+    """The most rules a policy may have, with every status; thresholds that read back exactly;
+    terms named by a type token; a caption repeating a phrase; XMP in single quotes."""
+    from safeset.banks.keywords import KeywordIndex
+    from safeset.banks.listfile import parse_list
+    from safeset.model import Status
+    from safeset.policy.rules import MAX_RULES
+    from safeset.signals.optout import in_file_optout
+    from safeset.sources.base import ReadOptions
+
+    body = "".join(f'[[rules]]\nname = "r{i}"\naction = "review"\nall = ["x > {i}"]\n' for i in range(MAX_RULES))
+    policy = Policy.from_toml_text(body, source="p.toml")
+    names = [str(s) for s in Status]
+    codes = np.arange(len(names))
+    values = (np.full(len(names), float(MAX_RULES)), np.ones(len(names), bool))
+    low = np.zeros(len(names), bool)
+    decisions, reasons, chosen = policy.decide_rows(codes, names, low, {}, {"x": values})
+    for row, name in enumerate(names):
+        expected = policy.judge((), name, False, policy.rules)
+        assert (decisions[chosen[row]], reasons[chosen[row]]) == expected, name
+
+    exact = Policy.from_toml_text(
+        '[[rules]]\nname = "w"\naction = "remove"\nall = ["width >= 1234567", "punsafe > 0.9512345"]\n', "p"
+    )
+    again = Policy.from_dict(exact.to_dict())
+    assert [c.value for c in again.rules[0].all] == [1234567.0, 0.9512345] and again.sha256 == exact.sha256
+
+    listed = write_lines(tmp_path / "typed.txt", ["keyword evil", "sha512 abc", "keyword evil word"])
+    parsed = parse_list(listed)
+    reasons_given = [e.reason for e in parsed.errors]
+    assert reasons_given[0] == "keyword terms are read from a list of terms: pass --type keyword"
+    assert "sha512" not in reasons_given[1] and "evil" not in str(reasons_given)
+    assert ReadOptions(signals="PUNSAFE").signals == ("punsafe",)
+
+    index = KeywordIndex(["a a\tline:1", "a\tline:2"])
+    assert len(index.search(normal_captions(pa.array(["a " * 100_000]))[1])[0]) == 2
+    assert in_file_optout(b"<rdf:Description plus:DataMining='http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED'/>")
+
+
+def test_a_keyword_rule_without_a_keyword_bank_says_so(home, tmp_path):
+    out = tmp_path / "out"
+    _scan(home, _write_table(tmp_path / "t.parquet", ["a child"], [0.99]), "--out", out, "--preset", "relaion-research")
+    (warning,) = [w for w in read_json(out / "report.json")["warnings"] if "keyword" in w]
+    assert "relaion-research read keyword matches, and no keyword bank was used" in warning

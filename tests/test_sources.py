@@ -754,6 +754,8 @@ def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
     columns["pwatermark"] = pa.array([i % 4 for i in range(n)], pa.int16())
     columns["nsfw_flag"] = pa.array([i % 2 == 0 for i in range(n)])  # a boolean is no score
     columns["similarity"] = pa.array([Decimal(i) / 100 for i in range(n)], pa.decimal128(6, 2))  # nor a decimal
+    columns["hash"] = pa.array([(1 << 62) + i for i in range(n)], pa.int64())  # rounds, as float() rounds it
+    columns["huge"] = pa.array([1e39 if i % 2 else -0.5 for i in range(n)])  # beyond float32: left out
     if keys == "int":
         columns["key"] = [None if i % 11 == 0 else 1000 + i for i in range(n)]
     elif keys == "text":
@@ -768,7 +770,9 @@ def test_parquet_tables_read_as_columns_give_what_rows_give(tmp_path, keys):
     reader = TableReader()
     for rows_per_part in (70, 20):  # the corrupt group within one part, and cut across three
         reported: list[tuple[int, int]] = []
-        read = ReadOptions(table_rows=rows_per_part, signals=("punsafe", "PWATERMARK", "nsfw_flag", "similarity"))
+        read = ReadOptions(
+            table_rows=rows_per_part, signals=("punsafe", "PWATERMARK", "nsfw_flag", "similarity", "hash", "huge")
+        )
         for shard in plan_shards([path], read).shards:
             by_columns, by_rows = ShardLog(), ShardLog()
             tables = _parquet_row_tables(shard, by_columns, 1 << 16)

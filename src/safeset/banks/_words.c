@@ -24,13 +24,13 @@ static PyObject *padded_words(PyObject *self, PyObject *args) {
         }
     }
     Py_ssize_t room = (n ? at[n] - at[0] : 0) + 2 * n;
-    text = PyBytes_FromStringAndSize(NULL, room);
-    bounds = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int32_t));
-    if (!text || !bounds) goto done;
     if (room > INT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "over 2 GiB of captions in one call");
         goto done;
     }
+    text = PyBytes_FromStringAndSize(NULL, room);
+    bounds = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int32_t));
+    if (!text || !bounds) goto done;
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(text);
     int32_t *ends = (int32_t *)PyBytes_AS_STRING(bounds);
     const uint8_t *data = (const uint8_t *)values.buf, *map = (const uint8_t *)table.buf;

@@ -21,6 +21,7 @@ import functools
 import re
 import sys
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Sequence
 
 import numpy as np
@@ -146,13 +147,16 @@ class KeywordIndex(SignalIndex):
         offsets = np.frombuffer(queries.buffers()[1], np.int32)[queries.offset : queries.offset + len(queries) + 1]
         data = queries.buffers()[2]
         text = data.to_pybytes()[offsets[0] : offsets[-1]] if data is not None else b""
-        found: list[tuple[int, int]] = []
-        self._database.scan(text, match_event_handler=lambda term, _s, end, _f, _c: found.append((term, end)))
+        starts = (offsets - offsets[0]).tolist()
+        # (caption, term) pairs as they are found, so that a caption repeating a phrase thousands
+        # of times costs one entry, not one per occurrence
+        found: set[tuple[int, int]] = set()
+        self._database.scan(
+            text, match_event_handler=lambda term, _s, end, _f, _c: found.add((bisect_right(starts, end - 1) - 1, term))
+        )
         if not found:
             return _hits([], [], [])
-        terms, ends = np.array(found, np.int64).T
-        owners = np.searchsorted(offsets - offsets[0], ends - 1, side="right") - 1
-        pairs = np.unique(np.stack([owners, terms], axis=1), axis=0)
+        pairs = np.array(sorted(found), np.int64)
         return _hits(pairs[:, 0], pairs[:, 1], np.zeros(len(pairs)))
 
     def entry(self, i: int) -> str:

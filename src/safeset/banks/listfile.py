@@ -91,6 +91,9 @@ class ParsedList:
         if forced is not None and stype.name != forced.name:
             self.reject(line, f"type {stype.name} differs from --type {forced.name}")
             return
+        if isinstance(stype, Keyword):  # a term is recorded by its line, which only a list of terms keeps
+            self.reject(line, "keyword terms are read from a list of terms: pass --type keyword")
+            return
         self.add(line, stype, value)
 
     @property
@@ -106,15 +109,9 @@ class ParsedList:
 
 
 def _unknown_type(token: str) -> str:
-    """The reason for a type token that names no type. The token is quoted only when it looks like
-    a name: a hash in the type's place (a line of md5sum output read without --type) never is."""
-    if _NAME_LIKE.fullmatch(token) and not _HEX_LIKE.fullmatch(token):
-        return f"unknown signal type {token!r}"
-    return "unknown signal type (not shown: it looks like a value, not a type name; pass --type)"
-
-
-_NAME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
-_HEX_LIKE = re.compile(r"[0-9A-Fa-f]+")
+    """The reason for a type token that names no type. The token is never shown: it may be a
+    listed value (a hash, or the first word of a term in a list read without --type keyword)."""
+    return "unknown signal type (not shown: it may be a listed value); pass --type, e.g. --type keyword for terms"
 
 
 def parse_list(path: Path, type_name: str | None = None) -> ParsedList:

@@ -224,7 +224,7 @@ class Auditor:
         self.matcher = matcher
         self.policy = policy
         self.settings = settings
-        self._classifier = nsfw.NsfwClassifier() if settings.nsfw else None
+        self._classifier: nsfw.NsfwClassifier | None = None  # loaded with the first image to score
 
     def check_bytes(self, data: bytes, url: str | None = None, caption: str | None = None) -> dict[str, Any]:
         """Hash, match and decide one image (or any bytes): the result row a scan writes."""
@@ -291,8 +291,9 @@ class Auditor:
     def decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None = None) -> list[ItemResult]:
         """Match a batch of hashed results against the banks and let the policy decide each, as
         a decide round does from stored observations (`decide_table`, the one way both go)."""
-        if self._classifier is not None:  # a batch of images scored at once, their pixels then dropped
-            scored = [r for r in batch if r.pixels is not None]
+        scored = [r for r in batch if r.pixels is not None]
+        if scored:  # a batch of images scored at once, their pixels then dropped
+            self._classifier = self._classifier or nsfw.NsfwClassifier()
             for result, score in zip(scored, self._classifier.scores([r.pixels for r in scored]), strict=True):
                 result.signals = {**result.signals, nsfw.SIGNAL: float(score)}
                 result.pixels = None

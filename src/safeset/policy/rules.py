@@ -31,7 +31,9 @@ import pyarrow.compute as pc
 from ..errors import BadInputError
 from ..model import Decision, Status
 
-MAX_RULES = 60  # a row's fired rules are a bit mask of one int64, beside its status and quality
+# A row's fired rules are a bit mask in one int64, above its status and quality (a status code
+# and a bit: 6 bits leave room for 64 statuses)
+MAX_RULES = 56
 
 _OPERATORS = {
     ">": np.greater,
@@ -57,7 +59,8 @@ class Condition:
     negated: bool = False
 
     def __str__(self) -> str:
-        body = f"{self.name} {self.op} {self.value:g}" if self.kind == "signal" else self.kind
+        # the number as it reads back exactly: a policy is stored this way and decided again from it
+        body = f"{self.name} {self.op} {self.value!r}" if self.kind == "signal" else self.kind
         if self.kind != "signal" and self.name:
             body += f":{self.name}"
         return f"not {body}" if self.negated else body

@@ -201,11 +201,18 @@ class ReportBuilder:
             return
         keys = pc.dictionary_encode(signals.keys.slice(offsets[0], offsets[-1] - offsets[0]))
         names, codes = keys.dictionary.to_pylist(), keys.indices.to_numpy().astype(np.int64)
-        masks = np.zeros(rows, np.int64)
-        np.bitwise_or.at(masks, owners, np.left_shift(1, codes))
-        for mask, count in zip(*np.unique(masks, return_counts=True), strict=True):
-            held = ",".join(sorted(n for bit, n in enumerate(names) if int(mask) >> bit & 1))
-            self.signal_sets[held] += int(count)
+        if len(names) <= 62:  # the names a row holds as one bit mask per row
+            masks = np.zeros(rows, np.int64)
+            np.bitwise_or.at(masks, owners, np.left_shift(1, codes))
+            for mask, count in zip(*np.unique(masks, return_counts=True), strict=True):
+                held = ",".join(sorted(n for bit, n in enumerate(names) if int(mask) >> bit & 1))
+                self.signal_sets[held] += int(count)
+        else:  # more names than bits: row by row
+            per_row: dict[int, set[str]] = defaultdict(set)
+            for owner, code in zip(owners.tolist(), codes.tolist(), strict=True):
+                per_row[owner].add(names[code])
+            self.signal_sets.update(",".join(sorted(held)) for held in per_row.values())
+            self.signal_sets[""] += rows - len(per_row)
         values = signals.items.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False)
         values = values.astype(np.float64)
         decided = pc.dictionary_encode(whole(decision)).take(pa.array(owners))
@@ -288,6 +295,16 @@ class ReportBuilder:
             warnings.append(
                 f"The policy has rules for bank(s) {', '.join(unused)}, which this scan did not use (disabled, "
                 "or not chosen with --bank): those rules applied to nothing."
+            )
+        worded = [
+            rule["name"]
+            for rule in policy.get("rules", [])
+            if any(parse_condition(c).kind == "keyword" for c in rule["all"] + rule.get("any", []))
+        ]
+        if worded and not any(bank["counts"].get("keyword") for bank in banks):
+            warnings.append(
+                f"Rule(s) {', '.join(worded)} read keyword matches, and no keyword bank was used: no caption "
+                "was looked at. Add one with `safeset bank add NAME FILE --type keyword`."
             )
         if self.rows and self.unchecked_rows == self.rows:
             worst = ", ".join(f"{k} {v:,}" for k, v in sorted(self.unchecked.items(), key=lambda kv: -kv[1])[:3])

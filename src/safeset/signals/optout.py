@@ -24,8 +24,8 @@ _PROPERTY = b"DataMining"
 # the property's value follows within its own element or attribute: a few hundred bytes at most
 _WINDOW = 400
 _PROHIBITED = re.compile(
-    rb"[^<>]{0,200}?(?:\"|>|/)(?:https?://ns\.useplus\.org/ldf/vocab/)?"
-    rb"DMI-PROHIBITED(?:-AIMLTRAINING|-GENAIMLTRAINING|-EXCEPTSEARCHENGINEINDEXING)?[\"<]"
+    rb"[^<>]{0,200}?(?:[\"'>/])(?:https?://ns\.useplus\.org/ldf/vocab/)?"
+    rb"DMI-PROHIBITED(?:-AIMLTRAINING|-GENAIMLTRAINING|-EXCEPTSEARCHENGINEINDEXING)?[\"'<]"
 )
 
 

@@ -79,7 +79,8 @@ class ReadOptions:
     )
 
     def __post_init__(self) -> None:
-        names = (n.strip().lower() for value in self.signals for n in value.split(","))
+        given = (self.signals,) if isinstance(self.signals, str) else self.signals
+        names = (n.strip().lower() for value in given for n in value.split(","))
         object.__setattr__(self, "signals", tuple(sorted({n for n in names if n})))
 
 
@@ -186,6 +187,9 @@ def text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # signals are stored as float32
+
+
 def numeric_signals(values: Mapping[str, Any], wanted: Sequence[str]) -> dict[str, float]:
     """The signals asked for (`ReadOptions.signals`) that a row's values hold as finite numbers,
     their names in any case; text that reads as a number counts (a CSV cell is always text)."""
@@ -193,13 +197,14 @@ def numeric_signals(values: Mapping[str, Any], wanted: Sequence[str]) -> dict[st
     for key, value in values.items():
         name = key.lower() if isinstance(key, str) else None
         if name in wanted and name not in found:
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                found[name] = float(value)
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                continue
+            try:
+                number = float(value)
+            except (ValueError, OverflowError):  # not a number; an integer beyond any float
+                continue
+            if math.isfinite(number) and abs(number) <= FLOAT32_MAX:  # as the results hold it
+                found[name] = number
     return found
 
 

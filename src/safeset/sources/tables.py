@@ -37,7 +37,7 @@ from ..csvrecords import csv_records
 from ..errors import BadInputError
 from ..model import Item, Status
 from ..storage import Remote, is_remote
-from .base import Reader, ReadOptions, Shard, ShardLog, numeric_signals
+from .base import FLOAT32_MAX, Reader, ReadOptions, Shard, ShardLog, numeric_signals
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 URL_COLUMNS = ("url", "image_url", "img_url")
@@ -186,9 +186,12 @@ def _signal_maps(rows: int, columns: dict[str, pa.Array]) -> pa.Array:
     `columns`, by signal name, in the columns' order."""
     names = list(columns)
     values = np.stack(
-        [pc.cast(c, pa.float64()).to_numpy(zero_copy_only=False) for c in columns.values()] or [np.zeros(rows)], axis=1
+        # unsafe: an integer beyond 2**53 rounds, as Python's float() rounds it
+        [pc.cast(c, pa.float64(), safe=False).to_numpy(zero_copy_only=False) for c in columns.values()]
+        or [np.zeros(rows)],
+        axis=1,
     )
-    held = np.isfinite(values) & (len(names) > 0)
+    held = np.isfinite(values) & (np.abs(values) <= FLOAT32_MAX) & (len(names) > 0)
     offsets = np.concatenate([[0], np.cumsum(held.sum(axis=1))]).astype(np.int32)
     _, which = np.nonzero(held)
     keys = pa.array(np.asarray(names or [""], dtype=object)[which], pa.string())
