@@ -189,11 +189,12 @@ def test_rule_boundaries_and_missing_scores(home, tmp_path):
         {"rule": "high", "action": "remove", "rows": 2, "signals": ["punsafe"], "rows_missing_a_signal": 3},
         {"rule": "low", "action": "review", "rows": 1, "signals": ["punsafe"], "rows_missing_a_signal": 3},
     ]
+    assert report["conditions"] == {"punsafe > 0.95": 2, "not punsafe > 0.5": 1}
     kept, removed = report["signals"]["punsafe"]["keep"], report["signals"]["punsafe"]["remove"]
     assert (kept["rows"], removed["rows"]) == (1, 2)  # NaN and inf are no scores: left out
     assert removed["min"] == pytest.approx(0.9500001) and removed["max"] == 1.0 and kept["p50"] == pytest.approx(0.95)
     html = (out / "report.html").read_text()
-    assert 'id="rules"' in html and 'id="signals"' in html
+    assert 'id="rules"' in html and 'id="signals"' in html and 'id="conditions"' in html
 
 
 def _laion_like(tmp_path, rows=20_000):

@@ -37,7 +37,8 @@ import pyarrow.parquet as pq
 from ..atomic import commit_together, fsync_dir
 from ..errors import BadInputError, UsageError
 from ..model import Decision
-from ..report.build import shard_counts, value_counts
+from ..policy.rules import signal_conditions
+from ..report.build import condition_counts, shard_counts, value_counts
 from ..sinks import OutLayout, read_json, write_json, write_results
 from ..sinks.clean import clean_writer, copies_checked
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
@@ -102,7 +103,11 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
         "transitions": transitions(observed, table),
     }
     alike = all(table[name].equals(observed[name]) for name in ("matches", "decision", "reasons"))
-    if not (alike and _linked(layout, target, task.part, earlier["clean"])):
+    if alike and _linked(layout, target, task.part, earlier["clean"]):
+        # decided as before, but perhaps by another policy: the counts of its conditions are its own
+        conditions = condition_counts(table, signal_conditions(task.spec.policy.rules))
+        summary["counts"] = {**earlier["counts"], "conditions": conditions}
+    else:
         summary.update(_write_shard(task, layout, target, earlier, table))
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_json(target.done(task.part), summary)
@@ -169,7 +174,7 @@ def _write_shard(task: ShardTask, layout: OutLayout, target: OutLayout, earlier:
             raise
     write_results(table, target.part(task.part))
     fetched = "fetch" in earlier and task.shard.kind == "table"
-    return {**shard_counts(table, fetched), "clean": clean_files(target, together)}
+    return {**shard_counts(table, fetched, task.spec.policy), "clean": clean_files(target, together)}
 
 
 def transitions(before: pa.Table, after: pa.Table) -> dict[str, dict]:

@@ -137,7 +137,7 @@ def summary_of(
         "rows": table.num_rows,
         "declared": log.rows,
         # the report's counts for this shard, merged by the scan
-        **shard_counts(table, fetched=fetched and task.shard.kind == "table"),
+        **shard_counts(table, fetched=fetched and task.shard.kind == "table", policy=task.spec.policy),
         "statuses": dict(sorted(value_counts(table["status"]).items())),
         "problems": log.problems,
         # A large table read in parts is hashed once, by its first part.

@@ -194,7 +194,7 @@ class Policy:
         fired = np.zeros(len(codes), np.int64)
         if self.rules:
             names = np.asarray(status_names, dtype=object)[codes] if len(codes) else np.zeros(0, object)
-            fired, _ = fired_rules(self.rules, len(codes), signals or {}, matched, names)
+            fired = fired_rules(self.rules, len(codes), signals or {}, matched, names)
         shared, chosen = np.unique(((codes * 2 + low_quality) << len(self.rules)) | fired, return_inverse=True)
         outcomes: dict[tuple[Decision, tuple[str, ...]], int] = {}
         remap = []

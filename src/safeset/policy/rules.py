@@ -155,26 +155,33 @@ def signal_values(table: pa.Table, names: Sequence[str]) -> dict[str, tuple[np.n
     return found
 
 
+def signal_holds(condition: Condition, signals: Mapping[str, tuple[np.ndarray, np.ndarray]], rows: int) -> np.ndarray:
+    """Where a signal condition holds: false where the row lacks the signal, `not` or not."""
+    values, present = signals.get(condition.name, (np.zeros(rows), np.zeros(rows, bool)))
+    result = _OPERATORS[condition.op](values, condition.value)
+    return present & (~result if condition.negated else result)
+
+
+def signal_conditions(rules: Sequence[Rule]) -> list[Condition]:
+    """The distinct conditions on signals of some rules, in order (the report counts each)."""
+    return list(dict.fromkeys(c for rule in rules for c in rule.conditions if c.kind == "signal"))
+
+
 def fired_rules(
     rules: Sequence[Rule],
     rows: int,
     signals: Mapping[str, tuple[np.ndarray, np.ndarray]],
     matched: Mapping[int, Sequence[tuple[str, str]]],
     status: np.ndarray,
-) -> tuple[np.ndarray, dict[str, int]]:
-    """(bit mask of the rules each row fires, as int64; per rule, the rows a signal it names was
-    missing from). `matched`: each matching row's (bank, signal type) pairs; `status`: statuses."""
+) -> np.ndarray:
+    """The bit mask of the rules each row fires, as int64. `matched`: each matching row's (bank,
+    signal type) pairs; `status`: statuses."""
     mask = np.zeros(rows, np.int64)
-    missing: dict[str, int] = {}
-    absent = (np.zeros(rows), np.zeros(rows, bool))  # a signal no row holds
-    signals = {c.name: signals.get(c.name, absent) for rule in rules for c in rule.conditions if c.kind == "signal"}
     for bit, rule in enumerate(rules):
 
         def holds(condition: Condition) -> np.ndarray:
             if condition.kind == "signal":
-                values, present = signals[condition.name]
-                result = _OPERATORS[condition.op](values, condition.value)
-                return present & (~result if condition.negated else result)
+                return signal_holds(condition, signals, rows)
             if condition.kind == "status":
                 result = status == condition.name
             else:
@@ -193,9 +200,4 @@ def fired_rules(
         if rule.any:
             fires &= np.logical_or.reduce([holds(c) for c in rule.any])
         mask |= fires.astype(np.int64) << bit
-        lacking = np.zeros(rows, bool)
-        for condition in rule.conditions:
-            if condition.kind == "signal":
-                lacking |= ~signals[condition.name][1]
-        missing[rule.name] = int(lacking.sum())
-    return mask, missing
+    return mask

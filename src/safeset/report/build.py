@@ -24,7 +24,8 @@ from ..errors import SafesetError
 from ..hashing import url_host
 from ..hashing.columns import whole
 from ..model import Decision
-from ..policy.rules import parse_condition
+from ..policy import Policy
+from ..policy.rules import Condition, parse_condition, signal_conditions, signal_holds, signal_values
 
 TOP_DOMAINS = 100
 # How a fetched row's status counts in the fetch section: its download worked (whatever the bytes
@@ -73,12 +74,19 @@ def value_counts(column: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
 
 
-def shard_counts(table: pa.Table, fetched: bool) -> dict[str, Any]:
-    """What a shard's done-marker keeps of its results: its decisions and its report counts."""
+def shard_counts(table: pa.Table, fetched: bool, policy: Policy) -> dict[str, Any]:
+    """What a shard's done-marker keeps of its results: its decisions and its report counts
+    (`policy`: the one that decided them, whose conditions on signals are counted)."""
     counted = ReportBuilder()
-    counted.add(table, fetched)
+    counted.add(table, fetched, signal_conditions(policy.rules))
     decisions = value_counts(table["decision"])
     return {"decisions": {str(d): decisions.get(str(d), 0) for d in Decision}, "counts": counted.counts()}
+
+
+def condition_counts(part: pa.Table, conditions: Sequence[Condition]) -> dict[str, int]:
+    """The rows of a results part each condition on a signal holds for."""
+    values = signal_values(part, sorted({c.name for c in conditions}))
+    return {str(c): int(signal_holds(c, values, part.num_rows).sum()) for c in conditions}
 
 
 class ReportBuilder:
@@ -98,8 +106,9 @@ class ReportBuilder:
         self.part_rows: dict[str, int] = {}
         self.signal_sets: Counter[str] = Counter()  # rows by the signals they hold ("a,b"; "" none)
         self.signal_values: dict[str, Counter[str]] = defaultdict(Counter)  # see `_signals`
+        self.conditions: Counter[str] = Counter()  # rows each condition on a signal holds for
 
-    _COUNTERS = ("decisions", "statuses", "reasons", "errors", "unchecked", "bank_items", "signal_sets")
+    _COUNTERS = ("decisions", "statuses", "reasons", "errors", "unchecked", "bank_items", "signal_sets", "conditions")
     _TABLES = ("bank_matches", "domains", "fetch_domains")
 
     def counts(self) -> dict[str, Any]:
@@ -121,7 +130,7 @@ class ReportBuilder:
         self.rows += counts["rows"]
         self.unchecked_rows += counts["unchecked_rows"]
         for name in self._COUNTERS:
-            getattr(self, name).update(counts[name])
+            getattr(self, name).update(counts.get(name, {}))
         for name in self._TABLES:
             for key, counter in counts[name].items():
                 getattr(self, name)[key].update(counter)
@@ -142,7 +151,7 @@ class ReportBuilder:
         """The row count of a shard's results file, as the file itself says (for conservation)."""
         self.part_rows[shard] = rows
 
-    def add(self, part: pa.Table, fetched: bool = False) -> None:
+    def add(self, part: pa.Table, fetched: bool = False, conditions: Sequence[Condition] = ()) -> None:
         """Count one results part; `fetched` when its rows' images were downloaded by the scan.
         Column by column: per-row Python only for rows that matched or were not kept, and for
         every row of a fetched part (its domains)."""
@@ -169,6 +178,7 @@ class ReportBuilder:
         owners = pc.list_parent_indices(part["reasons"]).filter(unchecked)
         self.unchecked_rows += len(pc.unique(owners))
         self._signals(part["signals"], decision)
+        self.conditions.update(condition_counts(part, conditions))
         matched = pc.greater(pc.list_value_length(part["matches"]), 0)
         for matches in part["matches"].filter(matched).to_pylist():
             for match in matches:
@@ -267,7 +277,7 @@ class ReportBuilder:
                 {"rule": rule["name"], "action": rule["action"], "rows": self.reasons.get(f"rule:{rule['name']}", 0)}
                 | {"signals": sorted(read), "rows_missing_a_signal": missing}
             )
-        return {"rules": rules, "signals": dict(distributions)}
+        return {"rules": rules, "conditions": dict(self.conditions), "signals": dict(distributions)}
 
     def finish(
         self,

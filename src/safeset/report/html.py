@@ -71,9 +71,10 @@ def _fetch_section(fetch: dict | None) -> str:
 
 
 def _signals_section(report: dict[str, Any]) -> str:
-    """Policy rules (rows fired, rows a signal they read was missing from) and the signals the
-    results hold, by decision (quantiles for scores in [0, 1])."""
-    rules, signals = report.get("rules", []), report.get("signals", {})
+    """Policy rules (rows fired, rows a signal they read was missing from), the rows each of their
+    conditions on a signal holds for, and the signals the results hold, by decision (quantiles for
+    scores in [0, 1])."""
+    rules, signals, conditions = report.get("rules", []), report.get("signals", {}), report.get("conditions", {})
     if not rules and not signals:
         return ""
     quantiles = ("p01", "p10", "p50", "p90", "p99")
@@ -93,6 +94,7 @@ def _signals_section(report: dict[str, Any]) -> str:
             ],
             "rules",
         )
+        + _table(["condition on a signal", "rows it holds for"], conditions.items(), "conditions")
         + _table(["signal", "decision", "rows", "mean", "min", "max", *quantiles], rows, "signals"),
     )
 
