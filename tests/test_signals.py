@@ -307,7 +307,8 @@ def test_signals_from_img2dataset_json_sidecars(home, tmp_path, tiles):
     out = tmp_path / "out"
     _scan(home, tar_path, "--out", out, "--preset", "relaion-research-safe")
     rows = _results(out)
-    assert [dict(r["signals"]) for r in rows] == [{"punsafe": pytest.approx(0.5 + i / 10)} for i in range(3)]
+    expected = [{"punsafe": pytest.approx(0.5 + i / 10), "optout_in_file": 0.0} for i in range(3)]
+    assert [dict(r["signals"]) for r in rows] == expected
     assert all(r["decision"] == "remove" and "rule:relaion-research-safe" in r["reasons"] for r in rows)
 
 
@@ -358,7 +359,8 @@ def test_an_optout_written_in_the_file_removes_it(home, tmp_path, tiles):
         _scan(home, folder, "--out", out, "--preset", preset)
         rows = sorted(_results(out), key=lambda r: r["key"])
         for row, (_, value, opted) in zip(rows, cases, strict=True):
-            assert dict(row["signals"]) == ({"optout_in_file": 1.0, "optout_in_file.xmp": 1.0} if opted else {}), value
+            expected = {"optout_in_file": 1.0, "optout_in_file.xmp": 1.0} if opted else {"optout_in_file": 0.0}
+            assert dict(row["signals"]) == expected, value
             assert (row["decision"], "rule:optout-in-file" in row["reasons"]) == (
                 (action, True) if opted else ("keep", False)
             ), value

@@ -170,9 +170,13 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
     result.pixels = primary.pixels  # the row's image is its primary one's
     for h in hashed:
         h.pixels = None
+    # 1.0 where bytes of the row opt out, 0.0 where bytes were read and do not: a row without
+    # the signal had no bytes to read, which rules and the report count apart
     said = sorted({h.optout for h in hashed if h.optout})
     if said:
         result.signals = {**result.signals, OPTOUT: 1.0, **{f"{OPTOUT}.{source}": 1.0 for source in said}}
+    elif any(h.md5 for h in hashed):
+        result.signals = {**result.signals, OPTOUT: 0.0}
     worst = min(result.payloads, key=lambda h: _rank(h.status), default=None)
     if worst is not None and _rank(worst.status) < _rank(result.status):
         result.status, result.error = worst.status, f"{printable(worst.name)}: {worst.error}"
