@@ -89,47 +89,48 @@ def _metadata() -> tuple[Path, Path, Path]:
     return table, urls, domains
 
 
-def _against_duckdb(table: Path, url_list: Path, domain_list: Path, home: Path, runs: int) -> dict:
-    """The metadata-only audit (url_md5 and domain banks, results and clean table written) by
-    safeset and by DuckDB (`reference_metadata.py`), at 1 and 2 workers / threads."""
-    database = ROOT / "reference.duckdb"
+def against_duckdb(
+    home: Path, table: Path, lists: list[Path], scan: list[str], work: Path, rows: int, runs: int, what: str, goal: str
+) -> dict:
+    """A metadata-only audit (results, clean table and report written) by `safeset scan TABLE
+    *scan` and by DuckDB (`reference_metadata.py`, its lists `prepare`d first, untimed), at 1 and 2
+    workers / threads; printed with `what` and `goal`. `work`: where both write."""
+    database = work / "reference.duckdb"
     peer = [sys.executable, str(HERE / "reference_metadata.py")]
-    subprocess.run([*peer, "prepare", str(database), str(url_list), str(domain_list)], check=True)
-    out = ROOT / "out-audit"
+    subprocess.run([*peer, "prepare", str(database), *map(str, lists)], check=True)
+    out, peer_out = work / "out-audit", work / "out-duckdb"
     found: dict = {}
-    rows = []
+    printed = []
     for workers in (1, 2):
         ours, theirs = [], []
         for _ in range(runs):
             shutil.rmtree(out, ignore_errors=True)
-            ours.append(
-                _cli(
-                    home, "scan", str(table), "--out", str(out), "--bank", "urls", "--bank", "domains", workers=workers
-                )
-            )
-            theirs.append(common.timed(*peer, "run", str(database), str(table), str(ROOT / "out-duckdb"), str(workers)))
+            ours.append(_cli(home, "scan", str(table), "--out", str(out), *scan, workers=workers))
+            theirs.append(common.timed(*peer, "run", str(database), str(table), str(peer_out), str(workers)))
         removed = pq.read_table(out / "removed.parquet").num_rows
-        peer_removed = pq.read_table(ROOT / "out-duckdb" / "results.parquet", filters=[("removed", "=", True)]).num_rows
+        peer_removed = pq.read_table(peer_out / "results.parquet", filters=[("removed", "=", True)]).num_rows
         ours_s = statistics.median(r["seconds"] for r in ours)
         theirs_s = statistics.median(r["seconds"] for r in theirs)
         found[f"{workers}_workers"] = {
-            "safeset_rows_per_s": ROWS / ours_s,
-            "duckdb_rows_per_s": ROWS / theirs_s,
+            "safeset_rows_per_s": rows / ours_s,
+            "duckdb_rows_per_s": rows / theirs_s,
             "ratio": theirs_s / ours_s,
             "removed": {"safeset": removed, "duckdb": peer_removed},
         }
-        rows.append(
+        printed.append(
             [
                 workers,
-                f"{ROWS / ours_s:,.0f}",
-                f"{ROWS / theirs_s:,.0f}",
+                f"{rows / ours_s:,.0f}",
+                f"{rows / theirs_s:,.0f}",
                 f"{theirs_s / ours_s:.2f}x",
                 f"{removed} / {peer_removed}",
             ]
         )
-    print(f"\nmetadata-only audit of {ROWS:,} rows against {BANK_ENTRIES:,} url_md5s and a domain list")
-    common.table(["workers", "safeset rows/s", "DuckDB rows/s", "safeset vs DuckDB", "removed (ours / DuckDB)"], rows)
-    print("goal: >= 2x DuckDB at equal threads")
+    print(f"\nmetadata-only audit of {rows:,} rows {what}")
+    common.table(
+        ["workers", "safeset rows/s", "DuckDB rows/s", "safeset vs DuckDB", "removed (ours / DuckDB)"], printed
+    )
+    print(f"goal: {goal}")
     return found
 
 
@@ -200,7 +201,17 @@ def main() -> None:
                 f"{unchanged_s:.2f}",
             ]
         )
-    results["metadata_audit"] = _against_duckdb(table, url_list, domain_list, meta_home, runs)
+    results["metadata_audit"] = against_duckdb(
+        meta_home,
+        table,
+        [url_list, domain_list],
+        ["--bank", "urls", "--bank", "domains"],
+        ROOT,
+        ROWS,
+        runs,
+        f"against {BANK_ENTRIES:,} url_md5s and a domain list",
+        ">= 2x DuckDB at equal threads",
+    )
     results["startup_seconds"] = startup
     print(f"\nsafeset start-up (a one-image scan): {startup:.2f} s; 1 worker each, medians of {runs} runs")
     common.table(

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
-import subprocess
-import sys
-from pathlib import Path
 
+import bench_decide
 import common
 import corpus
 import numpy as np
@@ -35,7 +32,6 @@ from safeset.banks.keywords import KeywordIndex, normal_captions, normal_text
 
 ROWS = int(os.environ.get("SAFESET_BENCH_ROWS", "300000"))
 ROOT = corpus.ROOT / "keywords"
-HERE = Path(__file__).resolve().parent
 WORDS = "a photo of the on in with and for red blue small large vintage dress table house garden".split()
 FOREIGN = ["café crème", "Москва зимой", "北京的公园", "naïve résumé", "Ελλάδα θάλασσα"]
 
@@ -122,52 +118,17 @@ def audit(runs: int) -> dict:
     home = root / "home"
     BankStore(home).add("urls", urls, type_name="url_md5")
     BankStore(home).add("kw", terms, type_name="keyword")
-    database = root / "reference.duckdb"
-    peer = [sys.executable, str(HERE / "reference_metadata.py")]
-    subprocess.run([*peer, "prepare", str(database), str(urls), str(domains), str(terms)], check=True)
-    found, rows = {}, []
-    for workers in (1, 2):
-        ours, theirs = [], []
-        for _ in range(runs):
-            shutil.rmtree(root / "out", ignore_errors=True)
-            ours.append(
-                common.safeset(
-                    home,
-                    "scan",
-                    str(table),
-                    "--out",
-                    str(root / "out"),
-                    "--preset",
-                    "relaion-research",
-                    "--workers",
-                    str(workers),
-                    "-q",
-                )
-            )
-            theirs.append(common.timed(*peer, "run", str(database), str(table), str(root / "out-duckdb"), str(workers)))
-        removed = pq.read_table(root / "out" / "removed.parquet").num_rows
-        peer_removed = pq.read_table(root / "out-duckdb" / "results.parquet", filters=[("removed", "=", True)]).num_rows
-        ours_s = statistics.median(r["seconds"] for r in ours)
-        theirs_s = statistics.median(r["seconds"] for r in theirs)
-        found[f"{workers}_workers"] = {
-            "safeset_rows_per_s": ROWS / ours_s,
-            "duckdb_rows_per_s": ROWS / theirs_s,
-            "ratio": theirs_s / ours_s,
-            "removed": {"safeset": removed, "duckdb": peer_removed},
-        }
-        rows.append(
-            [
-                workers,
-                f"{ROWS / ours_s:,.0f}",
-                f"{ROWS / theirs_s:,.0f}",
-                f"{theirs_s / ours_s:.2f}x",
-                f"{removed} / {peer_removed}",
-            ]
-        )
-    print(f"\nmetadata-only audit of {ROWS:,} rows, --preset relaion-research (5,000 terms, 1M url_md5s)")
-    common.table(["workers", "safeset rows/s", "DuckDB rows/s", "safeset vs DuckDB", "removed (ours / DuckDB)"], rows)
-    print("goal: >= 10x DuckDB at equal threads (under 3x: a failure)")
-    return found
+    return bench_decide.against_duckdb(
+        home,
+        table,
+        [urls, domains, terms],
+        ["--preset", "relaion-research"],
+        root,
+        ROWS,
+        runs,
+        "with --preset relaion-research (5,000 terms, 1M url_md5s)",
+        ">= 10x DuckDB at equal threads (under 3x: a failure)",
+    )
 
 
 def duckdb_seconds(captions: list[str], listed: list[str], runs: int) -> tuple[float | None, int | None]:
