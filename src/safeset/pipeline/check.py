@@ -73,8 +73,9 @@ class CheckSettings:
         return MatchSettings(self.pdq_threshold, self.pdq_min_quality, self.pdq_variant_threshold)
 
 
-def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) -> PayloadResult:
-    """Digests and PDQ of one payload, with its status; its bytes are dropped here."""
+def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), classify: bool = False) -> PayloadResult:
+    """Digests and PDQ of one payload, with its status; its bytes are dropped here. `classify`:
+    also keep the nsfw classifier's input of the image (see `signals.nsfw`)."""
     hashed = PayloadResult(name=payload.name)
     data, payload.data = payload.data, None
     hashed.optout = in_file_optout(data) if data else None
@@ -108,7 +109,7 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings()) ->
         if exc.reason == "truncated":
             hashed.pdq_variants = _partial(data, settings)
         return hashed
-    if settings.nsfw:
+    if classify:
         try:
             hashed.pixels = nsfw.classifier_input(data, settings.limits)
         except DecodeError:  # decoded for PDQ but not again in colour: no score, the rules' input missing
@@ -154,7 +155,11 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         result.url_md5 = url_md5(item.url)
         other = threatexchange_url_md5(item.url)
         result.url_md5_threatexchange = other if other != result.url_md5 else None
-    hashed = [hash_payload(payload, settings) for payload in item.payloads]
+    hashed: list[PayloadResult] = []
+    for payload in item.payloads:
+        # the classifier scores the row's image, its primary payload's: the first that decodes
+        classify = settings.nsfw and not any(h.status is Status.OK for h in hashed)
+        hashed.append(hash_payload(payload, settings, classify))
     item.payloads = []
     if not hashed:
         if item.status is None:
