@@ -512,7 +512,7 @@ def _report(reported: Reported, merger: Merger, layout: OutLayout, run: dict, ro
     report = merger.report.finish(
         summaries=summaries,
         banks=[{k: v for k, v in b.to_dict().items() if k != "sources"} for b in reported.banks],
-        policy={**reported.policy.to_dict(), "sha256": reported.policy.sha256},
+        policy=reported.policy,
         settings={
             **asdict(reported.check),
             **{f"read.{k}": v for k, v in asdict(reported.read).items()},

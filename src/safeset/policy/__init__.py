@@ -154,7 +154,7 @@ class Policy:
     @property
     def signals(self) -> list[str]:
         """The signals the rules read (lower case), which a scan must record."""
-        return sorted({c.name for rule in self.rules for c in rule.conditions if c.kind == "signal"})
+        return sorted(set().union(*(rule.signals for rule in self.rules)))
 
     @property
     def sha256(self) -> str:

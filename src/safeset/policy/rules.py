@@ -103,6 +103,11 @@ class Rule:
         return self.all + self.any
 
     @property
+    def signals(self) -> set[str]:
+        """The signals its conditions read."""
+        return {c.name for c in self.conditions if c.kind == "signal"}
+
+    @property
     def reason(self) -> str:
         return f"rule:{self.name}"
 

@@ -25,7 +25,7 @@ from ..hashing import url_host
 from ..hashing.columns import whole
 from ..model import Decision
 from ..policy import Policy
-from ..policy.rules import Condition, parse_condition, signal_conditions, signal_holds, signal_values
+from ..policy.rules import Condition, Rule, signal_conditions, signal_holds, signal_values
 
 TOP_DOMAINS = 100
 # How a fetched row's status counts in the fetch section: its download worked (whatever the bytes
@@ -248,7 +248,7 @@ class ReportBuilder:
                     | {f"bin{b}": int(spread[b]) for b in np.flatnonzero(spread)},
                 )
 
-    def _signal_section(self, policy: dict) -> dict[str, Any]:
+    def _signal_section(self, rules: Sequence[Rule]) -> dict[str, Any]:
         """Per signal and decision: count, mean, least, greatest and, for scores in [0, 1],
         quantiles to a thousandth; per rule: rows it fired on, and rows a signal it reads was
         missing from (its conditions on that signal were false there)."""
@@ -268,23 +268,22 @@ class ReportBuilder:
                 for q in (0.01, 0.1, 0.5, 0.9, 0.99):
                     shown[f"p{round(q * 100):02d}"] = float(np.searchsorted(cumulative, q * count) + 1) / 1000
             distributions[name][outcome] = shown
-        rules = []
-        for rule in policy.get("rules", []):
-            conditions = (parse_condition(c) for c in rule["all"] + rule.get("any", []))
-            read = {c.name for c in conditions if c.kind == "signal"}
-            missing = sum(n for held, n in self.signal_sets.items() if not read <= set(filter(None, held.split(","))))
-            rules.append(
-                {"rule": rule["name"], "action": rule["action"], "rows": self.reasons.get(f"rule:{rule['name']}", 0)}
-                | {"signals": sorted(read), "rows_missing_a_signal": missing}
+        shown_rules = []
+        for rule in rules:
+            held_by = (set(filter(None, held.split(","))) for held in self.signal_sets)
+            missing = sum(n for n, held in zip(self.signal_sets.values(), held_by, strict=True) if rule.signals - held)
+            shown_rules.append(
+                {"rule": rule.name, "action": str(rule.action), "rows": self.reasons.get(rule.reason, 0)}
+                | {"signals": sorted(rule.signals), "rows_missing_a_signal": missing}
             )
-        return {"rules": rules, "conditions": dict(self.conditions), "signals": dict(distributions)}
+        return {"rules": shown_rules, "conditions": dict(self.conditions), "signals": dict(distributions)}
 
     def finish(
         self,
         *,
         summaries: Sequence[dict],
         banks: Sequence[dict],
-        policy: dict,
+        policy: Policy,
         settings: dict,
         created: str,
         timings: dict,
@@ -300,17 +299,13 @@ class ReportBuilder:
             warnings.append(
                 "No bank was used: no row was matched against any list. Add one with `safeset bank add`, or enable one."
             )
-        unused = sorted(set(policy.get("match", {}).get("banks", {})) - {bank["name"] for bank in banks})
+        unused = sorted(set(policy.match_banks) - {bank["name"] for bank in banks})
         if unused:
             warnings.append(
                 f"The policy has rules for bank(s) {', '.join(unused)}, which this scan did not use (disabled, "
                 "or not chosen with --bank): those rules applied to nothing."
             )
-        worded = [
-            rule["name"]
-            for rule in policy.get("rules", [])
-            if any(parse_condition(c).kind == "keyword" for c in rule["all"] + rule.get("any", []))
-        ]
+        worded = [rule.name for rule in policy.rules if any(c.kind == "keyword" for c in rule.conditions)]
         if worded and not any(bank["counts"].get("keyword") for bank in banks):
             warnings.append(
                 f"Rule(s) {', '.join(worded)} read keyword matches, and no keyword bank was used: no caption "
@@ -328,7 +323,7 @@ class ReportBuilder:
             "created": created,
             "versions": versions(),
             "settings": settings,
-            "policy": policy,
+            "policy": {**policy.to_dict(), "sha256": policy.sha256},
             "banks": [
                 {
                     **bank,
@@ -348,7 +343,7 @@ class ReportBuilder:
                 {"domain": d, "remove": c.get(Decision.REMOVE, 0), "review": c.get(Decision.REVIEW, 0)}
                 for d, c in domains
             ],
-            **self._signal_section(policy),
+            **self._signal_section(policy.rules),
             "rounds": list(rounds),
             "inputs": _input_files(summaries),
             "ignored_files": list(ignored)[:MAX_PROBLEMS],
