@@ -366,6 +366,150 @@ def test_an_optout_written_in_the_file_removes_it(home, tmp_path, tiles):
             ), value
 
 
+def _c2pa_signer():
+    """A signer of C2PA's own SDK, with an ES256 key certified by a CA made here (offline; C2PA
+    reports the CA as untrusted, which a reader of opt-outs does not ask about)."""
+    import datetime
+
+    import c2pa
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+    def name(common):
+        return x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, common), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "safeset")]
+        )
+
+    def certificate(subject, issuer, public, signing, ca):
+        usage = dict.fromkeys(("content_commitment", "key_encipherment", "data_encipherment", "key_agreement"), False)
+        built = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=ca,
+                    crl_sign=ca,
+                    encipher_only=False,
+                    decipher_only=False,
+                    **usage,
+                ),
+                critical=True,
+            )
+        )
+        if not ca:  # C2PA asks of a signer: an allowed extended usage, and the keys identified
+            built = (
+                built.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing.public_key()), critical=False)
+            )
+        return built.sign(signing, hashes.SHA256())
+
+    authority, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = certificate("safeset test CA", "safeset test CA", authority.public_key(), authority, True)
+    leaf = certificate("safeset test signer", "safeset test CA", key.public_key(), authority, False)
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, root))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pem, None))
+
+
+_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+
+
+def _c2pa_signed(signer, image, kind: str, label: str, uses: dict, padding: int = 0, xmp: bytes | None = None) -> bytes:
+    """`image` as `kind` (JPEG, PNG, WEBP) with Content Credentials made by c2pa-python: a
+    created action, a training-mining assertion `label` of entries -> use, and `padding` bytes
+    of another assertion (a store longer than one JPEG segment)."""
+    import c2pa
+
+    assertions = [
+        {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": _CAPTURE}]}},
+        {"label": label, "data": {"entries": {name: {"use": use} for name, use in uses.items()}}},
+    ]
+    if padding:
+        assertions.append({"label": "org.safeset.padding", "data": {"pad": "x" * padding}})
+    source = io.BytesIO()
+    image.convert("RGB").save(source, kind, **({"xmp": xmp} if xmp else {}))
+    source.seek(0)
+    signed = io.BytesIO()
+    manifest = {"claim_generator_info": [{"name": "safeset-tests", "version": "1"}], "assertions": assertions}
+    with c2pa.Builder(manifest) as builder:
+        builder.sign(signer, f"image/{kind.lower()}", source, signed)
+    return signed.getvalue()
+
+
+def test_a_c2pa_training_mining_optout_removes_it(home, tmp_path, tiles):
+    """Content Credentials written by C2PA's own SDK (c2pa-python, signed with a test key): a
+    training-mining assertion that says notAllowed for training or data mining, under C2PA's or
+    CAWG's label, in a JPEG (a store spread over several APP11 segments too), PNG or WebP, is the
+    signal optout_in_file.c2pa; inference alone, `allowed` and `constrained` are not. Any cut or
+    corrupted store reads as no opt-out, never an error."""
+    from safeset.signals.c2pa import training_mining_uses
+    from safeset.signals.optout import in_file_optouts
+
+    signer = _c2pa_signer()
+    no = {"c2pa.ai_training": "allowed", "c2pa.ai_generative_training": "allowed", "c2pa.data_mining": "allowed"}
+    cases = [
+        ("JPEG", "c2pa.training-mining", {**no, "c2pa.ai_training": "notAllowed"}, 0, None, ("c2pa",)),
+        ("PNG", "cawg.training-mining", {"cawg.ai_generative_training": "notAllowed"}, 0, None, ("c2pa",)),
+        ("WEBP", "c2pa.training-mining", {**no, "c2pa.data_mining": "notAllowed"}, 0, None, ("c2pa",)),
+        ("JPEG", "c2pa.training-mining", {"c2pa.ai_training": "notAllowed"}, 200_000, None, ("c2pa",)),
+        ("JPEG", "c2pa.training-mining", {**no, "c2pa.ai_inference": "notAllowed"}, 0, None, ()),
+        ("PNG", "c2pa.training-mining", {"c2pa.ai_training": "constrained"}, 0, None, ()),
+        ("JPEG", "c2pa.training-mining", no, 0, _xmp("DMI-PROHIBITED"), ("xmp",)),
+        (
+            "JPEG",
+            "cawg.training-mining",
+            {"cawg.data_mining": "notAllowed"},
+            0,
+            _xmp("DMI-PROHIBITED"),
+            ("c2pa", "xmp"),
+        ),
+    ]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    signed = []
+    for i, (kind, label, uses, padding, xmp, said) in enumerate(cases):
+        data = _c2pa_signed(signer, tiles[i][1], kind, label, uses, padding, xmp)
+        assert sorted(training_mining_uses(data)) == sorted(uses.items()), (i, kind, label)
+        assert sorted(in_file_optouts(data)) == list(said), (i, kind, label)
+        if padding:
+            assert data.count(b"\xff\xeb") > 3  # the store spans several APP11 segments
+        signed.append(data)
+        (folder / f"{i}.{kind.lower()}").write_bytes(data)
+
+    out = tmp_path / "out"
+    _scan(home, folder, "--out", out)
+    for row, (kind, _, _, _, _, said) in zip(sorted(_results(out), key=lambda r: r["key"]), cases, strict=True):
+        assert row["status"] == "ok", (kind, row["error"])
+        expected = (
+            {"optout_in_file": 1.0, **{f"optout_in_file.{s}": 1.0 for s in said}} if said else {"optout_in_file": 0.0}
+        )
+        assert dict(row["signals"]) == expected, row["key"]
+        assert row["decision"] == ("remove" if said else "keep"), row["key"]
+
+    rng = np.random.default_rng(3)
+    for data in signed[:4]:
+        start = data.find(b"jumb") - 4
+        for cut in range(start, min(len(data), start + 3_000), 37):
+            in_file_optouts(data[:cut])
+        for _ in range(150):
+            broken = bytearray(data)
+            for at in rng.integers(start, start + 2_000, 3):
+                broken[at] = rng.integers(0, 256)
+            assert set(in_file_optouts(bytes(broken))) <= {"c2pa", "xmp"}
+
+
 def test_nsfw_scores_come_from_the_packaged_classifier_when_asked(home, tmp_path, tiles):
     """`--signals nsfw` scores every image (benign photos here) with the classifier the
     `safeset[nsfw]` extra installs, as its own `score_bytes` does within the effect of our
@@ -444,7 +588,7 @@ def test_what_a_review_found_stays_fixed(tmp_path):
     from safeset.banks.listfile import parse_list
     from safeset.model import Status
     from safeset.policy.rules import MAX_RULES
-    from safeset.signals.optout import in_file_optout
+    from safeset.signals.optout import in_file_optouts
     from safeset.sources.base import ReadOptions
 
     body = "".join(f'[[rules]]\nname = "r{i}"\naction = "review"\nall = ["x > {i}"]\n' for i in range(MAX_RULES))
@@ -473,7 +617,7 @@ def test_what_a_review_found_stays_fixed(tmp_path):
 
     index = KeywordIndex(["a a\tline:1", "a\tline:2"])
     assert len(index.search(normal_captions(pa.array(["a " * 100_000]))[1])[0]) == 2
-    assert in_file_optout(b"<rdf:Description plus:DataMining='http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED'/>")
+    assert in_file_optouts(b"<rdf:Description plus:DataMining='http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED'/>")
 
 
 def test_a_keyword_rule_without_a_keyword_bank_says_so(home, tmp_path):

@@ -152,9 +152,9 @@ class Hashes:
     height: int | None = None
     # Query-side PDQ variants (name -> hex), matched besides `pdq`; stored for decide rounds.
     pdq_variants: dict[str, str] = field(default_factory=dict)
-    # What statement in the bytes forbids AI training ("xmp": see `signals.optout`); recorded as
-    # the row's signals, not a column of its own
-    optout: str | None = None
+    # Which statements in the bytes forbid AI training ("xmp", "c2pa": see `signals.optout`);
+    # recorded as the row's signals, not a column of its own
+    optout: tuple[str, ...] = ()
     # The `nsfw` classifier's input (`signals.nsfw`), in memory only until its batch is scored
     pixels: Any = None
 

@@ -30,7 +30,7 @@ from ..policy import Policy
 from ..policy.rules import signal_values
 from ..signals import nsfw
 from ..signals.optout import SIGNAL as OPTOUT
-from ..signals.optout import in_file_optout
+from ..signals.optout import in_file_optouts
 from ..sinks.results import MATCH_TYPE, results_table
 
 BATCH = 256  # items matched per vectorised index call
@@ -78,7 +78,7 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
     also keep the nsfw classifier's input of the image (see `signals.nsfw`)."""
     hashed = PayloadResult(name=payload.name)
     data, payload.data = payload.data, None
-    hashed.optout = in_file_optout(data) if data else None
+    hashed.optout = in_file_optouts(data) if data else ()
     digests = payload.digests if payload.digests is not None else byte_digests(data) if data else None
     if digests is not None:
         hashed.md5, hashed.sha1, hashed.sha256 = digests["md5"], digests["sha1"], digests["sha256"]
@@ -177,7 +177,7 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         h.pixels = None
     # 1.0 where bytes of the row opt out, 0.0 where bytes were read and do not: a row without
     # the signal had no bytes to read, which rules and the report count apart
-    said = sorted({h.optout for h in hashed if h.optout})
+    said = sorted({source for h in hashed for source in h.optout})
     if said:
         result.signals = {**result.signals, OPTOUT: 1.0, **{f"{OPTOUT}.{source}": 1.0 for source in said}}
     elif any(h.md5 for h in hashed):

@@ -9,16 +9,23 @@ holding the value, or an element with `rdf:resource`. Values that prohibit AI/ML
 `DMI-PROHIBITED-EXCEPTSEARCHENGINEINDEXING`; the others (`DMI-UNSPECIFIED`, `DMI-ALLOWED`,
 `DMI-SEE-CONSTRAINT`, ...) do not. The packet is found by its text wherever the format keeps it
 (JPEG APP1, a PNG iTXt chunk, WebP's XMP chunk, TIFF's tag 700), uncompressed as XMP is stored.
+
+A C2PA manifest's training-and-mining assertion (`signals.c2pa`) whose `c2pa.` or `cawg.`
+`ai_training`, `ai_generative_training` or `data_mining` entry is `notAllowed`; `ai_inference`
+alone, `allowed` and `constrained` do not opt out of a training set. Any manifest of the store
+counts, ingredients' included: an opt-out of the original holds for what was made from it.
 """
 
 from __future__ import annotations
 
 import re
 
+from .c2pa import training_mining_uses
+
 # What hashing records of every payload's bytes, whatever a scan asks for: 1.0 where they opt out,
 # and which statement said so.
 SIGNAL = "optout_in_file"
-SIGNALS = (SIGNAL, f"{SIGNAL}.xmp")
+SIGNALS = (SIGNAL, f"{SIGNAL}.xmp", f"{SIGNAL}.c2pa")
 
 _PROPERTY = b"DataMining"
 # the property's value follows within its own element or attribute: a few hundred bytes at most
@@ -27,14 +34,24 @@ _PROHIBITED = re.compile(
     rb"[^<>]{0,200}?(?:[\"'>/])(?:https?://ns\.useplus\.org/ldf/vocab/)?"
     rb"DMI-PROHIBITED(?:-AIMLTRAINING|-GENAIMLTRAINING|-EXCEPTSEARCHENGINEINDEXING)?[\"'<]"
 )
+_TRAINING = {
+    f"{prefix}.{use}" for prefix in ("c2pa", "cawg") for use in ("ai_training", "ai_generative_training", "data_mining")
+}
 
 
-def in_file_optout(data: bytes) -> str | None:
-    """ "xmp" where an XMP packet of the bytes prohibits AI/ML training; else None."""
+def in_file_optouts(data: bytes) -> tuple[str, ...]:
+    """Which statements of the bytes prohibit AI/ML training: "xmp", "c2pa", both or none."""
+    said = ("xmp",) if _xmp_prohibits(data) else ()
+    if any(name in _TRAINING and use == "notAllowed" for name, use in training_mining_uses(data)):
+        said += ("c2pa",)
+    return said
+
+
+def _xmp_prohibits(data: bytes) -> bool:
     at = data.find(_PROPERTY)
     while at >= 0:
         if data[at - 5 : at] == b"plus:" or data[at - 1 : at] == b":":
             if _PROHIBITED.match(data, at + len(_PROPERTY), at + len(_PROPERTY) + _WINDOW):
-                return "xmp"
+                return True
         at = data.find(_PROPERTY, at + len(_PROPERTY))
-    return None
+    return False
