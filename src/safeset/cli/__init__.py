@@ -74,4 +74,7 @@ from . import audit, banks, tools  # noqa: E402, F401
 
 
 def main() -> None:
+    from ..engines.base import arrow_without_pandas
+
+    arrow_without_pandas()
     cli(prog_name="safeset")

@@ -34,7 +34,7 @@ from queue import Empty
 
 from ..pipeline.task import ShardTask
 from ..pipeline.worker import run_shard
-from .base import Engine, NotRun, Progress, WorkerDied, harden_process, worker_env
+from .base import Engine, NotRun, Progress, WorkerDied, arrow_without_pandas, harden_process, worker_env
 
 _progress_queue = None
 _started = None  # shared memory: slot i holds the pid of the worker that started the pool's task i
@@ -49,6 +49,7 @@ def _init_worker(queue, started, parent: int) -> None:
         if os.getppid() != parent:  # the scan died while this worker was starting: no orphans
             os._exit(1)
     harden_process()
+    arrow_without_pandas()
     # Ctrl-C goes to the whole process group; the parent decides what to do about it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
