@@ -25,7 +25,7 @@ from ..hashing import url_host
 from ..hashing.columns import whole
 from ..model import Decision
 from ..policy import Policy
-from ..policy.rules import Condition, Rule, signal_conditions, signal_holds, signal_values
+from ..policy.rules import Condition, Rule, signal_conditions, signal_entries, signal_holds, signal_values
 
 TOP_DOMAINS = 100
 # How a fetched row's status counts in the fetch section: its download worked (whatever the bytes
@@ -200,16 +200,14 @@ class ReportBuilder:
         can be counted from any merge of parts), and each signal's values by decision: how many,
         their sum, least and greatest, and a histogram of 1,000 bins over [0, 1] (where scores
         lie) with the values outside it counted apart. All of it adds up across parts."""
-        signals = whole(signals)
         rows = len(signals)
         if rows == 0:
             return
-        offsets = signals.offsets.to_numpy()  # a map's own (list_parent_indices aborts on maps)
-        owners = np.repeat(np.arange(rows), np.diff(offsets))
+        owners, held, values, _ = signal_entries(signals)
         if len(owners) == 0:
             self.signal_sets[""] += rows
             return
-        keys = pc.dictionary_encode(signals.keys.slice(offsets[0], offsets[-1] - offsets[0]))
+        keys = pc.dictionary_encode(held)
         names, codes = keys.dictionary.to_pylist(), keys.indices.to_numpy().astype(np.int64)
         if len(names) <= 62:  # the names a row holds as one bit mask per row
             masks = np.zeros(rows, np.int64)
@@ -223,8 +221,6 @@ class ReportBuilder:
                 per_row[owner].add(names[code])
             self.signal_sets.update(",".join(sorted(held)) for held in per_row.values())
             self.signal_sets[""] += rows - len(per_row)
-        values = signals.items.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False)
-        values = values.astype(np.float64)
         decided = pc.dictionary_encode(whole(decision)).take(pa.array(owners))
         outcomes, which = decided.dictionary.to_pylist(), decided.indices.to_numpy()
         inside = (values >= 0) & (values <= 1)
