@@ -82,8 +82,27 @@ def test_terms_and_captions_are_normalised_alike():
             assert hit == (listed == term), (caption, listed)
     assert normal_text("Crème BRÛLÉE") == "creme brulee"
     assert normal_text("Straße") == "strasse"
-    # Arrow's path for ASCII captions and the one-by-one path for the rest give the same forms
-    captions = list(CAPTIONS) + ["Plain ASCII -- text_here 42", None, "  "]
+    assert normal_text("a⧋_⧋b c_d") == "a b c d"  # one space for a run of separators and "_"
+
+
+def test_a_column_of_captions_is_normalised_as_one_caption_is():
+    """Captions go a faster way (folded together, then spaced in C by a bitmap of word
+    characters) than terms (`normal_text`, one by one): both give the same form for every code
+    point between two letters, and for random mixes of scripts, separators, marks, "_", NUL and
+    characters beyond the Basic Multilingual Plane. The planes `_marks` skips hold no mark."""
+    import random
+    import sys
+    import unicodedata
+
+    from safeset.banks.keywords import MARK_PLANES
+
+    skipped = (chr(c) for c in range(sys.maxunicode + 1) if not any(c in plane for plane in MARK_PLANES))
+    assert not any(unicodedata.category(c)[0] == "M" or unicodedata.combining(c) for c in skipped)
+    captions = [f"a{chr(c)}B" for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    rng = random.Random(7)
+    pool = [chr(rng.randrange(0x20, 0x3400)) for _ in range(3_000)] + list("Ab _-.\x00\u0301ßİﬁΣ😀𝅥󠄀𐐀")
+    captions += ["".join(rng.choice(pool) for _ in range(rng.randrange(30))) for _ in range(30_000)]
+    captions += [*CAPTIONS, "Plain ASCII -- text_here 42", None, "  ", "\x00", "a\x00b"]
     positions, padded = normal_captions(pa.array(captions))
     expected = [(i, f" {normal_text(c)} ") for i, c in enumerate(captions) if c and normal_text(c)]
     assert list(zip(positions.tolist(), padded.to_pylist(), strict=True)) == expected

@@ -46,15 +46,39 @@ _UNSPACED = re.compile(
 
 @functools.cache
 def _patterns(astral: bool) -> tuple[re.Pattern, re.Pattern]:
-    """(diacritics, separators), built on first use: they take a walk over every code point.
-    Diacritics are the combining marks of class 10 and up; viramas, nuktas and kana voicing marks
-    (classes below 10) are parts of letters, and every mark stays part of its word. Python's
-    `re` tests a character class of the Basic Multilingual Plane in one step but ranges beyond it
-    one by one (six times slower), so text with no character beyond it gets the patterns without."""
+    """(diacritics, separators), built on first use from `_marks`. Diacritics are the combining
+    marks of class 10 and up; viramas, nuktas and kana voicing marks (classes below 10) are parts
+    of letters, and every mark stays part of its word. Python's `re` tests a character class of
+    the Basic Multilingual Plane in one step but ranges beyond it one by one (six times slower),
+    so text with no character beyond it gets the patterns without."""
     top = sys.maxunicode if astral else 0xFFFF
-    diacritics = _ranges(c for c in range(top + 1) if unicodedata.combining(chr(c)) >= 10)
-    marks = _ranges(c for c in range(top + 1) if unicodedata.category(chr(c))[0] == "M")
-    return re.compile(f"[{diacritics}]+"), re.compile(f"[^\\w{marks}]+|_+")
+    diacritics, marks = (points[points <= top].tolist() for points in _marks())
+    return re.compile(f"[{_ranges(diacritics)}]+"), re.compile(f"(?:[^\\w{_ranges(marks)}]|_)+")
+
+
+# The planes that hold marks: the Basic and Supplementary Multilingual ones, and the
+# Supplementary Special-purpose one (variation selectors). The others hold ideographs, private
+# use or nothing yet (a test walks them all)
+MARK_PLANES = (range(0x20000), range(0xE0000, 0xF0000))
+
+
+@functools.cache
+def _marks() -> tuple[np.ndarray, np.ndarray]:
+    """(diacritics, marks): the code points of combining class 10 and up, and of category M. One
+    walk over the planes that hold them (0.05 s), on first use."""
+    points = [chr(c) for plane in MARK_PLANES for c in plane]
+    diacritics = [ord(p) for p in points if unicodedata.combining(p) >= 10]
+    marks = [ord(p) for p in points if unicodedata.category(p)[0] == "M"]
+    return np.array(diacritics, np.int64), np.array(marks, np.int64)
+
+
+@functools.cache
+def _word_points() -> bytes:
+    """A bit per code point, set where it is part of a word: a letter or digit as Python's `\\w`
+    has them (`str.isalnum`) or a mark; what `_patterns`' separators leave. For `_words.c`."""
+    kept = np.strings.isalnum(np.arange(sys.maxunicode + 1, dtype=np.uint32).view("U1"))
+    kept[_marks()[1]] = True
+    return np.packbits(kept, bitorder="little").tobytes()
 
 
 def _ranges(points) -> str:
@@ -92,23 +116,41 @@ _TABLE = _BYTES.tobytes()
 
 def normal_captions(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """(positions, captions in normal form, each held as " words ") of the captions of a column
-    that hold a letter or digit. Captions of other characters than ASCII go through `normal_text`
-    one by one; then every caption (most of a web crawl is ASCII) is mapped byte by byte and its
-    runs of spaces made one, in one pass (`_words.c`)."""
+    that hold a letter or digit. Captions of other characters than ASCII are folded (`_folded`)
+    all at once; then every caption (most of a web crawl is ASCII) is mapped character by
+    character, with separators made spaces and runs of spaces made one, in one pass (`_words.c`)."""
     column = whole(column).cast(pa.string())
     ascii_rows = pc.fill_null(pc.string_is_ascii(column), True).to_numpy(zero_copy_only=False)
+    words = b""
     if not ascii_rows.all():
-        others = column.filter(pa.array(~ascii_rows))
-        done = pa.array([normal_text(t) for t in others.to_pylist()], pa.string())
+        others = pc.replace_substring(column.filter(pa.array(~ascii_rows)), _APART, " ")
+        done = pa.array(_folded(others.to_pylist()), pa.string())
         column = pc.replace_with_mask(column, pa.array(~ascii_rows), done)
+        words = _word_points()
     column = pc.fill_null(column, "")
     n = len(column)
     offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset : column.offset + n + 1].astype(np.int64)
     data = column.buffers()[2]
-    text, ends = _words.padded_words(b"" if data is None else data, offsets, _TABLE)
+    text, ends = _words.padded_words(b"" if data is None else data, offsets, _TABLE, words)
     present = np.diff(np.frombuffer(ends, np.int32)) > 1  # more than the space alone
     normal = pa.StringArray.from_buffers(n, pa.py_buffer(ends), pa.py_buffer(text))
     return np.flatnonzero(present), normal.filter(pa.array(present))
+
+
+# Between captions folded together: a separator (a space in every caption's normal form), which
+# no normal form or case folding makes or takes apart
+_APART = "\x00"
+
+
+def _folded(texts: list[str]) -> list[str]:
+    """`normal_text` of each text but for its separators (`_words.c` makes those spaces): the
+    texts folded as one string, which costs a third of folding them one by one. Each normal
+    form and the case folding map a character, or a character and the marks after it, and
+    `_APART` starts no composition, so the texts come apart as they went in."""
+    decomposed = unicodedata.normalize("NFKD", _APART.join(t or "" for t in texts))
+    diacritics, _ = _patterns(max(decomposed, default="") > "\uffff")
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", diacritics.sub("", decomposed)).casefold())
+    return folded.split(_APART)
 
 
 def is_unspaced(term: str) -> bool:
