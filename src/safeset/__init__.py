@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,18 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "__version__":  # importlib.metadata is a twelfth of a worker's start-up: on first use
+        return _version()
     raise AttributeError(f"module 'safeset' has no attribute {name!r}")
 
 
-try:
-    __version__ = metadata.version("safeset")
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("safeset")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
 
 
 def scan(

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import replace
 
-from .. import __version__
 from ..atomic import commit_together
 from ..model import Decision, FetchedImage, Item, ItemResult, Status
 from ..sinks import OutLayout, results_table, write_json
@@ -189,6 +188,7 @@ def _run_items(task: ShardTask, progress: Callable[[dict], None] | None) -> dict
 
 def _fetcher(task: ShardTask, checker: Auditor):
     """The shard's downloader; an opted-out domain (a `domain` bank) is never requested."""
+    from .. import __version__
     from ..fetch import Fetcher
 
     global _FETCHED_SHARDS

@@ -13,7 +13,6 @@ from __future__ import annotations
 import platform
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -62,6 +61,8 @@ def versions() -> dict[str, str]:
 
 
 def _version(package: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
