@@ -30,10 +30,11 @@ class Unreadable(ValueError):
     """Bytes that claim a structure they do not hold."""
 
 
-def training_mining_uses(data: bytes) -> list[tuple[str, str]]:
+def training_mining_uses(data: bytes, end: int | None = None) -> list[tuple[str, str]]:
     """(entry, use) of every training-mining assertion of every manifest in the bytes, e.g.
-    ("c2pa.ai_training", "notAllowed"); [] where there is none or it cannot be read."""
-    if _NEEDLE not in data:  # most files: one memchr-speed pass, nothing parsed
+    ("c2pa.ai_training", "notAllowed"); [] where there is none or it cannot be read. `end`: how
+    far a store can lie (see `optout.metadata_end`)."""
+    if data.find(_NEEDLE, 0, len(data) if end is None else end) < 0:  # most files: one pass, nothing parsed
         return []
     found: list[tuple[str, str]] = []
     for store in _stores(data):
@@ -66,15 +67,16 @@ def _stores(data: bytes) -> Iterator[bytes]:
             at = data.find(b"jumb", at + 4)
 
 
-def _jpeg_stores(data: bytes) -> Iterator[bytes]:
-    """JPEG XT boxes in APP11 segments: "JP", box instance (2), sequence (4), then LBox and TBox
-    (repeated in every segment of a box, with XLBox when LBox is 1) and that segment's part."""
-    parts: dict[int, list[tuple[int, bytes]]] = {}
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, payload start, payload end) of a JPEG's segments up to its first scan, whose
+    own marker (0xDA) comes last with an empty payload: what precedes the image data, where
+    every kind of metadata is kept."""
     at = 2
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
         if marker in (0xD9, 0xDA):  # end of image, or start of scan: no more metadata segments
-            break
+            yield marker, at, at
+            return
         if marker == 0xFF:  # fill byte
             at += 1
             continue
@@ -82,8 +84,16 @@ def _jpeg_stores(data: bytes) -> Iterator[bytes]:
             at += 2
             continue
         (length,) = struct.unpack_from(">H", data, at + 2)
-        segment = data[at + 4 : at + 2 + length]
+        yield marker, at + 4, at + 2 + length
         at += 2 + length
+
+
+def _jpeg_stores(data: bytes) -> Iterator[bytes]:
+    """JPEG XT boxes in APP11 segments: "JP", box instance (2), sequence (4), then LBox and TBox
+    (repeated in every segment of a box, with XLBox when LBox is 1) and that segment's part."""
+    parts: dict[int, list[tuple[int, bytes]]] = {}
+    for marker, start, end in jpeg_segments(data):
+        segment = data[start:end]
         if marker != 0xEB or segment[:2] != b"JP" or len(segment) < 16:
             continue
         instance, sequence = struct.unpack_from(">HI", segment, 2)
