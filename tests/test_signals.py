@@ -529,6 +529,71 @@ def test_a_c2pa_training_mining_optout_removes_it(home, tmp_path, tiles):
             assert set(in_file_optouts(bytes(broken))) <= {"c2pa", "xmp"}
 
 
+def test_c2pa_stores_as_a_hostile_or_unusual_writer_leaves_them(home, tmp_path, tiles):
+    """What a review found: a store re-cut into 20-byte APP11 segments (the label split between
+    two) is read whole; an assertion C2PA's SDK writes as JSON counts; a store kept whole in an
+    unknown format is read once; CBOR strings whose chunks are not strings, and a file of
+    headers that each claim the rest of it, say nothing, and a scan of such a JPEG goes on."""
+    import struct
+
+    from safeset.signals.c2pa import jpeg_segments, training_mining_uses
+    from safeset.signals.optout import in_file_optouts
+
+    signer = _c2pa_signer()
+    real = _c2pa_signed(signer, tiles[0][1], "JPEG", "c2pa.training-mining", {"c2pa.ai_training": "notAllowed"})
+    segments = [(m, a, b) for m, a, b in jpeg_segments(real) if m == 0xEB]
+    store = real[segments[0][1] + 8 : segments[0][2]] + b"".join(real[a + 16 : b] for _, a, b in segments[1:])
+
+    def jpeg(pieces: list[bytes]) -> bytes:
+        body = b""
+        for sequence, piece in enumerate(pieces, 1):
+            segment = b"JP" + struct.pack(">HI", 1, sequence) + (store[:8] if sequence > 1 else b"") + piece
+            body += b"\xff\xeb" + struct.pack(">H", len(segment) + 2) + segment
+        rest = b"".join(real[a - 4 : b] for m, a, b in jpeg_segments(real) if m not in (0xEB, 0xDA))
+        return real[:2] + body + rest + real[jpeg_segments_end(real) :]
+
+    def jpeg_segments_end(data: bytes) -> int:
+        return next(a for m, a, _ in jpeg_segments(data) if m == 0xDA) - 2
+
+    resegmented = jpeg([store[i : i + 20] for i in range(0, len(store), 20)])
+    assert b"training-mining" not in resegmented  # no segment holds the whole label
+    assert in_file_optouts(resegmented) == ("c2pa",)
+    assert training_mining_uses(b"\0\0\0\0" + store + b"\0") == [("c2pa.ai_training", "notAllowed")]
+
+    import c2pa
+
+    source, signed = io.BytesIO(), io.BytesIO()
+    tiles[1][1].convert("RGB").save(source, "JPEG")
+    source.seek(0)
+    manifest = {
+        "claim_generator_info": [{"name": "safeset-tests", "version": "1"}],
+        "assertions": [
+            {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": _CAPTURE}]}},
+            {
+                "label": "cawg.training-mining",
+                "kind": "Json",
+                "data": {"entries": {"cawg.ai_training": {"use": "notAllowed"}}},
+            },
+        ],
+    }
+    with c2pa.Builder(manifest) as builder:
+        builder.sign(signer, "image/jpeg", source, signed)
+    assert in_file_optouts(signed.getvalue()) == ("c2pa",)
+
+    # a text string in chunks, one of them the integer 1; then headers each claiming the rest
+    poisoned = store.replace(b"\xa1\x63use\x6anotAllowed", b"\xa1\x63use\x7f\x01\xff", 1)
+    assert poisoned != store and in_file_optouts(jpeg([poisoned])) == ()
+    headers = b"".join(struct.pack(">I", 200_000 - 8 * i) + b"jumb" for i in range(25_000))
+    assert training_mining_uses(headers + b"training-mining") == []
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "poisoned.jpg").write_bytes(jpeg([poisoned]))
+    (folder / "plain.jpg").write_bytes(real)
+    out = tmp_path / "out"
+    _scan(home, folder, "--out", out)
+    assert sorted(r["decision"] for r in _results(out)) == ["keep", "remove"]
+
+
 def test_nsfw_scores_come_from_the_packaged_classifier_when_asked(home, tmp_path, tiles):
     """`--signals nsfw` scores every image (benign photos here) with the classifier the
     `safeset[nsfw]` extra installs, as its own `score_bytes` does within the effect of our
@@ -637,6 +702,17 @@ def test_what_a_review_found_stays_fixed(tmp_path):
     index = KeywordIndex(["a a\tline:1", "a\tline:2"])
     assert len(index.search(normal_captions(pa.array(["a " * 100_000]))[1])[0]) == 2
     assert in_file_optouts(b"<rdf:Description plus:DataMining='http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED'/>")
+
+    # a null map whose offsets still span entries (Arrow allows it) holds no signal, as in
+    # pyarrow's own lookup
+    from safeset.policy.rules import signal_values
+
+    maps = pa.MapArray.from_arrays([0, 2, 3], pa.array(["a", "b", "a"]), pa.array([1.0, 2.0, 7.0], pa.float32()))
+    maps = pa.MapArray.from_arrays(maps.offsets, maps.keys, maps.items, mask=pa.array([True, False]))
+    table = pa.table({"signals": maps.cast(pa.map_(pa.string(), pa.float32()))})
+    values, present = signal_values(table, ["a"])["a"]
+    assert pc.map_lookup(maps, "a", "first").to_pylist() == [None, 7.0]
+    assert present.tolist() == [False, True] and values.tolist() == [0.0, 7.0]
 
 
 def test_a_keyword_rule_without_a_keyword_bank_says_so(home, tmp_path):

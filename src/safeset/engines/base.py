@@ -146,8 +146,11 @@ def arrow_without_pandas() -> None:
     """Spare a process of safeset's own (the CLI, a local worker) pandas' import (0.2-0.35 s):
     pyarrow imports it the first time it is handed a Python object (a list, a string), only to
     ask whether that is a pandas one, and safeset never hands it one. pyarrow's first look finds
-    no pandas and keeps that answer for such questions; asked for a conversion to pandas, it
-    imports pandas then, so nothing is lost to code that wants one."""
+    no pandas and keeps that answer for such questions. Asked to convert to or from pandas, it
+    imports pandas then and works as usual; but other code in the process that hands
+    `pa.array` a pandas Series before any such conversion gets it converted as a plain sequence
+    (a categorical's values, not a dictionary). No code but safeset's runs in these processes.
+    """
     if "pandas" in sys.modules:
         return
     import pyarrow as pa

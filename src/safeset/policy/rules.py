@@ -161,7 +161,11 @@ def signal_entries(signals: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.
     items = signals.items.slice(start, length) if len(signals) else pa.array([], pa.float32())
     names = signals.keys.slice(start, length) if len(signals) else pa.array([], pa.string())
     values = pc.fill_null(items, 0).to_numpy(zero_copy_only=False).astype(np.float64)
-    return owners, names, values, items.is_valid().to_numpy(zero_copy_only=False)
+    valid = items.is_valid().to_numpy(zero_copy_only=False)
+    if signals.null_count:  # a null map may still span entries (Arrow allows it): they are not its
+        held = signals.is_valid().to_numpy(zero_copy_only=False)[owners]
+        owners, names, values, valid = owners[held], names.filter(pa.array(held)), values[held], valid[held]
+    return owners, names, values, valid
 
 
 def signal_values(table: pa.Table, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

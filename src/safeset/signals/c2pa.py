@@ -16,6 +16,7 @@ removes a row: whoever could forge one could as well take the image down.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 
@@ -34,37 +35,62 @@ def training_mining_uses(data: bytes, end: int | None = None) -> list[tuple[str,
     """(entry, use) of every training-mining assertion of every manifest in the bytes, e.g.
     ("c2pa.ai_training", "notAllowed"); [] where there is none or it cannot be read. `end`: how
     far a store can lie (see `optout.metadata_end`)."""
-    if data.find(_NEEDLE, 0, len(data) if end is None else end) < 0:  # most files: one pass, nothing parsed
+    try:
+        stores = list(_stores(data, len(data) if end is None else end))
+    except _LIES:
         return []
+    # most stores, and most files (no store), hold no such assertion: nothing parsed
+    return [use for store in stores if _NEEDLE in store for use in _uses(store)]
+
+
+# What reading bytes that lie about their own structure raises: they say nothing
+_LIES = (Unreadable, struct.error, IndexError, RecursionError, TypeError, ValueError)
+
+
+def _uses(store: bytes) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
-    for store in _stores(data):
-        try:
-            for payload in _assertions(store, 0, len(store), 0):
-                entries = _cbor(payload).get("entries") if payload else None
-                if isinstance(entries, dict):
-                    found += [
-                        (str(name), str(entry.get("use"))) for name, entry in entries.items() if isinstance(entry, dict)
-                    ]
-        except (Unreadable, struct.error, IndexError, RecursionError, AttributeError):
-            continue
+    try:
+        for kind, payload in _assertions(store, 0, len(store), 0):
+            entries = _content(kind, payload).get("entries")
+            if isinstance(entries, dict):
+                found += [
+                    (str(name), str(entry.get("use"))) for name, entry in entries.items() if isinstance(entry, dict)
+                ]
+    except _LIES:
+        return []
     return found
 
 
-def _stores(data: bytes) -> Iterator[bytes]:
-    """Each JUMBF manifest store of the bytes, whole, by the container's own framing."""
+def _stores(data: bytes, end: int) -> Iterator[bytes]:
+    """Each JUMBF manifest store of the bytes (before `end`), whole, by the container's own
+    framing: a JPEG's APP11 segments reassembled first, so that a label split between two of
+    them is found."""
     if data[:2] == b"\xff\xd8":
         yield from _jpeg_stores(data)
+    elif data.find(_NEEDLE, 0, end) < 0:  # other formats keep a store whole: not one here
+        return
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
         yield from _chunks(data, 8, b"caBX", big_endian=True)
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         yield from _chunks(data, 12, b"C2PA", big_endian=False)
-    else:  # a store kept whole (a BMFF uuid box, ...): find its superbox by type
-        at = data.find(b"jumb")
-        while at >= 4:
+    else:  # a store kept whole (a BMFF uuid box, ...), by its type
+        at = data.find(b"jumb", 4, end)
+        while at >= 0:
             (size,) = struct.unpack_from(">I", data, at - 4)
-            if 8 < size <= len(data) - at + 4:
+            if 8 < size <= len(data) - at + 4 and _is_store(data, at - 4, at - 4 + size):
                 yield data[at - 4 : at - 4 + size]
-            at = data.find(b"jumb", at + 4)
+                at += size - 4  # past it: its own superboxes are read as part of it
+            at = data.find(b"jumb", at + 4, end)
+
+
+def _is_store(data: bytes, start: int, end: int) -> bool:
+    """Whether the superbox at start is a manifest store: its description's label is "c2pa"."""
+    try:
+        _, first, last = next(_boxes(data, start, end))
+        kind, described, stop = next(_boxes(data, first, last))
+    except (StopIteration, Unreadable, struct.error):
+        return False
+    return kind == b"jumd" and _label(data, described, stop) == b"c2pa"
 
 
 def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
@@ -93,12 +119,15 @@ def _jpeg_stores(data: bytes) -> Iterator[bytes]:
     (repeated in every segment of a box, with XLBox when LBox is 1) and that segment's part."""
     parts: dict[int, list[tuple[int, bytes]]] = {}
     for marker, start, end in jpeg_segments(data):
-        segment = data[start:end]
-        if marker != 0xEB or segment[:2] != b"JP" or len(segment) < 16:
+        if marker != 0xEB or data[start : start + 2] != b"JP" or end - start < 8:
             continue
+        segment = data[start:end]
         instance, sequence = struct.unpack_from(">HI", segment, 2)
-        header = 16 if struct.unpack_from(">I", segment, 8)[0] == 1 else 8
-        parts.setdefault(instance, []).append((sequence, segment[8:] if sequence == 1 else segment[8 + header :]))
+        if sequence == 1:
+            parts.setdefault(instance, []).append((sequence, segment[8:]))
+        elif len(segment) >= 16:
+            header = 16 if struct.unpack_from(">I", segment, 8)[0] == 1 else 8
+            parts.setdefault(instance, []).append((sequence, segment[8 + header :]))
     for pieces in parts.values():
         yield b"".join(piece for _, piece in sorted(pieces))
 
@@ -133,8 +162,9 @@ def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]
         at += size
 
 
-def _assertions(data: bytes, start: int, end: int, depth: int) -> Iterator[bytes]:
-    """The CBOR payload of each training-mining assertion among the superboxes in start..end."""
+def _assertions(data: bytes, start: int, end: int, depth: int) -> Iterator[tuple[bytes, bytes]]:
+    """(content type, content) of each training-mining assertion among the superboxes in
+    start..end: CBOR, as the specification has it, or JSON, as C2PA's SDK also writes it."""
     if depth > _MAX_DEPTH:
         return
     for kind, first, last in _boxes(data, start, end):
@@ -146,7 +176,7 @@ def _assertions(data: bytes, start: int, end: int, depth: int) -> Iterator[bytes
         _, description, described = contents[0]
         label = _label(data, description, described)
         if label.split(b"__")[0] in _LABELS:
-            yield next((data[a:b] for kind, a, b in contents[1:] if kind == b"cbor"), b"")
+            yield from ((kind, data[a:b]) for kind, a, b in contents[1:] if kind in (b"cbor", b"json"))
         else:
             yield from _assertions(data, described, last, depth + 1)
 
@@ -159,8 +189,10 @@ def _label(data: bytes, start: int, end: int) -> bytes:
     return data[start + 17 : stop if stop >= 0 else end]
 
 
-def _cbor(data: bytes) -> dict:
-    value, _ = _item(data, 0, 0)
+def _content(kind: bytes, payload: bytes) -> dict:
+    if not payload:
+        return {}
+    value = json.loads(payload) if kind == b"json" else _item(payload, 0, 0)[0]
     return value if isinstance(value, dict) else {}
 
 
@@ -178,12 +210,14 @@ def _item(data: bytes, at: int, depth: int) -> tuple[object, int]:
             return struct.unpack_from(code, data, at)[0], at + width
         return {20: False, 21: True, 22: None, 23: None}.get(info), at + (1 if info == 24 else 0)
     if info == 31:  # indefinite length: items until the "break" byte
-        if major in (2, 3):
+        if major in (2, 3):  # chunks, each a definite string of the same major type
             pieces = []
             while data[at] != 0xFF:
+                if data[at] >> 5 != major or data[at] & 0x1F == 31:
+                    raise Unreadable("a CBOR string chunk of another type")
                 piece, at = _item(data, at, depth + 1)
-                pieces.append(piece)
-            joined = b"".join(p.encode() if isinstance(p, str) else p for p in pieces)
+                pieces.append(piece.encode() if isinstance(piece, str) else piece)
+            joined = b"".join(pieces)
             return (joined.decode("utf-8", "replace") if major == 3 else joined), at + 1
         items = []
         while data[at] != 0xFF:
