@@ -3,15 +3,17 @@
 C2PA (the Content Credentials of Adobe, camera makers and news agencies) embeds a manifest store
 as JUMBF boxes (ISO 19566-5): in JPEG's APP11 segments (split across segments, reassembled here),
 PNG's `caBX` chunk, and WebP's `C2PA` chunk; BMFF/HEIF and other formats keep the store whole, and
-a contiguous store found by its box type is read too. The store holds manifests, each an
-assertion store whose `c2pa.training-mining` (C2PA 1.x) or `cawg.training-mining` (the Creator
-Assertions Working Group's successor) assertion is CBOR:
-`{"entries": {"c2pa.ai_training": {"use": "notAllowed"}, ...}}`.
+a contiguous store (a superbox labelled "c2pa") found by its box type is read too. The store
+holds manifests, each an assertion store whose `c2pa.training-mining` (C2PA 1.x) or
+`cawg.training-mining` (the Creator Assertions Working Group's successor) assertion is CBOR (or
+JSON, which C2PA's SDK writes when asked): `{"entries": {"c2pa.ai_training": {"use": "notAllowed"}, ...}}`.
 
 This is a reader of our own rather than `c2pa-python` (which the tests use to write real signed
 files): it does no validation, no network and no hashing of the asset, and it is a few
-microseconds where a file has no store. Signatures are not checked because an opt-out only ever
-removes a row: whoever could forge one could as well take the image down.
+microseconds where a file has no store. Whatever the bytes claim, it reads each of them a bounded
+number of times and never raises: a store that lies about itself says nothing. Signatures are
+not checked because an opt-out only ever removes a row: whoever could forge one could as well
+take the image down.
 """
 
 from __future__ import annotations
