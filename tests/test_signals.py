@@ -701,6 +701,8 @@ def test_what_a_review_found_stays_fixed(tmp_path):
 
     index = KeywordIndex(["a a\tline:1", "a\tline:2"])
     assert len(index.search(normal_captions(pa.array(["a " * 100_000]))[1])[0]) == 2
+    # a term stored with two spaces (before a run of separators and "_" made one) still matches
+    assert len(KeywordIndex(["a  b\tline:1"]).search(normal_captions(pa.array(["A_⧋B"]))[1])[0]) == 1
     assert in_file_optouts(b"<rdf:Description plus:DataMining='http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED'/>")
 
     # a null map whose offsets still span entries (Arrow allows it) holds no signal, as in

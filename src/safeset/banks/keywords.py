@@ -165,7 +165,9 @@ class KeywordIndex(SignalIndex):
     def __init__(self, entries: Sequence[str]):
         import hyperscan
 
-        pairs = [entry.split("\t", 1) for entry in entries]
+        # a bank stored before a run of separators holding "_" made one space kept two there:
+        # the normal form's words, single-spaced, are what it means
+        pairs = [(" ".join(term.split()), ref) for term, ref in (entry.split("\t", 1) for entry in entries)]
         self._refs = [ref for _, ref in pairs]
         patterns = [(term if is_unspaced(term) else f" {term} ").encode() for term, _ in pairs]
         self._lengths = np.array([len(p) for p in patterns], np.int64)
