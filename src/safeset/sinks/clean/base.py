@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ...model import Decision, ItemResult, read_locator
 
@@ -60,22 +62,30 @@ def kept_places(kept: pa.Table) -> list[tuple[int, tuple]]:
 
 class SecondPass(CleanWriter):
     """For formats rewritten in one pass over the input once every decision is known (tables):
-    collects the kept rows and hands them to `write` at the end, which says how many rows it
-    wrote. That must be every kept row: a clean release short of a kept row is a failed shard."""
+    collects the kept rows and hands them to `write` at the end (`collected`: their indexes,
+    ascending and distinct), which says how many rows it wrote. That must be every kept row: a
+    clean release short of a kept row is a failed shard."""
 
-    def __init__(self, write: Callable[[Mapping[int, Any]], int]):
+    def __init__(self, write: Callable[[Any], int]):
         self._write = write
-        self._kept: dict[int, Any] = {}
+        self._kept: list[np.ndarray] = []  # the row is re-read from the input; nothing of it is held here
+        self._rows: list[int] = []
 
     def keep(self, result: ItemResult) -> None:
-        self._kept[result.index] = None  # the row is re-read from the input; nothing of it is held here
+        self._rows.append(result.index)
 
     columns = ("index",)
 
     def keep_table(self, kept: pa.Table) -> None:
-        self._kept.update(dict.fromkeys(kept["index"].to_pylist()))
+        self._kept.append(kept["index"].to_numpy())
+
+    def collected(self) -> Any:
+        """What `write` is given; its length is the rows kept."""
+        kept = np.concatenate([*self._kept, np.array(self._rows, np.int64)]).astype(np.int64, copy=False)
+        return kept if np.all(kept[1:] > kept[:-1]) else np.unique(kept)  # as read: ascending already
 
     def close(self) -> None:
-        written = self._write(self._kept)
-        if written != len(self._kept):
-            raise RuntimeError(f"the clean release holds {written} rows, {len(self._kept)} were kept")
+        kept = self.collected()
+        written = self._write(kept)
+        if written != len(kept):
+            raise RuntimeError(f"the clean release holds {written} rows, {len(kept)} were kept")

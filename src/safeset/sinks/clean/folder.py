@@ -4,7 +4,7 @@ says what to keep of it), and the parquet of img2dataset's files layout, filtere
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +42,18 @@ class KeptFiles(SecondPass):
 
     columns = ("index", "locator")
 
+    def __init__(self, write: Callable[[Mapping[int, Any]], int]):
+        super().__init__(write)
+        self._places: dict[int, Any] = {}
+
     def keep(self, result: ItemResult) -> None:
-        self._kept[result.index] = result.locator or ()
+        self._places[result.index] = result.locator or ()
 
     def keep_table(self, kept: pa.Table) -> None:
-        self._kept.update(kept_places(kept))
+        self._places.update(kept_places(kept))
+
+    def collected(self) -> dict[int, Any]:
+        return self._places
 
 
 def _list_name(shard: Shard) -> str:

@@ -40,8 +40,8 @@ def image_parquet_writer(shard: Shard, clean_root: Path) -> CleanWriter:
     return SecondPass(lambda keep: filter_parquet(Path(shard.path), clean_root / shard.name, keep, batch_size=64))
 
 
-def _copy_rows(shard: Shard, keep: Mapping[int, Any], dest: Path) -> int:
-    """The rows of the shard's table (or of its part) in `keep`, copied to `dest`; how many."""
+def _copy_rows(shard: Shard, keep: np.ndarray, dest: Path) -> int:
+    """The rows of the shard's table (or of its part) in `keep` (indexes), copied to `dest`; how many."""
     path, part = shard.path, shard.part  # a URI too: not a Path, which would mangle it
     codec = format_of(path)
     if isinstance(codec, ParquetTable):
@@ -49,21 +49,22 @@ def _copy_rows(shard: Shard, keep: Mapping[int, Any], dest: Path) -> int:
         groups = range(*part.where) if part and part.where else None
         # metadata rows are small: whole row groups at a time (each batch becomes a row group)
         return filter_parquet(path, dest, keep, batch_size=1 << 17, rows=span, row_groups=groups)
-    header, lines = codec.kept_text(path, part, keep)
+    header, lines = codec.kept_text(path, part, set(keep.tolist()))
     return _write_text(dest, header, lines)
 
 
 def filter_parquet(
     src: Path,
     dest: Path,
-    keep: Mapping[int, Any],
+    keep: Mapping[int, Any] | np.ndarray,
     batch_size: int = 1024,
     rows: tuple[int, int] | None = None,
     row_groups: Sequence[int] | None = None,
 ) -> int:
-    """Copy the rows of `src` (or of its part) whose index is in `keep` to `dest`, same schema;
-    returns how many it wrote. A kept row that cannot be read back (in a corrupt row group the
-    policy chose to keep) fails the copy, rather than leaving a short file behind silently."""
+    """Copy the rows of `src` (or of its part) whose index is in `keep` (a mapping's keys, or an
+    array of indexes) to `dest`, same schema; returns how many it wrote. A kept row that cannot be
+    read back (in a corrupt row group the policy chose to keep) fails the copy, rather than
+    leaving a short file behind silently."""
     pf = parquet_file(src)
     groups = list(row_groups) if row_groups is not None else list(range(pf.metadata.num_row_groups))
     start, stop = rows if rows is not None else (0, pf.metadata.num_rows)
@@ -71,7 +72,7 @@ def filter_parquet(
     tmp = partial_path(dest)
     written = 0
     lost: list[int] = []
-    kept = np.fromiter(keep, np.int64, len(keep))
+    kept = keep if isinstance(keep, np.ndarray) else np.fromiter(keep, np.int64, len(keep))
     chosen_rows = np.zeros(stop - start, bool)  # by row, from `start`
     chosen_rows[kept[(kept >= start) & (kept < stop)] - start] = True
     with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
