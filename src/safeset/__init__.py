@@ -113,6 +113,40 @@ def decide(
     )
 
 
+def expand(
+    out: str | Path,
+    embeddings: str | Path,
+    seeds: str | Path = "removed",
+    k: int = 100,
+    min_similarity: float = 0.85,
+    embedding_col: str | None = None,
+    url_col: str | None = None,
+    banks: Sequence[str] | None = None,
+    policy: Policy | str | Path | None = None,
+    workers: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """A neighbour-expansion round over the scan in `out` (see `safeset.pipeline.expand`): the
+    `k` rows nearest each seed in the dataset's `embeddings` (LAION's or DataComp's layout, or a
+    parquet with a vector column), exactly; those at `min_similarity` or above become candidates,
+    and a decide round applies the policy to them. `seeds`: "removed" (rows a bank match removed),
+    "review", or a file of row ids, keys or URLs (one a line) or a .npy of vectors. Other options
+    are `decide`'s. Returns the report as a dict; its `expansion` says what each round found."""
+    from .pipeline.expand import ExpandConfig, run_expand
+    from .pipeline.scan import DecideConfig
+
+    deciding = DecideConfig(
+        out=str(out),
+        banks=tuple(banks) if banks else None,
+        policy=_policy(policy) if policy is not None else None,
+        workers=workers,
+        **options,
+    )
+    return run_expand(
+        ExpandConfig(str(out), str(embeddings), str(seeds), k, min_similarity, embedding_col, url_col, deciding)
+    )
+
+
 def _policy(policy: Policy | str | Path) -> Policy:
     if isinstance(policy, Policy):
         return policy
@@ -150,6 +184,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "decide",
+    "expand",
     "hash_file",
     "pdq",
     "scan",

@@ -294,6 +294,89 @@ def decide_command(
     _answer(ctx, report, out, fail_on, as_json, "safeset decide")
 
 
+@cli.command("expand")
+@click.argument("out")
+@click.option(
+    "--embeddings",
+    "source",
+    required=True,
+    help="The dataset's image embeddings, a path or URI: LAION's layout (img_emb/*.npy beside metadata/*.parquet), "
+    "DataComp's (*.npz beside *.parquet), or parquet with a vector column.",
+)
+@click.option(
+    "--seeds",
+    default="removed",
+    show_default=True,
+    help="Rows to expand from: 'removed' (by a bank match), 'review', or a FILE of row ids, keys or URLs (one a "
+    "line), or a .npy of vectors a verifier supplied.",
+)
+@click.option("--k", type=click.IntRange(min=1), default=100, show_default=True, help="Neighbours per seed.")
+@click.option(
+    "--min-similarity",
+    type=click.FloatRange(-1, 1),
+    default=0.85,
+    show_default=True,
+    help="Cosine similarity at which a neighbour becomes a candidate. Data-dependent: look at the report's "
+    "similarity table before trusting it.",
+)
+@click.option("--embedding-col", help="The .npz array (default l14_img) or parquet column holding the vectors.")
+@click.option("--url-col", help="URL column of the embeddings' metadata (default: 'url', any case).")
+@_deciding(inherit=True)
+@_running
+@_answering
+@click.pass_context
+def expand_command(
+    ctx,
+    out,
+    source,
+    seeds,
+    k,
+    min_similarity,
+    embedding_col,
+    url_col,
+    banks,
+    policy_file,
+    preset,
+    pdq_threshold,
+    pdq_variant_threshold,
+    workers,
+    engine,
+    ray_address,
+    retries,
+    fail_on,
+    as_json,
+    quiet,
+) -> None:
+    """Neighbour expansion over the scan in OUT: for each seed row, its k most similar rows in the
+    dataset's published CLIP embeddings, found exactly; those at --min-similarity or above become
+    candidates (OUT/expansion/round-NNN/candidates.parquet) and a decide round applies the policy
+    to them: review by default (the policy's [expand] action), and rules can read the signal
+    nn_similarity. Run it again as verification confirms more seeds."""
+    from .. import expand
+
+    report = expand(
+        out,
+        source,
+        seeds=seeds,
+        k=k,
+        min_similarity=min_similarity,
+        embedding_col=embedding_col,
+        url_col=url_col,
+        policy=_policy(policy_file, preset, inherit=True),
+        **_shared(
+            ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
+        ),
+    )
+    if not as_json:
+        found = report["expansion"][-1]
+        seeded = found["seeds"]
+        _out.print(
+            f"expansion round {found['round']}: {seeded['searched']:,} seed(s) searched of {seeded['given']:,} "
+            f"({seeded['without_embedding']:,} without an embedding), {found['candidates']['rows']:,} candidate row(s)"
+        )
+    _answer(ctx, report, out, fail_on, as_json, "safeset expand")
+
+
 def summary(report: dict, out: str, held: dict[str, int]) -> dict:
     """What `scan --json` and `decide --json` print: the totals, the warnings, matches per bank,
     what the last round changed, where the report is."""

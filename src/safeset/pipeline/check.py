@@ -26,6 +26,7 @@ from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
+from ..neighbours import SIGNAL as EXPANDED
 from ..policy import Policy
 from ..policy.rules import signal_values
 from ..signals import nsfw
@@ -317,18 +318,33 @@ class Auditor:
 
 
 def decide_table(
-    table: pa.Table, matcher: Matcher, policy: Policy, min_quality: int
+    table: pa.Table,
+    matcher: Matcher,
+    policy: Policy,
+    min_quality: int,
+    expanded: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
 ) -> tuple[pa.Table, dict[int, list[Match]]]:
     """A results table with its `matches`, `decision` and `reasons` worked out anew, column by
-    column: matched against `matcher`'s banks, decided by `policy`; and the matches by row."""
+    column: matched against `matcher`'s banks, decided by `policy`; and the matches by row.
+    `expanded`: the neighbour-expansion candidates among the rows (positions, similarity, reason;
+    see `pipeline.expand`), whose similarity the rules read as the signal `nn_similarity`."""
     found = matcher.search(table)
+    signals = signal_values(table, [s for s in policy.signals if s != EXPANDED])
+    reasons_of = {}
+    if expanded is not None:
+        rows, similarity, reasons_of = expanded
+        values, present = np.zeros(table.num_rows), np.zeros(table.num_rows, bool)
+        values[rows], present[rows] = similarity, True
+        signals[EXPANDED] = (values, present)
+        reasons_of = dict(zip(rows.tolist(), reasons_of, strict=True))
     statuses = pc.dictionary_encode(whole(table["status"]))
     decisions, reasons, chosen = policy.decide_rows(
         statuses.indices.to_numpy(zero_copy_only=False),
         statuses.dictionary.to_pylist(),
         low_quality(table, min_quality),
         {row: [(m.bank, m.signal_type) for m in matches] for row, matches in found.items()},
-        signal_values(table, policy.signals),
+        signals,
+        reasons_of,
     )
     where = pa.array(chosen)
     columns = {

@@ -44,6 +44,7 @@ from ..sinks.clean import clean_writer, copies_checked
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..storage import is_remote
 from .check import decide_table
+from .expand import candidates_of
 from .task import ShardTask, auditor_for, clean_files, file_record, worker_record
 
 _COMMIT = "round.commit.json"
@@ -92,7 +93,8 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
         raise RuntimeError(f"{task.shard.name}: the shard has no done-marker, so no observations to decide on")
     observed = read_results(layout.part(task.part))
     checker = auditor_for(task.spec)
-    table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality)
+    expanded = candidates_of(task, observed["row_id"]) if task.spec.expansions else None
+    table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality, expanded)
     if progress is not None:
         progress({"items": table.num_rows})
     summary = {
@@ -233,7 +235,7 @@ def commit_round(layout: OutLayout, replaced: dict[int, dict], decided: dict[int
 def _move_order(rel: str) -> tuple[int, str]:
     """Shards' results and clean files first, then their done-markers, the run's record, the
     manifests, and the report last: what a reader looks at to see that a round is done."""
-    if rel.startswith(("results/", "clean/")):
+    if rel.startswith(("results/", "clean/", "expansion/")):
         rank = 0
     elif rel.startswith("_state/"):
         rank = 1
@@ -272,7 +274,7 @@ def _commit_record(layout: OutLayout) -> dict:
     names = record.get("moves"), record.get("deletes")
     for name in [n for group in names if isinstance(group, list) for n in group]:
         parts = PurePosixPath(name).parts if isinstance(name, str) else ()
-        folder = len(parts) > 1 and parts[0] in ("results", "clean", "_state")
+        folder = len(parts) > 1 and parts[0] in ("results", "clean", "_state", "expansion")
         if not parts or ".." in parts or parts[0] not in allowed or (len(parts) > 1 and not folder):
             raise BadInputError(path, f"names {name!r}, which is not an output of OUT; not a record safeset wrote")
     if not all(isinstance(group, list) for group in names):

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..banks import BankStore
 from ..errors import BadInputError, ShardsFailedError, UsageError
 from ..model import Status
+from ..neighbours import SIGNAL as EXPANDED
 from ..policy import Policy
 from ..redact import redact
 from ..report import ConservationError, render_report, versions
@@ -37,6 +38,7 @@ from ..sources import ReadOptions, Shard, plan_shards, reader_for
 from ..storage import Lease, Remote, is_remote, scratch, staging_base
 from .check import MATCH_SETTINGS, CheckSettings
 from .decide import check_format, commit_round, finish_pending_round, merge_transitions, round_entry, start_round
+from .expand import expansion_files, expansion_summaries
 from .merge import Merger
 from .progress import ScanProgress
 from .task import RunSpec, ShardTask
@@ -176,7 +178,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # the columns the policy's rules read are observed, as those asked for
     asked = set(config.read.signals) | set(config.policy.signals)
-    columns = tuple(s for s in sorted(asked) if s not in HASHED_SIGNALS and s != nsfw.SIGNAL)
+    columns = tuple(s for s in sorted(asked) if s not in HASHED_SIGNALS and s not in (nsfw.SIGNAL, EXPANDED))
     config = replace(config, read=replace(config.read, signals=columns))
     if nsfw.SIGNAL in asked:  # a classifier's score, not a column: stop now if it is not installed
         nsfw.require()
@@ -192,6 +194,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         config.check,
         fetch=_per_worker(config.fetch, engine.parallelism),
         save_images=config.save_images,
+        expansions=() if is_remote(config.out) else expansion_files(OutLayout(config.out)),
     )
     _apart(config.inputs, config.out)
     plan = plan_shards(config.inputs, config.read)
@@ -250,7 +253,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                     if merger is not None:
                         merger.abandon()
                     raise
-            _fail_if_any(outcomes, merger)
+            fail_if_any(outcomes, merger)
             run = {
                 "engine": engine.name,
                 "workers": config.workers,
@@ -292,8 +295,6 @@ class DecideConfig:
 def run_decide(config: DecideConfig) -> dict[str, Any]:
     """Match OUT's stored observations against the banks and decide them again, every shard, then
     rewrite the clean release, manifests and report as one round (see `pipeline.decide`)."""
-    from ..engines import engine_for
-
     started = time.perf_counter()
     if is_remote(config.out):
         raise UsageError(f"{config.out}: deciding again on object storage is not supported yet")
@@ -302,62 +303,79 @@ def run_decide(config: DecideConfig) -> dict[str, Any]:
         raise UsageError(f"{config.out} holds no scan: run `safeset scan ... --out {config.out}` first")
     with layout.locked():
         finish_pending_round(layout)
-        last = read_json(layout.run_spec)
-        if (
-            not isinstance(last, dict)
-            or not {"inputs", "shards", "read", "settings", "match", "banks", "policy"} <= last.keys()
-        ):
-            raise UsageError(f"{layout.run_spec} was written by an older safeset: scan again into a new OUT to decide")
-        read = ReadOptions(**last["read"])
-        plan = plan_shards(last["inputs"], read)
-        shards = plan.shards
-        missing = [s.name for i, s in enumerate(shards) if not layout.done(i).is_file()]
-        if missing:
-            raise UsageError(
-                f"the scan in {config.out} is not complete ({len(missing)} shard(s) not done, the first "
-                f"{missing[0]}): run the scan again to finish it, then decide"
-            )
-        store = BankStore(config.home)
-        inherited = [name for name, _ in last["banks"]]
-        try:
-            banks = store.resolve(config.banks) if config.banks else store.resolve(inherited) if inherited else []
-        except UsageError as exc:
-            if config.banks:
-                raise
-            raise UsageError(
-                f"{exc}; {config.out} was last decided with bank(s) {', '.join(inherited) or '(none)'}: "
-                "name the banks to decide with (--bank)"
-            ) from None
-        policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
-        policy.check_banks(store.names())
-        scored = {nsfw.SIGNAL} if last["settings"].get("nsfw") else set()
-        lacking = sorted(set(policy.signals) - set(read.signals) - set(HASHED_SIGNALS) - scored)
-        if lacking:
-            raise UsageError(
-                f"policy {policy.name!r} reads signal(s) {', '.join(lacking)}, which the scan in {config.out} did not "
-                f"record (it recorded: {', '.join(read.signals) or 'none'}): scan again into a new OUT with "
-                f"--signals {','.join(lacking)}"
-            )
-        asked = {name: getattr(config, name) for name in MATCH_SETTINGS}  # None: as last decided
-        check = CheckSettings(
-            **last["settings"], **{name: last["match"][name] if asked[name] is None else asked[name] for name in asked}
+        return decide_locked(config, layout, started=started)
+
+
+def decide_locked(
+    config: DecideConfig,
+    layout: OutLayout,
+    kind: str = "decide",
+    pending: tuple[tuple[str, str], ...] = (),
+    prepare: Callable[[OutLayout], None] | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """`run_decide`'s round, with OUT locked. `pending`, `prepare`: the candidates of an expansion
+    round (`pipeline.expand`), and what writes them into the round, committed with it."""
+    from ..engines import engine_for
+
+    started = time.perf_counter() if started is None else started
+    last = read_json(layout.run_spec)
+    if (
+        not isinstance(last, dict)
+        or not {"inputs", "shards", "read", "settings", "match", "banks", "policy"} <= last.keys()
+    ):
+        raise UsageError(f"{layout.run_spec} was written by an older safeset: scan again into a new OUT to decide")
+    read = ReadOptions(**last["read"])
+    plan = plan_shards(last["inputs"], read)
+    shards = plan.shards
+    missing = [s.name for i, s in enumerate(shards) if not layout.done(i).is_file()]
+    if missing:
+        raise UsageError(
+            f"the scan in {config.out} is not complete ({len(missing)} shard(s) not done, the first "
+            f"{missing[0]}): run the scan again to finish it, then decide"
         )
-        match = check.thresholds
-        fetched = last.get("fetch") or {}
-        spec = RunSpec(
-            str(store.home),
-            tuple((b.name, b.sha256) for b in banks),
-            policy,
-            check,
-            save_images=bool(fetched.get("save_images")),
+    store = BankStore(config.home)
+    inherited = [name for name, _ in last["banks"]]
+    try:
+        banks = store.resolve(config.banks) if config.banks else store.resolve(inherited) if inherited else []
+    except UsageError as exc:
+        if config.banks:
+            raise
+        raise UsageError(
+            f"{exc}; {config.out} was last decided with bank(s) {', '.join(inherited) or '(none)'}: "
+            "name the banks to decide with (--bank)"
+        ) from None
+    policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
+    policy.check_banks(store.names())
+    scored = {nsfw.SIGNAL} if last["settings"].get("nsfw") else set()
+    lacking = sorted(set(policy.signals) - set(read.signals) - set(HASHED_SIGNALS) - scored - {EXPANDED})
+    if lacking:
+        raise UsageError(
+            f"policy {policy.name!r} reads signal(s) {', '.join(lacking)}, which the scan in {config.out} did not "
+            f"record (it recorded: {', '.join(read.signals) or 'none'}): scan again into a new OUT with "
+            f"--signals {','.join(lacking)}"
         )
-        _same_shards(shards, last["shards"])
-        fingerprint = {**last, "banks": [list(b) for b in spec.banks], "policy": policy.to_dict(), "match": match}
-        engine = engine_for(config.engine, config.workers, config.retries, config.ray_address)
-        reported = Reported(policy, banks, check, read, plan.ignored, started)
-        run = {"engine": engine.name, "workers": config.workers, "shards_run": len(shards), "rows_run": 0}
-        every = set(range(len(shards)))
-        return run_round(layout, shards, spec, every, engine, reported, run, "decide", config.progress, fingerprint)
+    asked = {name: getattr(config, name) for name in MATCH_SETTINGS}  # None: as last decided
+    check = CheckSettings(
+        **last["settings"], **{name: last["match"][name] if asked[name] is None else asked[name] for name in asked}
+    )
+    match = check.thresholds
+    fetched = last.get("fetch") or {}
+    spec = RunSpec(
+        str(store.home),
+        tuple((b.name, b.sha256) for b in banks),
+        policy,
+        check,
+        save_images=bool(fetched.get("save_images")),
+        expansions=expansion_files(layout) + pending,
+    )
+    _same_shards(shards, last["shards"])
+    fingerprint = {**last, "banks": [list(b) for b in spec.banks], "policy": policy.to_dict(), "match": match}
+    engine = engine_for(config.engine, config.workers, config.retries, config.ray_address)
+    reported = Reported(policy, banks, check, read, plan.ignored, started)
+    run = {"engine": engine.name, "workers": config.workers, "shards_run": len(shards), "rows_run": 0}
+    every = set(range(len(shards)))
+    return run_round(layout, shards, spec, every, engine, reported, run, kind, config.progress, fingerprint, prepare)
 
 
 _MARKER_KEYS = frozenset({"part", "shard", "kind", "rows", "declared", "decisions", "files", "counts", "problems"})
@@ -391,7 +409,7 @@ def _same_shards(shards: Sequence[Shard], scanned: list) -> None:
             )
 
 
-def _fail_if_any(outcomes: Sequence, merger: Merger | None, deciding: bool = False) -> None:
+def fail_if_any(outcomes: Sequence, merger: Merger | None, deciding: bool = False) -> None:
     failed = [o for o in outcomes if o.error]
     if failed:
         if merger is not None:
@@ -437,6 +455,7 @@ def run_round(
     kind: str,
     show_progress: bool,
     record: dict[str, Any],
+    prepare: Callable[[OutLayout], None] | None = None,
 ) -> dict[str, Any]:
     """Decide the shards `stale` again into a round of their own, merge every shard, write the
     manifests, the report and the run's `record` (run.json) into the round, and commit it (see
@@ -446,6 +465,8 @@ def run_round(
     started = time.perf_counter()
     check_format(layout.part(min(stale)))  # one safeset wrote every part (run.json says which)
     staged = start_round(layout)
+    if prepare is not None:
+        prepare(staged)
     markers = {i: _done_marker(layout, i) for i in range(len(shards))}
     before = {i: markers[i] for i in sorted(stale)}
     # what the scan found each input file to be, from the shard that hashed it (a table read in parts
@@ -465,7 +486,7 @@ def run_round(
     with ScanProgress(len(tasks), 0, enabled=show_progress, fetching=False) as progress:
         outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
     try:
-        _fail_if_any(outcomes, None, deciding=True)
+        fail_if_any(outcomes, None, deciding=True)
     except BaseException:
         shutil.rmtree(staged.root, ignore_errors=True)
         raise
@@ -477,7 +498,8 @@ def run_round(
     rows = sum(s["rows"] for s in decided.values())
     entry = round_entry(0, kind, spec, merger.manifests.time, rows, changes)
     run = {**run, "round_seconds": round(time.perf_counter() - started, 3), "rows_decided": rows}
-    report = _report(reported, merger, staged, run, _rounds(layout, entry, spec, merger.manifests.time))
+    expansion = expansion_summaries(layout) + expansion_summaries(staged)
+    report = _report(reported, merger, staged, run, _rounds(layout, entry, spec, merger.manifests.time), expansion)
     write_json(staged.run_spec, record)
     commit_round(layout, before, decided)
     return report
@@ -504,7 +526,9 @@ def _same_size(path: Path, size: int) -> bool:
     return path.is_file() and path.stat().st_size == size
 
 
-def _report(reported: Reported, merger: Merger, layout: OutLayout, run: dict, rounds: list[dict]) -> dict[str, Any]:
+def _report(
+    reported: Reported, merger: Merger, layout: OutLayout, run: dict, rounds: list[dict], expansion: list[dict] = ()
+) -> dict[str, Any]:
     """Every shard is merged: commit the manifests, write report.json and report.html into
     `layout`. `run`: how this run went (engine, workers, shards and rows run), for the timings."""
     summaries = merger.finish()
@@ -526,6 +550,8 @@ def _report(reported: Reported, merger: Merger, layout: OutLayout, run: dict, ro
             "rows_per_second": round(run["rows_run"] / elapsed, 1) if elapsed > 0 else None,
         },
     )
+    if expansion:
+        report["expansion"] = list(expansion)
     write_json(layout.report_json, report)
     render_report(layout.root)  # from report.json, exactly as `safeset report` does
     if not report["conservation"]["holds"]:

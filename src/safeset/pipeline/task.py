@@ -27,6 +27,7 @@ from .check import Auditor, CheckSettings
 
 if TYPE_CHECKING:
     from ..fetch import FetchOptions
+    from .expand import SearchJob
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,17 @@ class RunSpec:
     settings: CheckSettings
     fetch: FetchOptions | None = None  # download the images of URL-only rows (`--fetch`)
     save_images: bool = False  # write fetched images that are kept into the clean release
+    # every neighbour-expansion round's candidates: (OUT-relative path, SHA-256), see `pipeline.expand`
+    expansions: tuple[tuple[str, str], ...] = ()
 
     @property
     def decided_with(self) -> str:
-        """A checksum of what decides, given the observations: the banks' versions, the policy and
-        the match thresholds. A done shard decided with another one is decided again (a round)."""
+        """A checksum of what decides, given the observations: the banks' versions, the policy, the
+        match thresholds and the expansions' candidates. A done shard decided with another one is
+        decided again (a round)."""
         what = {"banks": [list(b) for b in self.banks], "policy": self.policy.sha256, "match": self.settings.thresholds}
+        if self.expansions:
+            what["expansions"] = [list(e) for e in self.expansions]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -61,6 +67,8 @@ class ShardTask:
     # decided again, and its new outputs written under this folder, committed with the round's.
     round: str | None = None
     checksums: tuple[tuple[str, str], ...] = ()  # (input file, SHA-256 the scan found), for a round
+    # A search of one embedding file for the seeds' neighbours (`pipeline.expand`; `spec` is None)
+    expand: SearchJob | None = None
 
 
 class BankChangedError(SafesetError):

@@ -14,7 +14,8 @@ process runs. A shard goes through these stages:
 3. counted: rows in = rows out, or the shard fails;
 4. summed up (`task.summary_of`): the results part, then the done-marker.
 
-A decide round's shard (`task.round`) goes to `pipeline.decide` instead.
+A decide round's shard (`task.round`) goes to `pipeline.decide` instead, and an expansion's
+search of an embedding file (`task.expand`) to `pipeline.expand`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ def run_shard(task: ShardTask, progress: Callable[[dict], None] | None = None) -
         from .decide import decide_shard
 
         return decide_shard(task, progress)
+    if task.expand is not None:
+        from .expand import search_file
+
+        return search_file(task.expand, progress)
     if is_remote(task.out) or any(is_remote(f) for f in task.shard.files):
         return _run_staged(task, progress)
     return _run_local(task, progress)

@@ -18,9 +18,12 @@ A policy is a small TOML file (see `presets/`):
     name = "scored"               # (see `policy.rules` for the conditions)
     action = "remove"
     all = ["punsafe > 0.95", "keyword"]
+    [expand]                      # rows `safeset expand` found near a seed (reason expand:N)
+    action = "review"             # the default: similarity alone removes nothing; a rule on
+                                  # the signal nn_similarity can (e.g. "nn_similarity >= 0.95")
 
 Every factor that applies becomes a reason (`match:BANK:TYPE`, `unchecked:CONDITION`,
-`rule:NAME`), and the most severe action among them wins: remove > review > keep. `[match]` acts
+`rule:NAME`, `expand:N`), and the most severe action among them wins: remove > review > keep. `[match]` acts
 on hash and URL lists; a keyword list's term in a caption is evidence that only rules act on (a
 word is not an image).
 """
@@ -74,6 +77,7 @@ class Policy:
     match_banks: Mapping[str, Decision] = field(default_factory=dict)
     unchecked: Mapping[str, Decision] = field(default_factory=lambda: dict(_DEFAULT_UNCHECKED))
     rules: tuple[Rule, ...] = ()
+    expand: Decision = Decision.REVIEW  # a neighbour-expansion candidate's action
 
     @classmethod
     def preset(cls, name: str) -> Policy:
@@ -104,7 +108,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        unknown = set(data) - {"name", "match", "unchecked", "rules"}
+        unknown = set(data) - {"name", "match", "unchecked", "rules", "expand"}
         if unknown:
             raise BadInputError(source, f"unknown policy section(s): {', '.join(sorted(unknown))}")
         if not isinstance(data.get("name", ""), str):
@@ -122,8 +126,12 @@ class Policy:
                 f"unknown condition(s) in [unchecked]: {', '.join(sorted(bad))}; "
                 f"known: {', '.join(UNCHECKED_CONDITIONS)}",
             )
+        expand = _table(data, "expand", source)
+        if set(expand) - {"action"}:
+            raise BadInputError(source, f"unknown key(s) in [expand]: {', '.join(sorted(set(expand) - {'action'}))}")
         return cls(
             name=str(data.get("name", Path(source).stem)),
+            expand=_action(expand.get("action", "review"), source, "expand.action"),
             match_default=_action(match.get("default", "remove"), source, "match.default"),
             match_banks={b: _action(a, source, f"match.banks.{b}") for b, a in banks.items()},
             unchecked={**_DEFAULT_UNCHECKED, **{k: _action(v, source, f"unchecked.{k}") for k, v in unchecked.items()}},
@@ -142,14 +150,18 @@ class Policy:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "match": {
-                "default": str(self.match_default),
-                "banks": {k: str(v) for k, v in sorted(self.match_banks.items())},
-            },
-            "unchecked": {k: str(self.unchecked[k]) for k in UNCHECKED_CONDITIONS},
-        } | ({"rules": [rule.to_dict() for rule in self.rules]} if self.rules else {})
+        return (
+            {
+                "name": self.name,
+                "match": {
+                    "default": str(self.match_default),
+                    "banks": {k: str(v) for k, v in sorted(self.match_banks.items())},
+                },
+                "unchecked": {k: str(self.unchecked[k]) for k in UNCHECKED_CONDITIONS},
+            }
+            | ({"rules": [rule.to_dict() for rule in self.rules]} if self.rules else {})
+            | ({"expand": {"action": str(self.expand)}} if self.expand != Decision.REVIEW else {})
+        )
 
     @property
     def signals(self) -> list[str]:
@@ -161,11 +173,17 @@ class Policy:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def judge(
-        self, matched: Iterable[tuple[str, str]], status: str, low_quality: bool, fired: Iterable[Rule] = ()
+        self,
+        matched: Iterable[tuple[str, str]],
+        status: str,
+        low_quality: bool,
+        fired: Iterable[Rule] = (),
+        expanded: str | None = None,
     ) -> tuple[Decision, list[str]]:
         """The decision and reasons for a row: `matched` its (bank, signal type) pairs in order,
         `status` its status, `low_quality` whether an image of it was too flat for its PDQ to
-        count (or it decoded with none), `fired` the rules it fires."""
+        count (or it decoded with none), `fired` the rules it fires, `expanded` its reason as a
+        neighbour-expansion candidate."""
         actions: dict[str, Decision] = {}
         for bank, type_name in matched:
             if type_name != "keyword":
@@ -176,6 +194,8 @@ class Policy:
             actions[f"unchecked:{LOW_QUALITY}"] = self.unchecked[LOW_QUALITY]
         for rule in fired:
             actions[rule.reason] = rule.action
+        if expanded:
+            actions[expanded] = self.expand
         return max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP), list(actions)
 
     def decide_rows(
@@ -185,11 +205,13 @@ class Policy:
         low_quality: np.ndarray,
         matched: Mapping[int, Sequence[tuple[str, str]]],
         signals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        expanded: Mapping[int, str] | None = None,
     ) -> tuple[list[Decision], list[list[str]], np.ndarray]:
         """`judge` for many rows at once (statuses as codes into `status_names`; `signals` the
-        (values, present) of each signal the rules read, see `rules.signal_values`): the distinct
-        decisions, their reasons, and each row's index into them. Rows that match nothing are
-        judged once per (status, quality, rules fired) they share; rows that match, one by one."""
+        (values, present) of each signal the rules read, see `rules.signal_values`; `expanded`
+        the expansion candidates' reasons): the distinct decisions, their reasons, and each row's
+        index into them. Rows that neither match nor are candidates are judged once per (status,
+        quality, rules fired) they share; the others one by one."""
         codes = status_codes.astype(np.int64)
         fired = np.zeros(len(codes), np.int64)
         if self.rules:
@@ -203,9 +225,12 @@ class Policy:
             decision, reasons = self.judge((), status_names[state // 2], bool(state % 2), rules)
             remap.append(outcomes.setdefault((decision, tuple(reasons)), len(outcomes)))
         chosen = np.asarray(remap, np.int64)[chosen] if remap else np.zeros(0, np.int64)
-        for row, pairs in matched.items():
+        expanded = expanded or {}
+        for row in sorted(set(matched) | set(expanded)):
             status = status_names[status_codes[row]]
-            decision, reasons = self.judge(pairs, status, bool(low_quality[row]), self._fired(int(fired[row])))
+            decision, reasons = self.judge(
+                matched.get(row, ()), status, bool(low_quality[row]), self._fired(int(fired[row])), expanded.get(row)
+            )
             chosen[row] = outcomes.setdefault((decision, tuple(reasons)), len(outcomes))
         distinct = list(outcomes)
         return [d for d, _ in distinct], [list(r) for _, r in distinct], chosen

@@ -53,6 +53,7 @@ class OutLayout:
         self.evidence = self.root / "evidence.jsonl"
         self.report_json = self.root / "report.json"
         self.report_html = self.root / "report.html"
+        self.expansion = self.root / "expansion"
         self.run_spec = self.state / "run.json"
         # what a scan puts directly under OUT, and nothing else
         self.outputs = (
@@ -64,6 +65,7 @@ class OutLayout:
             self.evidence,
             self.report_json,
             self.report_html,
+            self.expansion,
         )
 
     def relative(self, path: Path) -> str:
