@@ -22,6 +22,7 @@ from pyarrow import fs
 import safeset
 from safeset.demo import jpeg
 from safeset.fetch import FetchOptions
+from safeset.sinks import OutLayout
 
 RAY = Path(sys.executable).with_name("ray")
 RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -239,3 +240,36 @@ def test_without_the_extra_the_ray_engine_names_it(shards, tmp_path, home):
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'safeset[ray]'" in proc.stderr
     assert not list(tmp_path.rglob("part-*.done.json"))
+
+
+def test_an_expansion_on_ray_finds_what_the_local_engine_finds(cluster, shards, tmp_path, home):
+    """The expansion's searches, one per embedding file, run as Ray tasks: the same candidates
+    and the same decisions as on this machine's cores."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from test_neighbours import laion_layout
+
+    data, listed = shards
+    add_bank(home, listed)
+    for name in ("local", "ray"):
+        safeset.scan(data, tmp_path / name, workers=2, home=str(home))
+    results = pq.read_table(tmp_path / "local" / "results", columns=["url", "decision"]).to_pylist()
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(len(results), 32)).astype(np.float32)
+    removed = [i for i, row in enumerate(results) if row["decision"] == "remove"]
+    for seed in removed:  # a near copy of each removed row, in the next row
+        vectors[(seed + 1) % len(results)] = vectors[seed] + rng.normal(size=32) * 0.05
+    urls = [row["url"] for row in results]
+    half = len(urls) // 2
+    emb = laion_layout(tmp_path / "emb", [vectors[:half], vectors[half:]], [urls[:half], urls[half:]])
+
+    local = safeset.expand(tmp_path / "local", emb, k=3, workers=2, home=str(home))
+    command = [sys.executable, "-m", "safeset", "--home", str(home), "expand", str(tmp_path / "ray")]
+    command += ["--embeddings", str(emb), "--k", "3", "--engine", "ray", "--ray-address", cluster, "-q"]
+    proc = subprocess.run(command, env=RAY_ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert local["expansion"][0]["candidates"]["rows"] >= 1
+    found = [OutLayout(tmp_path / n).expansion / "round-001" / "candidates.parquet" for n in ("local", "ray")]
+    assert found[0].read_bytes() == found[1].read_bytes()
+    ray_report = read_json(tmp_path / "ray" / "report.json")
+    assert ray_report["totals"] == local["totals"] and ray_report["timings"]["engine"] == "ray"

@@ -139,12 +139,14 @@ class TopK:
 
 class Search:
     """The k nearest rows of every seed with similarity >= `floor`, over blocks of rows added in
-    any order (each with the number of its first row), exactly (see the module's docstring)."""
+    any order (each with the number of its first row), exactly (see the module's docstring).
+    `floor` may be one per seed: a search split over parts of the rows may start every part at a
+    lower bound of each seed's k-th best over all of them (see `primed_floor`)."""
 
-    def __init__(self, seeds: Seeds, k: int, floor: float = -1.0):
+    def __init__(self, seeds: Seeds, k: int, floor: float | np.ndarray = -1.0):
         if k < 1:
             raise ValueError("k must be at least 1")
-        self.seeds, self.floor = seeds, float(floor)
+        self.seeds, self.floor = seeds, np.broadcast_to(np.asarray(floor, np.float64), (len(seeds),)).copy()
         self.top = TopK.empty(len(seeds), k)
         self.pairs_scored = 0  # pairs that passed the kernel: what exactness cost in float64
         room = max(_PAIRS, _ROWS * len(seeds))
@@ -191,7 +193,7 @@ class Search:
         scores = np.empty(len(rows))
         for part in np.split(np.arange(len(rows)), bounds) if len(rows) else ():
             scores[part] = similarity(block[rows[part]], self.seeds.vectors[seeds[part[0]]])
-        keep = scores >= self.floor  # NaN (no direction) never is
+        keep = scores >= self.floor[seeds]  # NaN (no direction) never is
         self.top.add(seeds[keep], rows[keep] + first, scores[keep])
 
     def _kth_lower(self, seeds: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -209,6 +211,14 @@ class Search:
         full = counts >= k
         tau[full] = values[starts[full] + k - 1]
         return np.maximum(tau, self.floor)
+
+
+def primed_floor(sample: Search, floor: float) -> np.ndarray:
+    """Each seed's floor for searches of parts of the rows, from a search of a few of them: the
+    k-th best similarity found there (k distinct rows are that similar, so the seed's k-th best
+    over all rows is too), never below `floor`. Parts then skip their own warm-up; the merged
+    lists are those of one search over everything, plus the sample's rows that beat the floor."""
+    return np.maximum(sample.top.kth(), floor)
 
 
 def simd() -> bool:

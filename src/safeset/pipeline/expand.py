@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from ..errors import BadInputError, UsageError
 from ..model import Decision
-from ..neighbours import Search, Seeds, TopK
+from ..neighbours import Search, Seeds, TopK, primed_floor
 from ..sinks import OutLayout, read_json, write_json
 from ..sources.base import Shard
 from ..sources.embeddings import EmbeddingFile, blocks, embedding_files, join_keys, take_rows
@@ -63,7 +63,7 @@ class SearchJob:
     seeds: np.ndarray  # (m, d) float64
     seed_rows: np.ndarray  # (m,) each seed's row among the embeddings, -1 for none
     k: int
-    floor: float
+    floor: np.ndarray  # per seed: --min-similarity, or above it where a sample showed k rows are
 
 
 def search_file(job: SearchJob, progress=None) -> dict:
@@ -301,24 +301,14 @@ def run_expand(config: ExpandConfig) -> dict[str, Any]:
 
 def _search(files, vectors, seed_rows, names, config, decide, join, audit, seed_positions) -> tuple[pa.Table, dict]:
     """The seeds' neighbours over every file, on the engine; as candidate rows of the audit."""
-    from ..engines import Progress, engine_for
+    from ..engines import engine_for
     from .progress import ScanProgress
-    from .scan import fail_if_any
 
     if not len(vectors):
         return CANDIDATES_SCHEMA.empty_table(), {"pairs_scored": 0}
-    tasks = [
-        ShardTask(i, Shard("embeddings", f.vectors, f.vectors, (f.vectors,)), config.out, None,
-                  expand=SearchJob(f, vectors, seed_rows, config.k, config.min_similarity))
-        for i, f in enumerate(files)
-    ]  # fmt: skip
     engine = engine_for(decide.engine, decide.workers, decide.retries, decide.ray_address)
-    with ScanProgress(len(tasks), 0, enabled=decide.progress, fetching=False) as progress:
-        outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
-    fail_if_any(outcomes, None)
-    top = TopK.empty(len(vectors), config.k)
-    for outcome in outcomes:
-        top.merge(TopK(outcome.summary["rows"], outcome.summary["scores"]))
+    with ScanProgress(len(files), 0, enabled=decide.progress, fetching=False) as progress:
+        top, pairs = neighbours(files, vectors, seed_rows, config.k, config.min_similarity, engine, progress)
     seeds, ranks = np.nonzero(top.rows >= 0)
     found = pa.table(
         {
@@ -337,10 +327,39 @@ def _search(files, vectors, seed_rows, names, config, decide, join, audit, seed_
     candidates = joined.select(CANDIDATES_SCHEMA.names).cast(CANDIDATES_SCHEMA)
     candidates = candidates.sort_by([("seed", "ascending"), ("rank", "ascending"), ("row_id", "ascending")])
     return candidates, {
-        "pairs_scored": int(sum(o.summary["pairs_scored"] for o in outcomes)),
+        "pairs_scored": pairs,
         "neighbours": int(len(seeds)),
         "neighbours_outside_audit": len(seeds) - int(pc.sum(pc.is_in(found["key"], value_set=audit_keys)).as_py() or 0),
     }
+
+
+SAMPLE_ROWS = 65536  # rows searched first, in this process, to give every file's search its floor
+
+
+def neighbours(files, vectors, seed_rows, k: int, floor: float, engine, progress=None) -> tuple[TopK, int]:
+    """Each seed's k nearest rows over every file at or above `floor`, exactly: the first rows
+    searched here for each seed's floor (`neighbours.primed_floor`), then one task per file on the
+    `engine`, their lists merged. Also the pairs scored in float64, all told."""
+    from ..engines import Progress
+    from .scan import fail_if_any
+
+    sample = Search(Seeds(vectors, seed_rows), k, floor)
+    for first, block in blocks(files[0], rows=SAMPLE_ROWS):
+        sample.add(block, first)
+        break
+    floors = primed_floor(sample, floor)
+    tasks = [
+        ShardTask(i, Shard("embeddings", f.vectors, f.vectors, (f.vectors,)), "", None,
+                  expand=SearchJob(f, vectors, seed_rows, k, floors))
+        for i, f in enumerate(files)
+    ]  # fmt: skip
+    callbacks = Progress(counts=progress.counts, shard_done=progress.shard_done) if progress else Progress()
+    outcomes = engine.run(tasks, callbacks)
+    fail_if_any(outcomes, None)
+    top = TopK.empty(len(vectors), k)
+    for outcome in outcomes:
+        top.merge(TopK(outcome.summary["rows"], outcome.summary["scores"]))
+    return top, sample.pairs_scored + sum(int(o.summary["pairs_scored"]) for o in outcomes)
 
 
 def _candidate_counts(candidates: pa.Table, names: Sequence[str], floor: float) -> dict[str, Any]:

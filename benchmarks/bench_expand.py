@@ -1,0 +1,241 @@
+"""Neighbour expansion (issue 13): 100 seeds' exact top-100 over LAION-layout embeddings, against
+a plain numpy streamed brute force and faiss's IndexFlatIP, at equal threads (2), each in a fresh
+process (wall time and the peak memory of its largest process).
+
+- safeset: `pipeline.expand`'s search tasks (one per embedding file) on the local engine with 2
+  workers, as `safeset expand` runs them, the per-file lists merged; start-up of the workers
+  included.
+- numpy: blocks of 65,536 rows read from the .npy files, converted to float32, one matrix product
+  per block (OpenBLAS, 2 threads), argpartition, merge.
+- faiss: each file loaded, converted to float32, added to an IndexFlatIP, searched (2 OpenMP
+  threads), the per-file lists merged.
+
+The corpus: SAFESET_BENCH_EMB_ROWS unit vectors (default 2,000,000 x 768, float16, 8 files with
+their metadata parquet), drawn at random: the hardest case for safeset's pruning, since random
+vectors' similarities crowd together (CLIP's spread wider). The seeds are 100 of its rows (each
+its own nearest, left out). SAFESET_BENCH_EMB_SIZES="1000000,2000000" runs several sizes.
+Every method's top-100 is checked (`exactness`): safeset's against the float64 cosine of every
+row any method listed; the peers' lists hold rows that are not in the exact top-100 where their
+float32 inner products reorder near-ties (within 1e-6) at the 100th place, and no worse.
+
+Run: python benchmarks/bench_expand.py        (medians of SAFESET_BENCH_RUNS runs, 3 by default)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import common
+import corpus
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = corpus.ROOT / "expand"
+DIM, SEEDS, K, FILES, THREADS = 768, 100, 100, 8, 2
+RUNS = int(os.environ.get("SAFESET_BENCH_RUNS", "3"))
+
+
+def build(rows: int) -> Path:
+    root = ROOT / f"laion-{rows}"
+    if (root / "seeds.npy").is_file():
+        return root
+    (root / "img_emb").mkdir(parents=True, exist_ok=True)
+    (root / "metadata").mkdir(exist_ok=True)
+    rng = np.random.default_rng(13)
+    per = -(-rows // FILES)
+    for i in range(FILES):
+        n = min(per, rows - i * per)
+        block = rng.standard_normal((n, DIM), dtype=np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        np.save(root / "img_emb" / f"img_emb_{i:04d}.npy", block.astype(np.float16))
+        urls = pa.array([f"https://img{j % 97}.example.org/{i}/{j}.jpg" for j in range(n)])
+        pq.write_table(pa.table({"url": urls}), root / "metadata" / f"metadata_{i:04d}.parquet")
+    np.save(root / "seeds.npy", np.sort(rng.choice(rows, SEEDS, replace=False)))
+    return root
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted((root / "img_emb").glob("*.npy"))
+
+
+def _seed_vectors(root: Path, seed_rows: np.ndarray) -> np.ndarray:
+    out, first = np.zeros((len(seed_rows), DIM)), 0
+    for path in _files(root):
+        data = np.load(path, mmap_mode="r")
+        inside = (seed_rows >= first) & (seed_rows < first + len(data))
+        out[inside] = data[seed_rows[inside] - first]
+        first += len(data)
+    return out
+
+
+def _merge(best_rows, best_scores, rows, scores):
+    """Each seed's K best of two lists (rows -1 / scores -inf fill the gaps)."""
+    rows, scores = np.concatenate([best_rows, rows], 1), np.concatenate([best_scores, scores], 1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    return np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
+
+
+def run_safeset(root: Path):
+    from safeset.engines.local import LocalEngine
+    from safeset.pipeline.expand import neighbours
+    from safeset.sources.embeddings import embedding_files
+
+    seed_rows = np.load(root / "seeds.npy")
+    vectors = _seed_vectors(root, seed_rows)
+    top, pairs = neighbours(embedding_files(str(root)), vectors, seed_rows, K, -1.0, LocalEngine(workers=THREADS))
+    return top.rows, top.scores, {"pairs_scored": pairs}
+
+
+def run_numpy(root: Path):
+    seed_rows = np.load(root / "seeds.npy")
+    seeds = _seed_vectors(root, seed_rows).astype(np.float32)
+    seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
+    best_rows, best_scores = np.full((SEEDS, K), -1), np.full((SEEDS, K), -np.inf, np.float32)
+    first = 0
+    for path in _files(root):
+        data = np.load(path, mmap_mode="r")
+        for start in range(0, len(data), 65536):
+            block = np.asarray(data[start : start + 65536], np.float32)
+            scores = seeds @ block.T  # (seeds, rows)
+            own = (seed_rows >= first + start) & (seed_rows < first + start + len(block))
+            scores[own, seed_rows[own] - first - start] = -np.inf
+            take = min(K, scores.shape[1])
+            part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+            part_scores = np.take_along_axis(scores, part, 1)
+            best_rows, best_scores = _merge(best_rows, best_scores, part + first + start, part_scores)
+        first += len(data)
+    return best_rows, best_scores, {}
+
+
+def run_faiss(root: Path):
+    import faiss
+
+    faiss.omp_set_num_threads(THREADS)
+    seed_rows = np.load(root / "seeds.npy")
+    seeds = _seed_vectors(root, seed_rows).astype(np.float32)
+    seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
+    best_rows, best_scores = np.full((SEEDS, K), -1), np.full((SEEDS, K), -np.inf, np.float32)
+    first = 0
+    for path in _files(root):
+        data = np.load(path).astype(np.float32)
+        index = faiss.IndexFlatIP(DIM)
+        index.add(data)
+        scores, rows = index.search(seeds, K + 1)
+        rows = rows + first
+        scores[rows == seed_rows[:, None]] = -np.inf  # a seed's own row
+        best_rows, best_scores = _merge(best_rows, best_scores, rows, scores)
+        first += len(data)
+        del index, data
+    return best_rows, best_scores, {}
+
+
+METHODS = {"safeset": run_safeset, "numpy": run_numpy, "faiss": run_faiss}
+
+
+def child_main(method: str, root: str, answer: str) -> None:
+    import resource
+
+    started = time.perf_counter()
+    rows, scores, extra = METHODS[method](Path(root))
+    seconds = time.perf_counter() - started
+    np.savez(answer, rows=rows, scores=scores)
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak / 1024, **extra}))
+
+
+def exactness(root: Path, answers: dict) -> dict[str, int]:
+    """Per method, the seeds whose list is not the exact one: safeset's list is checked against the
+    float64 cosine of every row any method listed (its scores must be those, and no row another
+    method listed may beat its last); the peers' lists against safeset's, as sets, where they
+    differ beyond a row whose cosine ties within 1e-6 (their float32 inner products of float16
+    unit vectors reorder such near-ties)."""
+    from safeset.neighbours import similarity
+
+    seed_rows = np.load(root / "seeds.npy")
+    seeds = _seed_vectors(root, seed_rows)
+    data = np.concatenate([np.load(p, mmap_mode="r") for p in _files(root)])
+    wrong = {m: 0 for m in answers}
+    for j in range(SEEDS):
+        ours = answers["safeset"]["rows"][j]
+        exact = similarity(data[ours], seeds[j])
+        listed = np.unique(np.concatenate([a["rows"][j] for a in answers.values()]))
+        others = listed[~np.isin(listed, ours)]
+        beaten = len(others) and similarity(data[others], seeds[j]).max() > exact[-1]
+        if beaten or not np.array_equal(exact, answers["safeset"]["scores"][j]):
+            wrong["safeset"] += 1
+        for method, answer in answers.items():
+            if method != "safeset":
+                missing = ~np.isin(answer["rows"][j], ours)
+                if missing.any() and (similarity(data[answer["rows"][j][missing]], seeds[j]) < exact[-1] - 1e-6).any():
+                    wrong[method] += 1
+    return wrong
+
+
+def main() -> None:
+    sizes = [
+        int(s)
+        for s in os.environ.get("SAFESET_BENCH_EMB_SIZES", os.environ.get("SAFESET_BENCH_EMB_ROWS", "2000000")).split(
+            ","
+        )
+    ]
+    env = {"OPENBLAS_NUM_THREADS": str(THREADS), "OMP_NUM_THREADS": str(THREADS)}
+    results = {}
+    for rows in sizes:
+        root = ROOT / f"laion-{rows}"
+        common.child(_BUILD, str(rows))  # apart: this process stays small, as its children's peaks are theirs
+        print(f"\n{rows:,} x {DIM} float16 embeddings in {FILES} files; {SEEDS} seeds, top-{K}, {THREADS} threads")
+        measured, answers = {}, {}
+        for method in METHODS:
+            runs = []
+            for run in range(RUNS):
+                answer = ROOT / f"answer-{method}.npz"
+                runs.append(common.child(_CHILD, method, str(root), str(answer), env=env))
+                if run == 0:
+                    answers[method] = dict(np.load(answer))
+            measured[method] = {
+                "seconds": statistics.median(r["seconds"] for r in runs),
+                "runs": [round(r["seconds"], 2) for r in runs],
+                "peak_mb": max(r["peak_mb"] for r in runs),
+                **{k: v for k, v in runs[0].items() if k not in ("seconds", "peak_mb")},
+            }
+        ours = measured["safeset"]["seconds"]
+        common.table(
+            ["method", "seconds", "vectors/s", "peak MB", "safeset is x faster", "runs"],
+            [
+                [m, r["seconds"], rows / r["seconds"], r["peak_mb"], r["seconds"] / ours, " ".join(map(str, r["runs"]))]
+                for m, r in measured.items()
+            ],
+        )
+        wrong = exactness(root, answers)
+        print(f"seeds whose top-{K} is not the exact one: " + ", ".join(f"{m} {n}" for m, n in wrong.items()))
+        print(f"pairs scored in float64: {measured['safeset']['pairs_scored']:,} of {rows * SEEDS:,}")
+        results[rows] = {**measured, "not_exact": wrong}
+    common.save("expand", {"threads": THREADS, "seeds": SEEDS, "k": K, "sizes": results})
+
+
+_BUILD = f"""
+import sys, json
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import bench_expand
+bench_expand.build(int(sys.argv[1]))
+print(json.dumps({{}}))
+"""
+
+_CHILD = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import bench_expand
+bench_expand.child_main(*sys.argv[1:])
+"""
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        child_main(*sys.argv[1:])
+    else:
+        main()
