@@ -68,7 +68,8 @@ def test_readme_commands_and_api_example_run(tmp_path):
 def test_readme_policy_example_is_a_valid_policy(tmp_path):
     from safeset.policy import Policy
 
-    whole, rules = blocks("toml")
+    whole, rules, copies = blocks("toml")
+    assert Policy.from_toml_text(copies, source="README").copies == "review"
     policy = Policy.from_toml_text(whole, source="README")
     assert policy.match_banks == {"watchlist": "review"}
     assert [r.name for r in Policy.from_toml_text(rules, source="README").rules] == [

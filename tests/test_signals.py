@@ -591,7 +591,10 @@ def test_c2pa_stores_as_a_hostile_or_unusual_writer_leaves_them(home, tmp_path, 
     (folder / "plain.jpg").write_bytes(real)
     out = tmp_path / "out"
     _scan(home, folder, "--out", out)
-    assert sorted(r["decision"] for r in _results(out)) == ["keep", "remove"]
+    # the poisoned store is no opt-out; its image is the opted-out one's, so it is held as a copy
+    rows = {r["decision"]: r for r in _results(out)}
+    assert sorted(rows) == ["remove", "review"] and rows["remove"]["reasons"] == ["rule:optout-in-file"]
+    assert rows["review"]["reasons"] == [f"copy_of:{rows['remove']['row_id']}"]
 
 
 def test_nsfw_scores_come_from_the_packaged_classifier_when_asked(home, tmp_path, tiles):

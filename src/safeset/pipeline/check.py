@@ -7,7 +7,7 @@ hashes, and the item's `data` is dropped, so a flagged image is never held longe
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,20 +323,23 @@ def decide_table(
     policy: Policy,
     min_quality: int,
     expanded: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
+    copies: Mapping[int, str] | None = None,
 ) -> tuple[pa.Table, dict[int, list[Match]]]:
     """A results table with its `matches`, `decision` and `reasons` worked out anew, column by
     column: matched against `matcher`'s banks, decided by `policy`; and the matches by row.
     `expanded`: the neighbour-expansion candidates among the rows (positions, similarity, reason;
-    see `pipeline.expand`), whose similarity the rules read as the signal `nn_similarity`."""
+    see `pipeline.expand`), whose similarity the rules read as the signal `nn_similarity`;
+    `copies`: rows whose image is a removed row's, with their reason `copy_of:ROW`."""
     found = matcher.search(table)
     signals = signal_values(table, [s for s in policy.signals if s != EXPANDED])
-    reasons_of = {}
+    noted: dict[int, list[str]] = {row: [reason] for row, reason in (copies or {}).items()}
     if expanded is not None:
-        rows, similarity, reasons_of = expanded
+        rows, similarity, reasons = expanded
         values, present = np.zeros(table.num_rows), np.zeros(table.num_rows, bool)
         values[rows], present[rows] = similarity, True
         signals[EXPANDED] = (values, present)
-        reasons_of = dict(zip(rows.tolist(), reasons_of, strict=True))
+        for row, reason in zip(rows.tolist(), reasons, strict=True):
+            noted.setdefault(row, []).append(reason)
     statuses = pc.dictionary_encode(whole(table["status"]))
     decisions, reasons, chosen = policy.decide_rows(
         statuses.indices.to_numpy(zero_copy_only=False),
@@ -344,7 +347,7 @@ def decide_table(
         low_quality(table, min_quality),
         {row: [(m.bank, m.signal_type) for m in matches] for row, matches in found.items()},
         signals,
-        reasons_of,
+        noted,
     )
     where = pa.array(chosen)
     columns = {

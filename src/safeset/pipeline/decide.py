@@ -94,7 +94,9 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     observed = read_results(layout.part(task.part))
     checker = auditor_for(task.spec)
     expanded = candidates_of(task, observed["row_id"]) if task.spec.expansions else None
-    table, _ = decide_table(observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality, expanded)
+    table, _ = decide_table(
+        observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality, expanded, dict(task.copies)
+    )
     if progress is not None:
         progress({"items": table.num_rows})
     summary = {

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..banks import BankStore
 from ..errors import BadInputError, ShardsFailedError, UsageError
-from ..model import Status
+from ..model import Decision, Status
 from ..neighbours import SIGNAL as EXPANDED
 from ..policy import Policy
 from ..redact import redact
@@ -37,6 +37,7 @@ from ..sinks import OutLayout, read_json, write_json
 from ..sources import ReadOptions, Shard, plan_shards, reader_for
 from ..storage import Lease, Remote, is_remote, scratch, staging_base
 from .check import MATCH_SETTINGS, CheckSettings
+from .copies import find_copies
 from .decide import check_format, commit_round, finish_pending_round, merge_transitions, round_entry, start_round
 from .expand import expansion_files, expansion_summaries
 from .merge import Merger
@@ -270,6 +271,13 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 )
             rounds = _rounds(layout, None, spec, merger.manifests.time, merger.report.rows)
             report = _report(reported, merger, layout, run, rounds)
+            if not remote and spec.policy.copies != Decision.KEEP:
+                parts = {i: layout.part(i) for i in range(len(shards))}
+                if find_copies(parts, spec.settings.pdq_threshold, spec.settings.pdq_min_quality):
+                    # copies of what the scan flagged: a round of their own, as `decide` would make it
+                    return run_round(
+                        layout, shards, spec, set(), engine, reported, run, "copies", config.progress, fingerprint
+                    )
             if remote:  # what the scan wrote itself; the shards' files are there already
                 remote.upload_tree(layout.root, skip=("_state/", "results/"))
     return report
@@ -457,44 +465,54 @@ def run_round(
     record: dict[str, Any],
     prepare: Callable[[OutLayout], None] | None = None,
 ) -> dict[str, Any]:
-    """Decide the shards `stale` again into a round of their own, merge every shard, write the
-    manifests, the report and the run's `record` (run.json) into the round, and commit it (see
-    `pipeline.decide`)."""
+    """Decide the shards `stale` again into a round of their own; then, unless the policy keeps
+    copies, the shards whose copies of flagged rows changed (`pipeline.copies`) again with them;
+    merge every shard, write the manifests, the report and the run's `record` (run.json) into the
+    round, and commit it (see `pipeline.decide`)."""
     from ..engines import Progress
 
     started = time.perf_counter()
-    check_format(layout.part(min(stale)))  # one safeset wrote every part (run.json says which)
+    check_format(layout.part(min(stale or {0})))  # one safeset wrote every part (run.json says which)
     staged = start_round(layout)
     if prepare is not None:
         prepare(staged)
     markers = {i: _done_marker(layout, i) for i in range(len(shards))}
-    before = {i: markers[i] for i in sorted(stale)}
     # what the scan found each input file to be, from the shard that hashed it (a table read in parts
     # is hashed by its first): every shard the round writes checks its files against it
     sums = {r["path"]: r["sha256"] for marker in markers.values() for r in marker["files"] if "sha256" in r}
-    tasks = [
-        ShardTask(
-            i,
-            shards[i],
-            str(layout.root),
-            spec,
-            round=str(staged.root),
-            checksums=tuple((f, sums[f]) for f in shards[i].files if f in sums),
-        )
-        for i in sorted(stale)
-    ]
-    with ScanProgress(len(tasks), 0, enabled=show_progress, fetching=False) as progress:
-        outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
-    try:
-        fail_if_any(outcomes, None, deciding=True)
-    except BaseException:
-        shutil.rmtree(staged.root, ignore_errors=True)
-        raise
-    decided = {o.task.part: o.summary for o in outcomes}
+
+    def decide(parts: dict[int, dict[int, str]]) -> dict[int, dict]:
+        tasks = [
+            ShardTask(
+                i,
+                shards[i],
+                str(layout.root),
+                spec,
+                round=str(staged.root),
+                checksums=tuple((f, sums[f]) for f in shards[i].files if f in sums),
+                copies=tuple(sorted(copies.items())),
+            )
+            for i, copies in sorted(parts.items())
+        ]
+        with ScanProgress(len(tasks), 0, enabled=show_progress and bool(tasks), fetching=False) as progress:
+            outcomes = engine.run(tasks, Progress(counts=progress.counts, shard_done=progress.shard_done))
+        try:
+            fail_if_any(outcomes, None, deciding=True)
+        except BaseException:
+            shutil.rmtree(staged.root, ignore_errors=True)
+            raise
+        return {o.task.part: o.summary for o in outcomes}
+
+    decided = decide({i: {} for i in stale})
+    if spec.policy.copies != Decision.KEEP:
+        parts = {i: (staged if i in decided else layout).part(i) for i in range(len(shards))}
+        changed = find_copies(parts, spec.settings.pdq_threshold, spec.settings.pdq_min_quality)
+        decided.update(decide(changed))
+    before = {i: markers[i] for i in sorted(decided)}
     changes = merge_transitions(decided.values())
-    merger = Merger(shards, staged, None, created=_now(), parts=lambda i: (staged if i in stale else layout).part(i))
+    merger = Merger(shards, staged, None, created=_now(), parts=lambda i: (staged if i in decided else layout).part(i))
     for i in range(len(shards)):
-        merger.done(i, dict(decided[i]) if i in stale else markers[i])
+        merger.done(i, dict(decided[i]) if i in decided else markers[i])
     rows = sum(s["rows"] for s in decided.values())
     entry = round_entry(0, kind, spec, merger.manifests.time, rows, changes)
     run = {**run, "round_seconds": round(time.perf_counter() - started, 3), "rows_decided": rows}

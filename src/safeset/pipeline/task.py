@@ -67,6 +67,8 @@ class ShardTask:
     # decided again, and its new outputs written under this folder, committed with the round's.
     round: str | None = None
     checksums: tuple[tuple[str, str], ...] = ()  # (input file, SHA-256 the scan found), for a round
+    # A round's copies of flagged rows in this shard: (row position, reason `copy_of:ROW`), see `pipeline.copies`
+    copies: tuple[tuple[int, str], ...] = ()
     # A search of one embedding file for the seeds' neighbours (`pipeline.expand`; `spec` is None)
     expand: SearchJob | None = None
 

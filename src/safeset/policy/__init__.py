@@ -21,11 +21,13 @@ A policy is a small TOML file (see `presets/`):
     [expand]                      # rows `safeset expand` found near a seed (reason expand:N)
     action = "review"             # the default: similarity alone removes nothing; a rule on
                                   # the signal nn_similarity can (e.g. "nn_similarity >= 0.95")
+    [copies]                      # rows whose image is a copy of a removed row's (copy_of:ROW)
+    action = "review"             # the default; "keep" turns the search for copies off
 
 Every factor that applies becomes a reason (`match:BANK:TYPE`, `unchecked:CONDITION`,
-`rule:NAME`, `expand:N`), and the most severe action among them wins: remove > review > keep. `[match]` acts
-on hash and URL lists; a keyword list's term in a caption is evidence that only rules act on (a
-word is not an image).
+`rule:NAME`, `expand:N`, `copy_of:ROW`), and the most severe action among them wins: remove >
+review > keep. `[match]` acts on hash and URL lists; a keyword list's term in a caption is
+evidence that only rules act on (a word is not an image).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Policy:
     unchecked: Mapping[str, Decision] = field(default_factory=lambda: dict(_DEFAULT_UNCHECKED))
     rules: tuple[Rule, ...] = ()
     expand: Decision = Decision.REVIEW  # a neighbour-expansion candidate's action
+    copies: Decision = Decision.REVIEW  # a copy of a removed row's image (see `pipeline.copies`)
 
     @classmethod
     def preset(cls, name: str) -> Policy:
@@ -108,7 +111,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        unknown = set(data) - {"name", "match", "unchecked", "rules", "expand"}
+        unknown = set(data) - {"name", "match", "unchecked", "rules", "expand", "copies"}
         if unknown:
             raise BadInputError(source, f"unknown policy section(s): {', '.join(sorted(unknown))}")
         if not isinstance(data.get("name", ""), str):
@@ -126,12 +129,17 @@ class Policy:
                 f"unknown condition(s) in [unchecked]: {', '.join(sorted(bad))}; "
                 f"known: {', '.join(UNCHECKED_CONDITIONS)}",
             )
-        expand = _table(data, "expand", source)
-        if set(expand) - {"action"}:
-            raise BadInputError(source, f"unknown key(s) in [expand]: {', '.join(sorted(set(expand) - {'action'}))}")
+        sections = {}
+        for section in ("expand", "copies"):
+            table = _table(data, section, source)
+            if set(table) - {"action"}:
+                raise BadInputError(
+                    source, f"unknown key(s) in [{section}]: {', '.join(sorted(set(table) - {'action'}))}"
+                )
+            sections[section] = _action(table.get("action", "review"), source, f"{section}.action")
         return cls(
             name=str(data.get("name", Path(source).stem)),
-            expand=_action(expand.get("action", "review"), source, "expand.action"),
+            **sections,
             match_default=_action(match.get("default", "remove"), source, "match.default"),
             match_banks={b: _action(a, source, f"match.banks.{b}") for b, a in banks.items()},
             unchecked={**_DEFAULT_UNCHECKED, **{k: _action(v, source, f"unchecked.{k}") for k, v in unchecked.items()}},
@@ -161,6 +169,7 @@ class Policy:
             }
             | ({"rules": [rule.to_dict() for rule in self.rules]} if self.rules else {})
             | ({"expand": {"action": str(self.expand)}} if self.expand != Decision.REVIEW else {})
+            | ({"copies": {"action": str(self.copies)}} if self.copies != Decision.REVIEW else {})
         )
 
     @property
@@ -178,12 +187,12 @@ class Policy:
         status: str,
         low_quality: bool,
         fired: Iterable[Rule] = (),
-        expanded: str | None = None,
+        noted: Sequence[str] = (),
     ) -> tuple[Decision, list[str]]:
         """The decision and reasons for a row: `matched` its (bank, signal type) pairs in order,
         `status` its status, `low_quality` whether an image of it was too flat for its PDQ to
-        count (or it decoded with none), `fired` the rules it fires, `expanded` its reason as a
-        neighbour-expansion candidate."""
+        count (or it decoded with none), `fired` the rules it fires, `noted` what a round found of
+        it beyond its own observations (`expand:N`, `copy_of:ROW`)."""
         actions: dict[str, Decision] = {}
         for bank, type_name in matched:
             if type_name != "keyword":
@@ -194,8 +203,8 @@ class Policy:
             actions[f"unchecked:{LOW_QUALITY}"] = self.unchecked[LOW_QUALITY]
         for rule in fired:
             actions[rule.reason] = rule.action
-        if expanded:
-            actions[expanded] = self.expand
+        for reason in noted:
+            actions[reason] = self.copies if reason.startswith("copy_of:") else self.expand
         return max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP), list(actions)
 
     def decide_rows(
@@ -205,11 +214,11 @@ class Policy:
         low_quality: np.ndarray,
         matched: Mapping[int, Sequence[tuple[str, str]]],
         signals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-        expanded: Mapping[int, str] | None = None,
+        noted: Mapping[int, Sequence[str]] | None = None,
     ) -> tuple[list[Decision], list[list[str]], np.ndarray]:
         """`judge` for many rows at once (statuses as codes into `status_names`; `signals` the
-        (values, present) of each signal the rules read, see `rules.signal_values`; `expanded`
-        the expansion candidates' reasons): the distinct decisions, their reasons, and each row's
+        (values, present) of each signal the rules read, see `rules.signal_values`; `noted`
+        the reasons a round found for some rows, see `judge`): the distinct decisions, their reasons, and each row's
         index into them. Rows that neither match nor are candidates are judged once per (status,
         quality, rules fired) they share; the others one by one."""
         codes = status_codes.astype(np.int64)
@@ -225,11 +234,11 @@ class Policy:
             decision, reasons = self.judge((), status_names[state // 2], bool(state % 2), rules)
             remap.append(outcomes.setdefault((decision, tuple(reasons)), len(outcomes)))
         chosen = np.asarray(remap, np.int64)[chosen] if remap else np.zeros(0, np.int64)
-        expanded = expanded or {}
-        for row in sorted(set(matched) | set(expanded)):
+        noted = noted or {}
+        for row in sorted(set(matched) | set(noted)):
             status = status_names[status_codes[row]]
             decision, reasons = self.judge(
-                matched.get(row, ()), status, bool(low_quality[row]), self._fired(int(fired[row])), expanded.get(row)
+                matched.get(row, ()), status, bool(low_quality[row]), self._fired(int(fired[row])), noted.get(row, ())
             )
             chosen[row] = outcomes.setdefault((decision, tuple(reasons)), len(outcomes))
         distinct = list(outcomes)

@@ -1,0 +1,127 @@
+"""Copies of flagged rows: one confirmed hit takes its copies in the dataset with it.
+
+A row removed for its own reasons (a bank match, a rule, a verdict; not for being a copy) is
+flagged. Any other row whose image has the same MD5 or SHA-256 as a flagged row's, or a PDQ
+within the PDQ threshold of one (both of usable quality), is its copy: it gets the reason
+`copy_of:ROW` (the flagged row's id: the nearest, then the lowest id) and the policy's `[copies]`
+action, review by default, remove if the policy says so, and no search at all if it says keep.
+Copies are not transitive: a row removed only as a copy flags nothing.
+
+This needs the whole audit's decisions, so it is a second pass of a round (`scan.run_round`):
+every results part is read for its hashes and decisions only (columns, not rows), the flagged
+rows' PDQs go into a `PdqIndex`, every row's PDQ is searched in it, and the shards whose copies
+differ from what their results say are decided again with them. A scan that flagged rows ends
+with such a round ("copies") of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..banks.columns import hex_values
+from ..banks.index import PdqIndex
+from ..model import Decision
+
+PREFIX = "copy_of:"
+_COLUMNS = ["row_id", "decision", "reasons", "md5", "sha256", "pdq", "pdq_quality"]
+
+
+def _read(part: Path) -> pa.Table:
+    from .decide import check_format
+
+    return check_format(part).read(columns=_COLUMNS)
+
+
+def _flagged_rows(table: pa.Table) -> np.ndarray:
+    """Positions of the rows removed for a reason that is not being a copy."""
+    removed = pc.equal(table["decision"], str(Decision.REMOVE)).to_numpy(zero_copy_only=False)
+    reasons = table["reasons"].combine_chunks()
+    own = np.zeros(table.num_rows, bool)
+    flat = pc.list_flatten(reasons)
+    if len(flat):
+        mine = ~pc.fill_null(pc.starts_with(flat, PREFIX), False).to_numpy(zero_copy_only=False)
+        own[pc.list_parent_indices(reasons).to_numpy()[mine]] = True
+    return np.flatnonzero(removed & own)
+
+
+class Flagged:
+    """The flagged rows' ids, digests and PDQs (of usable quality), across every part."""
+
+    def __init__(self, tables: Mapping[int, pa.Table], min_quality: int):
+        ids, md5, sha256, pdq_ids, pdqs = [], [], [], [], []
+        for table in tables.values():
+            rows = _flagged_rows(table)
+            if not len(rows):
+                continue
+            picked = table.take(pa.array(rows))
+            ids += picked["row_id"].to_pylist()
+            md5.append(picked["md5"])
+            sha256.append(picked["sha256"])
+            quality = pc.fill_null(picked["pdq_quality"], 0).to_numpy(zero_copy_only=False) >= min_quality
+            at, bits = hex_values(picked["pdq"], 32)
+            usable = quality[at]
+            pdq_ids += [picked["row_id"][int(i)].as_py() for i in at[usable]]
+            pdqs.append(bits[usable])
+        self.ids = ids
+        self.md5 = pa.chunked_array(md5, pa.string()).combine_chunks() if md5 else pa.array([], pa.string())
+        self.sha256 = pa.chunked_array(sha256, pa.string()).combine_chunks() if sha256 else pa.array([], pa.string())
+        self.pdq_ids = np.array(pdq_ids, dtype=object)
+        self.index = PdqIndex(np.concatenate(pdqs)) if pdqs and sum(map(len, pdqs)) else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def copies(self, table: pa.Table, threshold: int, min_quality: int) -> dict[int, str]:
+        """The copies among a part's rows: position -> `copy_of:ROW`."""
+        found: dict[int, str] = {}
+        flagged = set(_flagged_rows(table).tolist())
+        for column, values in (("md5", self.md5), ("sha256", self.sha256)):
+            at = pc.index_in(table[column], value_set=values, skip_nulls=True)  # an absent digest is nobody's
+            at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False)
+            for row in np.flatnonzero(at >= 0).tolist():
+                if row not in flagged and row not in found:
+                    found[row] = PREFIX + self.ids[int(at[row])]
+        if self.index is not None:
+            quality = pc.fill_null(table["pdq_quality"], 0).to_numpy(zero_copy_only=False) >= min_quality
+            at, bits = hex_values(table["pdq"], 32)
+            keep = quality[at]
+            at, bits = at[keep], bits[keep]
+            query, entry, distance = self.index.search(bits, threshold)
+            if len(query):
+                rows = at[query]
+                ids = self.pdq_ids[entry]
+                order = np.lexsort((ids.astype(str), distance, rows))
+                rows, ids = rows[order], ids[order]
+                first = np.r_[True, rows[1:] != rows[:-1]]
+                for row, flagged_id in zip(rows[first].tolist(), ids[first].tolist(), strict=True):
+                    if row not in flagged and row not in found:
+                        found[row] = PREFIX + flagged_id
+        return found
+
+
+def copy_reasons(table: pa.Table) -> dict[int, str]:
+    """The `copy_of:` reasons a decided part holds: position -> reason."""
+    reasons = table["reasons"].combine_chunks()
+    flat = pc.list_flatten(reasons)
+    if not len(flat):
+        return {}
+    hit = pc.fill_null(pc.starts_with(flat, PREFIX), False).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(reasons).to_numpy()[hit]
+    return dict(zip(parents.tolist(), flat.filter(pa.array(hit)).to_pylist(), strict=True))
+
+
+def find_copies(parts: Mapping[int, Path], threshold: int, min_quality: int) -> dict[int, dict[int, str]]:
+    """Per part whose copies differ from what it says now, its copies (see the module)."""
+    tables = {i: _read(path) for i, path in parts.items()}
+    flagged = Flagged(tables, min_quality)
+    changed = {}
+    for i, table in tables.items():
+        found = flagged.copies(table, threshold, min_quality) if len(flagged) else {}
+        if found != copy_reasons(table):
+            changed[i] = found
+    return changed
