@@ -18,6 +18,11 @@ Every method's top-100 is checked (`exactness`): safeset's against the float64 c
 row any method listed; the peers' lists hold rows that are not in the exact top-100 where their
 float32 inner products reorder near-ties (within 1e-6) at the 100th place, and no worse.
 
+Then the copies pass (`pipeline.copies.find_copies`, what every round runs unless the policy
+keeps copies): results parts of SAFESET_BENCH_COPY_ROWS rows (default 1,000,000, in parts of
+100,000) with random digests and PDQs, 10,000 of them flagged (removed by a match) and 1,000
+copies planted (half the same MD5, half a PDQ a few bits off); rows per second on one core.
+
 Run: python benchmarks/bench_expand.py        (medians of SAFESET_BENCH_RUNS runs, 3 by default)
 """
 
@@ -216,7 +221,57 @@ def main() -> None:
         print(f"seeds whose top-{K} is not the exact one: " + ", ".join(f"{m} {n}" for m, n in wrong.items()))
         print(f"pairs scored in float64: {measured['safeset']['pairs_scored']:,} of {rows * SEEDS:,}")
         results[rows] = {**measured, "not_exact": wrong}
-    common.save("expand", {"threads": THREADS, "seeds": SEEDS, "k": K, "sizes": results})
+    copies = copies_pass(int(os.environ.get("SAFESET_BENCH_COPY_ROWS", "1000000")))
+    common.save("expand", {"threads": THREADS, "seeds": SEEDS, "k": K, "sizes": results, "copies": copies})
+
+
+def copies_pass(rows: int, flagged: int = 10_000, planted: int = 1_000) -> dict:
+    from safeset.pipeline.copies import find_copies
+    from safeset.sinks.results import FORMAT_VERSION
+
+    folder = ROOT / f"copies-{rows}"
+    parts = {}
+    rng = np.random.default_rng(21)
+    digests = rng.integers(0, 256, (rows, 16), np.uint8)
+    pdqs = rng.integers(0, 256, (rows, 32), np.uint8)
+    flagged_rows = rng.choice(rows, flagged, replace=False)
+    copies = rng.choice(np.setdiff1d(np.arange(rows), flagged_rows), planted, replace=False)
+    originals = rng.choice(flagged_rows, planted)
+    digests[copies[: planted // 2]] = digests[originals[: planted // 2]]
+    pdqs[copies[planted // 2 :]] = pdqs[originals[planted // 2 :]] ^ np.eye(32, dtype=np.uint8)[:3].sum(0)
+    decision = np.full(rows, "keep", object)
+    decision[flagged_rows] = "remove"
+    reasons = [["match:hotline:md5"] if d == "remove" else [] for d in decision]
+    step = 100_000
+    for i, first in enumerate(range(0, rows, step)):
+        end = min(rows, first + step)
+        table = pa.table(
+            {
+                "row_id": [f"shard:{j}" for j in range(first, end)],
+                "decision": decision[first:end].tolist(),
+                "reasons": reasons[first:end],
+                "md5": [d.tobytes().hex() for d in digests[first:end]],
+                "sha256": pa.nulls(end - first, pa.string()),
+                "pdq": [p.tobytes().hex() for p in pdqs[first:end]],
+                "pdq_quality": pa.array(np.full(end - first, 100), pa.int32()),
+            }
+        ).replace_schema_metadata({b"safeset.format_version": FORMAT_VERSION.encode()})
+        parts[i] = folder / f"part-{i:05d}.parquet"
+        parts[i].parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, parts[i])
+    found: dict = {}
+
+    def run() -> int:
+        found.update(find_copies(parts, 31, 50))
+        return rows
+
+    rate, rates = common.median_rate(run, RUNS)
+    count = sum(len(v) for v in found.values())
+    print(
+        f"\ncopies pass: {rows:,} rows, {flagged:,} flagged: {rate:,.0f} rows/s on one core "
+        f"({' '.join(f'{r:,.0f}' for r in rates)}); {count:,} copies found of {planted:,} planted"
+    )
+    return {"rows": rows, "flagged": flagged, "rows_per_second": rate, "runs": rates, "found": count}
 
 
 _BUILD = f"""

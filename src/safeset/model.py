@@ -155,8 +155,9 @@ class Hashes:
     # Which statements in the bytes forbid AI training ("xmp", "c2pa": see `signals.optout`);
     # recorded as the row's signals, not a column of its own
     optout: tuple[str, ...] = ()
-    # The `nsfw` classifier's input (`signals.nsfw`), in memory only until its batch is scored
-    pixels: Any = None
+    # Models' inputs prepared from the image ("nsfw": `signals.nsfw`; "embed": `signals.models`),
+    # in memory only until their batch is run
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def hash_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in HASH_FIELDS}
@@ -198,6 +199,7 @@ class ItemResult(Hashes):
     payloads: list[PayloadResult] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
+    embedding: Any = None  # the `--embed-model` embedding (float16), written beside the results
     decision: Decision = Decision.KEEP
     reasons: list[str] = field(default_factory=list)
     # Where the row sits in its input, handed back to its reader's clean writer if the row is kept:

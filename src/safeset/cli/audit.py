@@ -191,6 +191,20 @@ def _answer(ctx: click.Context, report: dict, out: str, fail_on, as_json: bool, 
     "failed for a reason that may pass (timeout, connection, DNS, 429, 5xx, truncated); other rows stay as they are.",
 )
 @options.of(FetchOptions)
+@click.option(
+    "--embed-model",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An ONNX image encoder (e.g. your export of CLIP's): every image's embedding, written in LAION's "
+    "layout under OUT/embeddings/ for `safeset expand`. Nothing is downloaded (pip install 'safeset[models]').",
+)
+@click.option(
+    "--score-model",
+    "score_models",
+    multiple=True,
+    metavar="NAME=FILE",
+    help="A model (ONNX, or an .npz of dense layers w0, b0, ...) turning each --embed-model embedding into the "
+    "signal NAME, for policy rules (e.g. punsafe=laion-safety.npz). Repeatable.",
+)
 @_deciding(inherit=False)
 @_running
 @_answering
@@ -213,6 +227,8 @@ def scan_command(
     fetch,
     save_images,
     retry_failed,
+    embed_model,
+    score_models,
     fail_on,
     as_json,
     quiet,
@@ -223,6 +239,7 @@ def scan_command(
 
     INPUT and OUT may be local paths or URIs on object storage (s3://, gs://, hdfs://, file://)."""
     from .. import scan
+    from ..signals.models import parse_score_models
 
     policy = _policy(policy_file, preset)
     read = options.build(ReadOptions, settings)
@@ -238,6 +255,8 @@ def scan_command(
         fetch=fetch_options,
         save_images=save_images,
         retry_failed=retry_failed,
+        embed_model=embed_model,
+        score_models=parse_score_models(score_models),
         **_shared(
             ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
         ),

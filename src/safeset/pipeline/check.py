@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, Pay
 from ..neighbours import SIGNAL as EXPANDED
 from ..policy import Policy
 from ..policy.rules import signal_values
-from ..signals import nsfw
+from ..signals import models, nsfw
 from ..signals.optout import SIGNAL as OPTOUT
 from ..signals.optout import in_file_optouts
 from ..sinks.results import MATCH_TYPE, results_table
@@ -51,8 +52,14 @@ class CheckSettings:
     pdq_trim: bool = True  # also query the image without uniform borders (letterbox, padding)
     pdq_exact: bool = False  # hash every image from its full decode: the reference's bits, always
     nsfw: bool = False  # score every image with the nsfw classifier (`signals.nsfw`)
+    embed_model: str | None = None  # an ONNX image encoder (`signals.models`)
+    embed_size: tuple[int, int] = (224, 224)  # its input's height and width, read from the model
+    score_models: tuple[tuple[str, str], ...] = ()  # (signal, model file) turning embeddings into scores
 
     def __post_init__(self) -> None:
+        # as read back from a run's record (JSON has lists, not tuples): hashable, as a key must be
+        object.__setattr__(self, "embed_size", tuple(self.embed_size))
+        object.__setattr__(self, "score_models", tuple(tuple(pair) for pair in self.score_models))
         for name in ("pdq_threshold", "pdq_variant_threshold"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 256:
@@ -76,7 +83,7 @@ class CheckSettings:
 
 def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), classify: bool = False) -> PayloadResult:
     """Digests and PDQ of one payload, with its status; its bytes are dropped here. `classify`:
-    also keep the nsfw classifier's input of the image (see `signals.nsfw`)."""
+    also keep the inputs of the models the settings ask for (`signals.nsfw`, `signals.models`)."""
     hashed = PayloadResult(name=payload.name)
     data, payload.data = payload.data, None
     hashed.optout = in_file_optouts(data) if data else ()
@@ -111,10 +118,15 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
             hashed.pdq_variants = _partial(data, settings)
         return hashed
     if classify:
-        try:
-            hashed.pixels = nsfw.classifier_input(data, settings.limits)
-        except DecodeError:  # decoded for PDQ but not again in colour: no score, the rules' input missing
-            hashed.pixels = None
+        prepare = {"nsfw": nsfw.classifier_input if settings.nsfw else None}
+        if settings.embed_model:
+            prepare["embed"] = partial(models.prepare, size=settings.embed_size)
+        for name, made in prepare.items():
+            try:
+                if made is not None:
+                    hashed.inputs[name] = made(data, settings.limits)
+            except DecodeError:  # decoded for PDQ but not again in colour: no input, no score
+                pass
     plain = image.variants.pop("")
     hashed.pdq, hashed.pdq_quality = str(plain), plain.quality
     hashed.width, hashed.height = image.width, image.height
@@ -159,7 +171,7 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
     hashed: list[PayloadResult] = []
     for payload in item.payloads:
         # the classifier scores the row's image, its primary payload's: the first that decodes
-        classify = settings.nsfw and not any(h.status is Status.OK for h in hashed)
+        classify = (settings.nsfw or bool(settings.embed_model)) and not any(h.status is Status.OK for h in hashed)
         hashed.append(hash_payload(payload, settings, classify))
     item.payloads = []
     if not hashed:
@@ -173,9 +185,9 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         if not (judged and name in ("status", "error")):
             setattr(result, name, getattr(primary, name))
     result.payloads = [h for h in hashed if h is not primary]
-    result.pixels = primary.pixels  # the row's image is its primary one's
+    result.inputs = primary.inputs  # the row's image is its primary one's
     for h in hashed:
-        h.pixels = None
+        h.inputs = {}
     # 1.0 where bytes of the row opt out, 0.0 where bytes were read and do not: a row without
     # the signal had no bytes to read, which rules and the report count apart
     said = sorted({source for h in hashed for source in h.optout})
@@ -235,6 +247,18 @@ class Auditor:
         self.policy = policy
         self.settings = settings
         self._classifier: nsfw.NsfwClassifier | None = None  # loaded with the first image to score
+        self._encoder: models.Encoder | None = None  # likewise, and the score models with it
+        self._scorers: list[models.Scorer] = []
+        self._dim: int | None = None
+
+    def embedding_dim(self) -> int:
+        """The `--embed-model`'s embedding size (the encoder loaded if it was not yet)."""
+        if self._encoder is None:
+            self._encoder = models.Encoder(self.settings.embed_model)
+            self._scorers = [models.Scorer(name, path) for name, path in self.settings.score_models]
+        if self._dim is None:
+            self._dim = self._encoder.embed([np.full((*self._encoder.size, 3), 128, np.uint8)]).shape[1]
+        return self._dim
 
     def check_bytes(self, data: bytes, url: str | None = None, caption: str | None = None) -> dict[str, Any]:
         """Hash, match and decide one image (or any bytes): the result row a scan writes."""
@@ -301,12 +325,21 @@ class Auditor:
     def decide(self, batch: list[ItemResult], progress: Callable[[dict], None] | None = None) -> list[ItemResult]:
         """Match a batch of hashed results against the banks and let the policy decide each, as
         a decide round does from stored observations (`decide_table`, the one way both go)."""
-        scored = [r for r in batch if r.pixels is not None]
-        if scored:  # a batch of images scored at once, their pixels then dropped
+        scored = [r for r in batch if "nsfw" in r.inputs]
+        if scored:  # a batch of images scored at once, their inputs then dropped
             self._classifier = self._classifier or nsfw.NsfwClassifier()
-            for result, score in zip(scored, self._classifier.scores([r.pixels for r in scored]), strict=True):
+            for result, score in zip(scored, self._classifier.scores([r.inputs["nsfw"] for r in scored]), strict=True):
                 result.signals = {**result.signals, nsfw.SIGNAL: float(score)}
-                result.pixels = None
+        embedded = [r for r in batch if "embed" in r.inputs]
+        if embedded:
+            self.embedding_dim()  # the models loaded with the first image
+            vectors = self._encoder.embed([r.inputs["embed"] for r in embedded])
+            scores = {s.name: s.scores(vectors) for s in self._scorers}
+            for i, result in enumerate(embedded):
+                result.embedding = vectors[i].astype(np.float16)
+                result.signals = {**result.signals, **{name: float(found[i]) for name, found in scores.items()}}
+        for result in batch:
+            result.inputs = {}
         table, found = decide_table(results_table(batch), self.matcher, self.policy, self.settings.pdq_min_quality)
         decisions, reasons = table["decision"].to_pylist(), table["reasons"].to_pylist()
         for i, result in enumerate(batch):

@@ -71,7 +71,7 @@ class Flagged:
         self.md5 = pa.chunked_array(md5, pa.string()).combine_chunks() if md5 else pa.array([], pa.string())
         self.sha256 = pa.chunked_array(sha256, pa.string()).combine_chunks() if sha256 else pa.array([], pa.string())
         self.pdq_ids = np.array(pdq_ids, dtype=object)
-        self.index = PdqIndex(np.concatenate(pdqs)) if pdqs and sum(map(len, pdqs)) else None
+        self.pdqs = np.concatenate(pdqs) if pdqs else np.zeros((0, 32), np.uint8)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -86,15 +86,17 @@ class Flagged:
             for row in np.flatnonzero(at >= 0).tolist():
                 if row not in flagged and row not in found:
                     found[row] = PREFIX + self.ids[int(at[row])]
-        if self.index is not None:
+        if len(self.pdqs):
             quality = pc.fill_null(table["pdq_quality"], 0).to_numpy(zero_copy_only=False) >= min_quality
             at, bits = hex_values(table["pdq"], 32)
             keep = quality[at]
             at, bits = at[keep], bits[keep]
-            query, entry, distance = self.index.search(bits, threshold)
+            # the part's rows indexed and the few flagged PDQs looked up in them: a row's buckets
+            # are then one probe each from the flagged side, rather than 272 random ones per row
+            query, entry, distance = PdqIndex(bits).search(self.pdqs, threshold) if len(bits) else ((),) * 3
             if len(query):
-                rows = at[query]
-                ids = self.pdq_ids[entry]
+                rows = at[entry]
+                ids = self.pdq_ids[query]
                 order = np.lexsort((ids.astype(str), distance, rows))
                 rows, ids = rows[order], ids[order]
                 first = np.r_[True, rows[1:] != rows[:-1]]

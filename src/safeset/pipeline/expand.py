@@ -52,7 +52,7 @@ CANDIDATES_SCHEMA = pa.schema(
         ("rank", pa.int32()),  # 1: the seed's nearest row
     ]
 )
-SEED_CHOICES = ("removed", "review")
+AUDIT_KEYS = {"row_id": "row_id", "url": "url_md5", "key": "key"}  # the audit's column for each join
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,8 @@ class _Join:
 
 
 def _join(files: Sequence[EmbeddingFile], audit: pa.Table) -> _Join:
-    by = "url" if all(f.url_col for f in files) else "key"
-    audit_keys = audit["url_md5" if by == "url" else "key"]
+    by = "row_id" if all(f.id_col for f in files) else "url" if all(f.url_col for f in files) else "key"
+    audit_keys = audit[AUDIT_KEYS[by]]
     join = _Join(by, [], audit_found=np.zeros(audit.num_rows, bool))
     for file in files:
         keys = join_keys(file, by)
@@ -252,7 +252,7 @@ def run_expand(config: ExpandConfig) -> dict[str, Any]:
         else:
             seed_positions = _seed_rows(audit, config.seeds)
             given = len(seed_positions)
-            wanted = audit["url_md5" if join.by == "url" else "key"].take(pa.array(seed_positions))
+            wanted = audit[AUDIT_KEYS[join.by]].take(pa.array(seed_positions))
             located = _locate(join, files, wanted)
             have = located >= 0
             seed_positions, seed_rows = seed_positions[have], located[have]
@@ -318,7 +318,7 @@ def _search(files, vectors, seed_rows, names, config, decide, join, audit, seed_
             "rank": pa.array(ranks + 1, pa.int32()),
         }
     )
-    audit_keys = audit["url_md5" if join.by == "url" else "key"]
+    audit_keys = audit[AUDIT_KEYS[join.by]]
     rows = pa.table({"key": audit_keys, "row_id": audit["row_id"], "url": audit["url"]})
     if len(seed_positions):  # a flagged row is a seed, not a candidate
         seeded = audit["row_id"].take(pa.array(seed_positions))

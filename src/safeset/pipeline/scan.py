@@ -31,7 +31,7 @@ from ..neighbours import SIGNAL as EXPANDED
 from ..policy import Policy
 from ..redact import redact
 from ..report import ConservationError, render_report, versions
-from ..signals import nsfw
+from ..signals import models, nsfw
 from ..signals.optout import SIGNALS as HASHED_SIGNALS
 from ..sinks import OutLayout, read_json, write_json
 from ..sources import ReadOptions, Shard, plan_shards, reader_for
@@ -179,11 +179,21 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # the columns the policy's rules read are observed, as those asked for
     asked = set(config.read.signals) | set(config.policy.signals)
-    columns = tuple(s for s in sorted(asked) if s not in HASHED_SIGNALS and s not in (nsfw.SIGNAL, EXPANDED))
+    modelled = {nsfw.SIGNAL, EXPANDED} | {name for name, _ in config.check.score_models}
+    columns = tuple(s for s in sorted(asked) if s not in HASHED_SIGNALS and s not in modelled)
     config = replace(config, read=replace(config.read, signals=columns))
     if nsfw.SIGNAL in asked:  # a classifier's score, not a column: stop now if it is not installed
         nsfw.require()
         config = replace(config, check=replace(config.check, nsfw=True))
+    if config.check.score_models and not config.check.embed_model:
+        raise UsageError("--score-model scores the embeddings of --embed-model: give one")
+    if config.check.embed_model:
+        if is_remote(config.out):
+            raise UsageError("--embed-model writes OUT/embeddings/: not yet on object storage, give a local --out")
+        encoder = models.Encoder(config.check.embed_model)  # read once here: refused now, not in every worker
+        for name, path in config.check.score_models:
+            models.Scorer(name, path)
+        config = replace(config, check=replace(config.check, embed_size=encoder.size))
     store = BankStore(config.home)
     banks = store.resolve(config.banks)
     config.policy.check_banks(store.names())
@@ -356,6 +366,7 @@ def decide_locked(
     policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
     policy.check_banks(store.names())
     scored = {nsfw.SIGNAL} if last["settings"].get("nsfw") else set()
+    scored |= {name for name, _ in last["settings"].get("score_models", ())}
     lacking = sorted(set(policy.signals) - set(read.signals) - set(HASHED_SIGNALS) - scored - {EXPANDED})
     if lacking:
         raise UsageError(

@@ -183,12 +183,46 @@ def _run_items(task: ShardTask, progress: Callable[[dict], None] | None) -> dict
             f"{task.shard.name}: downloads failed inside safeset ({kinds}), not at the server: a bug, "
             "please report it; their rows are fetch_failed: internal"
         )
+    if checker.settings.embed_model:
+        write_embeddings(layout, task.part, results, checker.embedding_dim())
     summary = summary_of(task, layout, results_table(results), log, together, started, fetched=fetcher is not None)
     if fetcher is not None:
         summary["fetch"] = fetch_summary(fetcher.stats, earlier, again)
     if earlier is not None:
         summary["refetched"] = len(again)
     return summary
+
+
+def write_embeddings(layout: OutLayout, part: int, results: list[ItemResult], dim: int) -> None:
+    """The shard's `--embed-model` embeddings in LAION's layout (what `safeset expand` reads):
+    `embeddings/img_emb/img_emb_NNNNN.npy`, a float16 row per result row (zeros where the row had
+    no image to embed: no direction, nobody's neighbour), beside `metadata/metadata_NNNNN.parquet`
+    (row_id, key, url). Written before the done-marker, each file whole or not at all."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..atomic import write_atomic
+
+    vectors = np.zeros((len(results), dim), np.float16)
+    for i, result in enumerate(results):
+        if result.embedding is not None:
+            vectors[i] = result.embedding
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    write_atomic(layout.embeddings / "img_emb" / f"img_emb_{part:05d}.npy", buffer.getvalue())
+    table = pa.table(
+        {
+            "row_id": pa.array([r.row_id for r in results], pa.string()),
+            "key": pa.array([r.key for r in results], pa.string()),
+            "url": pa.array([r.url for r in results], pa.string()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_atomic(layout.embeddings / "metadata" / f"metadata_{part:05d}.parquet", sink.getvalue().to_pybytes())
 
 
 def _fetcher(task: ShardTask, checker: Auditor):

@@ -54,6 +54,7 @@ class OutLayout:
         self.report_json = self.root / "report.json"
         self.report_html = self.root / "report.html"
         self.expansion = self.root / "expansion"
+        self.embeddings = self.root / "embeddings"  # `--embed-model`'s, in LAION's layout
         self.run_spec = self.state / "run.json"
         # what a scan puts directly under OUT, and nothing else
         self.outputs = (

@@ -52,6 +52,7 @@ class EmbeddingFile:
     dim: int
     url_col: str | None = None
     key_col: str | None = None
+    id_col: str | None = None  # `row_id`: embeddings a scan wrote (`--embed-model`) join the audit by it
 
     @property
     def kind(self) -> str:
@@ -122,6 +123,7 @@ def _described(vectors: str, metadata: str, member: str, column: str | None, url
     names = table.schema_arrow.names
     url = find_column(names, url_col, URL_COLUMNS, metadata, "--url-col")
     key = find_column(names, None, KEY_COLUMNS, metadata)
+    row_id = "row_id" if "row_id" in names else None
     if url is None and key is None:
         raise BadInputError(metadata, "has no url, key or uid column to join its rows to the audit's")
     if vectors == metadata:  # a list column in the table itself
@@ -140,7 +142,7 @@ def _described(vectors: str, metadata: str, member: str, column: str | None, url
             rows, dim = shape
     if vectors != metadata and table.metadata.num_rows != rows:
         raise BadInputError(vectors, f"holds {rows} vectors but {metadata} {table.metadata.num_rows} rows")
-    return EmbeddingFile(vectors, metadata, member, first, rows, dim, url, key)
+    return EmbeddingFile(vectors, metadata, member, first, rows, dim, url, key, row_id)
 
 
 def _list_dim(table: pq.ParquetFile, column: str, where: str) -> int:
@@ -254,9 +256,9 @@ def _list_blocks(file: EmbeddingFile, rows: int) -> Iterator[tuple[int, np.ndarr
 
 
 def join_keys(file: EmbeddingFile, by: str) -> pa.Array:
-    """Each row's join key: the MD5 of its URL as held (hex, `by` "url") or its key ("key"); null
-    where the row has none."""
-    column = file.url_col if by == "url" else file.key_col
+    """Each row's join key: the MD5 of its URL as held (hex, `by` "url"), its key ("key") or its
+    row id ("row_id"); null where the row has none."""
+    column = {"url": file.url_col, "key": file.key_col, "row_id": file.id_col}[by]
     if column is None:
         raise UsageError(f"{file.metadata} has no {by} column to join on")
     table = parquet_file(file.metadata).read(columns=[column])
