@@ -12,8 +12,11 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from helpers import make_shards, run_cli, write_lines
+from test_neighbours import laion_layout
 
 from safeset.demo import Sample, jpeg
 
@@ -88,6 +91,17 @@ def test_report_renders_in_a_browser_and_loads_nothing(tiles, tmp_path, home, se
     assert "test-list" in dom and "<img" not in dom
     # The browser asked for the report (and perhaps its favicon), never for an image URL.
     assert requests and requests[0] == "/out/report.html"
+    assert not [r for r in requests if r.startswith("/images/")]
+
+    # an expansion round's table: what it searched and found, counts only
+    urls = [r["url"] for r in pq.read_table(out / "results", columns=["url"]).to_pylist()]
+    vectors = np.random.default_rng(0).normal(size=(len(urls), 8)).astype(np.float32)
+    listed_row = urls.index(f"{base}/images/listed.jpg")
+    vectors[(listed_row + 1) % len(urls)] = vectors[listed_row] * 2  # a neighbour at similarity 1
+    emb = laion_layout(tmp_path / "emb", [vectors], [urls])
+    assert run_cli("expand", out, "--embeddings", emb, "-q", home=home).exit_code == 0
+    dom = browse(f"{base}/out/report.html", tmp_path / "profile")
+    assert '<table id="expansion">' in dom and '<table id="expansion-similarity">' in dom
     assert not [r for r in requests if r.startswith("/images/")]
 
     # `safeset report` re-renders the same page from report.json

@@ -99,6 +99,32 @@ def _signals_section(report: dict[str, Any]) -> str:
     )
 
 
+def _expansion_section(rounds: list[dict] | None) -> str:
+    """What each neighbour-expansion round searched and found (`safeset expand`)."""
+    if not rounds:
+        return ""
+    summary = _table(
+        ["round", "seeds given", "searched", "without embedding", "k", "min similarity", "candidate rows",
+         "per seed (min / median / max)", "embedding rows", "without audit row", "audit rows without embedding"],
+        [
+            [
+                r["round"], r["seeds"]["given"], r["seeds"]["searched"], r["seeds"]["without_embedding"], r["k"],
+                r["min_similarity"], r["candidates"]["rows"],
+                " / ".join(str(r["candidates"]["per_seed"][k]) for k in ("min", "median", "max")),
+                r["embedding_rows"], r["embedding_rows_without_audit_row"], r["audit_rows_without_embedding"],
+            ]
+            for r in rounds
+        ],
+        "expansion",
+    )  # fmt: skip
+    histogram = _table(
+        ["round", "similarity", "pairs"],
+        [[r["round"], f"{b['from']}-{b['to']}", b["pairs"]] for r in rounds for b in r["candidates"]["similarity"]],
+        "expansion-similarity",
+    )
+    return _section("Neighbour expansion", summary + histogram)
+
+
 def render_html(report: dict[str, Any]) -> str:
     totals = report["totals"]
     conservation = report["conservation"]
@@ -160,6 +186,7 @@ def render_html(report: dict[str, Any]) -> str:
             ),
         ),
         _fetch_section(report.get("fetch")),
+        _expansion_section(report.get("expansion")),
         _section(
             "Shards",
             _listing(
@@ -209,7 +236,8 @@ def render_html(report: dict[str, Any]) -> str:
                 ["rule", "action"],
                 [["match (default)", report["policy"]["match"]["default"]]]
                 + [[f"match in {b}", a] for b, a in report["policy"]["match"]["banks"].items()]
-                + [[f"unchecked: {c}", a] for c, a in report["policy"]["unchecked"].items()],
+                + [[f"unchecked: {c}", a] for c, a in report["policy"]["unchecked"].items()]
+                + [[f"[{s}]", report["policy"].get(s, {}).get("action", "review")] for s in ("copies", "expand")],
                 "policy",
             ),
         ),
