@@ -227,6 +227,7 @@ def main() -> None:
 
 def copies_pass(rows: int, flagged: int = 10_000, planted: int = 1_000) -> dict:
     from safeset.pipeline.copies import find_copies
+    from safeset.policy import Policy
     from safeset.sinks.results import FORMAT_VERSION
 
     folder = ROOT / f"copies-{rows}"
@@ -262,7 +263,7 @@ def copies_pass(rows: int, flagged: int = 10_000, planted: int = 1_000) -> dict:
     found: dict = {}
 
     def run() -> int:
-        found.update(find_copies(parts, 31, 50))
+        found.update(find_copies(parts, Policy(), 31, 50))
         return rows
 
     rate, rates = common.median_rate(run, RUNS)

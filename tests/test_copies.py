@@ -74,3 +74,21 @@ def test_copies_of_a_removed_row_are_held_and_rounds_keep_them(shards, tmp_path,
     assert cleared["totals"]["remove"] == 0 and cleared["totals"]["review"] == 0
     assert all(not r["reasons"] for r in by_row(out).values())
     assert read_json(out / "report.json")["conservation"]["holds"]
+
+
+def test_a_copy_held_for_a_reason_that_keeps_is_no_flag_and_rescans_change_nothing(tmp_path, home):
+    """A flat image (its PDQ of low quality, an `unchecked` reason whose action is keep) removed
+    by a URL list, and two byte copies of it: with copies removed, a rescan into the same OUT
+    must not flip them back (review of issue 13)."""
+    flat = Image.new("RGB", (300, 200), (120, 130, 140))
+    original = Sample("https://listed.example.org/a.jpg", "a", jpeg(flat), size=flat.size)
+    copies = [Sample(f"https://mirror{i}.example.org/a.jpg", f"m{i}", original.image, size=flat.size) for i in (1, 2)]
+    data = make_shards(tmp_path / "shards", [[original], copies])
+    safeset.BankStore(home).add("hotline", write_lines(tmp_path / "urls.txt", [original.url]), type_name="url")
+    policy = tmp_path / "remove.toml"
+    policy.write_text('name = "copies-go"\n[copies]\naction = "remove"\n')
+    out = tmp_path / "out"
+    for _ in range(3):
+        report = safeset.scan(data, out, policy=policy, workers=1, home=str(home))
+        assert report["totals"]["remove"] == 3
+    assert [r["kind"] for r in report["rounds"]] == ["scan", "copies"]

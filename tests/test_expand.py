@@ -64,7 +64,13 @@ def test_neighbours_of_removed_rows_go_to_review_and_rounds_add_up(audit, home, 
     assert report["rounds"][-1]["kind"] == "expand"
     assert report["rounds"][-1]["transitions"]["keep->review"]["expand:1"] == 4
     [summary] = report["expansion"]
-    assert summary["seeds"] == {"chosen": "removed", "given": 2, "searched": 2, "without_embedding": 0}
+    assert summary["seeds"] == {
+        "chosen": "removed",
+        "given": 2,
+        "searched": 2,
+        "without_embedding": 0,
+        "lines_naming_no_row": 0,
+    }
     assert summary["embedding_rows"] == ROWS and summary["join"] == "url"
     assert summary["embedding_rows_without_audit_row"] == 1 and summary["audit_rows_without_embedding"] == 1
     assert summary["candidates"]["rows"] == 4 and summary["candidates"]["per_seed"]["max"] == 3
@@ -162,3 +168,21 @@ def test_a_decide_round_reads_the_candidates_as_they_are(audit, home):
     report = safeset.decide(out, home=str(home), workers=1)
     assert report["totals"]["review"] == 1
     assert report["rounds"][-1]["transitions"] == {"review->keep": {"expand:1": 3, "unchecked:no_image": 3}}
+
+
+def test_seed_files_as_editors_write_them(audit, home, tmp_path):
+    """A BOM and CRLF are no part of a seed; lines naming no row are counted; a .npy of seeds
+    with a row that has no direction is refused by its row (review of issue 13)."""
+    out, emb = audit
+    (tmp_path / "bom.txt").write_bytes(
+        "\ufeffhttps://img.example.org/10.jpg\r\nhttps://img.example.org/700.jpg\r\nnothing\r\n".encode()
+    )
+    report = safeset.expand(out, emb, seeds=tmp_path / "bom.txt", k=3, home=str(home), workers=1)
+    assert report["expansion"][-1]["seeds"]["given"] == 2
+    assert report["expansion"][-1]["seeds"]["lines_naming_no_row"] == 1
+    np.save(tmp_path / "bad.npy", np.stack([np.ones(DIM), np.zeros(DIM)]))
+    with pytest.raises(safeset.BadInputError, match="seed 1 has no direction"):
+        safeset.expand(out, emb, seeds=tmp_path / "bad.npy", home=str(home), workers=1)
+    write_lines(tmp_path / "none.txt", ["https://img.example.org/1199.jpg"])  # the row without an embedding
+    with pytest.raises(safeset.UsageError, match="no seed to expand from"):
+        safeset.expand(out, emb, seeds=tmp_path / "none.txt", home=str(home), workers=1)

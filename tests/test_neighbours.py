@@ -238,3 +238,61 @@ def test_broken_embeddings_are_named(tmp_path):
         embedding_files(str(folder))
     with pytest.raises(BadInputError, match="no such file"):
         embedding_files(str(tmp_path / "nowhere"))
+
+
+def test_rows_of_tiny_or_huge_float32_values_are_searched_exactly():
+    """A row whose largest value is tiny (1e-37, or subnormal) or near float32's largest is
+    quantised without overflow: such a row, the seed's own direction, must not be lost, nor may
+    its bound push out the seed's true neighbours (review of issue 13)."""
+    rng = np.random.default_rng(11)
+    rows = rng.normal(size=(400, 24)).astype(np.float32)
+    rows[50] = rows[0] * np.float32(1e-37)
+    rows[51] = rows[0] * np.float32(1e-41)  # subnormal
+    rows[52] = rows[0] / np.abs(rows[0]).max() * np.float32(3e38)
+    rows[60] = rows[1] * np.float32(1e-36)
+    seeds = Seeds(rows[[0, 1, 2]].astype(np.float64), np.array([0, 1, 2]))
+    for k in (1, 3, 40):
+        found, expected = searched(rows, seeds, k, -1.0, 128), brute_force(rows, seeds, k, -1.0)
+        np.testing.assert_array_equal(found.top.rows, expected.rows)
+        np.testing.assert_array_equal(found.top.scores, expected.scores)
+    assert set(found.top.rows[0, :3]) == {50, 51, 52}
+
+
+def test_sets_of_a_layout_pair_their_own_files_and_a_lonely_file_is_refused(tmp_path):
+    rng = np.random.default_rng(12)
+    for name, n in (("laion2B-en", 5), ("laion2B-multi", 6)):
+        laion_layout(
+            tmp_path / "two" / name, [rng.normal(size=(n, 4)).astype(np.float16)], [[f"{name}/{i}" for i in range(n)]]
+        )
+    files = embedding_files(str(tmp_path / "two"))
+    assert [(f.rows, f.first) for f in files] == [(5, 0), (6, 5)]
+    assert join_keys(files[1], "key").to_pylist()[0] == "000000000"
+    stray = tmp_path / "two" / "laion2B-xx" / "img_emb"
+    stray.mkdir(parents=True)
+    np.save(stray / "img_emb_0.npy", np.ones((3, 4), np.float16))
+    with pytest.raises(BadInputError, match="no partner") as caught:
+        embedding_files(str(tmp_path / "two"))
+    assert "laion2B-xx" in str(caught.value)
+    np.save(tmp_path / "two" / "laion2B-en" / "img_emb" / "img_emb_00.npy", np.ones((5, 4), np.float16))
+    stray.joinpath("img_emb_0.npy").unlink()
+    with pytest.raises(BadInputError, match="have one number"):
+        embedding_files(str(tmp_path / "two"))
+
+
+def test_vector_columns_with_holes_or_other_types_are_refused_by_row(tmp_path):
+    table = tmp_path / "holes.parquet"
+    pq.write_table(pa.table({"url": ["a", "b"], "embedding": [[1.0, 2.0], [1.0, None]]}), table)
+    [file] = embedding_files(str(table))
+    with pytest.raises(BadInputError, match="row 1"):
+        list(blocks(file))
+    pq.write_table(pa.table({"url": ["a"], "embedding": [["1", "2"]]}), table)
+    with pytest.raises(BadInputError, match="not a list of floats"):
+        embedding_files(str(table))
+    pq.write_table(pa.table({"url": ["a", "b"], "embedding": [[1.0, 2.0], [1e39, 1.0]]}), table)
+    [file] = embedding_files(str(table))
+    with pytest.raises(BadInputError, match="row 1: .* beyond float32"):
+        list(blocks(file))
+    np.save(tmp_path / "empty.npy", np.zeros((3, 0), np.float16))
+    layout = laion_layout(tmp_path / "zero", [np.zeros((3, 0), np.float16)], [["a", "b", "c"]])
+    with pytest.raises(BadInputError, match=r"shape \(3, 0\)"):
+        embedding_files(str(layout))

@@ -285,3 +285,36 @@ def test_credentials_in_uris_appear_nowhere(s3, shards, tmp_path, home):
 
     bad = scan_cli(home, f"s3://audit/creds/shards{query}&secret_key={secret}", "--out", str(tmp_path / "o"))
     assert bad.returncode == 2 and "secret_key=***" in bad.stderr and secret not in bad.stderr + bad.stdout
+
+
+def test_embeddings_are_read_from_s3_as_from_a_folder(s3, tmp_path):
+    """`safeset expand --embeddings s3://...`: LAION's .npy files streamed in blocks, DataComp's
+    .npz read by ranges, the same vectors and join keys as from local files."""
+    import numpy as np
+    from test_neighbours import laion_layout
+
+    from safeset.sources.embeddings import blocks, embedding_files, join_keys
+
+    filesystem, query = s3
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(size=(n, 6)).astype(np.float16) for n in (7, 5)]
+    laion_layout(
+        tmp_path / "laion", parts, [[f"https://x.org/{i}/{j}" for j in range(len(p))] for i, p in enumerate(parts)]
+    )
+    datacomp = tmp_path / "datacomp"
+    datacomp.mkdir()
+    np.savez(datacomp / "0000.npz", l14_img=parts[0])
+    pq.write_table(
+        pa.table({"uid": [f"u{j}" for j in range(7)], "url": [f"https://y.org/{j}" for j in range(7)]}),
+        datacomp / "0000.parquet",
+    )
+    for name in ("laion", "datacomp"):
+        fs.copy_files(str(tmp_path / name), f"audit/emb/{name}", destination_filesystem=filesystem)
+        local, remote = embedding_files(str(tmp_path / name)), embedding_files(f"s3://audit/emb/{name}{query}")
+        assert [(f.rows, f.dim, f.first) for f in remote] == [(f.rows, f.dim, f.first) for f in local]
+        for near, far in zip(local, remote, strict=True):
+            np.testing.assert_array_equal(
+                np.concatenate([b.copy() for _, b in blocks(far, 3)]),
+                np.concatenate([b.copy() for _, b in blocks(near, 3)]),
+            )
+            assert join_keys(far, "url").equals(join_keys(near, "url"))

@@ -147,6 +147,12 @@ def _hex_column(digests: np.ndarray, present: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(len(present), offsets, pa.py_buffer(chars.tobytes()), validity, absent)
 
 
+def url_md5_column(urls: pa.Array) -> pa.Array:
+    """The hex MD5 of every URL of a column as held (`url_md5`), null where there is none."""
+    urls = whole(urls).cast(pa.string())
+    return _hex_column(md5_digests(urls), urls.is_valid().to_numpy(zero_copy_only=False))
+
+
 def url_digests(urls: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(`url_md5`, `url_md5_threatexchange`) of every URL of a column (see `hashing.digests`):
     the MD5 of the URL as held, and of python-threatexchange's form of it where that differs."""

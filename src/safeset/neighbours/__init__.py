@@ -154,7 +154,8 @@ class Search:
         self._err = np.empty(room, np.float32)
 
     def add(self, block: np.ndarray, first: int) -> None:
-        """Rows `first` .. `first + len(block) - 1`: a (n, d) float16 or float32 array."""
+        """Rows `first` .. `first + len(block) - 1`: a (n, d) float16 or float32 array (any other
+        dtype is searched as float32: exact for the float32 values, not for float64 ones)."""
         if block.ndim != 2 or block.shape[1] != self.seeds.dim:
             raise ValueError(f"a block of shape {block.shape} for seeds of dimension {self.seeds.dim}")
         if block.dtype not in (np.float16, np.float32):

@@ -61,9 +61,36 @@ static float half_to_float(uint16_t h) {
     return out;
 }
 
+/* The portable paths are compiled for AVX2 too, and the one the CPU runs picked when loaded. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
+/* A row whose largest value is under TINY, quantised in double precision: in float32, 1 / max|x|
+ * and L / max|x| would overflow. Its values are in `values` already. */
+#define TINY 1e-30f
+static int quantise_tiny(const Job *job, const float *values, float peak, int16_t *q, float *scale, float *l1) {
+    double inv = 1.0 / peak, mult = job->levels / (double)peak, sum = 0.0;
+    int64_t total = 0;
+    for (int i = 0; i < job->d; i++) {
+        double v = values[i] * inv;
+        sum += v * v;
+        long k = lrint(values[i] * mult);
+        k = k > (long)job->levels ? (long)job->levels : k < -(long)job->levels ? -(long)job->levels : k;
+        total += k < 0 ? -k : k;
+        q[i] = (int16_t)k;
+    }
+    for (int i = job->d; i < job->d2; i++) q[i] = 0;
+    *scale = (float)(1.0 / (job->levels * sqrt(sum)));
+    *l1 = *scale * (float)total;
+    return 1;
+}
+
 /* One row quantised: q (d2 values, the padding 0), its scale s_x and |x~|_1. Returns 0 for a row
  * with no direction. `values`: room for d rounded up to 16 floats. */
-static int quantise_plain(const Job *job, Py_ssize_t r, float *values, int16_t *q, float *scale, float *l1) {
+CLONES static int quantise_plain(const Job *job, Py_ssize_t r, float *values, int16_t *q, float *scale, float *l1) {
     const int d = job->d;
     if (job->half) {
         const uint16_t *h = (const uint16_t *)job->raw + (size_t)r * d;
@@ -78,6 +105,7 @@ static int quantise_plain(const Job *job, Py_ssize_t r, float *values, int16_t *
         top = a > top ? a : top;
     }
     if (top == 0.0f) return 0;
+    if (top < TINY) return quantise_tiny(job, values, top, q, scale, l1);
     float inv = 1.0f / top, sum = 0.0f, mult = job->levels / top;
     int64_t total = 0;
     for (int i = 0; i < d; i++) {
@@ -118,7 +146,7 @@ static int emit(Job *job, Py_ssize_t r0, int count, const int32_t *acc, const fl
     return 1;
 }
 
-static void dots_plain(const Job *job, const int16_t *q, int count, int32_t *acc) {
+CLONES static void dots_plain(const Job *job, const int16_t *q, int count, int32_t *acc) {
     const int width = job->groups * 16;
     for (int r = 0; r < count; r++) {
         const int16_t *row = q + (size_t)r * job->d2;
@@ -158,6 +186,7 @@ VNNI static int quantise_vnni(const Job *job, Py_ssize_t r, float *values, int16
     }
     float peak = _mm512_reduce_max_ps(top);
     if (peak == 0.0f || _mm512_reduce_add_ps(bad) != 0.0f) return 0;
+    if (peak < TINY) return quantise_tiny(job, values, peak, q, scale, l1);
     const __m512 inv = _mm512_set1_ps(1.0f / peak), mult = _mm512_set1_ps(job->levels / peak);
     const __m512i hi = _mm512_set1_epi32((int32_t)job->levels), lo = _mm512_set1_epi32(-(int32_t)job->levels);
     __m512 sum = _mm512_setzero_ps();

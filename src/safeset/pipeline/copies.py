@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from ..banks.columns import hex_values
 from ..banks.index import PdqIndex
 from ..model import Decision
+from ..policy import Policy
 
 PREFIX = "copy_of:"
 _COLUMNS = ["row_id", "decision", "reasons", "md5", "sha256", "pdq", "pdq_quality"]
@@ -37,25 +38,32 @@ def _read(part: Path) -> pa.Table:
     return check_format(part).read(columns=_COLUMNS)
 
 
-def _flagged_rows(table: pa.Table) -> np.ndarray:
-    """Positions of the rows removed for a reason that is not being a copy."""
-    removed = pc.equal(table["decision"], str(Decision.REMOVE)).to_numpy(zero_copy_only=False)
+def _flagged_rows(table: pa.Table, policy: Policy) -> np.ndarray:
+    """Positions of the rows the policy removes for their own reasons: for a reason other than
+    being a copy whose action is remove. (A copy also held for a reason that keeps is no flag.)"""
     reasons = table["reasons"].combine_chunks()
-    own = np.zeros(table.num_rows, bool)
     flat = pc.list_flatten(reasons)
-    if len(flat):
-        mine = ~pc.fill_null(pc.starts_with(flat, PREFIX), False).to_numpy(zero_copy_only=False)
-        own[pc.list_parent_indices(reasons).to_numpy()[mine]] = True
-    return np.flatnonzero(removed & own)
+    if not len(flat):
+        return np.zeros(0, np.int64)
+    distinct = pc.unique(flat)
+    removes = []
+    for reason in distinct.to_pylist():
+        action = policy.action_of(reason) if reason and not reason.startswith(PREFIX) else Decision.KEEP
+        removes.append(action == Decision.REMOVE)
+    at = pc.index_in(flat, value_set=distinct).to_numpy(zero_copy_only=False)
+    own = np.zeros(table.num_rows, bool)
+    own[pc.list_parent_indices(reasons).to_numpy()[np.asarray(removes, bool)[at]]] = True
+    return np.flatnonzero(own)
 
 
 class Flagged:
     """The flagged rows' ids, digests and PDQs (of usable quality), across every part."""
 
-    def __init__(self, tables: Mapping[int, pa.Table], min_quality: int):
+    def __init__(self, tables: Mapping[int, pa.Table], policy: Policy, min_quality: int):
+        self.policy = policy
         ids, md5, sha256, pdq_ids, pdqs = [], [], [], [], []
         for table in tables.values():
-            rows = _flagged_rows(table)
+            rows = _flagged_rows(table, policy)
             if not len(rows):
                 continue
             picked = table.take(pa.array(rows))
@@ -79,7 +87,7 @@ class Flagged:
     def copies(self, table: pa.Table, threshold: int, min_quality: int) -> dict[int, str]:
         """The copies among a part's rows: position -> `copy_of:ROW`."""
         found: dict[int, str] = {}
-        flagged = set(_flagged_rows(table).tolist())
+        flagged = set(_flagged_rows(table, self.policy).tolist())
         for column, values in (("md5", self.md5), ("sha256", self.sha256)):
             at = pc.index_in(table[column], value_set=values, skip_nulls=True)  # an absent digest is nobody's
             at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False)
@@ -117,10 +125,13 @@ def copy_reasons(table: pa.Table) -> dict[int, str]:
     return dict(zip(parents.tolist(), flat.filter(pa.array(hit)).to_pylist(), strict=True))
 
 
-def find_copies(parts: Mapping[int, Path], threshold: int, min_quality: int) -> dict[int, dict[int, str]]:
-    """Per part whose copies differ from what it says now, its copies (see the module)."""
+def find_copies(
+    parts: Mapping[int, Path], policy: Policy, threshold: int, min_quality: int
+) -> dict[int, dict[int, str]]:
+    """Per part whose copies differ from what it says now, its copies (see the module); `policy`
+    decided the parts, and says which rows are flagged."""
     tables = {i: _read(path) for i, path in parts.items()}
-    flagged = Flagged(tables, min_quality)
+    flagged = Flagged(tables, policy, min_quality)
     changed = {}
     for i, table in tables.items():
         found = flagged.copies(table, threshold, min_quality) if len(flagged) else {}

@@ -149,8 +149,9 @@ def _audit(layout: OutLayout) -> pa.Table:
     return pa.concat_tables(check_format(p).read(columns=columns) for p in parts).combine_chunks()
 
 
-def _seed_rows(audit: pa.Table, seeds: str) -> np.ndarray:
-    """Positions in `audit` of the rows a --seeds value names (see `ExpandConfig.seeds`)."""
+def _seed_rows(audit: pa.Table, seeds: str) -> tuple[np.ndarray, int]:
+    """Positions in `audit` of the rows a --seeds value names (see `ExpandConfig.seeds`), and how
+    many lines of a seeds file named no row."""
     decision = audit["decision"]
     if seeds == "removed":  # removed, and for a bank match: not for a rule on scores alone
         reasons = audit["reasons"].combine_chunks()
@@ -159,23 +160,24 @@ def _seed_rows(audit: pa.Table, seeds: str) -> np.ndarray:
         if len(flat):
             hit = pc.fill_null(pc.starts_with(flat, "match:"), False).to_numpy(zero_copy_only=False)
             by_match[pc.list_parent_indices(reasons).to_numpy()[hit]] = True
-        return np.flatnonzero(by_match & pc.equal(decision, str(Decision.REMOVE)).to_numpy(zero_copy_only=False))
+        return np.flatnonzero(by_match & pc.equal(decision, str(Decision.REMOVE)).to_numpy(zero_copy_only=False)), 0
     if seeds == "review":
-        return np.flatnonzero(pc.equal(decision, str(Decision.REVIEW)).to_numpy(zero_copy_only=False))
+        return np.flatnonzero(pc.equal(decision, str(Decision.REVIEW)).to_numpy(zero_copy_only=False)), 0
     path = Path(seeds)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no part of the first seed
     except OSError as exc:
         raise BadInputError(path, f"cannot read the seeds ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise BadInputError(path, "is neither UTF-8 text (row ids, keys or URLs, one a line) nor a .npy") from None
     wanted = pa.array(sorted({line.strip() for line in lines if line.strip()}), pa.string())
-    hit = np.zeros(audit.num_rows, bool)
+    hit, named = np.zeros(audit.num_rows, bool), np.zeros(len(wanted), bool)
     for column in ("row_id", "key", "url"):
         hit |= pc.fill_null(pc.is_in(audit[column], value_set=wanted), False).to_numpy(zero_copy_only=False)
+        named |= pc.fill_null(pc.is_in(wanted, value_set=audit[column]), False).to_numpy(zero_copy_only=False)
     if not hit.any():
         raise BadInputError(path, "names no row of the audit (by row id, key or URL)")
-    return np.flatnonzero(hit)
+    return np.flatnonzero(hit), int((~named).sum())
 
 
 def _seed_vectors(path: str, dim: int) -> np.ndarray:
@@ -185,7 +187,13 @@ def _seed_vectors(path: str, dim: int) -> np.ndarray:
         raise BadInputError(path, f"not a readable .npy of seed vectors ({exc})") from None
     if vectors.ndim != 2 or vectors.shape[1] != dim or not np.issubdtype(vectors.dtype, np.floating):
         raise BadInputError(path, f"holds a {vectors.dtype} array of shape {vectors.shape}, not (seeds, {dim}) floats")
-    return vectors.astype(np.float64)
+    vectors = vectors.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(vectors, axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+    if len(bad):
+        raise BadInputError(path, f"seed {int(bad[0])} has no direction (zero, infinite, NaN, or too large)")
+    return vectors
 
 
 @dataclass
@@ -248,9 +256,9 @@ def run_expand(config: ExpandConfig) -> dict[str, Any]:
             names = [f"vector:{i}" for i in range(len(vectors))]
             seed_rows = np.full(len(vectors), -1, np.int64)
             seed_positions = np.zeros(0, np.int64)
-            given = len(vectors)
+            given, unmatched = len(vectors), 0
         else:
-            seed_positions = _seed_rows(audit, config.seeds)
+            seed_positions, unmatched = _seed_rows(audit, config.seeds)
             given = len(seed_positions)
             wanted = audit[AUDIT_KEYS[join.by]].take(pa.array(seed_positions))
             located = _locate(join, files, wanted)
@@ -265,6 +273,13 @@ def run_expand(config: ExpandConfig) -> dict[str, Any]:
             usable = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
             vectors, seed_rows, seed_positions = vectors[usable], seed_rows[usable], seed_positions[usable]
             names = [name for name, ok in zip(names, usable.tolist(), strict=True) if ok]
+        if not len(vectors):
+            raise UsageError(
+                f"no seed to expand from: {given} row(s) chosen by --seeds {config.seeds}, none with a usable "
+                f"embedding in {config.embeddings}"
+                if given
+                else f"no seed to expand from: --seeds {config.seeds} chose no row"
+            )
         number = len(expansion_summaries(layout)) + 1
         summary: dict[str, Any] = {
             "round": number,
@@ -276,7 +291,8 @@ def run_expand(config: ExpandConfig) -> dict[str, Any]:
             "embedding_rows_without_audit_row": sum(f.rows for f in files) - join.matched,
             "audit_rows_without_embedding": int((~join.audit_found).sum()),
             "seeds": {"chosen": config.seeds if not Path(config.seeds).exists() else Path(config.seeds).name,
-                      "given": given, "searched": len(vectors), "without_embedding": given - len(vectors)},
+                      "given": given, "searched": len(vectors), "without_embedding": given - len(vectors),
+                      "lines_naming_no_row": unmatched},
             "k": config.k,
             "min_similarity": config.min_similarity,
         }  # fmt: skip

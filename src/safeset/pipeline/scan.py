@@ -283,7 +283,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
             report = _report(reported, merger, layout, run, rounds)
             if not remote and spec.policy.copies != Decision.KEEP:
                 parts = {i: layout.part(i) for i in range(len(shards))}
-                if find_copies(parts, spec.settings.pdq_threshold, spec.settings.pdq_min_quality):
+                if find_copies(parts, spec.policy, spec.settings.pdq_threshold, spec.settings.pdq_min_quality):
                     # copies of what the scan flagged: a round of their own, as `decide` would make it
                     return run_round(
                         layout, shards, spec, set(), engine, reported, run, "copies", config.progress, fingerprint
@@ -517,7 +517,7 @@ def run_round(
     decided = decide({i: {} for i in stale})
     if spec.policy.copies != Decision.KEEP:
         parts = {i: (staged if i in decided else layout).part(i) for i in range(len(shards))}
-        changed = find_copies(parts, spec.settings.pdq_threshold, spec.settings.pdq_min_quality)
+        changed = find_copies(parts, spec.policy, spec.settings.pdq_threshold, spec.settings.pdq_min_quality)
         decided.update(decide(changed))
     before = {i: markers[i] for i in sorted(decided)}
     changes = merge_transitions(decided.values())

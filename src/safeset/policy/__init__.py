@@ -244,6 +244,17 @@ class Policy:
         distinct = list(outcomes)
         return [d for d, _ in distinct], [list(r) for _, r in distinct], chosen
 
+    def action_of(self, reason: str) -> Decision | None:
+        """The action this policy gives a reason it could have written; None for any other."""
+        kind, _, rest = reason.partition(":")
+        if kind == "match":
+            return self.match_banks.get(rest.rpartition(":")[0], self.match_default)
+        if kind == "unchecked":
+            return self.unchecked.get(rest)
+        if kind == "rule":
+            return next((rule.action for rule in self.rules if rule.reason == reason), None)
+        return {"expand": self.expand, "copy_of": self.copies}.get(kind)
+
     def _fired(self, mask: int) -> list[Rule]:
         return [rule for bit, rule in enumerate(self.rules) if mask >> bit & 1]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,29 +64,30 @@ def embedding_files(src: str, column: str | None = None, url_col: str | None = N
     """The files of the embeddings at `src` (see the module), each checked: the vectors a 2-d
     float array of one dimension throughout, the metadata as many rows. `BadInputError` names the
     file that is not."""
-    listing = _listing(src)
+    listing = _listing(src)  # relative name -> path or URI
     if not listing:
         raise BadInputError(src, "no such file or folder, or it is empty")
-    npy = {_number(p): p for p in listing if re.search(r"(^|/)img_emb/[^/]*\.npy$", p)}
+    npy = _numbered(listing, r"(^|/)img_emb/[^/]*\.npy$")
     if npy:
-        meta = {_number(p): p for p in listing if re.search(r"(^|/)metadata/[^/]*\.parquet$", p)}
+        meta = _numbered(listing, r"(^|/)metadata/[^/]*\.parquet$")
         if set(npy) != set(meta):
             lonely = sorted(set(npy) ^ set(meta))[0]
             raise BadInputError(
                 npy.get(lonely) or meta[lonely],
-                "has no partner: LAION's layout pairs img_emb/img_emb_N.npy with metadata/metadata_N.parquet",
+                "has no partner: LAION's layout pairs img_emb/img_emb_N.npy with metadata/metadata_N.parquet "
+                "in the same folder",
             )
         pairs = [(npy[n], meta[n], "") for n in sorted(npy)]
-    elif any(p.endswith(".npz") for p in listing):
+    elif any(rel.endswith(".npz") for rel in listing):
         wanted = column or DATACOMP_ARRAY
         pairs = []
-        for path in sorted(p for p in listing if p.endswith(".npz")):
-            partner = path[: -len(".npz")] + ".parquet"
+        for rel in sorted(r for r in listing if r.endswith(".npz")):
+            partner = rel[: -len(".npz")] + ".parquet"
             if partner not in listing:
-                raise BadInputError(path, f"has no {Path(partner).name} beside it (DataComp's layout)")
-            pairs.append((path, partner, wanted))
+                raise BadInputError(listing[rel], f"has no {Path(partner).name} beside it (DataComp's layout)")
+            pairs.append((listing[rel], listing[partner], wanted))
     else:
-        tables = sorted(p for p in listing if p.endswith(".parquet"))
+        tables = [listing[rel] for rel in sorted(listing) if rel.endswith(".parquet")]
         if not tables:
             raise BadInputError(src, "holds no embeddings: no img_emb/*.npy, no *.npz, no parquet")
         pairs = [(p, p, "") for p in tables]
@@ -99,23 +101,38 @@ def embedding_files(src: str, column: str | None = None, url_col: str | None = N
     return files
 
 
-def _listing(src: str) -> list[str]:
+def _listing(src: str) -> dict[str, str]:
+    """Every file at `src` (hidden ones left out), by its name relative to `src`."""
     if is_remote(src):
         remote = Remote(src)
         if not remote.is_dir():
-            return [src] if remote.exists() else []
-        return [remote.child(rel).uri for rel, _ in remote.files()]
+            return {remote.name: src} if remote.exists() else {}
+        return {rel: remote.child(rel).uri for rel, _ in remote.files()}
     path = Path(src)
     if path.is_file():
-        return [str(path)]
+        return {path.name: str(path)}
     if not path.is_dir():
-        return []
-    return sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return {}
+    found = (
+        p for p in path.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.relative_to(path).parts)
+    )
+    return {p.relative_to(path).as_posix(): str(p) for p in sorted(found)}
 
 
-def _number(path: str) -> int | str:
-    digits = _NUMBERED.findall(Path(path).name)
-    return int(digits[-1]) if digits else Path(path).stem
+def _numbered(listing: dict[str, str], pattern: str) -> dict[tuple[str, str], str]:
+    """The files whose relative name matches `pattern`, by (the folder holding their img_emb/ or
+    metadata/, number): a dataset published as several sets (laion2B-en/, laion2B-multi/) pairs
+    each set's own files."""
+    found: dict[tuple[str, str], str] = {}
+    for rel, location in listing.items():
+        if re.search(pattern, rel):
+            folder, _, name = rel.rpartition("/")
+            digits = _NUMBERED.findall(name)
+            key = (folder.rpartition("/")[0], f"{int(digits[-1]):012d}" if digits else Path(name).stem)
+            if key in found:
+                raise BadInputError(location, f"and {found[key]} have one number: which pairs with which is unclear")
+            found[key] = location
+    return found
 
 
 def _described(vectors: str, metadata: str, member: str, column: str | None, url_col: str | None, first: int):
@@ -133,7 +150,8 @@ def _described(vectors: str, metadata: str, member: str, column: str | None, url
                 metadata, f"has no embedding column ({', '.join(LIST_COLUMNS)}): name it with --embedding-col"
             )
         kind = table.schema_arrow.field(member).type
-        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        listed = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+        if not listed or not pa.types.is_floating(kind.value_type):
             raise BadInputError(metadata, f"column {member!r} is {kind}, not a list of floats")
         rows = table.metadata.num_rows
         dim = _list_dim(table, member, metadata)
@@ -148,7 +166,7 @@ def _described(vectors: str, metadata: str, member: str, column: str | None, url
 def _list_dim(table: pq.ParquetFile, column: str, where: str) -> int:
     for batch in table.iter_batches(batch_size=1, columns=[column]):
         values = batch.column(0)
-        if len(values) and values[0].is_valid:
+        if len(values) and values[0].is_valid and len(values[0]):
             return len(values[0])
     raise BadInputError(where, f"column {column!r} holds no vector")
 
@@ -197,7 +215,7 @@ class _ArrayStream:
             shape, fortran, dtype = header[version](stream)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise BadInputError(where, f"not a .npy array ({exc})") from None
-        if len(shape) != 2 or fortran or dtype not in (np.dtype("<f2"), np.dtype("<f4")):
+        if len(shape) != 2 or not shape[1] or fortran or dtype not in (np.dtype("<f2"), np.dtype("<f4")):
             raise BadInputError(
                 where,
                 f"holds a {'Fortran-ordered ' if fortran else ''}{dtype} array of shape {shape}: "
@@ -221,14 +239,17 @@ def blocks(file: EmbeddingFile, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, n
         yield from _list_blocks(file, rows)
         return
     with _array_stream(file.vectors, file.member) as (stream, shape, dtype):
-        buffer = np.empty((rows, shape[1]), dtype)
+        buffer = np.empty((min(rows, shape[0]), shape[1]), dtype)
         done = 0
         while done < shape[0]:
             n = min(rows, shape[0] - done)
             view = memoryview(buffer[:n]).cast("B")
             got = 0
             while got < len(view):
-                read = stream.readinto(view[got:])
+                try:
+                    read = stream.readinto(view[got:])
+                except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged .npz member
+                    raise BadInputError(file.vectors, f"cannot be read past row {done} ({exc})") from None
                 if not read:
                     raise BadInputError(
                         file.vectors,
@@ -245,12 +266,25 @@ def _list_blocks(file: EmbeddingFile, rows: int) -> Iterator[tuple[int, np.ndarr
     for batch in table.iter_batches(batch_size=rows, columns=[file.member]):
         column = batch.column(0)
         lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-        if column.null_count or (lengths != file.dim).any():
-            bad = int(np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False) | (lengths != file.dim))[0])
-            raise BadInputError(file.metadata, f"row {done + bad}: its {file.member!r} is not a {file.dim}-d vector")
-        values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-        if values.dtype not in (np.float16, np.float32):
-            values = values.astype(np.float32)
+        flat = pc.list_flatten(column)
+        holes = np.zeros(len(column), bool)
+        if flat.null_count:  # a vector with a missing value has no direction anyone could trust
+            holes[pc.list_parent_indices(column).to_numpy()[pc.is_null(flat).to_numpy(zero_copy_only=False)]] = True
+        if column.null_count or (lengths != file.dim).any() or holes.any():
+            nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
+            bad = int(np.flatnonzero(nulls | (lengths != file.dim) | holes)[0])
+            raise BadInputError(
+                file.metadata, f"row {done + bad}: its {file.member!r} is not a {file.dim}-d vector of numbers"
+            )
+        values = flat.to_numpy(zero_copy_only=False)
+        if values.dtype == np.float64:  # searched as float32; a value beyond float32 would be lost, not rounded
+            with np.errstate(over="ignore"):
+                narrowed = values.astype(np.float32)
+            lost = np.isinf(narrowed) & np.isfinite(values)
+            if lost.any():
+                row = done + int(np.flatnonzero(lost)[0]) // file.dim
+                raise BadInputError(file.metadata, f"row {row}: its {file.member!r} holds a value beyond float32")
+            values = narrowed
         yield file.first + done, values.reshape(len(column), file.dim)
         done += len(column)
 
@@ -263,11 +297,14 @@ def join_keys(file: EmbeddingFile, by: str) -> pa.Array:
         raise UsageError(f"{file.metadata} has no {by} column to join on")
     table = parquet_file(file.metadata).read(columns=[column])
     values = table.column(0)
-    if by == "url":
-        from ..hashing.columns import url_digests
+    try:
+        if by == "url":
+            from ..hashing.columns import url_md5_column
 
-        return url_digests(values.cast(pa.string()))[0]
-    return pc.cast(values, pa.string()).combine_chunks()
+            return url_md5_column(values)
+        return pc.cast(values, pa.string()).combine_chunks()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        raise BadInputError(file.metadata, f"column {column!r} is {values.type}, not text to join on") from None
 
 
 def take_rows(file: EmbeddingFile, wanted: np.ndarray) -> np.ndarray:
