@@ -4,7 +4,7 @@ process (wall time and the peak memory of its largest process).
 
 - safeset: `pipeline.expand`'s search tasks (one per embedding file) on the local engine with 2
   workers, as `safeset expand` runs them, the per-file lists merged; start-up of the workers
-  included.
+  included. "safeset-avx2": the same on the kernel's AVX2 path (a CPU without AVX-512 VNNI).
 - numpy: blocks of 65,536 rows read from the .npy files, converted to float32, one matrix product
   per block (OpenBLAS, 2 threads), argpartition, merge.
 - faiss: each file loaded, converted to float32, added to an IndexFlatIP, searched (2 OpenMP
@@ -140,7 +140,13 @@ def run_faiss(root: Path):
     return best_rows, best_scores, {}
 
 
-METHODS = {"safeset": run_safeset, "numpy": run_numpy, "faiss": run_faiss}
+def run_safeset_avx2(root: Path):
+    """safeset as a CPU without AVX-512 VNNI runs it (its AVX2 path)."""
+    os.environ["SAFESET_SIMD"] = "avx2"  # read when the kernel is first used, here and in the workers
+    return run_safeset(root)
+
+
+METHODS = {"safeset": run_safeset, "safeset-avx2": run_safeset_avx2, "numpy": run_numpy, "faiss": run_faiss}
 
 
 def child_main(method: str, root: str, answer: str) -> None:

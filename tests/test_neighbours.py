@@ -106,9 +106,10 @@ def test_little_is_scored_in_floating_point():
     assert (search.top.scores[:, 0] >= sample.scores[:, 0]).all()
 
 
-def test_the_plain_c_path_finds_the_same_as_the_simd_one(tmp_path):
-    """SAFESET_NO_SIMD=1 runs the kernel's portable C path (what a CPU without AVX-512 VNNI
-    gets): the same neighbours, to the bit."""
+@pytest.mark.parametrize("path", ["avx2", "none"])
+def test_every_path_of_the_kernel_finds_the_same(tmp_path, path):
+    """SAFESET_SIMD=avx2 / =none run the kernel's AVX2 and portable C paths (what a CPU without
+    AVX-512 VNNI, or without AVX2, gets): the same neighbours, to the bit."""
     rows, seeds = tricky_rows(np.float16, 96, n=3000, seed=9)
     np.save(tmp_path / "rows.npy", rows)
     np.save(tmp_path / "seeds.npy", seeds.vectors)
@@ -123,10 +124,10 @@ def test_the_plain_c_path_finds_the_same_as_the_simd_one(tmp_path):
         "np.save(d + '/plain.npy', s.top.rows); np.save(d + '/plain_scores.npy', s.top.scores)\n"
         "print(json.dumps(simd()))\n"
     )
-    env = {**os.environ, "SAFESET_NO_SIMD": "1"}
+    env = {**os.environ, "SAFESET_SIMD": path}
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) is False
+    assert json.loads(proc.stdout) == path
     here = searched(rows, seeds, 25, -1.0, 500)
     np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), here.top.rows)
     np.testing.assert_array_equal(np.load(tmp_path / "plain_scores.npy"), here.top.scores)

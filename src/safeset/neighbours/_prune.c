@@ -88,16 +88,10 @@ static int quantise_tiny(const Job *job, const float *values, float peak, int16_
     return 1;
 }
 
-/* One row quantised: q (d2 values, the padding 0), its scale s_x and |x~|_1. Returns 0 for a row
- * with no direction. `values`: room for d rounded up to 16 floats. */
-CLONES static int quantise_plain(const Job *job, Py_ssize_t r, float *values, int16_t *q, float *scale, float *l1) {
+/* One row, its values in `values` as float32, quantised: q (d2 values, the padding 0), its scale
+ * s_x and |x~|_1. Returns 0 for a row with no direction. */
+CLONES static int quantise_values(const Job *job, const float *values, int16_t *q, float *scale, float *l1) {
     const int d = job->d;
-    if (job->half) {
-        const uint16_t *h = (const uint16_t *)job->raw + (size_t)r * d;
-        for (int i = 0; i < d; i++) values[i] = half_to_float(h[i]);
-    } else {
-        memcpy(values, (const float *)job->raw + (size_t)r * d, sizeof(float) * d);
-    }
     float top = 0.0f;
     for (int i = 0; i < d; i++) {
         if (!isfinite(values[i])) return 0;
@@ -120,6 +114,18 @@ CLONES static int quantise_plain(const Job *job, Py_ssize_t r, float *values, in
     *scale = 1.0f / (job->levels * sqrtf(sum));  /* max|x| / (L |x|), with |x| / max|x| = sqrt(sum) */
     *l1 = *scale * (float)total;
     return 1;
+}
+
+/* Row r quantised (see quantise_values). `values`: room for d rounded up to 16 floats. */
+static int quantise_plain(const Job *job, Py_ssize_t r, float *values, int16_t *q, float *scale, float *l1) {
+    const int d = job->d;
+    if (job->half) {
+        const uint16_t *h = (const uint16_t *)job->raw + (size_t)r * d;
+        for (int i = 0; i < d; i++) values[i] = half_to_float(h[i]);
+    } else {
+        memcpy(values, (const float *)job->raw + (size_t)r * d, sizeof(float) * d);
+    }
+    return quantise_values(job, values, q, scale, l1);
 }
 
 /* The pairs of `count` quantised rows (from block row r0) and the seeds, whose dot products are in
@@ -163,6 +169,50 @@ CLONES static void dots_plain(const Job *job, const int16_t *q, int count, int32
 }
 
 #ifdef PRUNE_X86
+#define AVX2 __attribute__((target("avx2,f16c,fma")))
+
+/* As quantise_plain, with float16 converted 8 values at a time (F16C). */
+AVX2 static int quantise_avx2(const Job *job, Py_ssize_t r, float *values, int16_t *q, float *scale, float *l1) {
+    const int d = job->d;
+    if (job->half) {
+        const uint16_t *h = (const uint16_t *)job->raw + (size_t)r * d;
+        int i = 0;
+        for (; i + 8 <= d; i += 8)
+            _mm256_storeu_ps(values + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+        for (; i < d; i++) values[i] = half_to_float(h[i]);
+    } else {
+        memcpy(values, (const float *)job->raw + (size_t)r * d, sizeof(float) * d);
+    }
+    return quantise_values(job, values, q, scale, l1);
+}
+
+/* ROWS rows against one group of 16 seeds at a time: each step broadcasts 2 values of each row
+ * and multiplies them into the 2 dimensions of 8 seeds a 32-byte load holds (vpmaddwd), twice. */
+AVX2 static void dots_avx2(const Job *job, const int16_t *q, int32_t *acc) {
+    const int width = job->groups * 16;
+    const size_t stride = (size_t)job->steps * 32;
+    for (int g = 0; g < job->groups; g++) {
+        __m256i lo[ROWS], hi[ROWS];
+        for (int r = 0; r < ROWS; r++) lo[r] = hi[r] = _mm256_setzero_si256();
+        const int16_t *base = job->seeds + g * stride;
+        for (int t = 0; t < job->steps; t++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(base + (size_t)t * 32));
+            __m256i b = _mm256_loadu_si256((const __m256i *)(base + (size_t)t * 32 + 16));
+            for (int r = 0; r < ROWS; r++) {
+                int32_t pair;
+                memcpy(&pair, q + (size_t)r * job->d2 + 2 * t, 4);
+                __m256i x = _mm256_set1_epi32(pair);
+                lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(x, a));
+                hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(x, b));
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            _mm256_storeu_si256((__m256i *)(acc + r * width + g * 16), lo[r]);
+            _mm256_storeu_si256((__m256i *)(acc + r * width + g * 16 + 8), hi[r]);
+        }
+    }
+}
+
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 
 /* As quantise_plain, 16 values at a time. */
@@ -252,14 +302,20 @@ VNNI static void dots_vnni(const Job *job, const int16_t *q, int32_t *acc) {
 }
 #endif
 
-static int use_vnni(void) {
+/* The path this CPU runs: 2 AVX-512 VNNI, 1 AVX2, 0 plain C. SAFESET_SIMD=avx2 or =none asks
+ * for less (the tests compare the paths' answers). */
+static int simd_level(void) {
 #ifdef PRUNE_X86
     static int known = -1;
     if (known < 0) {
+        const char *asked = getenv("SAFESET_SIMD");
         __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-                getenv("SAFESET_NO_SIMD") == NULL;
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        int vnni = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+        known = vnni ? 2 : avx2 ? 1 : 0;
+        if (asked && strcmp(asked, "none") == 0) known = 0;
+        if (asked && strcmp(asked, "avx2") == 0 && known > 1) known = 1;
     }
     return known;
 #else
@@ -270,7 +326,7 @@ static int use_vnni(void) {
 /* Rows start .. n-1 of the block; returns the row to resume from (n when done), or -1 if memory
  * ran out. Stops early, before a group of rows whose pairs would not all fit, when out is full. */
 static Py_ssize_t run(Job *job, Py_ssize_t start, Py_ssize_t n) {
-    const int width = job->groups * 16, vnni = use_vnni(), padded = (job->d + 15) & ~15;
+    const int width = job->groups * 16, level = simd_level(), padded = (job->d + 15) & ~15;
     float *values = malloc(sizeof(float) * (size_t)padded);
     int16_t *q = calloc((size_t)ROWS * job->d2 + padded, sizeof(int16_t));  /* room for the last 16-wide store */
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)ROWS * width);
@@ -283,17 +339,22 @@ static Py_ssize_t run(Job *job, Py_ssize_t start, Py_ssize_t n) {
         int count = n - r < ROWS ? (int)(n - r) : ROWS, usable[ROWS] = {0};
         float scale[ROWS] = {0}, l1[ROWS] = {0};
         for (int k = 0; k < count; k++) {
+            int16_t *row = q + (size_t)k * job->d2;
 #ifdef PRUNE_X86
-            if (vnni)
-                usable[k] = quantise_vnni(job, r + k, values, q + (size_t)k * job->d2, &scale[k], &l1[k]);
+            if (level == 2)
+                usable[k] = quantise_vnni(job, r + k, values, row, &scale[k], &l1[k]);
+            else if (level == 1)
+                usable[k] = quantise_avx2(job, r + k, values, row, &scale[k], &l1[k]);
             else
 #endif
-                usable[k] = quantise_plain(job, r + k, values, q + (size_t)k * job->d2, &scale[k], &l1[k]);
+                usable[k] = quantise_plain(job, r + k, values, row, &scale[k], &l1[k]);
         }
         for (int k = count; k < ROWS; k++) memset(q + (size_t)k * job->d2, 0, sizeof(int16_t) * job->d2);
 #ifdef PRUNE_X86
-        if (vnni)
+        if (level == 2)
             dots_vnni(job, q, acc);
+        else if (level == 1)
+            dots_avx2(job, q, acc);
         else
 #endif
             dots_plain(job, q, count, acc);
@@ -380,11 +441,14 @@ done:
     return result;
 }
 
-static PyObject *simd(PyObject *self, PyObject *args) { return PyBool_FromLong(use_vnni()); }
+static PyObject *simd(PyObject *self, PyObject *args) {
+    static const char *names[] = {"none", "avx2", "avx512-vnni"};
+    return PyUnicode_FromString(names[simd_level()]);
+}
 
 static PyMethodDef methods[] = {
     {"prune", prune, METH_VARARGS, "The pairs of a block's rows and the seeds that may reach their thresholds."},
-    {"simd", simd, METH_NOARGS, "Whether the AVX-512 VNNI path runs (else plain C, finding the same)."},
+    {"simd", simd, METH_NOARGS, "The path the kernel runs here: avx512-vnni, avx2 or none (the same answers)."},
     {NULL, NULL, 0, NULL},
 };
 
