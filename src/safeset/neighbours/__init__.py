@@ -224,5 +224,5 @@ def primed_floor(sample: Search, floor: float) -> np.ndarray:
 
 def simd() -> str:
     """The kernel's path on this CPU: "avx512-vnni", "avx2" or "none" (plain C); each finds the
-    same neighbours, at 680,000, 134,000 and 66,000 rows/s per core for 100 seeds of 768-d."""
+    same neighbours, at 610,000-680,000, 520,000 and 66,000 rows/s per core for 100 seeds of 768-d."""
     return _prune.simd()

@@ -171,9 +171,9 @@ CLONES static void dots_plain(const Job *job, const int16_t *q, int count, int32
 #ifdef PRUNE_X86
 #define AVX2 __attribute__((target("avx2,f16c,fma")))
 
-/* As quantise_plain, with float16 converted 8 values at a time (F16C). */
+/* As quantise_plain, 8 values at a time. */
 AVX2 static int quantise_avx2(const Job *job, Py_ssize_t r, float *values, int16_t *q, float *scale, float *l1) {
-    const int d = job->d;
+    const int d = job->d, padded = (d + 15) & ~15;
     if (job->half) {
         const uint16_t *h = (const uint16_t *)job->raw + (size_t)r * d;
         int i = 0;
@@ -183,7 +183,52 @@ AVX2 static int quantise_avx2(const Job *job, Py_ssize_t r, float *values, int16
     } else {
         memcpy(values, (const float *)job->raw + (size_t)r * d, sizeof(float) * d);
     }
-    return quantise_values(job, values, q, scale, l1);
+    for (int i = d; i < padded; i++) values[i] = 0.0f;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 top = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    for (int i = 0; i < padded; i += 8) {
+        __m256 v = _mm256_loadu_ps(values + i);
+        top = _mm256_max_ps(top, _mm256_andnot_ps(sign, v));
+        bad = _mm256_add_ps(bad, _mm256_sub_ps(v, v));  /* NaN where any value is not finite */
+    }
+    float lanes[8], wrong[8], peak = 0.0f, nan = 0.0f;
+    _mm256_storeu_ps(lanes, top);
+    _mm256_storeu_ps(wrong, bad);
+    for (int k = 0; k < 8; k++) {
+        peak = lanes[k] > peak ? lanes[k] : peak;
+        nan += wrong[k];
+    }
+    if (peak == 0.0f || nan != 0.0f) return 0;
+    if (peak < TINY) return quantise_tiny(job, values, peak, q, scale, l1);
+    const __m256 inv = _mm256_set1_ps(1.0f / peak), mult = _mm256_set1_ps(job->levels / peak);
+    const __m256i hi = _mm256_set1_epi32((int32_t)job->levels), lo = _mm256_set1_epi32(-(int32_t)job->levels);
+    __m256 sum = _mm256_setzero_ps();
+    __m256i total = _mm256_setzero_si256();
+    int32_t ints[8];
+    for (int i = 0; i < padded; i += 8) {
+        __m256 v = _mm256_loadu_ps(values + i);
+        __m256 w = _mm256_mul_ps(v, inv);
+        sum = _mm256_fmadd_ps(w, w, sum);
+        __m256i k = _mm256_cvtps_epi32(_mm256_mul_ps(v, mult));  /* rounds to nearest, ties to even */
+        k = _mm256_min_epi32(_mm256_max_epi32(k, lo), hi);
+        total = _mm256_add_epi32(total, _mm256_abs_epi32(k));
+        _mm256_storeu_si256((__m256i *)ints, k);
+        for (int j = 0; j < 8; j++) q[i + j] = (int16_t)ints[j];  /* q has room for `padded` */
+    }
+    for (int i = d; i < job->d2; i++) q[i] = 0;
+    float sums[8];
+    int32_t totals[8];
+    _mm256_storeu_ps(sums, sum);
+    _mm256_storeu_si256((__m256i *)totals, total);
+    float s = 0.0f;
+    int64_t t = 0;
+    for (int k = 0; k < 8; k++) {
+        s += sums[k];
+        t += totals[k];
+    }
+    *scale = 1.0f / (job->levels * sqrtf(s));
+    *l1 = *scale * (float)t;
+    return 1;
 }
 
 /* ROWS rows against one group of 16 seeds at a time: each step broadcasts 2 values of each row
