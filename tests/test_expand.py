@@ -156,6 +156,8 @@ def test_expand_refuses_what_it_cannot_do(audit, home, tmp_path):
     result = run_cli("expand", str(tmp_path / "empty"), "--embeddings", str(emb), "-q", home=home)
     code, stderr = result.exit_code, result.stderr
     assert code == 2 and "holds no scan" in stderr
+    result = run_cli("expand", str(out), "--embeddings", str(emb), "--bank", "nosuch", "-q", home=home)
+    assert result.exit_code == 2 and "nosuch" in result.stderr  # before the search, not after it
     assert not (out / "expansion").exists()  # nothing was committed by the refusals
 
 

@@ -230,6 +230,7 @@ def _locate(join: _Join, files: Sequence[EmbeddingFile], wanted: pa.Array) -> np
 
 def run_expand(config: ExpandConfig) -> dict[str, Any]:
     """One expansion round and the decide round it ends with (see the module)."""
+    from ..banks import BankStore
     from ..storage import is_remote
     from .decide import finish_pending_round
     from .scan import decide_locked
@@ -245,6 +246,11 @@ def run_expand(config: ExpandConfig) -> dict[str, Any]:
     if not layout.run_spec.is_file():
         raise UsageError(f"{config.out} holds no scan: run `safeset scan ... --out {config.out}` first")
     decide = config.decide
+    store = BankStore(decide.home)  # what the round after the search decides with, checked before it
+    if decide.banks:
+        store.resolve(decide.banks)
+    if decide.policy is not None:
+        decide.policy.check_banks(store.names())
     with layout.locked():
         finish_pending_round(layout)
         files = embedding_files(config.embeddings, config.embedding_col, config.url_col)
