@@ -46,6 +46,7 @@ from .hexarray import RowBuffer, sort_unique, words_to_rows, write_rows, write_w
 from .index import PdqIndex, build_tables
 from .listfile import LineError, parse_list
 from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, SignalType, signal_type
+from .verdicts import CONFIRMED_BANK
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VERSION_DIR = re.compile(r"v\d{6,}")
@@ -179,10 +180,13 @@ class BankStore:
 
     def resolve(self, names: Sequence[str] | None) -> list[BankInfo]:
         """The banks a scan uses, in name order (so that the order they are asked for in changes
-        nothing): those named, or every enabled bank when none are named."""
+        nothing): those named, or every enabled bank when none are named. The bank of confirmed
+        verdicts (`verdicts.CONFIRMED_BANK`, which `review import` fills) is always among them
+        while it is enabled: a confirmed image is matched everywhere from then on."""
         if not names:
             return [b for b in self.list() if b.enabled]
-        banks = [self.get(n) for n in sorted(set(names))]
+        confirmed = CONFIRMED_BANK in self.names() and self.get(CONFIRMED_BANK).enabled
+        banks = [self.get(n) for n in sorted(set(names) | ({CONFIRMED_BANK} if confirmed else set()))]
         for bank in banks:
             if not bank.enabled:
                 raise UsageError(f"bank {bank.name!r} is disabled; `safeset bank enable {bank.name}` first")

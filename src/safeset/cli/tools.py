@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from . import _err, _Group, _out, cli
@@ -126,3 +127,73 @@ def demo_command(directory: Path, workers: int | None) -> None:
     if t["remove"] != expected:
         _err.print(f"[red]the demo expected {expected} removals, got {t['remove']}[/]")
         sys.exit(1)
+
+
+@cli.group(cls=_Group)
+def review() -> None:
+    """The verification round trip: cases out to a verifier (hashes, never images), verdicts back."""
+
+
+@review.command("export")
+@click.argument("out")
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
+@click.option(
+    "--include",
+    default="review,remove",
+    show_default=True,
+    help="Decisions whose rows become cases, comma-separated (review, remove, keep).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="Cases as CSV or JSON lines.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def review_export(out: str, to: Path, include: str, fmt: str, as_json: bool) -> None:
+    """Write OUT's held and removed rows as cases for external verification (cases.csv: case_id,
+    row id, key, URL, digests, PDQ, reasons, matched entries, signals, expansion seed and
+    similarity) and their hashes in python-threatexchange's local-file format (hashes.txt). Hashes,
+    URLs and ids only: no image, thumbnail or caption. Files are written 0600."""
+    from ..pipeline.review import export
+
+    chosen = [d.strip() for d in include.split(",") if d.strip()]
+    if not chosen or set(chosen) - {"keep", "review", "remove"}:
+        raise click.UsageError("--include takes keep, review, remove (comma-separated)")
+    written = export(out, to, chosen, fmt)
+    if as_json:
+        click.echo(json.dumps(written, indent=2))
+    else:
+        _out.print(f"{written['cases']:,} case(s) written to {escape(str(to))}")
+
+
+@review.command("import")
+@click.argument("verdicts", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", help="The audit the cases came from (needed when lines name them by case_id or row_id).")
+@click.option("--verifier", default="", help="Who verified (kept with every verdict).")
+@click.option("--reference", default="", help="Their reference for this batch (kept with every verdict).")
+@click.option("--skip-bad", is_flag=True, help="Import the good lines of a file with bad ones (reported by number).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_context
+def review_import(ctx, verdicts: Path, out: str | None, verifier: str, reference: str, skip_bad: bool, as_json: bool):
+    """Take a verifier's VERDICTS (CSV or JSON lines: a case by case_id, row_id, md5, sha1, sha256,
+    pdq or url, and a verdict: confirmed, false_positive, disputed or unknown) into the bank home.
+    Confirmed hashes go into the bank 'confirmed', matched by every later scan and round; a false
+    positive's matches stop firing; a disputed case is held. Run `safeset decide OUT` to apply them."""
+    from ..pipeline.review import import_verdicts
+
+    home = ctx.obj["home"]
+    done = import_verdicts(verdicts, home, out, verifier, reference, skip_bad)
+    if as_json:
+        click.echo(json.dumps(done, indent=2))
+    elif done["already_imported"]:
+        _out.print("this file was imported before: nothing changed")
+    else:
+        counts = ", ".join(f"{v}: {n:,}" for v, n in done["verdicts"].items()) or "none"
+        _out.print(
+            f"{done['imported']:,} verdict(s) imported ({counts}); {done['confirmed_hashes']:,} hash(es) confirmed"
+        )
+        for bad in done["bad_lines"]:
+            _err.print(f"line {bad['line']}: {escape(bad['reason'])} (skipped)")

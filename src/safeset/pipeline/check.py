@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from ..banks import Matcher, MatchSettings
 from ..banks.columns import flat, struct_field
 from ..banks.signal_types import InvalidEntry, signal_type
+from ..banks.verdicts import Verdicts
 from ..errors import UsageError
 from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
 from ..hashing.columns import whole
@@ -232,18 +233,19 @@ class Auditor:
         policy.check_banks(store.names())
         settings = settings or CheckSettings()
         chosen = store.resolve([banks] if isinstance(banks, str) else banks)
-        self._setup(Matcher.load(store, chosen, settings.match), policy, settings)
+        self._setup(Matcher.load(store, chosen, settings.match), policy, settings, Verdicts.load(store.home))
         self.banks = [bank.name for bank in chosen]  # what it matches against (none: nothing can match)
 
     @classmethod
-    def of(cls, matcher: Matcher, policy: Policy, settings: CheckSettings) -> Auditor:
+    def of(cls, matcher: Matcher, policy: Policy, settings: CheckSettings, verdicts: Verdicts | None = None) -> Auditor:
         """An auditor of banks already loaded (the shard worker loads the very versions a scan planned)."""
         auditor = cls.__new__(cls)
-        auditor._setup(matcher, policy, settings)
+        auditor._setup(matcher, policy, settings, verdicts)
         return auditor
 
-    def _setup(self, matcher: Matcher, policy: Policy, settings: CheckSettings) -> None:
+    def _setup(self, matcher: Matcher, policy: Policy, settings: CheckSettings, verdicts: Verdicts | None) -> None:
         self.matcher = matcher
+        self.verdicts = verdicts
         self.policy = policy
         self.settings = settings
         self._classifier: nsfw.NsfwClassifier | None = None  # loaded with the first image to score
@@ -340,7 +342,9 @@ class Auditor:
                 result.signals = {**result.signals, **{name: float(found[i]) for name, found in scores.items()}}
         for result in batch:
             result.inputs = {}
-        table, found = decide_table(results_table(batch), self.matcher, self.policy, self.settings.pdq_min_quality)
+        table, found = decide_table(
+            results_table(batch), self.matcher, self.policy, self.settings.pdq_min_quality, verdicts=self.verdicts
+        )
         decisions, reasons = table["decision"].to_pylist(), table["reasons"].to_pylist()
         for i, result in enumerate(batch):
             result.matches = found.get(i, [])
@@ -357,12 +361,14 @@ def decide_table(
     min_quality: int,
     expanded: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
     copies: Mapping[int, str] | None = None,
+    verdicts: Verdicts | None = None,
 ) -> tuple[pa.Table, dict[int, list[Match]]]:
     """A results table with its `matches`, `decision` and `reasons` worked out anew, column by
     column: matched against `matcher`'s banks, decided by `policy`; and the matches by row.
     `expanded`: the neighbour-expansion candidates among the rows (positions, similarity, reason;
     see `pipeline.expand`), whose similarity the rules read as the signal `nn_similarity`;
-    `copies`: rows whose image is a removed row's, with their reason `copy_of:ROW`."""
+    `copies`: rows whose image is a removed row's, with their reason `copy_of:ROW`; `verdicts`:
+    verification verdicts on images (`banks.verdicts`), a false positive's matches dropped."""
     found = matcher.search(table)
     signals = signal_values(table, [s for s in policy.signals if s != EXPANDED])
     noted: dict[int, list[str]] = {row: [reason] for row, reason in (copies or {}).items()}
@@ -373,6 +379,8 @@ def decide_table(
         signals[EXPANDED] = (values, present)
         for row, reason in zip(rows.tolist(), reasons, strict=True):
             noted.setdefault(row, []).append(reason)
+    if verdicts:
+        verdicts.apply(table, found, noted)
     statuses = pc.dictionary_encode(whole(table["status"]))
     decisions, reasons, chosen = policy.decide_rows(
         statuses.indices.to_numpy(zero_copy_only=False),

@@ -95,7 +95,13 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     checker = auditor_for(task.spec)
     expanded = candidates_of(task, observed["row_id"]) if task.spec.expansions else None
     table, _ = decide_table(
-        observed, checker.matcher, checker.policy, task.spec.settings.pdq_min_quality, expanded, dict(task.copies)
+        observed,
+        checker.matcher,
+        checker.policy,
+        task.spec.settings.pdq_min_quality,
+        expanded,
+        dict(task.copies),
+        checker.verdicts,
     )
     if progress is not None:
         progress({"items": table.num_rows})

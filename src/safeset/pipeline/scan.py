@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..banks import BankStore
+from ..banks.verdicts import log_sha256
 from ..errors import BadInputError, ShardsFailedError, UsageError
 from ..model import Decision, Status
 from ..neighbours import SIGNAL as EXPANDED
@@ -206,6 +207,7 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
         fetch=_per_worker(config.fetch, engine.parallelism),
         save_images=config.save_images,
         expansions=() if is_remote(config.out) else expansion_files(OutLayout(config.out)),
+        verdicts=log_sha256(store.home),
     )
     _apart(config.inputs, config.out)
     plan = plan_shards(config.inputs, config.read)
@@ -387,6 +389,7 @@ def decide_locked(
         check,
         save_images=bool(fetched.get("save_images")),
         expansions=expansion_files(layout) + pending,
+        verdicts=log_sha256(store.home),
     )
     _same_shards(shards, last["shards"])
     fingerprint = {**last, "banks": [list(b) for b in spec.banks], "policy": policy.to_dict(), "match": match}

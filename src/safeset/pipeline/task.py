@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from ..banks import BankStore, Matcher
+from ..banks.verdicts import Verdicts, log_sha256
 from ..errors import SafesetError
 from ..policy import Policy
 from ..report.build import shard_counts, value_counts
@@ -42,6 +43,7 @@ class RunSpec:
     save_images: bool = False  # write fetched images that are kept into the clean release
     # every neighbour-expansion round's candidates: (OUT-relative path, SHA-256), see `pipeline.expand`
     expansions: tuple[tuple[str, str], ...] = ()
+    verdicts: str = ""  # the SHA-256 of the verdict log (`banks.verdicts`) as planned; "" none
 
     @property
     def decided_with(self) -> str:
@@ -51,6 +53,8 @@ class RunSpec:
         what = {"banks": [list(b) for b in self.banks], "policy": self.policy.sha256, "match": self.settings.thresholds}
         if self.expansions:
             what["expansions"] = [list(e) for e in self.expansions]
+        if self.verdicts:
+            what["verdicts"] = self.verdicts
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -84,7 +88,7 @@ _BANK_LOADS = 0  # how often this process has loaded banks: once per scan, whate
 def auditor_for(spec: RunSpec) -> Auditor:
     """The process's auditor for the scan's banks (the very versions it planned), policy and
     settings: loaded once per process, whatever its shard count."""
-    key = (spec.home, spec.banks, spec.policy.sha256, spec.settings)
+    key = (spec.home, spec.banks, spec.policy.sha256, spec.settings, spec.verdicts)
     checker = _CHECKERS.get(key)
     if checker is None:
         store = BankStore(spec.home)
@@ -94,7 +98,10 @@ def auditor_for(spec: RunSpec) -> Auditor:
             if info is None:
                 raise BankChangedError(f"bank {name!r} changed twice while the scan was running; rerun the scan")
             infos.append(info)
-        checker = Auditor.of(Matcher.load(store, infos, spec.settings.match), spec.policy, spec.settings)
+        verdicts = Verdicts.load(spec.home) if spec.verdicts else None
+        if verdicts is not None and log_sha256(spec.home) != spec.verdicts:
+            raise BankChangedError("verdicts were imported while the scan was running; rerun it")
+        checker = Auditor.of(Matcher.load(store, infos, spec.settings.match), spec.policy, spec.settings, verdicts)
         global _BANK_LOADS
         _BANK_LOADS += 1
         _CHECKERS.clear()  # one scan per process at a time: do not hold old banks in memory

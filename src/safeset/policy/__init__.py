@@ -48,6 +48,7 @@ from ..model import LOW_QUALITY, Decision, Status
 from .rules import Rule, fired_rules, parse_rules
 
 _SEVERITY = {Decision.KEEP: 0, Decision.REVIEW: 1, Decision.REMOVE: 2}
+_DEFAULT_VERDICTS = {"false_positive": Decision.KEEP, "disputed": Decision.REVIEW}
 
 UNCHECKED_CONDITIONS: tuple[str, ...] = tuple(s.value for s in Status if s is not Status.OK) + (LOW_QUALITY,)
 
@@ -81,6 +82,9 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     expand: Decision = Decision.REVIEW  # a neighbour-expansion candidate's action
     copies: Decision = Decision.REVIEW  # a copy of a removed row's image (see `pipeline.copies`)
+    # verification verdicts on a row's image (`banks.verdicts`): a false positive's matches are
+    # dropped and the row kept, unless this says review; a disputed one held for review
+    verdicts: Mapping[str, Decision] = field(default_factory=lambda: dict(_DEFAULT_VERDICTS))
 
     @classmethod
     def preset(cls, name: str) -> Policy:
@@ -111,7 +115,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        unknown = set(data) - {"name", "match", "unchecked", "rules", "expand", "copies"}
+        unknown = set(data) - {"name", "match", "unchecked", "rules", "expand", "copies", "verdicts"}
         if unknown:
             raise BadInputError(source, f"unknown policy section(s): {', '.join(sorted(unknown))}")
         if not isinstance(data.get("name", ""), str):
@@ -137,6 +141,14 @@ class Policy:
                     source, f"unknown key(s) in [{section}]: {', '.join(sorted(set(table) - {'action'}))}"
                 )
             sections[section] = _action(table.get("action", "review"), source, f"{section}.action")
+        verdicts = _table(data, "verdicts", source)
+        if set(verdicts) - set(_DEFAULT_VERDICTS):
+            known = ", ".join(_DEFAULT_VERDICTS)
+            raise BadInputError(source, f"unknown key(s) in [verdicts]: {', '.join(sorted(verdicts))}; known: {known}")
+        sections["verdicts"] = {
+            **_DEFAULT_VERDICTS,
+            **{k: _action(v, source, f"verdicts.{k}") for k, v in verdicts.items()},
+        }
         return cls(
             name=str(data.get("name", Path(source).stem)),
             **sections,
@@ -170,6 +182,11 @@ class Policy:
             | ({"rules": [rule.to_dict() for rule in self.rules]} if self.rules else {})
             | ({"expand": {"action": str(self.expand)}} if self.expand != Decision.REVIEW else {})
             | ({"copies": {"action": str(self.copies)}} if self.copies != Decision.REVIEW else {})
+            | (
+                {"verdicts": {k: str(v) for k, v in sorted(self.verdicts.items())}}
+                if dict(self.verdicts) != _DEFAULT_VERDICTS
+                else {}
+            )
         )
 
     @property
@@ -204,7 +221,7 @@ class Policy:
         for rule in fired:
             actions[rule.reason] = rule.action
         for reason in noted:
-            actions[reason] = self.copies if reason.startswith("copy_of:") else self.expand
+            actions[reason] = self.action_of(reason) or Decision.REVIEW
         return max(actions.values(), key=_SEVERITY.__getitem__, default=Decision.KEEP), list(actions)
 
     def decide_rows(
@@ -253,6 +270,8 @@ class Policy:
             return self.unchecked.get(rest)
         if kind == "rule":
             return next((rule.action for rule in self.rules if rule.reason == reason), None)
+        if kind == "verdict":
+            return self.verdicts.get(rest)
         return {"expand": self.expand, "copy_of": self.copies}.get(kind)
 
     def _fired(self, mask: int) -> list[Rule]:

@@ -1,0 +1,146 @@
+"""Verdicts from external verification (a hotline, a trust-and-safety team), kept in the bank home
+beside the banks: `HOME/verdicts/log.jsonl`, append-only, directory 0700 and file 0600.
+
+Each line is one verdict on one case, with its provenance: the verifier, their reference, when it
+was imported, the checksum of the file it came in and its line there. What a verdict names is the
+case's identity as hashes (md5, sha1, sha256, pdq, url): never bytes. The verdicts are
+python-threatexchange's opinions:
+
+- `confirmed`: the case's hashes go into the bank `confirmed` (`review import` adds them), which
+  every later scan and decide round matches: one confirmed image takes its copies everywhere.
+- `false_positive`: each (bank, listed entry) that matched the case stops firing on an image of
+  the case's digest (or URL): the match is dropped and the row gets `verdict:false_positive`.
+- `disputed`: the row gets `verdict:disputed` (review by default).
+- `unknown`: recorded, changes nothing.
+
+A decide round is decided with the log's checksum (`RunSpec.verdicts`), so importing verdicts and
+running `safeset decide OUT` applies them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VERDICTS = ("confirmed", "false_positive", "disputed", "unknown")
+CONFIRMED_BANK = "confirmed"
+IDENTITY = ("md5", "sha256", "url")  # what names an image across datasets, strongest first
+
+
+def log_path(home: Path | str) -> Path:
+    return Path(home) / "verdicts" / "log.jsonl"
+
+
+def log_sha256(home: Path | str) -> str:
+    """The log's checksum ("" when there is none): what a round is decided with."""
+    path = log_path(home)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def read_log(home: Path | str) -> list[dict]:
+    path = log_path(home)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def imported_files(home: Path | str) -> set[str]:
+    return {record["file_sha256"] for record in read_log(home)}
+
+
+def append(home: Path | str, records: Sequence[Mapping]) -> None:
+    """Add records to the log, durably (one write, then fsync); the log is never rewritten."""
+    path = log_path(home)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def identity(row: Mapping) -> tuple[str, str] | None:
+    """What names a row's image across datasets: its strongest of md5, sha256, url."""
+    for name in IDENTITY:
+        if row.get(name):
+            return name, str(row[name]).lower() if name != "url" else str(row[name])
+    return None
+
+
+@dataclass
+class Verdicts:
+    """What the log says a decide round must do, by image identity."""
+
+    false_positive: set[tuple[str, str, str, str]] = field(default_factory=set)  # (bank, entry, kind, identity)
+    disputed: set[tuple[str, str]] = field(default_factory=set)  # (kind, identity)
+
+    @classmethod
+    def load(cls, home: Path | str) -> Verdicts:
+        found = cls()
+        latest: dict[tuple[str, str], dict] = {}  # the last verdict on an identity wins
+        for record in read_log(home):
+            named = identity(record)
+            if named is not None:
+                latest[named] = record
+        for named, record in latest.items():
+            if record["verdict"] == "false_positive":
+                for bank, entry in record.get("matches", []):
+                    found.false_positive.add((bank, entry, *named))
+            elif record["verdict"] == "disputed":
+                found.disputed.add(named)
+        return found
+
+    def __bool__(self) -> bool:
+        return bool(self.false_positive or self.disputed)
+
+    def _refuted(self, bank: str, entry: str, named: tuple[str, str]) -> bool:
+        """Whether a verdict says this match on this image is a false positive ("*": any match)."""
+        return (bank, entry, *named) in self.false_positive or ("*", "*", *named) in self.false_positive
+
+    def apply(self, table, found: dict[int, list], noted: dict[int, list[str]]) -> None:
+        """Drop the false positives from `found` (row -> matches of a results table) and note the
+        rows' verdicts in `noted`."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        columns = {name: table[name].combine_chunks() for name in IDENTITY}
+        for i in sorted(found) if self.false_positive else ():
+            named = identity({name: columns[name][i].as_py() for name in IDENTITY})
+            kept = [m for m in found[i] if named is None or not self._refuted(m.bank, m.entry, named)]
+            if len(kept) < len(found[i]):
+                noted.setdefault(i, []).append("verdict:false_positive")
+                if kept:
+                    found[i] = kept
+                else:
+                    del found[i]
+        if not self.disputed:
+            return
+        undecided = np.ones(table.num_rows, bool)  # rows whose identity is a stronger name's
+        for name in IDENTITY:
+            column = columns[name]
+            present = pc.is_valid(column).to_numpy(zero_copy_only=False) & undecided
+            wanted = pa.array(sorted(value for kind, value in self.disputed if kind == name), pa.string())
+            if len(wanted):
+                values = pc.utf8_lower(column) if name != "url" else column
+                hit = pc.fill_null(pc.is_in(values, value_set=wanted), False).to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(hit & present).tolist():
+                    noted.setdefault(i, []).append("verdict:disputed")
+            undecided &= ~present
+
+
+def pytx_lines(records: Iterable[Mapping]) -> list[str]:
+    """`<type> <hash>` lines (python-threatexchange's local file) of the records' hashes."""
+    lines = []
+    for record in records:
+        for name in ("md5", "sha1", "sha256", "pdq", "url"):
+            if record.get(name):
+                lines.append(f"{name} {record[name]}")
+    return lines

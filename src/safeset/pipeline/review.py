@@ -1,0 +1,242 @@
+"""The verification round trip: `safeset review export` hands the audit's held and removed rows to a
+verifier as cases (hashes, URLs and ids; never bytes, thumbnails or captions), and `safeset review
+import` takes their verdicts back into the bank home (`banks.verdicts`), where every later scan and
+decide round applies them.
+
+A case's id is stable across reruns and decide rounds: it is derived from the row id and the row's
+MD5 and URL, not from when or how the row was decided.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..banks import BankStore
+from ..banks.signal_types import InvalidEntry, signal_type
+from ..banks.verdicts import CONFIRMED_BANK, VERDICTS, append, imported_files, log_path, pytx_lines
+from ..errors import BadInputError, UsageError
+from ..sinks import OutLayout
+from .expand import CANDIDATES
+
+CASE_FIELDS = (
+    "case_id", "row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality", "decision", "reasons",
+    "matches", "signals", "seed", "similarity",
+)  # fmt: skip
+HASHES = ("md5", "sha1", "sha256", "pdq", "url")
+_NAMES = ("case_id", "row_id", *HASHES)
+
+
+def case_id(row_id: str, md5: str | None, url: str | None) -> str:
+    text = f"{row_id}\0{md5 or ''}\0{url or ''}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def cases(out: str | Path, include: Sequence[str] = ("review", "remove")) -> list[dict[str, Any]]:
+    """The audit's rows decided as `include` says, as cases (see the module)."""
+    layout = OutLayout(out)
+    parts = sorted(layout.results.glob("part-*.parquet"))
+    if not parts:
+        raise UsageError(f"{out} holds no scan results: run `safeset scan ... --out {out}` first")
+    from .decide import read_results
+
+    nearest: dict[str, tuple[str, float]] = {}
+    for path in sorted(layout.expansion.glob(f"round-*/{CANDIDATES}")) if layout.expansion.is_dir() else ():
+        for c in pq.read_table(path, columns=["row_id", "seed", "similarity"]).to_pylist():
+            if c["row_id"] not in nearest or c["similarity"] > nearest[c["row_id"]][1]:
+                nearest[c["row_id"]] = (c["seed"], c["similarity"])
+    found = []
+    for part in parts:
+        table = read_results(part)
+        table = table.filter(pc.is_in(table["decision"], value_set=pa.array(list(include), pa.string())))
+        for row in table.select(
+            ["row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality", "decision", "reasons", "matches",
+             "signals"]
+        ).to_pylist():  # fmt: skip
+            seed, similarity = nearest.get(row["row_id"], (None, None))
+            found.append(
+                {
+                    "case_id": case_id(row["row_id"], row["md5"], row["url"]),
+                    **{k: row[k] for k in ("row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality")},
+                    "decision": row["decision"],
+                    "reasons": list(row["reasons"] or []),
+                    # the listed entries that matched (the only ones of a list an output may hold)
+                    "matches": [f"{m['bank']}:{m['signal_type']}:{m['entry']}" for m in row["matches"] or []],
+                    "signals": dict(row["signals"] or []),
+                    "seed": seed,
+                    "similarity": similarity,
+                }
+            )
+    return found
+
+
+def export(out: str | Path, to: str | Path, include: Sequence[str] = ("review", "remove"), fmt: str = "csv") -> dict:
+    """Write `cases.csv` (or `.jsonl`) and `hashes.txt` (python-threatexchange's local file) of
+    the cases into `to`, every file 0600; return what was written."""
+    if fmt not in ("csv", "jsonl"):
+        raise UsageError(f"--format {fmt!r}: csv or jsonl")
+    found = cases(out, include)
+    folder = Path(to)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, CASE_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for case in found:
+            writer.writerow(
+                {
+                    **case,
+                    "reasons": ";".join(case["reasons"]),
+                    "matches": ";".join(case["matches"]),
+                    "signals": json.dumps(case["signals"], sort_keys=True),
+                }
+            )
+        text = buffer.getvalue()
+    else:
+        text = "".join(json.dumps(case, sort_keys=True) + "\n" for case in found)
+    written = {f"cases.{fmt}": text, "hashes.txt": "".join(f"{line}\n" for line in pytx_lines(found))}
+    for name, content in written.items():
+        _private(folder / name, content)
+    return {"cases": len(found), "files": sorted(str(folder / name) for name in written), "include": list(include)}
+
+
+def _private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
+def _records(path: Path) -> list[tuple[int, dict | None]]:
+    """(line number, record or None if unreadable) of a CSV or JSON-lines verdict file."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise BadInputError(path, f"cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise BadInputError(path, "is not UTF-8 text") from exc
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        found = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                found.append((number, record if isinstance(record, dict) else None))
+        return found
+    reader = csv.DictReader(io.StringIO(text))
+    return [(reader.line_num, {k.strip().lower(): v for k, v in row.items() if k}) for row in reader]
+
+
+def import_verdicts(
+    path: str | Path,
+    home: str | Path | None = None,
+    out: str | Path | None = None,
+    verifier: str = "",
+    reference: str = "",
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Take a verifier's verdicts into the bank home (see the module and `banks.verdicts`). A line
+    names its case by `case_id` or `row_id` (both need `out`, the audit they came from) or by a
+    hash (`md5`, `sha1`, `sha256`, `pdq`) or `url`, and gives a `verdict`. Any bad line refuses
+    the file (its line numbers reported, never its content) unless `skip_bad`. A file imported
+    before changes nothing."""
+    path = Path(path)
+    store = BankStore(home)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    if digest is None:
+        raise BadInputError(path, "no such file")
+    if digest in imported_files(store.home):
+        return {"file": str(path), "already_imported": True, "imported": 0}
+    known = {c["case_id"]: c for c in cases(out, ("keep", "review", "remove"))} if out else {}
+    by_row = {c["row_id"]: c for c in known.values()}
+    accepted, bad = [], []
+    for number, record in _records(path):
+        case, why = _case(record, known, by_row, out is not None)
+        if why:
+            bad.append({"line": number, "reason": why})
+        else:
+            accepted.append((number, case))
+    if bad and not skip_bad:
+        first = bad[0]
+        raise BadInputError(
+            path, f"{first['reason']} ({len(bad)} bad line(s); --skip-bad imports the rest)", line=first["line"]
+        )
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    records = [
+        {
+            **{k: case.get(k) for k in ("case_id", "row_id", *HASHES) if case.get(k)},
+            "verdict": case["verdict"],
+            "matches": case.get("pairs", []),
+            "verifier": verifier,
+            "reference": reference,
+            "time": now,
+            "file_sha256": digest,
+            "line": number,
+        }
+        for number, case in accepted
+    ]
+    confirmed = pytx_lines(r for r in records if r["verdict"] == "confirmed")
+    if confirmed:  # into the bank every later scan and round matches, before the log says so
+        staging = log_path(store.home).parent
+        staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+        listed = staging / f".confirmed-{digest[:16]}.txt"
+        _private(listed, "".join(f"{line}\n" for line in confirmed))
+        try:
+            label = f"hashes confirmed by verification ({verifier or 'unnamed verifier'})"
+            store.add(CONFIRMED_BANK, listed, label=label)
+        finally:
+            listed.unlink(missing_ok=True)
+    append(store.home, records or [{"verdict": "unknown", "file_sha256": digest, "verifier": verifier, "time": now}])
+    return {
+        "file": str(path),
+        "already_imported": False,
+        "imported": len(records),
+        "verdicts": dict(sorted(Counter(r["verdict"] for r in records).items())),
+        "bad_lines": bad,
+        "confirmed_hashes": len(confirmed),
+    }
+
+
+def _case(record: dict | None, known: dict, by_row: dict, have_out: bool) -> tuple[dict, str]:
+    """A verdict line as a case with its hashes and matched pairs; or the reason it is bad (which
+    never quotes the line: verdict files hold what hotlines send)."""
+    if record is None:
+        return {}, "not a JSON object"
+    record = {str(k).strip().lower(): (str(v).strip() if v is not None else "") for k, v in record.items()}
+    verdict = record.get("verdict", "").lower().replace("-", "_").replace(" ", "_")
+    if verdict not in VERDICTS:
+        return {}, f"no verdict of {', '.join(VERDICTS)}"
+    named = [name for name in _NAMES if record.get(name)]
+    if not named:
+        return {}, f"names no case (one of {', '.join(_NAMES)})"
+    if named[0] in ("case_id", "row_id"):
+        if not have_out:
+            return {}, f"names its case by {named[0]}: give the audit it came from (--out)"
+        case = known.get(record[named[0]]) if named[0] == "case_id" else by_row.get(record[named[0]])
+        if case is None:
+            return {}, f"its {named[0]} is no row of the audit"
+        pairs = [m.split(":", 2)[0:3:2] for m in case["matches"]]
+        return {**case, "verdict": verdict, "pairs": pairs}, ""
+    case = {}
+    for name in named:
+        try:
+            case[name] = signal_type(name).normalise(record[name]) if name != "url" else record[name]
+        except InvalidEntry:
+            return {}, f"its {name} is not a valid {name}"
+    match = next((c for c in known.values() if any(c.get(n) and c[n] == case[n] for n in case)), None)
+    pairs = [m.split(":", 2)[0:3:2] for m in match["matches"]] if match else [["*", "*"]]
+    return {**case, "verdict": verdict, "pairs": pairs}, ""
