@@ -45,7 +45,7 @@ def test_copies_of_a_removed_row_are_held_and_rounds_keep_them(shards, tmp_path,
         assert rows[url]["decision"] == "review"
         assert rows[url]["reasons"] == [f"copy_of:{original['row_id']}"]
     assert report["totals"]["review"] == 2 and report["totals"]["remove"] == 1
-    assert [r["kind"] for r in report["rounds"]] == ["scan", "copies"]
+    assert [r["kind"] for r in report["rounds"]] == ["scan", "audit-wide"]
     assert report["rounds"][-1]["transitions"] == {"keep->review": {f"copy_of:{original['row_id']}": 2}}
     review = {r["url"] for r in pq.read_table(out / "review.parquet").to_pylist()}
     assert review == {"https://mirror.example.org/a-copy.jpg", "https://thumbs.example.org/a-small.jpg"}
@@ -91,4 +91,4 @@ def test_a_copy_held_for_a_reason_that_keeps_is_no_flag_and_rescans_change_nothi
     for _ in range(3):
         report = safeset.scan(data, out, policy=policy, workers=1, home=str(home))
         assert report["totals"]["remove"] == 3
-    assert [r["kind"] for r in report["rounds"]] == ["scan", "copies"]
+    assert [r["kind"] for r in report["rounds"]] == ["scan", "audit-wide"]

@@ -35,6 +35,7 @@ from ..signals import models, nsfw
 from ..signals.optout import SIGNAL as OPTOUT
 from ..signals.optout import in_file_optouts
 from ..sinks.results import MATCH_TYPE, results_table
+from . import flood
 
 BATCH = 256  # items matched per vectorised index call
 
@@ -362,13 +363,16 @@ def decide_table(
     expanded: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
     copies: Mapping[int, str] | None = None,
     verdicts: Verdicts | None = None,
+    quarantine: frozenset[tuple[str, str]] = frozenset(),
 ) -> tuple[pa.Table, dict[int, list[Match]]]:
     """A results table with its `matches`, `decision` and `reasons` worked out anew, column by
     column: matched against `matcher`'s banks, decided by `policy`; and the matches by row.
     `expanded`: the neighbour-expansion candidates among the rows (positions, similarity, reason;
     see `pipeline.expand`), whose similarity the rules read as the signal `nn_similarity`;
     `copies`: rows whose image is a removed row's, with their reason `copy_of:ROW`; `verdicts`:
-    verification verdicts on images (`banks.verdicts`), a false positive's matches dropped."""
+    verification verdicts on images (`banks.verdicts`), a false positive's matches dropped;
+    `quarantine`: (bank, entry) pairs that flooded the audit (`pipeline.flood`), whose matches
+    are recorded but do not act."""
     found = matcher.search(table)
     signals = signal_values(table, [s for s in policy.signals if s != EXPANDED])
     noted: dict[int, list[str]] = {row: [reason] for row, reason in (copies or {}).items()}
@@ -381,12 +385,19 @@ def decide_table(
             noted.setdefault(row, []).append(reason)
     if verdicts:
         verdicts.apply(table, found, noted)
+    acting = {row: [(m.bank, m.signal_type) for m in matches] for row, matches in found.items()}
+    if quarantine:
+        for row, matches in found.items():
+            held = sorted({flood.reason(m.bank, m.entry) for m in matches if (m.bank, m.entry) in quarantine})
+            if held:
+                noted.setdefault(row, []).extend(held)
+                acting[row] = [(m.bank, m.signal_type) for m in matches if (m.bank, m.entry) not in quarantine]
     statuses = pc.dictionary_encode(whole(table["status"]))
     decisions, reasons, chosen = policy.decide_rows(
         statuses.indices.to_numpy(zero_copy_only=False),
         statuses.dictionary.to_pylist(),
         low_quality(table, min_quality),
-        {row: [(m.bank, m.signal_type) for m in matches] for row, matches in found.items()},
+        acting,
         signals,
         noted,
     )

@@ -102,6 +102,7 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
         expanded,
         dict(task.copies),
         checker.verdicts,
+        task.spec.quarantine,
     )
     if progress is not None:
         progress({"items": table.num_rows})

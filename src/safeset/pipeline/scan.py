@@ -41,6 +41,8 @@ from .check import MATCH_SETTINGS, CheckSettings
 from .copies import find_copies
 from .decide import check_format, commit_round, finish_pending_round, merge_transitions, round_entry, start_round
 from .expand import expansion_files, expansion_summaries
+from .flood import quarantine
+from .flood import tag as flood_tag
 from .merge import Merger
 from .progress import ScanProgress
 from .task import RunSpec, ShardTask
@@ -283,13 +285,11 @@ def run_scan(config: ScanConfig) -> dict[str, Any]:
                 )
             rounds = _rounds(layout, None, spec, merger.manifests.time, merger.report.rows)
             report = _report(reported, merger, layout, run, rounds)
-            if not remote and spec.policy.copies != Decision.KEEP:
-                parts = {i: layout.part(i) for i in range(len(shards))}
-                if find_copies(parts, spec.policy, spec.settings.pdq_threshold, spec.settings.pdq_min_quality):
-                    # copies of what the scan flagged: a round of their own, as `decide` would make it
-                    return run_round(
-                        layout, shards, spec, set(), engine, reported, run, "copies", config.progress, fingerprint
-                    )
+            if not remote and _audit_wide(layout, len(shards), spec):
+                # entries that flood the audit, copies of what it flagged: a round of their own
+                return run_round(
+                    layout, shards, spec, set(), engine, reported, run, "audit-wide", config.progress, fingerprint
+                )
             if remote:  # what the scan wrote itself; the shards' files are there already
                 remote.upload_tree(layout.root, skip=("_state/", "results/"))
     return report
@@ -495,7 +495,7 @@ def run_round(
     # is hashed by its first): every shard the round writes checks its files against it
     sums = {r["path"]: r["sha256"] for marker in markers.values() for r in marker["files"] if "sha256" in r}
 
-    def decide(parts: dict[int, dict[int, str]]) -> dict[int, dict]:
+    def decide(parts: dict[int, dict[int, str]], spec: RunSpec = spec) -> dict[int, dict]:
         tasks = [
             ShardTask(
                 i,
@@ -518,10 +518,17 @@ def run_round(
         return {o.task.part: o.summary for o in outcomes}
 
     decided = decide({i: {} for i in stale})
+
+    def current() -> dict[int, Path]:
+        return {i: (staged if i in decided else layout).part(i) for i in range(len(shards))}
+
+    # what needs the whole audit's decisions: entries that flood it, then copies of what it flags
+    flooded, again = quarantine(current(), spec.policy.flood)
+    spec = replace(spec, quarantine=frozenset(flooded))
+    decided.update(decide({i: {} for i in again}, spec))
     if spec.policy.copies != Decision.KEEP:
-        parts = {i: (staged if i in decided else layout).part(i) for i in range(len(shards))}
-        changed = find_copies(parts, spec.policy, spec.settings.pdq_threshold, spec.settings.pdq_min_quality)
-        decided.update(decide(changed))
+        changed = find_copies(current(), spec.policy, spec.settings.pdq_threshold, spec.settings.pdq_min_quality)
+        decided.update(decide(changed, spec))
     before = {i: markers[i] for i in sorted(decided)}
     changes = merge_transitions(decided.values())
     merger = Merger(shards, staged, None, created=_now(), parts=lambda i: (staged if i in decided else layout).part(i))
@@ -531,10 +538,25 @@ def run_round(
     entry = round_entry(0, kind, spec, merger.manifests.time, rows, changes)
     run = {**run, "round_seconds": round(time.perf_counter() - started, 3), "rows_decided": rows}
     expansion = expansion_summaries(layout) + expansion_summaries(staged)
-    report = _report(reported, merger, staged, run, _rounds(layout, entry, spec, merger.manifests.time), expansion)
+    quarantined = [{"bank": b, "entry": flood_tag(e), "rows": n} for (b, e), n in sorted(flooded.items())]
+    report = _report(
+        reported, merger, staged, run, _rounds(layout, entry, spec, merger.manifests.time), expansion, quarantined
+    )
     write_json(staged.run_spec, record)
     commit_round(layout, before, decided)
     return report
+
+
+def _audit_wide(layout: OutLayout, shards: int, spec: RunSpec) -> bool:
+    """Whether a scan's decisions need the round that looks at the whole audit: an entry floods it
+    (or a flood reason is no longer right), or a copy of a flagged row is not decided as one."""
+    parts = {i: layout.part(i) for i in range(shards)}
+    _, again = quarantine(parts, spec.policy.flood)
+    if again:
+        return True
+    if spec.policy.copies == Decision.KEEP:
+        return False
+    return bool(find_copies(parts, spec.policy, spec.settings.pdq_threshold, spec.settings.pdq_min_quality))
 
 
 def _has_passing_failures(summary: dict) -> bool:
@@ -559,7 +581,13 @@ def _same_size(path: Path, size: int) -> bool:
 
 
 def _report(
-    reported: Reported, merger: Merger, layout: OutLayout, run: dict, rounds: list[dict], expansion: list[dict] = ()
+    reported: Reported,
+    merger: Merger,
+    layout: OutLayout,
+    run: dict,
+    rounds: list[dict],
+    expansion: list[dict] = (),
+    quarantined: list[dict] = (),
 ) -> dict[str, Any]:
     """Every shard is merged: commit the manifests, write report.json and report.html into
     `layout`. `run`: how this run went (engine, workers, shards and rows run), for the timings."""
@@ -584,6 +612,8 @@ def _report(
     )
     if expansion:
         report["expansion"] = list(expansion)
+    if quarantined:  # each entry named by its bank and tag, never by the listed value
+        report["quarantined"] = list(quarantined)
     write_json(layout.report_json, report)
     render_report(layout.root)  # from report.json, exactly as `safeset report` does
     if not report["conservation"]["holds"]:

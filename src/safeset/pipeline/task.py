@@ -44,6 +44,9 @@ class RunSpec:
     # every neighbour-expansion round's candidates: (OUT-relative path, SHA-256), see `pipeline.expand`
     expansions: tuple[tuple[str, str], ...] = ()
     verdicts: str = ""  # the SHA-256 of the verdict log (`banks.verdicts`) as planned; "" none
+    # (bank, entry) pairs that flooded the audit (`pipeline.flood`): found by a round's second
+    # pass from the whole audit's matches, not an input, so not part of `decided_with`
+    quarantine: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def decided_with(self) -> str:

@@ -23,11 +23,14 @@ A policy is a small TOML file (see `presets/`):
                                   # the signal nn_similarity can (e.g. "nn_similarity >= 0.95")
     [copies]                      # rows whose image is a copy of a removed row's (copy_of:ROW)
     action = "review"             # the default; "keep" turns the search for copies off
+    [flood]                       # a listed entry matching more rows than this in one audit
+    limit = 1000                  # is quarantined: its matches go to review (flood:BANK:TAG);
+                                  # 0 turns it off
 
 Every factor that applies becomes a reason (`match:BANK:TYPE`, `unchecked:CONDITION`,
-`rule:NAME`, `expand:N`, `copy_of:ROW`), and the most severe action among them wins: remove >
-review > keep. `[match]` acts on hash and URL lists; a keyword list's term in a caption is
-evidence that only rules act on (a word is not an image).
+`rule:NAME`, `expand:N`, `copy_of:ROW`, `verdict:V`, `flood:BANK:TAG`), and the most severe
+action among them wins: remove > review > keep. `[match]` acts on hash and URL lists; a keyword
+list's term in a caption is evidence that only rules act on (a word is not an image).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class Policy:
     # verification verdicts on a row's image (`banks.verdicts`): a false positive's matches are
     # dropped and the row kept, unless this says review; a disputed one held for review
     verdicts: Mapping[str, Decision] = field(default_factory=lambda: dict(_DEFAULT_VERDICTS))
+    flood: int = 1000  # rows one listed entry may match in an audit before it is quarantined; 0 never
 
     @classmethod
     def preset(cls, name: str) -> Policy:
@@ -115,7 +119,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        unknown = set(data) - {"name", "match", "unchecked", "rules", "expand", "copies", "verdicts"}
+        unknown = set(data) - {"name", "match", "unchecked", "rules", "expand", "copies", "verdicts", "flood"}
         if unknown:
             raise BadInputError(source, f"unknown policy section(s): {', '.join(sorted(unknown))}")
         if not isinstance(data.get("name", ""), str):
@@ -145,6 +149,11 @@ class Policy:
         if set(verdicts) - set(_DEFAULT_VERDICTS):
             known = ", ".join(_DEFAULT_VERDICTS)
             raise BadInputError(source, f"unknown key(s) in [verdicts]: {', '.join(sorted(verdicts))}; known: {known}")
+        flood = _table(data, "flood", source)
+        limit = flood.get("limit", 1000)
+        if set(flood) - {"limit"} or not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise BadInputError(source, "[flood] takes limit = a whole number of rows (0: never quarantine)")
+        sections["flood"] = limit
         sections["verdicts"] = {
             **_DEFAULT_VERDICTS,
             **{k: _action(v, source, f"verdicts.{k}") for k, v in verdicts.items()},
@@ -182,6 +191,7 @@ class Policy:
             | ({"rules": [rule.to_dict() for rule in self.rules]} if self.rules else {})
             | ({"expand": {"action": str(self.expand)}} if self.expand != Decision.REVIEW else {})
             | ({"copies": {"action": str(self.copies)}} if self.copies != Decision.REVIEW else {})
+            | ({"flood": {"limit": self.flood}} if self.flood != 1000 else {})
             | (
                 {"verdicts": {k: str(v) for k, v in sorted(self.verdicts.items())}}
                 if dict(self.verdicts) != _DEFAULT_VERDICTS
@@ -272,6 +282,8 @@ class Policy:
             return next((rule.action for rule in self.rules if rule.reason == reason), None)
         if kind == "verdict":
             return self.verdicts.get(rest)
+        if kind == "flood":  # a quarantined entry's matches are held, whatever the bank's action
+            return Decision.REVIEW
         return {"expand": self.expand, "copy_of": self.copies}.get(kind)
 
     def _fired(self, mask: int) -> list[Rule]:

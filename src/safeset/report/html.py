@@ -188,6 +188,18 @@ def render_html(report: dict[str, Any]) -> str:
         _fetch_section(report.get("fetch")),
         _expansion_section(report.get("expansion")),
         _section(
+            "Quarantined list entries",
+            "<p>Each matched more rows than the policy's flood limit: its matches were held for review, not "
+            "acted on. Named by bank and a tag of the entry, never by the entry.</p>"
+            + _table(
+                ["bank", "entry tag", "rows"],
+                [[q["bank"], q["entry"], q["rows"]] for q in report["quarantined"]],
+                "quarantined",
+            ),
+        )
+        if report.get("quarantined")
+        else "",
+        _section(
             "Shards",
             _listing(
                 ["part", "shard", "kind", "rows", "keep", "remove", "review"],

@@ -1,0 +1,86 @@
+"""Flood quarantine: one bad list entry (an all-white PDQ, a CDN's placeholder image, a URL every
+row shares) must not silently take out thousands of rows. A listed entry that matches more rows
+of one audit than the policy's `[flood] limit` (1,000 by default) is quarantined: its matches are
+kept in the results but no longer act; the rows get `flood:BANK:TAG` and review instead. TAG names
+the entry without being it (the first 12 hex digits of its SHA-256: lists are sensitive, and a
+report is read by people the list's owner never cleared).
+
+Counting needs the whole audit's matches, so this is a pass of a round after its shards are
+decided (`scan.run_round`), before the copies pass (a quarantined entry flags nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PREFIX = "flood:"
+
+
+def tag(entry: str) -> str:
+    return hashlib.sha256(entry.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def reason(bank: str, entry: str) -> str:
+    return f"{PREFIX}{bank}:{tag(entry)}"
+
+
+def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]]]:
+    """A part's distinct (row, bank, entry) matched, and the flood reasons its rows hold now."""
+    from .decide import check_format
+
+    table = check_format(part).read(columns=["matches", "reasons"])
+    matches = table["matches"].combine_chunks()
+    flat = pc.list_flatten(matches)
+    found = (
+        pa.table(
+            {
+                "row": pc.list_parent_indices(matches),
+                "bank": flat.field("bank") if len(flat) else pa.array([], pa.string()),
+                "entry": flat.field("entry") if len(flat) else pa.array([], pa.string()),
+            }
+        )
+        .group_by(["row", "bank", "entry"])
+        .aggregate([])
+    )
+    reasons = table["reasons"].combine_chunks()
+    held = pc.list_flatten(reasons)
+    now: dict[int, set[str]] = {}
+    if len(held):
+        hit = pc.fill_null(pc.starts_with(held, PREFIX), False).to_numpy(zero_copy_only=False)
+        rows = pc.list_parent_indices(reasons).to_numpy()[hit]
+        for row, text in zip(rows.tolist(), held.filter(pa.array(hit)).to_pylist(), strict=True):
+            now.setdefault(row, set()).add(text)
+    return found, now
+
+
+def quarantine(parts: Mapping[int, Path], limit: int) -> tuple[dict[tuple[str, str], int], set[int]]:
+    """The entries matching more than `limit` rows over all `parts` (with their row counts), and
+    the parts whose flood reasons are not what those entries make them (to decide again)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    seen: dict[int, tuple[pa.Table, dict[int, set[str]]]] = {}
+    for i, path in parts.items():
+        found, now = _entries(path)
+        seen[i] = (found, now)
+        for row in found.group_by(["bank", "entry"]).aggregate([("row", "count")]).to_pylist():
+            counts[(row["bank"], row["entry"])] += row["row_count"]
+    over = {key: n for key, n in counts.items() if n > limit} if limit > 0 else {}
+    again = set()
+    for i, (found, now) in seen.items():
+        wanted: dict[int, set[str]] = {}
+        if over and len(found):
+            for row in found.filter(_among(found, over)).to_pylist():
+                wanted.setdefault(row["row"], set()).add(reason(row["bank"], row["entry"]))
+        if wanted != now:
+            again.add(i)
+    return over, again
+
+
+def _among(found: pa.Table, over: Mapping[tuple[str, str], int]) -> pa.Array:
+    keys = pc.binary_join_element_wise(found["bank"], found["entry"], "\x00")
+    return pc.is_in(keys, value_set=pa.array([f"{b}\x00{e}" for b, e in over], pa.string()))
