@@ -197,3 +197,30 @@ def review_import(ctx, verdicts: Path, out: str | None, verifier: str, reference
         )
         for bad in done["bad_lines"]:
             _err.print(f"line {bad['line']}: {escape(bad['reason'])} (skipped)")
+
+
+@cli.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), help="Folder for the differing rows.")
+@click.option("--key", help="Column that identifies a row of two release tables (default: url and caption).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def diff_command(a: str, b: str, to: Path | None, key: str | None, as_json: bool) -> None:
+    """What changed from A to B. Two audits (OUTs of `safeset scan`): the rows whose decision
+    differs, by transition and reason (--to: changed.parquet). Two release tables (parquet, csv
+    or jsonl metadata): the rows of A not in B and of B not in A, by url and caption or --key
+    (--to: only_in_a.parquet, only_in_b.parquet), streamed through disk with bounded memory."""
+    from ..pipeline.diff import diff
+
+    summary = diff(a, b, to, key)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    if summary["kind"] == "audits":
+        _out.print(f"{summary['changed']:,} row(s) decided otherwise")
+        for change, reasons in summary["transitions"].items():
+            _out.print(f"{escape(change)}: {sum(reasons.values()):,} row(s)")
+            for reason, n in reasons.items():
+                _out.print(f"  {escape(reason)}: {n:,}")
+    else:
+        _out.print(f"only in A: {summary['only_in_a']:,} row(s); only in B: {summary['only_in_b']:,} row(s)")

@@ -1,0 +1,210 @@
+"""`safeset diff A B`: what changed between two audits, or between two releases.
+
+- Two OUTs (`safeset scan` outputs of the same inputs, e.g. before and after a bank update or a
+  round of verdicts): the rows whose decision differs, by transition and reason, joined by row id.
+- Two release tables (metadata parquet, CSV or JSON lines, e.g. LAION's old and new metadata):
+  the rows of A not in B and of B not in A, a row being its (url, caption) pair (or `--key COL`).
+  Streamed with bounded memory: each row's identity is hashed to 16 bytes and written to one of
+  256 bucket files on disk by its first byte, the buckets compared one at a time, then each table
+  read once more to write its rows that the other lacks. Memory: one bucket (24 bytes a row of
+  both tables over 256) plus 8 bytes per differing row; temporary disk: 24 bytes per row of both.
+  A row counts as present when its identity is, however many times either table holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import BadInputError, UsageError
+from ..hashing.columns import md5_digests
+from ..sinks import OutLayout
+from ..sources.tables import find_column
+
+BUCKETS = 256
+_BATCH = 65536
+
+
+def diff(a: str | Path, b: str | Path, to: str | Path | None = None, key: str | None = None) -> dict[str, Any]:
+    outs = [OutLayout(p).run_spec.is_file() for p in (a, b)]
+    if all(outs):
+        return _diff_outs(Path(a), Path(b), Path(to) if to else None)
+    if any(outs):
+        raise UsageError("diff takes two audits (OUTs) or two release tables, not one of each")
+    return _diff_tables(Path(a), Path(b), Path(to) if to else None, key)
+
+
+def _results(out: Path) -> pa.Table:
+    from .decide import check_format
+
+    parts = sorted(OutLayout(out).results.glob("part-*.parquet"))
+    if not parts:
+        raise UsageError(f"{out} holds no results")
+    columns = ["row_id", "url", "decision", "reasons"]
+    return pa.concat_tables(check_format(p).read(columns=columns) for p in parts)
+
+
+def _diff_outs(a: Path, b: Path, to: Path | None) -> dict[str, Any]:
+    from .decide import transitions
+
+    before, after = _results(a), _results(b)
+    left = pa.table({"row_id": before["row_id"], "ia": pa.array(np.arange(before.num_rows))})
+    right = pa.table({"row_id": after["row_id"], "ib": pa.array(np.arange(after.num_rows))})
+    pairs = left.join(right, "row_id", join_type="inner").sort_by("row_id")  # list columns do not join
+    old, new = before.take(pairs["ia"]), after.take(pairs["ib"])
+    differs = pc.not_equal(old["decision"], new["decision"])
+    changed = pa.table(
+        {
+            "row_id": old["row_id"].filter(differs),
+            "url": old["url"].filter(differs),
+            "decision_a": old["decision"].filter(differs),
+            "decision_b": new["decision"].filter(differs),
+            "reasons_a": old["reasons"].filter(differs),
+            "reasons_b": new["reasons"].filter(differs),
+        }
+    )
+    joined = pairs
+    summary = {
+        "kind": "audits",
+        "rows_a": before.num_rows,
+        "rows_b": after.num_rows,
+        "only_in_a": before.num_rows - joined.num_rows,
+        "only_in_b": after.num_rows - joined.num_rows,
+        "changed": changed.num_rows,
+        "transitions": transitions(old.combine_chunks(), new.combine_chunks()),
+    }
+    if to is not None:
+        to.mkdir(parents=True, exist_ok=True)
+        pq.write_table(changed, to / "changed.parquet")
+        (to / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            yield from pq.ParquetFile(path).iter_batches(batch_size=_BATCH, columns=columns)
+        elif suffix == ".csv":
+            from pyarrow import csv
+
+            convert = csv.ConvertOptions(include_columns=columns, column_types=None)
+            with csv.open_csv(path, convert_options=convert) as reader:
+                yield from reader
+        elif suffix in (".jsonl", ".json", ".ndjson"):
+            from pyarrow import json as pajson
+
+            table = pajson.read_json(path)
+            yield from (table.select(columns) if columns else table).to_batches(_BATCH)
+        else:
+            raise BadInputError(path, "is not a release table (parquet, csv or jsonl)")
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInputError(path, f"cannot be read as a table ({exc})") from None
+
+
+def _identity_columns(path: Path, key: str | None) -> list[str]:
+    first = next(_batches(path), None)
+    names = first.schema.names if first is not None else []
+    if key:
+        found = find_column(names, key, (), path, "--key")
+        if found is None:
+            raise BadInputError(path, f"has no column {key!r}")
+        return [found]
+    url = find_column(names, None, ("url",), path, "--key")
+    if url is None:
+        raise BadInputError(path, "has no url column: name the column that identifies a row with --key")
+    caption = find_column(names, None, ("caption", "text"), path)
+    return [url, caption] if caption else [url]
+
+
+def _digests(batch: pa.RecordBatch) -> np.ndarray:
+    texts = [pc.fill_null(pc.cast(column, pa.string()), "") for column in batch.columns]
+    joined = texts[0] if len(texts) == 1 else pc.binary_join_element_wise(*texts, "\x00")
+    return md5_digests(joined)
+
+
+def _spill(path: Path, columns: list[str], folder: Path) -> int:
+    """Every row's identity digest and number, into the bucket files of `folder`."""
+    files = [open(folder / f"{i:03d}", "wb") for i in range(BUCKETS)]  # noqa: SIM115
+    rows = 0
+    try:
+        for batch in _batches(path, columns):
+            digests = _digests(batch)
+            numbers = np.arange(rows, rows + batch.num_rows, dtype=np.int64)
+            records = np.empty(batch.num_rows, [("digest", "V16"), ("row", "<i8")])
+            records["digest"] = digests.view("V16")[:, 0]
+            records["row"] = numbers
+            order = np.argsort(digests[:, 0], kind="stable")
+            records, first = records[order], digests[order, 0]
+            bounds = np.searchsorted(first, np.arange(BUCKETS + 1))
+            for i in np.flatnonzero(np.diff(bounds)):
+                files[i].write(records[bounds[i] : bounds[i + 1]].tobytes())
+            rows += batch.num_rows
+    finally:
+        for fh in files:
+            fh.close()
+    return rows
+
+
+def _lacking(mine: Path, theirs: Path) -> np.ndarray:
+    """The row numbers in bucket `mine` whose identity bucket `theirs` does not hold."""
+    kind = np.dtype([("digest", "V16"), ("row", "<i8")])
+    a, b = np.fromfile(mine, kind), np.fromfile(theirs, kind)
+    if not len(a):
+        return np.zeros(0, np.int64)
+    keys_a, keys_b = a["digest"].view("S16"), np.unique(b["digest"].view("S16"))
+    return np.sort(a["row"][~np.isin(keys_a, keys_b)])
+
+
+def _write_rows(path: Path, wanted: np.ndarray, target: Path) -> None:
+    writer = None
+    start = 0
+    for batch in _batches(path):
+        lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
+        if hi > lo:
+            picked = pa.Table.from_batches([batch]).take(pa.array(wanted[lo:hi] - start))
+            if writer is None:
+                writer = pq.ParquetWriter(target, picked.schema)
+            writer.write_table(picked)
+        start += batch.num_rows
+    if writer is not None:
+        writer.close()
+
+
+def _diff_tables(a: Path, b: Path, to: Path | None, key: str | None) -> dict[str, Any]:
+    columns = {side: _identity_columns(path, key) for side, path in (("a", a), ("b", b))}
+    if len(columns["a"]) != len(columns["b"]):
+        raise UsageError(f"{a} and {b} do not both have a caption column: compare by --key, or by url alone")
+    with tempfile.TemporaryDirectory(prefix="safeset-diff-", dir=to.parent if to else None) as scratch:
+        folders = {side: Path(scratch) / side for side in "ab"}
+        for folder in folders.values():
+            folder.mkdir()
+        rows = {side: _spill(path, columns[side], folders[side]) for side, path in (("a", a), ("b", b))}
+        only = {"a": [], "b": []}
+        for i in range(BUCKETS):
+            name = f"{i:03d}"
+            only["a"].append(_lacking(folders["a"] / name, folders["b"] / name))
+            only["b"].append(_lacking(folders["b"] / name, folders["a"] / name))
+        only = {side: np.sort(np.concatenate(parts)) for side, parts in only.items()}
+    summary = {
+        "kind": "releases",
+        "identity": columns["a"],
+        "rows_a": rows["a"],
+        "rows_b": rows["b"],
+        "only_in_a": int(len(only["a"])),
+        "only_in_b": int(len(only["b"])),
+    }
+    if to is not None:
+        to.mkdir(parents=True, exist_ok=True)
+        _write_rows(a, only["a"], to / "only_in_a.parquet")
+        _write_rows(b, only["b"], to / "only_in_b.parquet")
+        (to / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

@@ -1,0 +1,55 @@
+"""`safeset diff`: decisions that changed between two audits; rows between two releases."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from helpers import make_shards, run_cli, samples_from, write_lines
+
+import safeset
+
+
+def test_two_audits_differ_by_the_rows_a_new_list_removes(tmp_path, home, tiles):
+    samples = samples_from(tiles[:10])
+    data = make_shards(tmp_path / "shards", [samples[:5], samples[5:]])
+    store = safeset.BankStore(home)
+    store.add("old", write_lines(tmp_path / "a.txt", [samples[0].url]), type_name="url")
+    store.add("new", write_lines(tmp_path / "b.txt", [samples[0].url, samples[7].url]), type_name="url")
+    safeset.scan(data, tmp_path / "before", banks=["old"], workers=1, home=str(home))
+    safeset.scan(data, tmp_path / "after", banks=["new"], workers=1, home=str(home))
+    result = run_cli("diff", str(tmp_path / "before"), str(tmp_path / "after"), "--to", str(tmp_path / "d"), "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["changed"] == 1 and summary["only_in_a"] == summary["only_in_b"] == 0
+    assert summary["transitions"] == {"keep->remove": {"match:new:url": 1}}
+    [changed] = pq.read_table(tmp_path / "d" / "changed.parquet").to_pylist()
+    assert changed["url"] == samples[7].url and (changed["decision_a"], changed["decision_b"]) == ("keep", "remove")
+
+
+def test_two_releases_differ_by_url_and_caption_or_a_key(tmp_path):
+    old = tmp_path / "old.parquet"
+    rows = [(f"https://x.org/{i}.jpg", f"caption {i}", i) for i in range(5000)]
+    pq.write_table(
+        pa.table({"URL": [r[0] for r in rows], "TEXT": [r[1] for r in rows], "id": [r[2] for r in rows]}), old
+    )
+    new = tmp_path / "new.csv"
+    with open(new, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["url", "caption", "id"])
+        for url, caption, i in rows:
+            if i % 500:  # ten rows gone
+                writer.writerow([url, "edited" if i == 7 else caption, i])
+        writer.writerow(["https://x.org/new.jpg", "new", 9999])
+    result = run_cli("diff", str(old), str(new), "--to", str(tmp_path / "d"), "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["only_in_a"], summary["only_in_b"]) == (11, 2)
+    gone = pq.read_table(tmp_path / "d" / "only_in_a.parquet")["id"].to_pylist()
+    assert gone == [0, 7, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500]
+    by_key = run_cli("diff", str(old), str(new), "--key", "id", "--json")
+    assert (json.loads(by_key.stdout)["only_in_a"], json.loads(by_key.stdout)["only_in_b"]) == (10, 1)
+    result = run_cli("diff", str(old), str(tmp_path / "nowhere.txt"))
+    assert result.exit_code == 3
