@@ -41,3 +41,9 @@ def test_an_entry_that_floods_the_audit_is_quarantined_and_named_by_tag(tmp_path
     decided = safeset.decide(out, policy=off, home=str(home), workers=2)
     assert decided["totals"]["remove"] == 13 and "quarantined" not in decided
     assert decided["rounds"][-1]["transitions"]["review->remove"] == {"match:list:md5": 12}
+    # --flood-limit overrides the policy's limit, for a round as for a scan
+    from helpers import run_cli
+
+    result = run_cli("decide", str(out), "--flood-limit", "5", "--json", home=home)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["totals"]["review"] == 12

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -68,6 +69,13 @@ def _deciding(inherit: bool):
             help="Threshold for the flipped, rotated and border-trimmed variants [default: "
             + ("OUT's last" if inherit else "--pdq-threshold")
             + "].",
+        ),
+        click.option(
+            "--flood-limit",
+            type=click.IntRange(min=0),
+            help="Rows one listed entry may match in this audit before it is quarantined (its matches held "
+            "for review, flood:BANK:TAG); 0 never. Overrides the policy's [flood] limit [default: the policy's, "
+            "1000].",
         ),
     )
 
@@ -221,6 +229,7 @@ def scan_command(
     ray_address,
     pdq_threshold,
     pdq_variant_threshold,
+    flood_limit,
     pdq_variants,
     pdq_exact,
     retries,
@@ -242,6 +251,8 @@ def scan_command(
     from ..signals.models import parse_score_models
 
     policy = _policy(policy_file, preset)
+    if flood_limit is not None:
+        policy = replace(policy, flood=flood_limit)
     read = options.build(ReadOptions, settings)
     fetch_options = options.build(FetchOptions, settings, max_bytes=read.max_bytes) if fetch else None
     report = scan(
@@ -278,6 +289,7 @@ def decide_command(
     preset,
     pdq_threshold,
     pdq_variant_threshold,
+    flood_limit,
     workers,
     engine,
     ray_address,
@@ -298,6 +310,7 @@ def decide_command(
     report = decide(
         out,
         policy=_policy(policy_file, preset, inherit=True),
+        flood_limit=flood_limit,
         **_shared(
             ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
         ),
@@ -358,6 +371,7 @@ def expand_command(
     preset,
     pdq_threshold,
     pdq_variant_threshold,
+    flood_limit,
     workers,
     engine,
     ray_address,
@@ -382,6 +396,7 @@ def expand_command(
         embedding_col=embedding_col,
         url_col=url_col,
         policy=_policy(policy_file, preset, inherit=True),
+        flood_limit=flood_limit,
         **_shared(
             ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
         ),

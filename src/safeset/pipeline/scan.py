@@ -304,6 +304,7 @@ class DecideConfig:
     policy: Policy | None = None  # None: the policy OUT was last decided with
     pdq_threshold: int | None = None  # None: as OUT was last decided
     pdq_variant_threshold: int | None = None
+    flood_limit: int | None = None  # None: the policy's [flood] limit
     workers: int | None = None
     engine: str = "local"
     ray_address: str | None = None
@@ -366,6 +367,8 @@ def decide_locked(
             "name the banks to decide with (--bank)"
         ) from None
     policy = config.policy or Policy.from_dict(last["policy"], source=f"{layout.run_spec} (policy)")
+    if config.flood_limit is not None:
+        policy = replace(policy, flood=config.flood_limit)
     policy.check_banks(store.names())
     scored = {nsfw.SIGNAL} if last["settings"].get("nsfw") else set()
     scored |= {name for name, _ in last["settings"].get("score_models", ())}
