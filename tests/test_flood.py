@@ -47,3 +47,24 @@ def test_an_entry_that_floods_the_audit_is_quarantined_and_named_by_tag(tmp_path
     result = run_cli("decide", str(out), "--flood-limit", "5", "--json", home=home)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["totals"]["review"] == 12
+
+
+def test_copies_of_a_placeholder_are_held_as_a_flood_not_removed(tmp_path, home, tiles):
+    """One row showing the placeholder is removed for its URL: with copies removed, the other
+    rows showing it would all go as its copies; a flood holds them instead (review of issue 14)."""
+    placeholder = jpeg(tiles[0][1])
+    served = [Sample(f"https://cdn{i}.example.org/missing.jpg", f"p{i}", placeholder) for i in range(8)]
+    data = make_shards(
+        tmp_path / "shards", [served[:4] + samples_from(tiles[2:4]), served[4:] + samples_from(tiles[4:6])]
+    )
+    safeset.BankStore(home).add("urls", write_lines(tmp_path / "u.txt", [served[3].url]), type_name="url")
+    policy = tmp_path / "p.toml"
+    policy.write_text('name = "p"\n[copies]\naction = "remove"\n[flood]\nlimit = 5\n')
+    report = safeset.scan(data, tmp_path / "out", policy=policy, workers=1, home=str(home))
+    assert (report["totals"]["remove"], report["totals"]["review"]) == (1, 7)
+    held = [r for r in pq.read_table(tmp_path / "out" / "results").to_pylist() if r["decision"] == "review"]
+    assert all(
+        r["reasons"] == [f"flood:copies:{tag(served[3].url and r['reasons'][0][13:])}"]
+        or r["reasons"][0].startswith("flood:copies:")
+        for r in held
+    )

@@ -102,3 +102,24 @@ def test_bad_verdict_lines_are_named_by_number_and_never_quoted(audit, tmp_path,
     by_case = write_lines(tmp_path / "c.csv", ["case_id,verdict", "abc,confirmed"])
     result = run_cli("review", "import", str(by_case), home=home)
     assert result.exit_code == 3 and "--out" in result.stderr
+
+
+def test_verdicts_stand_when_sent_again_and_unknown_changes_nothing(audit, tmp_path, home):
+    """A false positive re-sent (the matches it refuted are still recorded) stays one; an
+    `unknown` verdict after it changes nothing; a stray quote costs its own line only."""
+    out, (a, b, c), _ = audit
+    first = write_lines(tmp_path / "fp.csv", ["url,verdict", f"{b.url},false_positive"])
+    assert run_cli("review", "import", str(first), "--out", str(out), home=home).exit_code == 0
+    safeset.decide(out, home=str(home), workers=1)
+    again = tmp_path / "fp-again.csv"
+    again.write_bytes(first.read_bytes().replace(b"\n", b"\r\n"))  # the same verdict, as another tool writes it
+    assert run_cli("review", "import", str(again), "--out", str(out), home=home).exit_code == 0
+    unknown = write_lines(
+        tmp_path / "u.csv", ["url,verdict", f"{b.url},unknown", '"broken,confirmed', f"{c.url},disputed"]
+    )
+    result = run_cli("review", "import", str(unknown), "--out", str(out), "--skip-bad", "--json", home=home)
+    assert [bad["line"] for bad in json.loads(result.stdout)["bad_lines"]] == [3]
+    safeset.decide(out, home=str(home), workers=1)
+    now = rows(out)
+    assert now[b.url]["decision"] == "keep" and now[b.url]["matches"]  # refuted, still recorded
+    assert "verdict:disputed" in now[c.url]["reasons"]

@@ -66,17 +66,15 @@ def append(home: Path | str, records: Sequence[Mapping]) -> None:
         os.close(fd)
 
 
-def identity(row: Mapping) -> tuple[str, str] | None:
-    """What names a row's image across datasets: its strongest of md5, sha256, url."""
-    for name in IDENTITY:
-        if row.get(name):
-            return name, str(row[name]).lower() if name != "url" else str(row[name])
-    return None
+def identities(row: Mapping) -> list[tuple[str, str]]:
+    """The names of a row's image across datasets (md5, sha256, url): any one of them names it."""
+    return [(name, str(row[name]).lower() if name != "url" else str(row[name])) for name in IDENTITY if row.get(name)]
 
 
 @dataclass
 class Verdicts:
-    """What the log says a decide round must do, by image identity."""
+    """What the log says a decide round must do, by image identity: each verdict is filed under
+    every name its image has, and the last verdict that says something (not `unknown`) wins."""
 
     false_positive: set[tuple[str, str, str, str]] = field(default_factory=set)  # (bank, entry, kind, identity)
     disputed: set[tuple[str, str]] = field(default_factory=set)  # (kind, identity)
@@ -84,11 +82,11 @@ class Verdicts:
     @classmethod
     def load(cls, home: Path | str) -> Verdicts:
         found = cls()
-        latest: dict[tuple[str, str], dict] = {}  # the last verdict on an identity wins
+        latest: dict[tuple[str, str], dict] = {}
         for record in read_log(home):
-            named = identity(record)
-            if named is not None:
-                latest[named] = record
+            if record.get("verdict") in ("confirmed", "false_positive", "disputed"):
+                for named in identities(record):
+                    latest[named] = record
         for named, record in latest.items():
             if record["verdict"] == "false_positive":
                 for bank, entry in record.get("matches", []):
@@ -100,40 +98,36 @@ class Verdicts:
     def __bool__(self) -> bool:
         return bool(self.false_positive or self.disputed)
 
-    def _refuted(self, bank: str, entry: str, named: tuple[str, str]) -> bool:
-        """Whether a verdict says this match on this image is a false positive ("*": any match)."""
-        return (bank, entry, *named) in self.false_positive or ("*", "*", *named) in self.false_positive
+    def _refuted(self, bank: str, entry: str, names: list[tuple[str, str]]) -> bool:
+        """Whether a verdict says this match on this image is a false positive ("*": any entry of
+        the bank, for a verdict that named its image by hash alone)."""
+        fp = self.false_positive
+        return any((bank, entry, *n) in fp or (bank, "*", *n) in fp for n in names)
 
-    def apply(self, table, found: dict[int, list], noted: dict[int, list[str]]) -> None:
-        """Drop the false positives from `found` (row -> matches of a results table) and note the
-        rows' verdicts in `noted`."""
+    def apply(self, table, found: Mapping[int, list], noted: dict[int, list[str]]) -> dict[int, set[tuple[str, str]]]:
+        """The matches of `found` (row -> matches of a results table) a verdict refutes, by row, as
+        (bank, entry): they stay recorded and stop acting. The rows' verdicts go into `noted`."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
         columns = {name: table[name].combine_chunks() for name in IDENTITY}
+        refuted: dict[int, set[tuple[str, str]]] = {}
         for i in sorted(found) if self.false_positive else ():
-            named = identity({name: columns[name][i].as_py() for name in IDENTITY})
-            kept = [m for m in found[i] if named is None or not self._refuted(m.bank, m.entry, named)]
-            if len(kept) < len(found[i]):
+            names = identities({name: columns[name][i].as_py() for name in IDENTITY})
+            wrong = {(m.bank, m.entry) for m in found[i] if self._refuted(m.bank, m.entry, names)}
+            if wrong:
+                refuted[i] = wrong
                 noted.setdefault(i, []).append("verdict:false_positive")
-                if kept:
-                    found[i] = kept
-                else:
-                    del found[i]
-        if not self.disputed:
-            return
-        undecided = np.ones(table.num_rows, bool)  # rows whose identity is a stronger name's
-        for name in IDENTITY:
-            column = columns[name]
-            present = pc.is_valid(column).to_numpy(zero_copy_only=False) & undecided
+        disputed = np.zeros(table.num_rows, bool)
+        for name in IDENTITY if self.disputed else ():
             wanted = pa.array(sorted(value for kind, value in self.disputed if kind == name), pa.string())
             if len(wanted):
-                values = pc.utf8_lower(column) if name != "url" else column
-                hit = pc.fill_null(pc.is_in(values, value_set=wanted), False).to_numpy(zero_copy_only=False)
-                for i in np.flatnonzero(hit & present).tolist():
-                    noted.setdefault(i, []).append("verdict:disputed")
-            undecided &= ~present
+                values = pc.utf8_lower(columns[name]) if name != "url" else columns[name]
+                disputed |= pc.fill_null(pc.is_in(values, value_set=wanted), False).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(disputed).tolist():
+            noted.setdefault(i, []).append("verdict:disputed")
+        return refuted
 
 
 def pytx_lines(records: Iterable[Mapping]) -> list[str]:

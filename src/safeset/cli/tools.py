@@ -217,7 +217,10 @@ def diff_command(a: str, b: str, to: Path | None, key: str | None, as_json: bool
         click.echo(json.dumps(summary, indent=2))
         return
     if summary["kind"] == "audits":
-        _out.print(f"{summary['changed']:,} row(s) decided otherwise")
+        _out.print(
+            f"{summary['changed']:,} row(s) decided otherwise; only in A: {summary['only_in_a']:,}, "
+            f"only in B: {summary['only_in_b']:,}"
+        )
         for change, reasons in summary["transitions"].items():
             _out.print(f"{escape(change)}: {sum(reasons.values()):,} row(s)")
             for reason, n in reasons.items():

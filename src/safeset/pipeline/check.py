@@ -383,15 +383,14 @@ def decide_table(
         signals[EXPANDED] = (values, present)
         for row, reason in zip(rows.tolist(), reasons, strict=True):
             noted.setdefault(row, []).append(reason)
-    if verdicts:
-        verdicts.apply(table, found, noted)
-    acting = {row: [(m.bank, m.signal_type) for m in matches] for row, matches in found.items()}
-    if quarantine:
-        for row, matches in found.items():
-            held = sorted({flood.reason(m.bank, m.entry) for m in matches if (m.bank, m.entry) in quarantine})
-            if held:
-                noted.setdefault(row, []).extend(held)
-                acting[row] = [(m.bank, m.signal_type) for m in matches if (m.bank, m.entry) not in quarantine]
+    refuted = verdicts.apply(table, found, noted) if verdicts else {}
+    acting = {}
+    for row, matches in found.items():  # every match stays recorded; these are the ones that act
+        held = sorted({flood.reason(m.bank, m.entry) for m in matches if (m.bank, m.entry) in quarantine})
+        if held:
+            noted.setdefault(row, []).extend(held)
+        quiet = quarantine | refuted.get(row, set())
+        acting[row] = [(m.bank, m.signal_type) for m in matches if (m.bank, m.entry) not in quiet]
     statuses = pc.dictionary_encode(whole(table["status"]))
     decisions, reasons, chosen = policy.decide_rows(
         statuses.indices.to_numpy(zero_copy_only=False),

@@ -16,6 +16,7 @@ with such a round ("copies") of its own.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from ..banks.columns import hex_values
 from ..banks.index import PdqIndex
 from ..model import Decision
 from ..policy import Policy
+from .flood import reason as flood_reason
 
 PREFIX = "copy_of:"
+FLOODED_COPIES = "flood:copies:"
 _COLUMNS = ["row_id", "decision", "reasons", "md5", "sha256", "pdq", "pdq_quality"]
 
 
@@ -115,14 +118,31 @@ class Flagged:
 
 
 def copy_reasons(table: pa.Table) -> dict[int, str]:
-    """The `copy_of:` reasons a decided part holds: position -> reason."""
+    """The `copy_of:` reasons (and floods of copies) a decided part holds: position -> reason."""
     reasons = table["reasons"].combine_chunks()
     flat = pc.list_flatten(reasons)
     if not len(flat):
         return {}
-    hit = pc.fill_null(pc.starts_with(flat, PREFIX), False).to_numpy(zero_copy_only=False)
+    hit = pc.or_(pc.starts_with(flat, PREFIX), pc.starts_with(flat, FLOODED_COPIES))
+    hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
     parents = pc.list_parent_indices(reasons).to_numpy()[hit]
     return dict(zip(parents.tolist(), flat.filter(pa.array(hit)).to_pylist(), strict=True))
+
+
+def _quarantined_rows(table: pa.Table) -> set[int]:
+    """Rows a quarantined list entry matched (`flood:BANK:TAG`, not a flood of copies)."""
+    reasons = table["reasons"].combine_chunks()
+    flat = pc.list_flatten(reasons)
+    if not len(flat):
+        return set()
+    hit = pc.and_(pc.starts_with(flat, "flood:"), pc.invert(pc.starts_with(flat, FLOODED_COPIES)))
+    hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+    return set(pc.list_parent_indices(reasons).to_numpy()[hit].tolist())
+
+
+def _held(reason: str) -> str:
+    """A copy's reason when its flagged image has flooded the audit: `flood:copies:TAG`."""
+    return flood_reason("copies", reason.removeprefix(PREFIX))
 
 
 def find_copies(
@@ -132,9 +152,15 @@ def find_copies(
     decided the parts, and says which rows are flagged."""
     tables = {i: _read(path) for i, path in parts.items()}
     flagged = Flagged(tables, policy, min_quality)
+    found = {i: flagged.copies(table, threshold, min_quality) if len(flagged) else {} for i, table in tables.items()}
+    # a flagged image with more copies than the flood limit is a placeholder's: its copies are
+    # held for review as a flood (`pipeline.flood`), not given the copies' action
+    counts = Counter(reason for copies in found.values() for reason in copies.values())
+    flooded = {r for r, n in counts.items() if policy.flood and n > policy.flood}
     changed = {}
     for i, table in tables.items():
-        found = flagged.copies(table, threshold, min_quality) if len(flagged) else {}
-        if found != copy_reasons(table):
-            changed[i] = found
+        quarantined = _quarantined_rows(table)  # a row a flood holds is held, not a copy acted on
+        mine = {row: _held(r) if r in flooded or row in quarantined else r for row, r in found[i].items()}
+        if mine != copy_reasons(table):
+            changed[i] = mine
     return changed

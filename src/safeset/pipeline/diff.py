@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..csvrecords import csv_records
 from ..errors import BadInputError, UsageError
 from ..hashing.columns import md5_digests
 from ..sinks import OutLayout
@@ -88,31 +89,59 @@ def _diff_outs(a: Path, b: Path, to: Path | None) -> dict[str, Any]:
     return summary
 
 
+def _csv(path: Path, columns: list[str] | None):
+    """A CSV as text, every column a string (no type is guessed: a caption "007" stays "007"),
+    quoted newlines allowed."""
+    from pyarrow import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            header = next(csv_records(fh), (None,))[0]
+    except UnicodeDecodeError:
+        raise BadInputError(path, "is not UTF-8 text") from None
+    if header is None:
+        raise BadInputError(path, "its first line is no CSV header")
+    convert = csv.ConvertOptions(
+        include_columns=columns, column_types={name: pa.string() for name in header}, strings_can_be_null=False
+    )
+    return csv.open_csv(path, parse_options=csv.ParseOptions(newlines_in_values=True), convert_options=convert)
+
+
 def _batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             yield from pq.ParquetFile(path).iter_batches(batch_size=_BATCH, columns=columns)
         elif suffix == ".csv":
-            from pyarrow import csv
-
-            convert = csv.ConvertOptions(include_columns=columns, column_types=None)
-            with csv.open_csv(path, convert_options=convert) as reader:
+            with _csv(path, columns) as reader:
                 yield from reader
-        elif suffix in (".jsonl", ".json", ".ndjson"):
+        elif suffix in (".jsonl", ".json", ".ndjson"):  # read whole: pyarrow has no JSON stream
             from pyarrow import json as pajson
 
             table = pajson.read_json(path)
             yield from (table.select(columns) if columns else table).to_batches(_BATCH)
         else:
             raise BadInputError(path, "is not a release table (parquet, csv or jsonl)")
-    except (pa.ArrowException, OSError) as exc:
-        raise BadInputError(path, f"cannot be read as a table ({exc})") from None
+    except (pa.ArrowException, OSError):  # pyarrow's message quotes the row: captions are not ours to print
+        raise BadInputError(path, "cannot be read as a table (a malformed row, or not parquet/csv/jsonl)") from None
+
+
+def _names(path: Path) -> list[str]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pq.read_schema(path).names
+        if suffix == ".csv":
+            with _csv(path, None) as reader:
+                return reader.schema.names
+    except (pa.ArrowException, OSError):
+        raise BadInputError(path, "cannot be read as a table (a malformed row, or not parquet/csv/jsonl)") from None
+    first = next(_batches(path), None)
+    return first.schema.names if first is not None else []
 
 
 def _identity_columns(path: Path, key: str | None) -> list[str]:
-    first = next(_batches(path), None)
-    names = first.schema.names if first is not None else []
+    names = _names(path)
     if key:
         found = find_column(names, key, (), path, "--key")
         if found is None:
@@ -126,7 +155,8 @@ def _identity_columns(path: Path, key: str | None) -> list[str]:
 
 
 def _digests(batch: pa.RecordBatch) -> np.ndarray:
-    texts = [pc.fill_null(pc.cast(column, pa.string()), "") for column in batch.columns]
+    # a null is not an empty string: it is held as a byte no text of a table holds
+    texts = [pc.fill_null(pc.cast(column, pa.string()), "\x01") for column in batch.columns]
     joined = texts[0] if len(texts) == 1 else pc.binary_join_element_wise(*texts, "\x00")
     return md5_digests(joined)
 
@@ -165,9 +195,12 @@ def _lacking(mine: Path, theirs: Path) -> np.ndarray:
 
 
 def _write_rows(path: Path, wanted: np.ndarray, target: Path) -> None:
-    writer = None
+    """The rows numbered `wanted` (ascending) of the table at `path`, into `target` (written even
+    when there are none: a folder of a diff always holds both files)."""
+    writer, schema = None, None
     start = 0
     for batch in _batches(path):
+        schema = batch.schema
         lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
         if hi > lo:
             picked = pa.Table.from_batches([batch]).take(pa.array(wanted[lo:hi] - start))
@@ -177,13 +210,19 @@ def _write_rows(path: Path, wanted: np.ndarray, target: Path) -> None:
         start += batch.num_rows
     if writer is not None:
         writer.close()
+    else:
+        pq.write_table(pa.Table.from_batches([], schema) if schema is not None else pa.table({}), target)
 
 
 def _diff_tables(a: Path, b: Path, to: Path | None, key: str | None) -> dict[str, Any]:
     columns = {side: _identity_columns(path, key) for side, path in (("a", a), ("b", b))}
     if len(columns["a"]) != len(columns["b"]):
         raise UsageError(f"{a} and {b} do not both have a caption column: compare by --key, or by url alone")
-    with tempfile.TemporaryDirectory(prefix="safeset-diff-", dir=to.parent if to else None) as scratch:
+    if to is not None:
+        to.mkdir(parents=True, exist_ok=True)
+        for name in ("only_in_a.parquet", "only_in_b.parquet", "summary.json"):  # a run before this one's
+            (to / name).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="safeset-diff-", dir=to) as scratch:
         folders = {side: Path(scratch) / side for side in "ab"}
         for folder in folders.values():
             folder.mkdir()

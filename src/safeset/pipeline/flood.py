@@ -5,6 +5,7 @@ kept in the results but no longer act; the rows get `flood:BANK:TAG` and review 
 the entry without being it (the first 12 hex digits of its SHA-256: lists are sensitive, and a
 report is read by people the list's owner never cleared).
 
+Keyword matches are not counted: a term in many captions is evidence for rules, not an action.
 Counting needs the whole audit's matches, so this is a pass of a round after its shards are
 decided (`scan.run_round`), before the copies pass (a quarantined entry flags nothing).
 """
@@ -37,17 +38,16 @@ def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]]]:
     table = check_format(part).read(columns=["matches", "reasons"])
     matches = table["matches"].combine_chunks()
     flat = pc.list_flatten(matches)
-    found = (
-        pa.table(
-            {
-                "row": pc.list_parent_indices(matches),
-                "bank": flat.field("bank") if len(flat) else pa.array([], pa.string()),
-                "entry": flat.field("entry") if len(flat) else pa.array([], pa.string()),
-            }
-        )
-        .group_by(["row", "bank", "entry"])
-        .aggregate([])
+    found = pa.table(
+        {
+            "row": pc.list_parent_indices(matches),
+            "bank": flat.field("bank") if len(flat) else pa.array([], pa.string()),
+            "entry": flat.field("entry") if len(flat) else pa.array([], pa.string()),
+            "type": flat.field("signal_type") if len(flat) else pa.array([], pa.string()),
+        }
     )
+    # a keyword is evidence for rules, not an action: a common word is no flood
+    found = found.filter(pc.not_equal(found["type"], "keyword")).group_by(["row", "bank", "entry"]).aggregate([])
     reasons = table["reasons"].combine_chunks()
     held = pc.list_flatten(reasons)
     now: dict[int, set[str]] = {}

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from ..banks import BankStore
 from ..banks.signal_types import InvalidEntry, signal_type
 from ..banks.verdicts import CONFIRMED_BANK, VERDICTS, append, imported_files, log_path, pytx_lines
+from ..csvrecords import csv_records
 from ..errors import BadInputError, UsageError
 from ..sinks import OutLayout
 from .expand import CANDIDATES
@@ -137,8 +138,17 @@ def _records(path: Path) -> list[tuple[int, dict | None]]:
                     record = None
                 found.append((number, record if isinstance(record, dict) else None))
         return found
-    reader = csv.DictReader(io.StringIO(text))
-    return [(reader.line_num, {k.strip().lower(): v for k, v in row.items() if k}) for row in reader]
+    found, header = [], None
+    for fields, _, number in csv_records(io.StringIO(text)):  # a stray quote costs its own line only
+        if header is None:
+            if fields is None:
+                raise BadInputError(path, "its first line is no CSV header", line=number)
+            header = [name.strip().lower() for name in fields]
+            if "verdict" not in header:
+                raise BadInputError(path, "has no verdict column (a header naming verdict and the case)", line=number)
+            continue
+        found.append((number, dict(zip(header, fields, strict=False)) if fields is not None else None))
+    return found
 
 
 def import_verdicts(
@@ -161,11 +171,10 @@ def import_verdicts(
         raise BadInputError(path, "no such file")
     if digest in imported_files(store.home):
         return {"file": str(path), "already_imported": True, "imported": 0}
-    known = {c["case_id"]: c for c in cases(out, ("keep", "review", "remove"))} if out else {}
-    by_row = {c["row_id"]: c for c in known.values()}
+    known = _Known(cases(out, ("keep", "review", "remove")) if out else [], store)
     accepted, bad = [], []
     for number, record in _records(path):
-        case, why = _case(record, known, by_row, out is not None)
+        case, why = _case(record, known, out is not None)
         if why:
             bad.append({"line": number, "reason": why})
         else:
@@ -211,11 +220,27 @@ def import_verdicts(
     }
 
 
-def _case(record: dict | None, known: dict, by_row: dict, have_out: bool) -> tuple[dict, str]:
+class _Known:
+    """The audit's cases, by each name a verdict may give them; and the banks a verdict by hash
+    alone refutes (those of the store when it is imported, never `confirmed`)."""
+
+    def __init__(self, found: list[dict], store: BankStore):
+        self.by = {name: {} for name in _NAMES}
+        for case in found:
+            for name in _NAMES:
+                if case.get(name):
+                    self.by[name].setdefault(str(case[name]).lower() if name != "url" else case[name], case)
+        self.banks = [name for name in store.names() if name != CONFIRMED_BANK]
+
+    def find(self, name: str, value: str) -> dict | None:
+        return self.by[name].get(value.lower() if name != "url" else value)
+
+
+def _case(record: dict | None, known: _Known, have_out: bool) -> tuple[dict, str]:
     """A verdict line as a case with its hashes and matched pairs; or the reason it is bad (which
     never quotes the line: verdict files hold what hotlines send)."""
     if record is None:
-        return {}, "not a JSON object"
+        return {}, "could not be read as a record (a stray quote, or not a JSON object)"
     record = {str(k).strip().lower(): (str(v).strip() if v is not None else "") for k, v in record.items()}
     verdict = record.get("verdict", "").lower().replace("-", "_").replace(" ", "_")
     if verdict not in VERDICTS:
@@ -226,7 +251,7 @@ def _case(record: dict | None, known: dict, by_row: dict, have_out: bool) -> tup
     if named[0] in ("case_id", "row_id"):
         if not have_out:
             return {}, f"names its case by {named[0]}: give the audit it came from (--out)"
-        case = known.get(record[named[0]]) if named[0] == "case_id" else by_row.get(record[named[0]])
+        case = known.find(named[0], record[named[0]])
         if case is None:
             return {}, f"its {named[0]} is no row of the audit"
         pairs = [m.split(":", 2)[0:3:2] for m in case["matches"]]
@@ -237,6 +262,11 @@ def _case(record: dict | None, known: dict, by_row: dict, have_out: bool) -> tup
             case[name] = signal_type(name).normalise(record[name]) if name != "url" else record[name]
         except InvalidEntry:
             return {}, f"its {name} is not a valid {name}"
-    match = next((c for c in known.values() if any(c.get(n) and c[n] == case[n] for n in case)), None)
-    pairs = [m.split(":", 2)[0:3:2] for m in match["matches"]] if match else [["*", "*"]]
-    return {**case, "verdict": verdict, "pairs": pairs}, ""
+    match = next((c for n in case if (c := known.find(n, case[n])) is not None), None)
+    if match is not None:  # the audit's case: its every name, and the entries that matched it
+        pairs = [m.split(":", 2)[0:3:2] for m in match["matches"]]
+        return {**{n: match[n] for n in HASHES if match.get(n)}, **case, "verdict": verdict, "pairs": pairs}, ""
+    if not any(case.get(n) for n in ("md5", "sha256", "url")):
+        return {}, "names its image by sha1 or pdq alone, which no audit row has here: give md5, sha256 or url"
+    # named by hash alone: any entry of the banks there are now (never the confirmed one) on it
+    return {**case, "verdict": verdict, "pairs": [[bank, "*"] for bank in known.banks]}, ""
