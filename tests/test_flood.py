@@ -63,8 +63,4 @@ def test_copies_of_a_placeholder_are_held_as_a_flood_not_removed(tmp_path, home,
     report = safeset.scan(data, tmp_path / "out", policy=policy, workers=1, home=str(home))
     assert (report["totals"]["remove"], report["totals"]["review"]) == (1, 7)
     held = [r for r in pq.read_table(tmp_path / "out" / "results").to_pylist() if r["decision"] == "review"]
-    assert all(
-        r["reasons"] == [f"flood:copies:{tag(served[3].url and r['reasons'][0][13:])}"]
-        or r["reasons"][0].startswith("flood:copies:")
-        for r in held
-    )
+    assert all(len(r["reasons"]) == 1 and r["reasons"][0].startswith("flood:copies:") for r in held)
