@@ -4,12 +4,14 @@ server)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from helpers import make_shards, run_cli, samples_from, write_lines
 from http_server import FaultyServer
@@ -113,3 +115,55 @@ def test_img2dataset_border_output_is_matched_as_well_as_keep_ratio_output(tmp_p
             assert len(rows) == 60 and {r["status"] for r in rows} == {"ok"}
             recall[mode] = sum(r["decision"] == "remove" for r in rows)
     assert recall == {"border": 60, "keep_ratio": 60}
+
+
+def test_sync_prunes_a_copy_img2dataset_made_to_the_new_release(tmp_path, tiles):
+    """ "Clean my copy": img2dataset downloads a release (from a loopback server) into two
+    webdataset shards; the new release, a CSV written by hand, lacks three of its rows and has
+    one the copy never had. `safeset sync` keeps exactly the rows both have, their tar members
+    byte for byte."""
+    import csv
+    import tarfile
+
+    images = {f"t{i:02d}.jpg": jpeg(image) for i, (_, image) in enumerate(tiles[:12])}
+    with FaultyServer(images) as server:
+        urls = [server.url(f"/img/{name}") for name in images]
+        captions = [f"a photo, number {i}" for i in range(len(urls))]
+        pq.write_table(pa.table({"url": urls, "caption": captions}), tmp_path / "old.parquet")
+        subprocess.run(
+            [IMG2DATASET, "--url_list", str(tmp_path / "old.parquet"), "--input_format", "parquet"]
+            + ["--url_col", "url", "--caption_col", "caption", "--output_folder", str(tmp_path / "copy")]
+            + ["--output_format", "webdataset", "--processes_count", "1", "--thread_count", "4"]
+            + ["--number_sample_per_shard", "6", "--image_size", "64"],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "no_proxy": "*"},
+        )
+    gone = {urls[1], urls[6], urls[11]}
+    with open(tmp_path / "new.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["URL", "TEXT"])
+        writer.writerows([u, c] for u, c in zip(urls, captions, strict=True) if u not in gone)
+        writer.writerow(["https://never-downloaded.example.org/x.jpg", "new"])
+
+    result = run_cli(
+        "sync",
+        str(tmp_path / "copy"),
+        "--release",
+        str(tmp_path / "new.csv"),
+        "--out",
+        str(tmp_path / "clean"),
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["copy_rows"], summary["kept"], summary["dropped_not_in_release"]) == (12, 9, 3)
+    kept = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "clean").glob("*.parquet")))
+    assert set(kept["url"].to_pylist()) == set(urls) - gone
+    for tar in sorted((tmp_path / "copy").glob("*.tar")):
+        with tarfile.open(tar) as before, tarfile.open(tmp_path / "clean" / tar.name) as after:
+            old = {m.name: before.extractfile(m).read() for m in before if m.isfile()}
+            new = {m.name: after.extractfile(m).read() for m in after if m.isfile()}
+        assert new and all(old[name] == data for name, data in new.items())  # byte for byte
+        keys = {row["key"] for row in kept.to_pylist()}
+        assert {name.split(".")[0] for name in new} == {name.split(".")[0] for name in old} & keys

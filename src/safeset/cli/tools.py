@@ -227,3 +227,32 @@ def diff_command(a: str, b: str, to: Path | None, key: str | None, as_json: bool
                 _out.print(f"  {escape(reason)}: {n:,}")
     else:
         _out.print(f"only in A: {summary['only_in_a']:,} row(s); only in B: {summary['only_in_b']:,} row(s)")
+
+
+@cli.command("sync")
+@click.argument("copy", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--release",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The new release's metadata table (parquet, csv or jsonl) with url and, if it has one, caption.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the cleaned copy."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def sync_command(copy: Path, release: Path, out: Path, as_json: bool) -> None:
+    """Clean my copy: prune an img2dataset webdataset COPY (NNNNN.tar beside NNNNN.parquet) to
+    the rows the new release still has, matched by URL and caption (URL alone when either side has
+    no caption), without decoding an image: kept tar members are copied byte for byte, each
+    shard's parquet keeps its kept rows, and OUT/sync.json says how many rows left."""
+    from ..pipeline.sync import sync
+
+    summary = sync(copy, release, out)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _out.print(
+            f"kept {summary['kept']:,} of {summary['copy_rows']:,} row(s); "
+            f"{summary['dropped_not_in_release']:,} not in the release"
+        )

@@ -140,7 +140,7 @@ def _names(path: Path) -> list[str]:
     return first.schema.names if first is not None else []
 
 
-def _identity_columns(path: Path, key: str | None) -> list[str]:
+def identity_columns(path: Path, key: str | None) -> list[str]:
     names = _names(path)
     if key:
         found = find_column(names, key, (), path, "--key")
@@ -161,10 +161,11 @@ def _digests(batch: pa.RecordBatch) -> np.ndarray:
     return md5_digests(joined)
 
 
-def _spill(path: Path, columns: list[str], folder: Path) -> int:
-    """Every row's identity digest and number, into the bucket files of `folder`."""
-    files = [open(folder / f"{i:03d}", "wb") for i in range(BUCKETS)]  # noqa: SIM115
-    rows = 0
+def spill(path: Path, columns: list[str], folder: Path, first: int = 0) -> int:
+    """Every row's identity digest and number (from `first` on), appended to the bucket files of
+    `folder`; how many rows the table holds."""
+    files = [open(folder / f"{i:03d}", "ab") for i in range(BUCKETS)]  # noqa: SIM115
+    rows = first
     try:
         for batch in _batches(path, columns):
             digests = _digests(batch)
@@ -173,25 +174,27 @@ def _spill(path: Path, columns: list[str], folder: Path) -> int:
             records["digest"] = digests.view("V16")[:, 0]
             records["row"] = numbers
             order = np.argsort(digests[:, 0], kind="stable")
-            records, first = records[order], digests[order, 0]
-            bounds = np.searchsorted(first, np.arange(BUCKETS + 1))
+            records, leading = records[order], digests[order, 0]
+            bounds = np.searchsorted(leading, np.arange(BUCKETS + 1))
             for i in np.flatnonzero(np.diff(bounds)):
                 files[i].write(records[bounds[i] : bounds[i + 1]].tobytes())
             rows += batch.num_rows
     finally:
         for fh in files:
             fh.close()
-    return rows
+    return rows - first
 
 
-def _lacking(mine: Path, theirs: Path) -> np.ndarray:
-    """The row numbers in bucket `mine` whose identity bucket `theirs` does not hold."""
+def lacking(mine: Path, theirs: Path, present: bool = False) -> np.ndarray:
+    """The row numbers in bucket `mine` whose identity bucket `theirs` does not hold (`present`:
+    does hold)."""
     kind = np.dtype([("digest", "V16"), ("row", "<i8")])
-    a, b = np.fromfile(mine, kind), np.fromfile(theirs, kind)
+    a = np.fromfile(mine, kind) if mine.exists() else np.zeros(0, kind)
+    b = np.fromfile(theirs, kind) if theirs.exists() else np.zeros(0, kind)
     if not len(a):
         return np.zeros(0, np.int64)
-    keys_a, keys_b = a["digest"].view("S16"), np.unique(b["digest"].view("S16"))
-    return np.sort(a["row"][~np.isin(keys_a, keys_b)])
+    held = np.isin(a["digest"].view("S16"), np.unique(b["digest"].view("S16")))
+    return np.sort(a["row"][held if present else ~held])
 
 
 def _write_rows(path: Path, wanted: np.ndarray, target: Path) -> None:
@@ -215,7 +218,7 @@ def _write_rows(path: Path, wanted: np.ndarray, target: Path) -> None:
 
 
 def _diff_tables(a: Path, b: Path, to: Path | None, key: str | None) -> dict[str, Any]:
-    columns = {side: _identity_columns(path, key) for side, path in (("a", a), ("b", b))}
+    columns = {side: identity_columns(path, key) for side, path in (("a", a), ("b", b))}
     if len(columns["a"]) != len(columns["b"]):
         raise UsageError(f"{a} and {b} do not both have a caption column: compare by --key, or by url alone")
     if to is not None:
@@ -226,12 +229,12 @@ def _diff_tables(a: Path, b: Path, to: Path | None, key: str | None) -> dict[str
         folders = {side: Path(scratch) / side for side in "ab"}
         for folder in folders.values():
             folder.mkdir()
-        rows = {side: _spill(path, columns[side], folders[side]) for side, path in (("a", a), ("b", b))}
+        rows = {side: spill(path, columns[side], folders[side]) for side, path in (("a", a), ("b", b))}
         only = {"a": [], "b": []}
         for i in range(BUCKETS):
             name = f"{i:03d}"
-            only["a"].append(_lacking(folders["a"] / name, folders["b"] / name))
-            only["b"].append(_lacking(folders["b"] / name, folders["a"] / name))
+            only["a"].append(lacking(folders["a"] / name, folders["b"] / name))
+            only["b"].append(lacking(folders["b"] / name, folders["a"] / name))
         only = {side: np.sort(np.concatenate(parts)) for side, parts in only.items()}
     summary = {
         "kind": "releases",
