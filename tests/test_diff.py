@@ -53,3 +53,29 @@ def test_two_releases_differ_by_url_and_caption_or_a_key(tmp_path):
     assert (json.loads(by_key.stdout)["only_in_a"], json.loads(by_key.stdout)["only_in_b"]) == (10, 1)
     result = run_cli("diff", str(old), str(tmp_path / "nowhere.txt"))
     assert result.exit_code == 3
+
+
+def test_sync_against_a_release_safeset_wrote(tmp_path, home, tiles):
+    """The new release is the clean table of a safeset audit of the old metadata: a copy of the
+    old release, synced against it, loses the rows the audit removed."""
+    samples = samples_from(tiles[:10])
+    copy = make_shards(tmp_path / "copy", [samples[:5], samples[5:]])
+    metadata = tmp_path / "release.parquet"
+    pq.write_table(pa.table({"url": [s.url for s in samples], "caption": [s.caption for s in samples]}), metadata)
+    safeset.BankStore(home).add(
+        "urls", write_lines(tmp_path / "u.txt", [samples[2].url, samples[8].url]), type_name="url"
+    )
+    safeset.scan(metadata, tmp_path / "audit", workers=1, home=str(home))
+    [release] = sorted((tmp_path / "audit" / "clean").rglob("*.parquet"))
+    result = run_cli("sync", str(copy), "--release", str(release), "--out", str(tmp_path / "clean"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["kept"] == 8
+    kept = {r["url"] for p in (tmp_path / "clean").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    assert kept == {s.url for s in samples} - {samples[2].url, samples[8].url}
+
+    result = run_cli("sync", str(copy), "--release", str(release), "--out", str(tmp_path / "clean"))
+    assert result.exit_code == 2 and "not empty" in result.stderr
+    (tmp_path / "lonely").mkdir()
+    pq.write_table(pa.table({"url": ["x"]}), tmp_path / "lonely" / "00000.parquet")
+    result = run_cli("sync", str(tmp_path / "lonely"), "--release", str(release), "--out", str(tmp_path / "c2"))
+    assert result.exit_code == 3 and "00000.tar" in result.stderr
