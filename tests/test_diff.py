@@ -79,3 +79,22 @@ def test_sync_against_a_release_safeset_wrote(tmp_path, home, tiles):
     pq.write_table(pa.table({"url": ["x"]}), tmp_path / "lonely" / "00000.parquet")
     result = run_cli("sync", str(tmp_path / "lonely"), "--release", str(release), "--out", str(tmp_path / "c2"))
     assert result.exit_code == 3 and "00000.tar" in result.stderr
+
+
+def test_sync_of_shards_that_differ_in_their_columns(tmp_path, tiles):
+    """A shard without a caption column: every shard and the release compare by URL alone, so
+    none of its rows is lost (review of issue 14); a tar without its parquet is refused."""
+    samples = samples_from(tiles[:6])
+    copy = make_shards(tmp_path / "copy", [samples[:3], samples[3:]])
+    second = pq.read_table(copy / "00001.parquet")
+    pq.write_table(second.drop(["caption"]), copy / "00001.parquet")
+    release = tmp_path / "release.parquet"
+    pq.write_table(pa.table({"url": [s.url for s in samples], "caption": [s.caption for s in samples]}), release)
+    result = run_cli("sync", str(copy), "--release", str(release), "--out", str(tmp_path / "clean"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["kept"] == 6
+    scanned = run_cli("scan", str(tmp_path / "clean"), "--out", str(tmp_path / "audit"), "-q")
+    assert scanned.exit_code == 0, scanned.stderr  # the stats file beside the shards is no data
+    (copy / "00001.parquet").unlink()
+    result = run_cli("sync", str(copy), "--release", str(release), "--out", str(tmp_path / "clean2"))
+    assert result.exit_code == 3 and "00001.tar" in result.stderr

@@ -245,7 +245,7 @@ def sync_command(copy: Path, release: Path, out: Path, as_json: bool) -> None:
     """Clean my copy: prune an img2dataset webdataset COPY (NNNNN.tar beside NNNNN.parquet) to
     the rows the new release still has, matched by URL and caption (URL alone when either side has
     no caption), without decoding an image: kept tar members are copied byte for byte, each
-    shard's parquet keeps its kept rows, and OUT/sync.json says how many rows left."""
+    shard's parquet keeps its kept rows, and OUT/sync_stats.json says how many rows left."""
     from ..pipeline.sync import sync
 
     summary = sync(copy, release, out)
