@@ -97,11 +97,17 @@ def run_safeset(root: Path):
     return top.rows, top.scores, {"pairs_scored": pairs}
 
 
-def run_numpy(root: Path):
+def _float32_start(root: Path):
+    """What both float32 peers start from: the seeds' rows, their unit vectors in float32, and
+    empty best lists."""
     seed_rows = np.load(root / "seeds.npy")
     seeds = _seed_vectors(root, seed_rows).astype(np.float32)
     seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
-    best_rows, best_scores = np.full((SEEDS, K), -1), np.full((SEEDS, K), -np.inf, np.float32)
+    return seed_rows, seeds, np.full((SEEDS, K), -1), np.full((SEEDS, K), -np.inf, np.float32)
+
+
+def run_numpy(root: Path):
+    seed_rows, seeds, best_rows, best_scores = _float32_start(root)
     first = 0
     for path in _files(root):
         data = np.load(path, mmap_mode="r")
@@ -122,10 +128,7 @@ def run_faiss(root: Path):
     import faiss
 
     faiss.omp_set_num_threads(THREADS)
-    seed_rows = np.load(root / "seeds.npy")
-    seeds = _seed_vectors(root, seed_rows).astype(np.float32)
-    seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
-    best_rows, best_scores = np.full((SEEDS, K), -1), np.full((SEEDS, K), -np.inf, np.float32)
+    seed_rows, seeds, best_rows, best_scores = _float32_start(root)
     first = 0
     for path in _files(root):
         data = np.load(path).astype(np.float32)

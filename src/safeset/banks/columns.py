@@ -115,6 +115,22 @@ def flat(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pc.list_flatten(column), pc.list_parent_indices(column).to_numpy().astype(np.int64)
 
 
+def prefixed(
+    column: pa.Array, prefixes: tuple[str, ...], excluding: tuple[str, ...] = ()
+) -> tuple[np.ndarray, list[str]]:
+    """(row, value) of each element of a list-of-strings column (a results part's `reasons`) that
+    starts with one of `prefixes` and none of `excluding`."""
+    values, rows = flat(column)
+    if not len(values):
+        return rows, []
+    hit = np.zeros(len(values), bool)
+    for prefix in prefixes:
+        hit |= pc.fill_null(pc.starts_with(values, prefix), False).to_numpy(zero_copy_only=False)
+    for prefix in excluding:
+        hit &= ~pc.fill_null(pc.starts_with(values, prefix), False).to_numpy(zero_copy_only=False)
+    return rows[hit], values.filter(pa.array(hit)).to_pylist()
+
+
 def codes(names: pa.Array) -> tuple[np.ndarray, list[str]]:
     """Strings as (codes, distinct names): a few variant or payload names over many rows."""
     encoded = pc.dictionary_encode(pc.fill_null(whole(names), ""))

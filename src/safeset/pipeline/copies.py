@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..banks.columns import hex_values
+from ..banks.columns import flat, hex_values, prefixed
 from ..banks.index import PdqIndex
 from ..model import Decision
 from ..policy import Policy
+from .flood import PREFIX as FLOOD
 from .flood import reason as flood_reason
 
 PREFIX = "copy_of:"
@@ -44,18 +45,17 @@ def _read(part: Path) -> pa.Table:
 def _flagged_rows(table: pa.Table, policy: Policy) -> np.ndarray:
     """Positions of the rows the policy removes for their own reasons: for a reason other than
     being a copy whose action is remove. (A copy also held for a reason that keeps is no flag.)"""
-    reasons = table["reasons"].combine_chunks()
-    flat = pc.list_flatten(reasons)
-    if not len(flat):
+    values, rows = flat(table["reasons"])
+    if not len(values):
         return np.zeros(0, np.int64)
-    distinct = pc.unique(flat)
+    distinct = pc.unique(values)
     removes = []
     for reason in distinct.to_pylist():
         action = policy.action_of(reason) if reason and not reason.startswith(PREFIX) else Decision.KEEP
         removes.append(action == Decision.REMOVE)
-    at = pc.index_in(flat, value_set=distinct).to_numpy(zero_copy_only=False)
+    at = pc.index_in(values, value_set=distinct).to_numpy(zero_copy_only=False)
     own = np.zeros(table.num_rows, bool)
-    own[pc.list_parent_indices(reasons).to_numpy()[np.asarray(removes, bool)[at]]] = True
+    own[rows[np.asarray(removes, bool)[at]]] = True
     return np.flatnonzero(own)
 
 
@@ -63,10 +63,11 @@ class Flagged:
     """The flagged rows' ids, digests and PDQs (of usable quality), across every part."""
 
     def __init__(self, tables: Mapping[int, pa.Table], policy: Policy, min_quality: int):
-        self.policy = policy
+        self.rows: dict[int, set[int]] = {}  # per part, its flagged rows' positions
         ids, md5, sha256, pdq_ids, pdqs = [], [], [], [], []
-        for table in tables.values():
+        for i, table in tables.items():
             rows = _flagged_rows(table, policy)
+            self.rows[i] = set(rows.tolist())
             if not len(rows):
                 continue
             picked = table.take(pa.array(rows))
@@ -87,10 +88,10 @@ class Flagged:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def copies(self, table: pa.Table, threshold: int, min_quality: int) -> dict[int, str]:
+    def copies(self, part: int, table: pa.Table, threshold: int, min_quality: int) -> dict[int, str]:
         """The copies among a part's rows: position -> `copy_of:ROW`."""
         found: dict[int, str] = {}
-        flagged = set(_flagged_rows(table, self.policy).tolist())
+        flagged = self.rows[part]
         for column, values in (("md5", self.md5), ("sha256", self.sha256)):
             at = pc.index_in(table[column], value_set=values, skip_nulls=True)  # an absent digest is nobody's
             at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False)
@@ -119,25 +120,13 @@ class Flagged:
 
 def copy_reasons(table: pa.Table) -> dict[int, str]:
     """The `copy_of:` reasons (and floods of copies) a decided part holds: position -> reason."""
-    reasons = table["reasons"].combine_chunks()
-    flat = pc.list_flatten(reasons)
-    if not len(flat):
-        return {}
-    hit = pc.or_(pc.starts_with(flat, PREFIX), pc.starts_with(flat, FLOODED_COPIES))
-    hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
-    parents = pc.list_parent_indices(reasons).to_numpy()[hit]
-    return dict(zip(parents.tolist(), flat.filter(pa.array(hit)).to_pylist(), strict=True))
+    rows, reasons = prefixed(table["reasons"], (PREFIX, FLOODED_COPIES))
+    return dict(zip(rows.tolist(), reasons, strict=True))
 
 
 def _quarantined_rows(table: pa.Table) -> set[int]:
     """Rows a quarantined list entry matched (`flood:BANK:TAG`, not a flood of copies)."""
-    reasons = table["reasons"].combine_chunks()
-    flat = pc.list_flatten(reasons)
-    if not len(flat):
-        return set()
-    hit = pc.and_(pc.starts_with(flat, "flood:"), pc.invert(pc.starts_with(flat, FLOODED_COPIES)))
-    hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
-    return set(pc.list_parent_indices(reasons).to_numpy()[hit].tolist())
+    return set(prefixed(table["reasons"], (FLOOD,), (FLOODED_COPIES,))[0].tolist())
 
 
 def _held(reason: str) -> str:
@@ -152,7 +141,7 @@ def find_copies(
     decided the parts, and says which rows are flagged."""
     tables = {i: _read(path) for i, path in parts.items()}
     flagged = Flagged(tables, policy, min_quality)
-    found = {i: flagged.copies(table, threshold, min_quality) if len(flagged) else {} for i, table in tables.items()}
+    found = {i: flagged.copies(i, table, threshold, min_quality) if len(flagged) else {} for i, table in tables.items()}
     # a flagged image with more copies than the flood limit is a placeholder's: its copies are
     # held for review as a flood (`pipeline.flood`), not given the copies' action
     counts = Counter(reason for copies in found.values() for reason in copies.values())

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..banks.columns import prefixed
 from ..errors import BadInputError, UsageError
 from ..model import Decision
 from ..neighbours import Search, Seeds, TopK, primed_floor
@@ -154,12 +155,8 @@ def _seed_rows(audit: pa.Table, seeds: str) -> tuple[np.ndarray, int]:
     many lines of a seeds file named no row."""
     decision = audit["decision"]
     if seeds == "removed":  # removed, and for a bank match: not for a rule on scores alone
-        reasons = audit["reasons"].combine_chunks()
         by_match = np.zeros(audit.num_rows, bool)
-        flat = pc.list_flatten(reasons)
-        if len(flat):
-            hit = pc.fill_null(pc.starts_with(flat, "match:"), False).to_numpy(zero_copy_only=False)
-            by_match[pc.list_parent_indices(reasons).to_numpy()[hit]] = True
+        by_match[prefixed(audit["reasons"], ("match:",))[0]] = True
         return np.flatnonzero(by_match & pc.equal(decision, str(Decision.REMOVE)).to_numpy(zero_copy_only=False)), 0
     if seeds == "review":
         return np.flatnonzero(pc.equal(decision, str(Decision.REVIEW)).to_numpy(zero_copy_only=False)), 0

@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..banks.columns import flat, prefixed
+
 PREFIX = "flood:"
 
 
@@ -36,26 +38,21 @@ def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]]]:
     from .decide import check_format
 
     table = check_format(part).read(columns=["matches", "reasons"])
-    matches = table["matches"].combine_chunks()
-    flat = pc.list_flatten(matches)
+    matches, rows = flat(table["matches"])
     found = pa.table(
         {
-            "row": pc.list_parent_indices(matches),
-            "bank": flat.field("bank") if len(flat) else pa.array([], pa.string()),
-            "entry": flat.field("entry") if len(flat) else pa.array([], pa.string()),
-            "type": flat.field("signal_type") if len(flat) else pa.array([], pa.string()),
+            "row": rows,
+            "bank": matches.field("bank") if len(matches) else pa.array([], pa.string()),
+            "entry": matches.field("entry") if len(matches) else pa.array([], pa.string()),
+            "type": matches.field("signal_type") if len(matches) else pa.array([], pa.string()),
         }
     )
     # a keyword is evidence for rules, not an action: a common word is no flood
     found = found.filter(pc.not_equal(found["type"], "keyword")).group_by(["row", "bank", "entry"]).aggregate([])
-    reasons = table["reasons"].combine_chunks()
-    held = pc.list_flatten(reasons)
     now: dict[int, set[str]] = {}
-    if len(held):
-        hit = pc.fill_null(pc.starts_with(held, PREFIX), False).to_numpy(zero_copy_only=False)
-        rows = pc.list_parent_indices(reasons).to_numpy()[hit]
-        for row, text in zip(rows.tolist(), held.filter(pa.array(hit)).to_pylist(), strict=True):
-            now.setdefault(row, set()).add(text)
+    held, texts = prefixed(table["reasons"], (PREFIX,))
+    for row, text in zip(held.tolist(), texts, strict=True):
+        now.setdefault(row, set()).add(text)
     return found, now
 
 

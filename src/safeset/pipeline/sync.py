@@ -53,11 +53,12 @@ def _columns(shards: list[tuple[Path, Path]], release: Path) -> tuple[list[str],
     wanted = identity_columns(release, None)
     per_shard = []
     for _, table in shards:
-        names = pq.read_schema(table).names
+        schema = pq.read_schema(table)
+        names = schema.names
         url = find_column(names, None, ("url",), table)
         if url is None:
             raise BadInputError(table, "has no url column")
-        key = pq.read_schema(table).field("key").type if "key" in names else None
+        key = schema.field("key").type if "key" in names else None
         if key is None or not (pa.types.is_string(key) or pa.types.is_large_string(key)):
             raise BadInputError(
                 table, "has no key column of text (img2dataset's sample keys) to find its tar members by"
