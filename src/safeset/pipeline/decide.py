@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import commit_together, fsync_dir
+from ..banks.verdicts import read_log
 from ..errors import BadInputError, UsageError
 from ..model import Decision
 from ..policy.rules import signal_conditions
@@ -308,8 +309,9 @@ def start_round(layout: OutLayout) -> OutLayout:
 
 
 def round_entry(number: int, kind: str, spec: Any, created: str, rows: int, changes: dict) -> dict:
-    """A `rounds` record of the report: what decided, how many rows, what changed."""
-    return {
+    """A `rounds` record of the report: what decided (banks, policy, thresholds, and the verdicts
+    in force: the log's checksum and its verdicts by kind), how many rows, what changed."""
+    entry = {
         "round": number,
         "kind": kind,
         "time": created,
@@ -319,3 +321,7 @@ def round_entry(number: int, kind: str, spec: Any, created: str, rows: int, chan
         "rows": rows,
         "transitions": changes,
     }
+    if spec.verdicts:
+        counts = Counter(record["verdict"] for record in read_log(spec.home))
+        entry["verdicts"] = {"log_sha256": spec.verdicts, "in_log": dict(sorted(counts.items()))}
+    return entry

@@ -37,6 +37,7 @@ _FETCH_OUTCOMES = {
     "skipped_optout": "optout",
 }
 MAX_PROBLEMS = 1000
+HISTOGRAM_BINS = 20  # a signal's distribution in report.json: bins of 0.05 over [0, 1]
 _PACKAGES = ("numpy", "pillow", "pyarrow", "pdqhash", "click", "rich")
 
 
@@ -247,8 +248,9 @@ class ReportBuilder:
 
     def _signal_section(self, rules: Sequence[Rule]) -> dict[str, Any]:
         """Per signal and decision: count, mean, least, greatest and, for scores in [0, 1],
-        quantiles to a thousandth; per rule: rows it fired on, and rows a signal it reads was
-        missing from (its conditions on that signal were false there)."""
+        quantiles to a thousandth and a histogram of `HISTOGRAM_BINS` equal bins; per rule: rows
+        it fired on, and rows a signal it reads was missing from (its conditions on that signal
+        were false there)."""
         distributions: dict[str, dict[str, Any]] = defaultdict(dict)
         for key, counter in sorted(self.signal_values.items()):
             name, outcome = key.split("|", 1)
@@ -264,6 +266,7 @@ class ReportBuilder:
                 cumulative = np.cumsum(spread)
                 for q in (0.01, 0.1, 0.5, 0.9, 0.99):
                     shown[f"p{round(q * 100):02d}"] = float(np.searchsorted(cumulative, q * count) + 1) / 1000
+                shown["histogram"] = spread.reshape(HISTOGRAM_BINS, -1).sum(axis=1).tolist()
             distributions[name][outcome] = shown
         shown_rules = []
         for rule in rules:

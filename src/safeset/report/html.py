@@ -11,14 +11,19 @@ from html import escape
 from typing import Any
 
 from ..model import printable
+from .charts import bars, colour, curves, shares
 
 _STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 72em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .8em; text-align: left; }
 th { background: #f2f2f2; } tr:nth-child(even) td { background: #fafafa; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.ok { color: #176f2c; } .bad { color: #a11; } code { font-size: .92em; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; } td.h { overflow-wrap: anywhere; min-width: 12em; }
+figure.chart { max-width: 32em; margin: 1em 0 1.5em; } figure.chart svg { display: block; overflow: visible; }
+figcaption { font-weight: 600; margin-bottom: .4em; } figcaption small { font-weight: normal; color: #555; }
+.charts { display: flex; flex-wrap: wrap; gap: 0 3em; } .charts > figure { flex: 1 1 20em; min-width: 0; }
+.ok { color: #176f2c; } .bad { color: #a11; } code { font-size: .92em; } p { overflow-wrap: anywhere; }
 """
 
 
@@ -27,13 +32,17 @@ def _cell(value: Any) -> str:
         return f"<td>{'yes' if value else 'no'}</td>"
     if isinstance(value, (int, float)):
         return f'<td class="n">{value:,}</td>'
-    return f"<td>{escape(printable(str(value)))}</td>"
+    text = printable(str(value))
+    unbroken = len(text) > 32 and " " not in text  # a hash, a URL, a path: wrapped anywhere
+    return f"<td class='h'>{escape(text)}</td>" if unbroken else f"<td>{escape(text)}</td>"
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    )
 
 
 # Rows shown of the tables with one row per shard or input file: a LAION-sized scan has hundreds of
@@ -52,6 +61,80 @@ def _section(title: str, content: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{content}</section>"
 
 
+def _charts(*figures: str) -> str:
+    """Charts side by side where the page is wide enough, one under another where it is not."""
+    shown = "".join(figures)
+    return f'<div class="charts">{shown}</div>' if shown else ""
+
+
+def _summary_section(report: dict[str, Any]) -> str:
+    totals, conservation = report["totals"], report["conservation"]
+    holds = conservation["holds"]
+    checked = totals["rows"] - totals["unchecked"]
+    return _section(
+        "Summary",
+        _charts(
+            shares("decisions", "Decisions", [(d, totals[d]) for d in ("keep", "remove", "review")]),
+            shares("coverage", "Coverage: rows checked against the banks", [
+                ("checked", checked), ("unchecked", totals["unchecked"])
+            ]),
+        )
+        + _table(
+            ["rows in", "keep", "remove", "review", "unchecked"],
+            [[totals[k] for k in ("rows", "keep", "remove", "review", "unchecked")]],
+            "totals",
+        )
+        + f'<p id="conservation" class="{"ok" if holds else "bad"}">Conservation '
+        + ("holds" if holds else "FAILS")
+        + f": {conservation['rows_in']:,} rows in, {conservation['results_rows']:,} results, "
+        f"{conservation['keep_remove_review']:,} kept + removed + held for review, over "
+        f"{conservation['shards']:,} shard(s).</p>"
+        + (
+            _table(
+                ["shard", "rows in", "results", "decided"],
+                [[f["shard"], f["declared"], f["results"], f["decided"]] for f in conservation["failures"]],
+                "conservation-failures",
+            )
+            if conservation.get("failures")
+            else ""
+        ),
+    )  # fmt: skip
+
+
+def _banks_section(banks: list[dict]) -> str:
+    return _section(
+        "Banks",
+        _charts(bars("banks", "Rows matched, by bank", [(b["name"], b["items_matched"]) for b in banks]))
+        + _table(
+            ["bank", "version", "label", "listed", "items matched", "entries matched", "matches by type", "sha256"],
+            [
+                [
+                    b["name"],
+                    b["version"],
+                    b["label"],
+                    sum(b["counts"].values()),
+                    b["items_matched"],
+                    b["entries_matched"],
+                    ", ".join(f"{t}: {n}" for t, n in b["matches"].items()) or "-",
+                    b["sha256"],
+                ]
+                for b in banks
+            ],
+            "banks",
+        ),
+    )
+
+
+def _coverage_section(report: dict[str, Any]) -> str:
+    """Rows no image of which was matched, by why (a row may have several reasons)."""
+    unchecked = report["unchecked"]
+    return _section(
+        "Unchecked",
+        _charts(bars("unchecked", "Unchecked rows, by why", list(unchecked.items()), colour("unchecked", 0)))
+        + _table(["condition", "rows"], unchecked.items(), "unchecked"),
+    )
+
+
 def _fetch_section(fetch: dict | None) -> str:
     if not fetch:
         return ""
@@ -61,19 +144,32 @@ def _fetch_section(fetch: dict | None) -> str:
         [[fetch["requests"], fetch["retries"], fetch["bytes"], rate, fetch["optouts"]]],
         "fetch",
     )
+    by_outcome: dict[str, int] = {}
+    for domain in fetch["domains"]:
+        for outcome in ("ok", "failed", "optout"):
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + domain[outcome]
+    charts = _charts(
+        shares("fetch", "Downloads", list(by_outcome.items())),
+        bars(
+            "fetch-failing",
+            "Failed downloads, by domain",
+            [(d["domain"], d["failed"]) for d in fetch["domains"]],
+            colour("failed", 0),
+        ),
+    )
     outcomes = _table(["outcome", "rows"], fetch["outcomes"].items(), "fetch-outcomes")
     domains = _table(
         ["domain", "ok", "failed", "opt-out"],
         [[d["domain"], d["ok"], d["failed"], d["optout"]] for d in fetch["domains"]],
         "fetch-domains",
     )
-    return _section("Fetching", summary + outcomes + domains)
+    return _section("Fetching", charts + summary + outcomes + domains)
 
 
 def _signals_section(report: dict[str, Any]) -> str:
     """Policy rules (rows fired, rows a signal they read was missing from), the rows each of their
-    conditions on a signal holds for, and the signals the results hold, by decision (quantiles for
-    scores in [0, 1])."""
+    conditions on a signal holds for, and the signals the results hold, by decision (quantiles and
+    a histogram for scores in [0, 1])."""
     rules, signals, conditions = report.get("rules", []), report.get("signals", {}), report.get("conditions", {})
     if not rules and not signals:
         return ""
@@ -84,9 +180,17 @@ def _signals_section(report: dict[str, Any]) -> str:
         for name, outcomes in signals.items()
         for outcome, d in outcomes.items()
     ]
+    charts = _charts(
+        *(
+            curves(f"signal-{i}", f"{name}, by decision", {o: d["histogram"] for o, d in outcomes.items()})
+            for i, (name, outcomes) in enumerate(signals.items())
+            if all("histogram" in d for d in outcomes.values())
+        )
+    )
     return _section(
         "Rules and signals",
-        _table(
+        _charts(bars("rules", "Rows each rule fired on", [(r["rule"], r["rows"]) for r in rules]))
+        + _table(
             ["rule", "action", "rows", "signals read", "rows missing a signal"],
             [
                 [r["rule"], r["action"], r["rows"], ", ".join(r["signals"]) or "-", r["rows_missing_a_signal"]]
@@ -95,6 +199,7 @@ def _signals_section(report: dict[str, Any]) -> str:
             "rules",
         )
         + _table(["condition on a signal", "rows it holds for"], conditions.items(), "conditions")
+        + charts
         + _table(["signal", "decision", "rows", "mean", "min", "max", *quantiles], rows, "signals"),
     )
 
@@ -117,65 +222,110 @@ def _expansion_section(rounds: list[dict] | None) -> str:
         ],
         "expansion",
     )  # fmt: skip
+    charts = _charts(
+        *(
+            bars(
+                f"expansion-{r['round']}",
+                f"Round {r['round']}: candidate pairs by similarity",
+                [(f"{b['from']}-{b['to']}", b["pairs"]) for b in r["candidates"]["similarity"]],
+                ranked=False,
+            )
+            for r in rounds[-4:]
+        )
+    )
     histogram = _table(
         ["round", "similarity", "pairs"],
         [[r["round"], f"{b['from']}-{b['to']}", b["pairs"]] for r in rounds for b in r["candidates"]["similarity"]],
         "expansion-similarity",
     )
-    return _section("Neighbour expansion", summary + histogram)
+    return _section("Neighbour expansion", summary + charts + histogram)
+
+
+def _arrow(transition: str) -> str:
+    return transition.replace("->", " → ")
+
+
+def _rounds_section(rounds: list[dict]) -> str:
+    """The decide rounds OUT has seen: what decided each (policy, banks, the verdicts in force) and
+    the rows whose decision it changed, by transition and reason."""
+    if len(rounds) < 2 and not any("verdicts" in r for r in rounds):
+        return ""
+    changed = [(r, t, sum(reasons.values())) for r in rounds for t, reasons in r["transitions"].items()]
+    return _section(
+        "Rounds",
+        _charts(
+            bars(
+                "transitions",
+                "Decisions changed, by round and transition",
+                [(f"round {r['round']}: {_arrow(t)}", n) for r, t, n in changed],
+                ranked=False,
+            )
+        )
+        + _table(
+            ["round", "kind", "time", "policy", "banks", "verdicts in force", "rows", "decisions changed"],
+            [
+                [
+                    r["round"],
+                    r["kind"],
+                    r["time"],
+                    r["policy"]["name"],
+                    len(r["banks"]),
+                    ", ".join(f"{k}: {n:,}" for k, n in r.get("verdicts", {}).get("in_log", {}).items()) or "-",
+                    r["rows"],
+                    sum(sum(reasons.values()) for reasons in r["transitions"].values()),
+                ]
+                for r in rounds
+            ],
+            "rounds",
+        )
+        + _table(
+            ["round", "transition", "reason", "rows"],
+            [
+                [r["round"], _arrow(t), reason, n]
+                for r in rounds
+                for t, reasons in r["transitions"].items()
+                for reason, n in reasons.items()
+            ],
+            "transitions",
+        ),
+    )
+
+
+def _shards_section(shards: list[dict]) -> str:
+    """A summary of every shard, then the first `MAX_LISTED` (report.json lists them all)."""
+    sizes = sorted(s["rows"] for s in shards)
+    touched = sum(1 for s in shards if s["remove"] or s["review"])
+    summary = (
+        f"<p>{len(shards):,} shard(s); rows per shard: least {sizes[0]:,}, median {sizes[len(sizes) // 2]:,}, "
+        f"most {sizes[-1]:,}; {touched:,} with rows removed or held for review.</p>"
+        if shards
+        else ""
+    )
+    return _section(
+        "Shards",
+        summary
+        + _listing(
+            ["part", "shard", "kind", "rows", "keep", "remove", "review"],
+            [[s["part"], s["shard"], s["kind"], s["rows"], s["keep"], s["remove"], s["review"]] for s in shards],
+            "shards",
+            "shards",
+        ),
+    )
 
 
 def render_html(report: dict[str, Any]) -> str:
-    totals = report["totals"]
-    conservation = report["conservation"]
-    holds = conservation["holds"]
+    reasons = report["reasons"]
     parts = [
+        _summary_section(report),
+        _banks_section(report["banks"]),
         _section(
-            "Summary",
-            _table(
-                ["rows in", "keep", "remove", "review", "unchecked"],
-                [[totals[k] for k in ("rows", "keep", "remove", "review", "unchecked")]],
-                "totals",
-            )
-            + f'<p id="conservation" class="{"ok" if holds else "bad"}">Conservation '
-            + ("holds" if holds else "FAILS")
-            + f": {conservation['rows_in']:,} rows in, {conservation['results_rows']:,} results, "
-            f"{conservation['keep_remove_review']:,} kept + removed + held for review, over "
-            f"{conservation['shards']:,} shard(s).</p>"
-            + (
-                _table(
-                    ["shard", "rows in", "results", "decided"],
-                    [[f["shard"], f["declared"], f["results"], f["decided"]] for f in conservation["failures"]],
-                    "conservation-failures",
-                )
-                if conservation.get("failures")
-                else ""
-            ),
+            "Reasons",
+            _charts(bars("reasons", "Rows by reason", list(reasons.items())))
+            + _table(["reason", "rows"], reasons.items(), "reasons"),
         ),
-        _section(
-            "Banks",
-            _table(
-                ["bank", "version", "label", "listed", "items matched", "entries matched", "matches by type", "sha256"],
-                [
-                    [
-                        b["name"],
-                        b["version"],
-                        b["label"],
-                        sum(b["counts"].values()),
-                        b["items_matched"],
-                        b["entries_matched"],
-                        ", ".join(f"{t}: {n}" for t, n in b["matches"].items()) or "-",
-                        b["sha256"],
-                    ]
-                    for b in report["banks"]
-                ],
-                "banks",
-            ),
-        ),
-        _section("Reasons", _table(["reason", "rows"], report["reasons"].items(), "reasons")),
         _signals_section(report),
         _section("Statuses", _table(["status", "rows"], report["statuses"].items(), "statuses")),
-        _section("Unchecked", _table(["condition", "rows"], report["unchecked"].items(), "unchecked")),
+        _coverage_section(report),
         _section("Errors", _table(["error", "rows"], report["errors"].items(), "errors")),
         _section(
             "Domains of removed and held items",
@@ -191,6 +341,14 @@ def render_html(report: dict[str, Any]) -> str:
             "Quarantined list entries",
             "<p>Each matched more rows than the policy's flood limit: its matches were held for review, not "
             "acted on. Named by bank and a tag of the entry, never by the entry.</p>"
+            + _charts(
+                bars(
+                    "quarantined",
+                    "Rows held, by quarantined entry",
+                    [(f"{q['bank']}:{q['entry']}", q["rows"]) for q in report["quarantined"]],
+                    colour("review", 0),
+                )
+            )
             + _table(
                 ["bank", "entry tag", "rows"],
                 [[q["bank"], q["entry"], q["rows"]] for q in report["quarantined"]],
@@ -199,18 +357,8 @@ def render_html(report: dict[str, Any]) -> str:
         )
         if report.get("quarantined")
         else "",
-        _section(
-            "Shards",
-            _listing(
-                ["part", "shard", "kind", "rows", "keep", "remove", "review"],
-                [
-                    [s["part"], s["shard"], s["kind"], s["rows"], s["keep"], s["remove"], s["review"]]
-                    for s in report["shards"]
-                ],
-                "shards",
-                "shards",
-            ),
-        ),
+        _rounds_section(report.get("rounds", [])),
+        _shards_section(report["shards"]),
         _section(
             "Input files",
             _listing(
@@ -257,6 +405,7 @@ def render_html(report: dict[str, Any]) -> str:
     ]
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
         f"<title>safeset report</title><style>{_STYLE}</style></head><body>"
         f"<h1>safeset audit report</h1><p>Created {escape(report['created'])}. "
