@@ -112,6 +112,8 @@ def same_outputs(a: Path, b: Path) -> None:
     first, second = snapshot(a), snapshot(b)
     for files in (first, second):
         files["report.json"].pop("rounds")
+        for rel in [r for r in files if r.startswith("_state/rounds/")]:  # the rows each round changed
+            files.pop(rel)
         for rel in [r for r in files if r.endswith(".done.json")]:
             files[rel].pop("transitions", None)
     assert first.keys() == second.keys()

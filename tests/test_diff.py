@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -98,3 +99,39 @@ def test_sync_of_shards_that_differ_in_their_columns(tmp_path, tiles):
     (copy / "00001.parquet").unlink()
     result = run_cli("sync", str(copy), "--release", str(release), "--out", str(tmp_path / "clean2"))
     assert result.exit_code == 3 and "00001.tar" in result.stderr
+
+
+def test_rounds_of_one_audit_compose_and_a_row_changed_back_is_no_change(tmp_path, home, tiles):
+    """Each decide round keeps the rows it changed: `diff OUT` is what the last round did,
+    `--rounds 1..3` the rounds between composed (a row removed, then kept again, is no change)."""
+    samples = samples_from(tiles[:10])
+    data = make_shards(tmp_path / "shards", [samples[:5], samples[5:]])
+    store = safeset.BankStore(home)
+    store.add("old", write_lines(tmp_path / "a.txt", [samples[0].url]), type_name="url")
+    store.add("new", write_lines(tmp_path / "b.txt", [samples[7].url, samples[2].url]), type_name="url")
+    out = tmp_path / "out"
+    safeset.scan(data, out, banks=["old"], workers=1, home=str(home))
+    safeset.decide(out, banks=["old", "new"], workers=1, home=str(home))  # round 2: two more removed
+    store.add("newer", write_lines(tmp_path / "c.txt", [samples[7].url]), type_name="url")
+    safeset.decide(out, banks=["old", "newer"], workers=1, home=str(home))  # round 3: one kept again
+
+    def summary(*args):
+        result = run_cli("diff", str(out), *args, "--json", home=home)
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert summary()["transitions"] == {"remove->keep": {"match:new:url": 1}}
+    assert summary("--rounds", "2")["transitions"] == {"keep->remove": {"match:new:url": 2}}
+    whole = summary("--rounds", "1..", "--to", str(tmp_path / "d"))
+    assert (whole["from_round"], whole["to_round"], whole["changed"]) == (1, 3, 1)
+    assert whole["transitions"] == {"keep->remove": {"match:newer:url": 1}}
+    [row] = pq.read_table(tmp_path / "d" / "changed.parquet").to_pylist()
+    assert row["url"] == samples[7].url and row["reasons_a"] == [] and row["reasons_b"] == ["match:newer:url"]
+    assert summary("--rounds", "2..2")["changed"] == 0
+
+    for bad in ("4", "3..2", "x"):
+        result = run_cli("diff", str(out), "--rounds", bad, home=home)
+        assert result.exit_code != 0 and ("rounds 1 to 3" in result.stderr or "FIRST..LAST" in result.stderr)
+    shutil.rmtree(out / "_state" / "rounds" / "round-002")  # as an older safeset left it
+    result = run_cli("diff", str(out), "--rounds", "1..3", home=home)
+    assert result.exit_code == 2 and "round 2" in result.stderr and "kept no record" in result.stderr

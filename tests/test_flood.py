@@ -7,11 +7,11 @@ import hashlib
 import json
 
 import pyarrow.parquet as pq
-from helpers import make_shards, samples_from, write_lines
+from helpers import make_shards, run_cli, samples_from, write_lines
 
 import safeset
+from safeset.banks.verdicts import entry_tag as tag
 from safeset.demo import Sample, jpeg
-from safeset.pipeline.flood import tag
 
 
 def test_an_entry_that_floods_the_audit_is_quarantined_and_named_by_tag(tmp_path, home, tiles):
@@ -42,8 +42,6 @@ def test_an_entry_that_floods_the_audit_is_quarantined_and_named_by_tag(tmp_path
     assert decided["totals"]["remove"] == 13 and "quarantined" not in decided
     assert decided["rounds"][-1]["transitions"]["review->remove"] == {"match:list:md5": 12}
     # --flood-limit overrides the policy's limit, for a round as for a scan
-    from helpers import run_cli
-
     result = run_cli("decide", str(out), "--flood-limit", "5", "--json", home=home)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["totals"]["review"] == 12
@@ -64,3 +62,50 @@ def test_copies_of_a_placeholder_are_held_as_a_flood_not_removed(tmp_path, home,
     assert (report["totals"]["remove"], report["totals"]["review"]) == (1, 7)
     held = [r for r in pq.read_table(tmp_path / "out" / "results").to_pylist() if r["decision"] == "review"]
     assert all(len(r["reasons"]) == 1 and r["reasons"][0].startswith("flood:copies:") for r in held)
+
+
+def test_a_verdict_on_a_listed_entry_releases_it_or_disables_it_for_every_audit(tmp_path, home, tiles):
+    """The report names a quarantined entry by bank and tag; a verifier answers by that tag
+    (`review import --entry`): confirmed releases it (its matches act), disputed quarantines it
+    again; false_positive on an entry, by tag or by its listed value, disables it for every
+    audit on the bank home, recorded with who and why, never with the value."""
+    placeholder = jpeg(tiles[0][1])
+    served = [Sample(f"https://cdn{i}.example.org/missing.jpg", f"p{i}", placeholder) for i in range(8)]
+    listed = Sample("https://bad.example.org/x.jpg", "x", jpeg(tiles[1][1]))
+    data = make_shards(tmp_path / "shards", [served + [listed] + samples_from(tiles[2:5])])
+    entries = [hashlib.md5(placeholder).hexdigest(), hashlib.md5(listed.image).hexdigest()]
+    safeset.BankStore(home).add("list", write_lines(tmp_path / "md5.txt", entries), type_name="md5")
+    policy = write_lines(tmp_path / "p.toml", ['name = "p"', "[copies]", 'action = "keep"', "[flood]", "limit = 5"])
+    out = tmp_path / "out"
+    report = safeset.scan(data, out, policy=policy, workers=1, home=str(home))
+    flooded = report["quarantined"][0]["entry"]
+    assert (report["totals"]["remove"], report["totals"]["review"]) == (1, 8)
+
+    def answer(name, lines, *extra):
+        path = write_lines(tmp_path / name, ["bank,entry,verdict", *lines])
+        result = run_cli("review", "import", path, "--entry", "--verifier", "list owner", "--json", *extra, home=home)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert answer("release.csv", [f"list,{flooded.upper()},confirmed"])["verdicts"] == {"confirmed": 1}
+    released = safeset.decide(out, policy=policy, home=str(home), workers=1)
+    assert (released["totals"]["remove"], released["totals"]["review"]) == (9, 0) and "quarantined" not in released
+    assert released["rounds"][-1]["transitions"] == {"review->remove": {"match:list:md5": 8}}
+    answer("again.csv", [f"list,{flooded},disputed"])
+    assert safeset.decide(out, policy=policy, home=str(home), workers=1)["totals"]["review"] == 8
+
+    # the other entry was wrongly listed: disabled by its value; a scan of other data keeps it
+    done = answer("wrong.csv", [f"list,{entries[1].upper()},false_positive"], "--reference", "ticket 7")
+    assert done["imported"] == 1
+    log = (home / "verdicts" / "log.jsonl").read_text()
+    assert entries[1] not in log and tag(entries[1]) in log and "ticket 7" in log and "list owner" in log
+    other = make_shards(tmp_path / "other", [[Sample("https://else.example.org/y.jpg", "y", listed.image)]])
+    elsewhere = safeset.scan(other, tmp_path / "out2", workers=1, home=str(home))
+    row = pq.read_table(tmp_path / "out2" / "results").to_pylist()[0]
+    assert elsewhere["totals"]["keep"] == 1 and row["reasons"] == ["verdict:false_positive"] and row["matches"]
+
+    # an entry no bank holds, a bank that does not exist: bad lines, by number, never echoed
+    path = write_lines(tmp_path / "bad.csv", ["bank,entry,verdict", "list,0123456789ab,confirmed", "nope,x,confirmed"])
+    result = run_cli("review", "import", path, "--entry", "--skip-bad", "--json", home=home)
+    assert [b["line"] for b in json.loads(result.stdout)["bad_lines"]] == [2, 3]
+    assert "0123456789ab" not in result.stdout

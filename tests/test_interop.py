@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from helpers import make_shards, run_cli, samples_from, write_lines
 from http_server import FaultyServer
 from PIL import Image
@@ -117,11 +118,12 @@ def test_img2dataset_border_output_is_matched_as_well_as_keep_ratio_output(tmp_p
     assert recall == {"border": 60, "keep_ratio": 60}
 
 
-def test_sync_prunes_a_copy_img2dataset_made_to_the_new_release(tmp_path, tiles):
-    """ "Clean my copy": img2dataset downloads a release (from a loopback server) into two
-    webdataset shards; the new release, a CSV written by hand, lacks three of its rows and has
-    one the copy never had. `safeset sync` keeps exactly the rows both have, their tar members
-    byte for byte."""
+@pytest.mark.parametrize("output_format", ["webdataset", "files", "parquet"])
+def test_sync_prunes_a_copy_img2dataset_made_to_the_new_release(tmp_path, tiles, output_format):
+    """ "Clean my copy": img2dataset downloads a release (from a loopback server) into two shards
+    of each of its output formats; the new release, a CSV written by hand, lacks three of its rows
+    and has one the copy never had. `safeset sync` keeps exactly the rows both have, their images
+    as they were: tar members and files byte for byte, parquet values unchanged."""
     import csv
     import tarfile
 
@@ -133,7 +135,7 @@ def test_sync_prunes_a_copy_img2dataset_made_to_the_new_release(tmp_path, tiles)
         subprocess.run(
             [IMG2DATASET, "--url_list", str(tmp_path / "old.parquet"), "--input_format", "parquet"]
             + ["--url_col", "url", "--caption_col", "caption", "--output_folder", str(tmp_path / "copy")]
-            + ["--output_format", "webdataset", "--processes_count", "1", "--thread_count", "4"]
+            + ["--output_format", output_format, "--processes_count", "1", "--thread_count", "4"]
             + ["--number_sample_per_shard", "6", "--image_size", "64"],
             check=True,
             capture_output=True,
@@ -146,24 +148,26 @@ def test_sync_prunes_a_copy_img2dataset_made_to_the_new_release(tmp_path, tiles)
         writer.writerows([u, c] for u, c in zip(urls, captions, strict=True) if u not in gone)
         writer.writerow(["https://never-downloaded.example.org/x.jpg", "new"])
 
-    result = run_cli(
-        "sync",
-        str(tmp_path / "copy"),
-        "--release",
-        str(tmp_path / "new.csv"),
-        "--out",
-        str(tmp_path / "clean"),
-        "--json",
-    )
+    clean = tmp_path / "clean"
+    result = run_cli("sync", tmp_path / "copy", "--release", tmp_path / "new.csv", "--out", clean, "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["copy_rows"], summary["kept"], summary["dropped_not_in_release"]) == (12, 9, 3)
-    kept = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "clean").glob("*.parquet")))
+    assert {s["format"] for s in summary["shards"]} == {output_format}
+    kept = pa.concat_tables(pq.read_table(p, columns=["url", "key"]) for p in sorted(clean.glob("*.parquet")))
     assert set(kept["url"].to_pylist()) == set(urls) - gone
-    for tar in sorted((tmp_path / "copy").glob("*.tar")):
-        with tarfile.open(tar) as before, tarfile.open(tmp_path / "clean" / tar.name) as after:
-            old = {m.name: before.extractfile(m).read() for m in before if m.isfile()}
-            new = {m.name: after.extractfile(m).read() for m in after if m.isfile()}
-        assert new and all(old[name] == data for name, data in new.items())  # byte for byte
-        keys = {row["key"] for row in kept.to_pylist()}
+    keys = set(kept["key"].to_pylist())
+
+    def images_of(shard: Path) -> dict[str, bytes]:
+        if output_format == "webdataset":
+            with tarfile.open(shard.with_suffix(".tar")) as tar:
+                return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+        if output_format == "files":
+            return {p.name: p.read_bytes() for p in shard.with_suffix("").iterdir()}
+        return {f"{r['key']}.jpg": r["jpg"] for r in pq.read_table(shard).to_pylist() if r["jpg"] is not None}
+
+    for shard in sorted((tmp_path / "copy").glob("*.parquet")):
+        old, new = images_of(shard), images_of(clean / shard.name)
+        assert new and all(old[name] == data for name, data in new.items())  # as they were
         assert {name.split(".")[0] for name in new} == {name.split(".")[0] for name in old} & keys
+        assert pq.read_schema(clean / shard.name) == pq.read_schema(shard)

@@ -1,5 +1,7 @@
 """The verification round trip on benign stand-ins: scan -> export -> a hotline's verdicts ->
-import -> decide, and the confirmed image's copy removed in the next scan of another dataset."""
+import -> decide -> diff of the round -> expansion from the confirmed image -> a copy of the old
+release synced to the new, and the confirmed image's copy removed in the next scan of another
+dataset."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import csv
 import json
 import stat
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers import make_shards, read_json, run_cli, samples_from, write_lines
 from PIL import Image
+from test_neighbours import laion_layout
 
 import safeset
 from safeset.demo import Sample, jpeg
@@ -31,7 +35,7 @@ def audit(tmp_path, home, tiles):
     out = tmp_path / "out"
     report = safeset.scan(data, out, policy=policy, workers=2, home=str(home))
     assert (report["totals"]["remove"], report["totals"]["review"]) == (2, 1)
-    return out, (a, b, c), policy
+    return out, (a, b, c), policy, data
 
 
 def rows(out) -> dict[str, dict]:
@@ -39,7 +43,7 @@ def rows(out) -> dict[str, dict]:
 
 
 def test_the_whole_loop(audit, tmp_path, home, tiles):
-    out, (a, b, c), policy = audit
+    out, (a, b, c), policy, data = audit
     result = run_cli("review", "export", str(out), "--to", str(tmp_path / "cases"), home=home)
     assert result.exit_code == 0, result.stderr
     with open(tmp_path / "cases" / "cases.csv") as fh:
@@ -73,6 +77,31 @@ def test_the_whole_loop(audit, tmp_path, home, tiles):
     assert now[c.url]["decision"] == "review" and "verdict:disputed" in now[c.url]["reasons"]
     assert report["rounds"][-1]["transitions"]["remove->keep"] == {"match:watch:pdq": 1}
 
+    # what the verdicts changed, as `safeset diff` tells it: exactly the false positive's release
+    result = run_cli("diff", str(out), "--to", str(tmp_path / "changes"), "--json", home=home)
+    assert result.exit_code == 0, result.stderr
+    changed = json.loads(result.stdout)
+    assert changed["transitions"] == {"remove->keep": {"match:watch:pdq": 1}}
+    [row] = pq.read_table(tmp_path / "changes" / "changed.parquet").to_pylist()
+    assert row["url"] == b.url and (row["decision_a"], row["decision_b"]) == ("remove", "keep")
+
+    # the confirmed image seeds neighbour expansion: its nearest row in the embeddings is a candidate
+    urls = [r["url"] for r in pq.read_table(out / "results", columns=["url"]).to_pylist()]
+    vectors = np.random.default_rng(3).normal(size=(len(urls), 16)).astype(np.float32)
+    near = next(u for u in urls if u not in (a.url, b.url, c.url))
+    vectors[urls.index(near)] = vectors[urls.index(a.url)] * 2 + 0.01
+    emb = laion_layout(tmp_path / "emb", [vectors], [urls])
+    expanded = safeset.expand(out, emb, seeds="confirmed", home=str(home), workers=1)
+    assert expanded["expansion"][-1]["seeds"]["searched"] == 1 and rows(out)[near]["decision"] == "review"
+
+    # "clean my copy": the dataset as first released, synced against the clean release of this
+    # audit, keeps exactly the rows the clean release has
+    result = run_cli("sync", str(data), "--release", str(out / "clean"), "--out", str(tmp_path / "mine"), "--json")
+    assert result.exit_code == 0, result.stderr
+    release = {r["url"] for p in (out / "clean").rglob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    mine = {r["url"] for p in (tmp_path / "mine").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    assert mine == release and a.url not in mine and b.url in mine and near not in mine
+
     # another dataset: the confirmed image resized (a copy no URL list knows), and the false
     # positive's very bytes, which the PDQ list still lists: the one removed, the other kept
     small = tiles[0][1].resize((tiles[0][1].width // 2, tiles[0][1].height // 2), Image.Resampling.LANCZOS)
@@ -88,7 +117,7 @@ def test_the_whole_loop(audit, tmp_path, home, tiles):
 
 
 def test_bad_verdict_lines_are_named_by_number_and_never_quoted(audit, tmp_path, home):
-    out, (a, _, _), _ = audit
+    out, (a, _, _), _, _ = audit
     secret = "https://never-echo.example.org/x.jpg"
     lines = ["url,md5,verdict", f"{a.url},,confirmed", f"{secret},,maybe", ",0123,confirmed"]
     path = write_lines(tmp_path / "v.csv", lines)
@@ -107,7 +136,7 @@ def test_bad_verdict_lines_are_named_by_number_and_never_quoted(audit, tmp_path,
 def test_verdicts_stand_when_sent_again_and_unknown_changes_nothing(audit, tmp_path, home):
     """A false positive re-sent (the matches it refuted are still recorded) stays one; an
     `unknown` verdict after it changes nothing; a stray quote costs its own line only."""
-    out, (a, b, c), _ = audit
+    out, (a, b, c), _, _ = audit
     first = write_lines(tmp_path / "fp.csv", ["url,verdict", f"{b.url},false_positive"])
     assert run_cli("review", "import", str(first), "--out", str(out), home=home).exit_code == 0
     safeset.decide(out, home=str(home), workers=1)

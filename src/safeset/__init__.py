@@ -130,7 +130,8 @@ def expand(
     `k` rows nearest each seed in the dataset's `embeddings` (LAION's or DataComp's layout, or a
     parquet with a vector column), exactly; those at `min_similarity` or above become candidates,
     and a decide round applies the policy to them. `seeds`: "removed" (rows a bank match removed),
-    "review", or a file of row ids, keys or URLs (one a line) or a .npy of vectors. Other options
+    "review", "confirmed" (rows verified hashes match), or a file of row ids, keys or URLs (one a
+    line) or a .npy of vectors. Other options
     are `decide`'s. Returns the report as a dict; its `expansion` says what each round found."""
     from .pipeline.expand import ExpandConfig, run_expand
     from .pipeline.scan import DecideConfig

@@ -13,6 +13,12 @@ python-threatexchange's opinions:
 - `disputed`: the row gets `verdict:disputed` (review by default).
 - `unknown`: recorded, changes nothing.
 
+A verdict may name a listed entry instead of an image (`review import --entry`: a bank and the
+entry's tag, as the report names a quarantined entry): `false_positive` disables the entry for
+every audit that uses this bank home (its matches stay recorded and stop acting, as above),
+`confirmed` releases it from flood quarantine (its matches act however many rows they take),
+`disputed` puts it back under quarantine, `unknown` changes nothing. The last such verdict wins.
+
 A decide round is decided with the log's checksum (`RunSpec.verdicts`), so importing verdicts and
 running `safeset decide OUT` applies them.
 """
@@ -29,6 +35,12 @@ from pathlib import Path
 VERDICTS = ("confirmed", "false_positive", "disputed", "unknown")
 CONFIRMED_BANK = "confirmed"
 IDENTITY = ("md5", "sha256", "url")  # what names an image across datasets, strongest first
+
+
+def entry_tag(entry: str) -> str:
+    """What names a listed entry without being it (lists are sensitive, and reports are read by
+    people the list's owner never cleared): the first 12 hex digits of its SHA-256."""
+    return hashlib.sha256(entry.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def log_path(home: Path | str) -> Path:
@@ -78,15 +90,22 @@ class Verdicts:
 
     false_positive: set[tuple[str, str, str, str]] = field(default_factory=set)  # (bank, entry, kind, identity)
     disputed: set[tuple[str, str]] = field(default_factory=set)  # (kind, identity)
+    disabled: set[tuple[str, str]] = field(default_factory=set)  # (bank, entry tag): refuted everywhere
+    released: set[tuple[str, str]] = field(default_factory=set)  # (bank, entry tag): never quarantined
 
     @classmethod
     def load(cls, home: Path | str) -> Verdicts:
         found = cls()
         latest: dict[tuple[str, str], dict] = {}
+        entries: dict[tuple[str, str], str] = {}
         for record in read_log(home):
             if record.get("verdict") in ("confirmed", "false_positive", "disputed"):
+                if "entry_tag" in record:
+                    entries[(record["bank"], record["entry_tag"])] = record["verdict"]
                 for named in identities(record):
                     latest[named] = record
+        found.disabled = {entry for entry, verdict in entries.items() if verdict == "false_positive"}
+        found.released = {entry for entry, verdict in entries.items() if verdict == "confirmed"}
         for named, record in latest.items():
             if record["verdict"] == "false_positive":
                 for bank, entry in record.get("matches", []):
@@ -96,12 +115,14 @@ class Verdicts:
         return found
 
     def __bool__(self) -> bool:
-        return bool(self.false_positive or self.disputed)
+        return bool(self.false_positive or self.disputed or self.disabled)
 
     def _refuted(self, bank: str, entry: str, names: list[tuple[str, str]]) -> bool:
         """Whether a verdict says this match on this image is a false positive ("*": any entry of
-        the bank, for a verdict that named its image by hash alone)."""
+        the bank, for a verdict that named its image by hash alone), or its entry is disabled."""
         fp = self.false_positive
+        if self.disabled and (bank, entry_tag(entry)) in self.disabled:
+            return True
         return any((bank, entry, *n) in fp or (bank, "*", *n) in fp for n in names)
 
     def apply(self, table, found: Mapping[int, list], noted: dict[int, list[str]]) -> dict[int, set[tuple[str, str]]]:
@@ -113,7 +134,7 @@ class Verdicts:
 
         columns = {name: table[name].combine_chunks() for name in IDENTITY}
         refuted: dict[int, set[tuple[str, str]]] = {}
-        for i in sorted(found) if self.false_positive else ():
+        for i in sorted(found) if self.false_positive or self.disabled else ():
             names = identities({name: columns[name][i].as_py() for name in IDENTITY})
             wrong = {(m.bank, m.entry) for m in found[i] if self._refuted(m.bank, m.entry, names)}
             if wrong:

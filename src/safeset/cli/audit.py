@@ -339,8 +339,9 @@ def decide_command(
     "--seeds",
     default="removed",
     show_default=True,
-    help="Rows to expand from: 'removed' (by a bank match), 'review', or a FILE of row ids, keys or URLs (one a "
-    "line), or a .npy of vectors a verifier supplied.",
+    help="Rows to expand from: 'removed' (by a bank match), 'review', 'confirmed' (matched by hashes verification "
+    "confirmed: `safeset review import`), or a FILE of row ids, keys or URLs (one a line), or a .npy of vectors a "
+    "verifier supplied.",
 )
 @click.option("--k", type=click.IntRange(min=1), default=100, show_default=True, help="Neighbours per seed.")
 @click.option(

@@ -175,9 +175,19 @@ def review_export(out: str, to: Path, include: str, fmt: str, as_json: bool) -> 
 @click.option("--verifier", default="", help="Who verified (kept with every verdict).")
 @click.option("--reference", default="", help="Their reference for this batch (kept with every verdict).")
 @click.option("--skip-bad", is_flag=True, help="Import the good lines of a file with bad ones (reported by number).")
+@click.option(
+    "--entry",
+    "entries",
+    is_flag=True,
+    help="Lines name listed entries (bank, and entry: the tag the report shows, or the value), not cases: "
+    "false_positive disables the entry for every audit on this bank home, confirmed releases it from "
+    "flood quarantine, disputed quarantines it again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.pass_context
-def review_import(ctx, verdicts: Path, out: str | None, verifier: str, reference: str, skip_bad: bool, as_json: bool):
+def review_import(
+    ctx, verdicts: Path, out: str | None, verifier: str, reference: str, skip_bad: bool, entries: bool, as_json: bool
+):
     """Take a verifier's VERDICTS (CSV or JSON lines: a case by case_id, row_id, md5, sha1, sha256,
     pdq or url, and a verdict: confirmed, false_positive, disputed or unknown) into the bank home.
     Confirmed hashes go into the bank 'confirmed', matched by every later scan and round; a false
@@ -185,7 +195,7 @@ def review_import(ctx, verdicts: Path, out: str | None, verifier: str, reference
     from ..pipeline.review import import_verdicts
 
     home = ctx.obj["home"]
-    done = import_verdicts(verdicts, home, out, verifier, reference, skip_bad)
+    done = import_verdicts(verdicts, home, out, verifier, reference, skip_bad, entries)
     if as_json:
         click.echo(json.dumps(done, indent=2))
     elif done["already_imported"]:
@@ -199,27 +209,50 @@ def review_import(ctx, verdicts: Path, out: str | None, verifier: str, reference
             _err.print(f"line {bad['line']}: {escape(bad['reason'])} (skipped)")
 
 
+def _round_span(ctx, param, value: str | None) -> tuple[int, int | None] | None:
+    if value is None:
+        return None
+    first, sep, last = value.partition("..")
+    try:
+        return (int(first), int(last) if last else None) if sep else (int(first) - 1, int(first))
+    except ValueError:
+        raise click.BadParameter("give FIRST..LAST (e.g. 2..5, or 2.. for 2 to the latest), or one round N") from None
+
+
 @cli.command("diff")
 @click.argument("a")
-@click.argument("b")
+@click.argument("b", required=False)
 @click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), help="Folder for the differing rows.")
 @click.option("--key", help="Column that identifies a row of two release tables (default: url and caption).")
+@click.option(
+    "--rounds",
+    callback=_round_span,
+    help="With one OUT: decisions after round FIRST against those after round LAST (FIRST..LAST, FIRST.. for "
+    "the latest, or N for what round N changed) [default: what the last round changed].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def diff_command(a: str, b: str, to: Path | None, key: str | None, as_json: bool) -> None:
+def diff_command(
+    a: str, b: str | None, to: Path | None, key: str | None, rounds: tuple[int, int | None] | None, as_json: bool
+) -> None:
     """What changed from A to B. Two audits (OUTs of `safeset scan`): the rows whose decision
-    differs, by transition and reason (--to: changed.parquet). Two release tables (parquet, csv
-    or jsonl metadata): the rows of A not in B and of B not in A, by url and caption or --key
-    (--to: only_in_a.parquet, only_in_b.parquet), streamed through disk with bounded memory."""
+    differs, by transition and reason (--to: changed.parquet). One audit: the same, between two of
+    its decide rounds (--rounds). Two release tables (parquet, csv or jsonl metadata): the rows of
+    A not in B and of B not in A, by url and caption or --key (--to: only_in_a.parquet,
+    only_in_b.parquet), streamed through disk with bounded memory."""
     from ..pipeline.diff import diff
 
-    summary = diff(a, b, to, key)
+    summary = diff(a, b, to, key, rounds)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    if summary["kind"] == "audits":
+    if summary["kind"] in ("audits", "rounds"):
         _out.print(
-            f"{summary['changed']:,} row(s) decided otherwise; only in A: {summary['only_in_a']:,}, "
-            f"only in B: {summary['only_in_b']:,}"
+            f"{summary['changed']:,} row(s) decided otherwise"
+            + (
+                f"; only in A: {summary['only_in_a']:,}, only in B: {summary['only_in_b']:,}"
+                if summary["kind"] == "audits"
+                else f" from round {summary['from_round']} to round {summary['to_round']}"
+            )
         )
         for change, reasons in summary["transitions"].items():
             _out.print(f"{escape(change)}: {sum(reasons.values()):,} row(s)")
@@ -234,18 +267,20 @@ def diff_command(a: str, b: str, to: Path | None, key: str | None, as_json: bool
 @click.option(
     "--release",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The new release's metadata table (parquet, csv or jsonl) with url and, if it has one, caption.",
+    type=click.Path(exists=True, path_type=Path),
+    help="The new release's metadata (a parquet, csv or jsonl table, or a folder of them) with url and, if it "
+    "has one, caption.",
 )
 @click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the cleaned copy."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def sync_command(copy: Path, release: Path, out: Path, as_json: bool) -> None:
-    """Clean my copy: prune an img2dataset webdataset COPY (NNNNN.tar beside NNNNN.parquet) to
-    the rows the new release still has, matched by URL and caption (URL alone when either side has
-    no caption), without decoding an image: kept tar members are copied byte for byte, each
-    shard's parquet keeps its kept rows, and OUT/sync_stats.json says how many rows left."""
+    """Clean my copy: prune an img2dataset COPY (webdataset, files or parquet output: NNNNN.parquet
+    with NNNNN.tar, a folder NNNNN/, or the images in it) to the rows the new release still has,
+    matched by URL and caption (URL alone when either side has no caption), without decoding an
+    image: kept tar members and files are copied byte for byte, each shard's parquet keeps its kept
+    rows, and OUT/sync_stats.json says how many rows left."""
     from ..pipeline.sync import sync
 
     summary = sync(copy, release, out)

@@ -45,8 +45,12 @@ from ..sinks.clean import clean_writer, copies_checked
 from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
 from ..storage import is_remote
 from .check import decide_table
+from .diff import changed_rows
 from .expand import candidates_of
 from .task import ShardTask, auditor_for, clean_files, file_record, worker_record
+
+CHANGED = "changed"  # under a staged round's _state/: its shards' changed rows, before it has a number
+ROUND_RECORD = "round.json"
 
 _COMMIT = "round.commit.json"
 
@@ -114,6 +118,7 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
         "decided_with": task.spec.decided_with,
         "transitions": transitions(observed, table),
     }
+    _keep_changes(target, task.part, changed_rows(observed, table, reasons_too=True))
     alike = all(table[name].equals(observed[name]) for name in ("matches", "decision", "reasons"))
     if alike and _linked(layout, target, task.part, earlier["clean"]):
         # decided as before, but perhaps by another policy: the counts of its conditions are its own
@@ -124,6 +129,35 @@ def decide_shard(task: ShardTask, progress: Callable[[dict], None] | None = None
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_json(target.done(task.part), summary)
     return summary
+
+
+def _keep_changes(target: OutLayout, part: int, changed: pa.Table) -> None:
+    """The rows of a shard this round decides otherwise or for other reasons, for `safeset diff OUT
+    --rounds`. A shard decided twice in one round (a pass over the whole audit) keeps its last."""
+    path = target.state / CHANGED / f"part-{part:05d}.parquet"
+    if changed.num_rows:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(changed, path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def round_changes(layout: OutLayout, number: int) -> Path:
+    """Where round `number` keeps the rows it decided otherwise (one parquet per shard)."""
+    return layout.state / "rounds" / f"round-{number:03d}"
+
+
+def file_changes(staged: OutLayout, number: int) -> None:
+    """File a finished round's changed rows under its number (known only once it is done), with a
+    record that it kept them, before it is committed."""
+    target = round_changes(staged, number)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if (staged.state / CHANGED).is_dir():
+        (staged.state / CHANGED).rename(target)
+    else:
+        target.mkdir()
+    rows = sum(pq.read_metadata(p).num_rows for p in target.glob("part-*.parquet"))
+    write_json(target / ROUND_RECORD, {"round": number, "rows_changed": rows})
 
 
 def _linked(layout: OutLayout, target: OutLayout, part: int, clean: list[str]) -> bool:

@@ -1,7 +1,11 @@
-"""`safeset diff A B`: what changed between two audits, or between two releases.
+"""`safeset diff A B`: what changed between two audits, two rounds of one, or two releases.
 
 - Two OUTs (`safeset scan` outputs of the same inputs, e.g. before and after a bank update or a
   round of verdicts): the rows whose decision differs, by transition and reason, joined by row id.
+- Two decide rounds of one OUT (`safeset diff OUT --rounds 2..5`; OUT alone: what its last round
+  changed): each round keeps the rows whose decision or reasons it changed
+  (`_state/rounds/round-NNN/`, written by the round's shards), and the rounds between are
+  composed: a row's decision and reasons after the first round against those after the last.
 - Two release tables (metadata parquet, CSV or JSON lines, e.g. LAION's old and new metadata):
   the rows of A not in B and of B not in A, a row being its (url, caption) pair (or `--key COL`).
   Streamed with bounded memory: each row's identity is hashed to 16 bytes and written to one of
@@ -27,14 +31,26 @@ import pyarrow.parquet as pq
 from ..csvrecords import csv_records
 from ..errors import BadInputError, UsageError
 from ..hashing.columns import md5_digests
-from ..sinks import OutLayout
+from ..sinks import OutLayout, read_json
+from ..sinks.results import RESULTS_SCHEMA
 from ..sources.tables import find_column
 
 BUCKETS = 256
 _BATCH = 65536
 
 
-def diff(a: str | Path, b: str | Path, to: str | Path | None = None, key: str | None = None) -> dict[str, Any]:
+def diff(
+    a: str | Path,
+    b: str | Path | None = None,
+    to: str | Path | None = None,
+    key: str | None = None,
+    rounds: tuple[int, int | None] | None = None,
+) -> dict[str, Any]:
+    """See the module. `rounds`: (first, last) of the one OUT `a` (last None: its latest)."""
+    if b is None or rounds is not None:
+        if b is not None:
+            raise UsageError("--rounds compares the rounds of one OUT: give one OUT, not two")
+        return _diff_rounds(Path(a), rounds, Path(to) if to else None)
     outs = [OutLayout(p).run_spec.is_file() for p in (a, b)]
     if all(outs):
         return _diff_outs(Path(a), Path(b), Path(to) if to else None)
@@ -53,16 +69,14 @@ def _results(out: Path) -> pa.Table:
     return pa.concat_tables(check_format(p).read(columns=columns) for p in parts)
 
 
-def _diff_outs(a: Path, b: Path, to: Path | None) -> dict[str, Any]:
-    from .decide import transitions
-
-    before, after = _results(a), _results(b)
-    left = pa.table({"row_id": before["row_id"], "ia": pa.array(np.arange(before.num_rows))})
-    right = pa.table({"row_id": after["row_id"], "ib": pa.array(np.arange(after.num_rows))})
-    pairs = left.join(right, "row_id", join_type="inner").sort_by("row_id")  # list columns do not join
-    old, new = before.take(pairs["ia"]), after.take(pairs["ib"])
+def changed_rows(old: pa.Table, new: pa.Table, reasons_too: bool = False) -> pa.Table:
+    """The rows of two aligned results tables (same rows, same order) whose decision differs (or,
+    `reasons_too`, their reasons): row_id, url, and each side's decision and reasons."""
     differs = pc.not_equal(old["decision"], new["decision"])
-    changed = pa.table(
+    if reasons_too:
+        same = pc.equal(pc.binary_join(old["reasons"], "\n"), pc.binary_join(new["reasons"], "\n"))
+        differs = pc.or_(differs, pc.invert(pc.fill_null(same, False)))
+    return pa.table(
         {
             "row_id": old["row_id"].filter(differs),
             "url": old["url"].filter(differs),
@@ -72,21 +86,87 @@ def _diff_outs(a: Path, b: Path, to: Path | None) -> dict[str, Any]:
             "reasons_b": new["reasons"].filter(differs),
         }
     )
-    joined = pairs
-    summary = {
-        "kind": "audits",
-        "rows_a": before.num_rows,
-        "rows_b": after.num_rows,
-        "only_in_a": before.num_rows - joined.num_rows,
-        "only_in_b": after.num_rows - joined.num_rows,
-        "changed": changed.num_rows,
-        "transitions": transitions(old.combine_chunks(), new.combine_chunks()),
-    }
+
+
+def _changes_summary(changed: pa.Table) -> dict[str, Any]:
+    from .decide import transitions
+
+    sides = [
+        pa.table({"decision": changed[f"decision_{s}"], "reasons": changed[f"reasons_{s}"]}).combine_chunks()
+        for s in "ab"
+    ]
+    return {"changed": changed.num_rows, "transitions": transitions(*sides)}
+
+
+def _write_diff(to: Path | None, changed: pa.Table, summary: dict[str, Any]) -> dict[str, Any]:
     if to is not None:
         to.mkdir(parents=True, exist_ok=True)
         pq.write_table(changed, to / "changed.parquet")
         (to / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def _diff_outs(a: Path, b: Path, to: Path | None) -> dict[str, Any]:
+    before, after = _results(a), _results(b)
+    left = pa.table({"row_id": before["row_id"], "ia": pa.array(np.arange(before.num_rows))})
+    right = pa.table({"row_id": after["row_id"], "ib": pa.array(np.arange(after.num_rows))})
+    pairs = left.join(right, "row_id", join_type="inner").sort_by("row_id")  # list columns do not join
+    changed = changed_rows(before.take(pairs["ia"]), after.take(pairs["ib"]))
+    summary = {
+        "kind": "audits",
+        "rows_a": before.num_rows,
+        "rows_b": after.num_rows,
+        "only_in_a": before.num_rows - pairs.num_rows,
+        "only_in_b": after.num_rows - pairs.num_rows,
+        **_changes_summary(changed),
+    }
+    return _write_diff(to, changed, summary)
+
+
+def _diff_rounds(out: Path, rounds: tuple[int, int | None] | None, to: Path | None) -> dict[str, Any]:
+    """From the decisions after round `first` to those after round `last` of one OUT: the rows
+    each round in between changed, composed (a row changed back and forth is no change)."""
+    from .decide import ROUND_RECORD, round_changes
+
+    layout = OutLayout(out)
+    if not layout.run_spec.is_file() or not layout.report_json.is_file():
+        raise UsageError(f"{out} holds no scan: diff of rounds takes one OUT")
+
+    held = [r["round"] for r in read_json(layout.report_json).get("rounds", [])]
+    latest = max(held, default=1)
+    first, last = rounds if rounds is not None else (latest - 1, None)
+    last = latest if last is None else last
+    if not 1 <= first <= last <= latest:
+        raise UsageError(f"{out} has rounds 1 to {latest}: --rounds {first}..{last} is not among them")
+    steps = []
+    for number in range(first + 1, last + 1):
+        folder = round_changes(layout, number)
+        if not (folder / ROUND_RECORD).is_file():
+            raise UsageError(
+                f"round {number} of {out} kept no record of the rows it changed (an older safeset decided it): "
+                "diff two copies of OUT instead"
+            )
+        steps += [pq.read_table(p) for p in sorted(folder.glob("part-*.parquet"))]
+    empty = RESULTS_SCHEMA.empty_table()
+    steps = pa.concat_tables(steps) if steps else changed_rows(empty, empty)
+    # composed: each row's state before its first change, and after its last
+    numbered = steps.append_column("order", pa.array(np.arange(steps.num_rows)))
+    ends = numbered.group_by("row_id").aggregate([("order", "min"), ("order", "max")])
+    start, end = steps.take(ends["order_min"]), steps.take(ends["order_max"])
+    changed = pa.table(
+        {
+            "row_id": start["row_id"],
+            "url": start["url"],
+            "decision_a": start["decision_a"],
+            "decision_b": end["decision_b"],
+            "reasons_a": start["reasons_a"],
+            "reasons_b": end["reasons_b"],
+        }
+    )
+    changed = changed.filter(pc.not_equal(changed["decision_a"], changed["decision_b"]))
+    changed = changed.sort_by("row_id")
+    summary = {"kind": "rounds", "out": str(out), "from_round": first, "to_round": last, **_changes_summary(changed)}
+    return _write_diff(to, changed, summary)
 
 
 def _csv(path: Path, columns: list[str] | None):
@@ -138,6 +218,26 @@ def _names(path: Path) -> list[str]:
         raise BadInputError(path, "cannot be read as a table (a malformed row, or not parquet/csv/jsonl)") from None
     first = next(_batches(path), None)
     return first.schema.names if first is not None else []
+
+
+# the tables of a release folder: not .json, which img2dataset's stats files are
+TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
+
+
+def release_tables(path: Path) -> list[Path]:
+    """A release's metadata tables: the file, or every table in the folder and below (LAION's
+    metadata is hundreds of parquet files), in name order; other files (a webdataset's tars, its
+    stats .json) are not tables and are passed over."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES and not any(part.startswith(".") for part in p.parts)
+    )
+    if not found:
+        raise BadInputError(path, "holds no release table (parquet, csv or jsonl)")
+    return found
 
 
 def identity_columns(path: Path, key: str | None) -> list[str]:

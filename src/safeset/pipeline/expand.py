@@ -5,8 +5,9 @@ This is how the Stanford Internet Observatory found what hash lists missed in LA
 PhotoDNA hits, their neighbours in LAION's embeddings, 2,773 candidates, 88 more hits once a
 hotline had verified them. A round here:
 
-1. the seeds: rows a bank match removed (default), rows held for review, or those a file names
-   (row ids, keys or URLs, one a line), or vectors a verifier supplied (a .npy);
+1. the seeds: rows a bank match removed (default), rows held for review, rows the bank of
+   verified hashes matched (`confirmed`), or those a file names (row ids, keys or URLs, one a
+   line), or vectors a verifier supplied (a .npy);
 2. the audit's rows joined to the embeddings' rows, by the MD5 of the URL (the audit's `url_md5`)
    or, where the embeddings have no URL, by key; what has no partner either side is counted;
 3. an exact search (`safeset.neighbours`) of each embedding file, one task per file on the engine;
@@ -35,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..banks.columns import prefixed
+from ..banks.verdicts import CONFIRMED_BANK
 from ..errors import BadInputError, UsageError
 from ..model import Decision
 from ..neighbours import Search, Seeds, TopK, primed_floor
@@ -160,6 +162,8 @@ def _seed_rows(audit: pa.Table, seeds: str) -> tuple[np.ndarray, int]:
         return np.flatnonzero(by_match & pc.equal(decision, str(Decision.REMOVE)).to_numpy(zero_copy_only=False)), 0
     if seeds == "review":
         return np.flatnonzero(pc.equal(decision, str(Decision.REVIEW)).to_numpy(zero_copy_only=False)), 0
+    if seeds == "confirmed":  # rows the bank of verified hashes matches (`safeset review import`)
+        return np.unique(prefixed(audit["reasons"], (f"match:{CONFIRMED_BANK}:",))[0]), 0
     path = Path(seeds)
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no part of the first seed

@@ -12,25 +12,21 @@ decided (`scan.run_round`), before the copies pass (a quarantined entry flags no
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..banks.columns import flat, prefixed
+from ..banks.verdicts import entry_tag
 
 PREFIX = "flood:"
 
 
-def tag(entry: str) -> str:
-    return hashlib.sha256(entry.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
 def reason(bank: str, entry: str) -> str:
-    return f"{PREFIX}{bank}:{tag(entry)}"
+    return f"{PREFIX}{bank}:{entry_tag(entry)}"
 
 
 def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]]]:
@@ -56,9 +52,12 @@ def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]]]:
     return found, now
 
 
-def quarantine(parts: Mapping[int, Path], limit: int) -> tuple[dict[tuple[str, str], int], set[int]]:
-    """The entries matching more than `limit` rows over all `parts` (with their row counts), and
-    the parts whose flood reasons are not what those entries make them (to decide again)."""
+def quarantine(
+    parts: Mapping[int, Path], limit: int, released: Collection[tuple[str, str]] = ()
+) -> tuple[dict[tuple[str, str], int], set[int]]:
+    """The entries matching more than `limit` rows over all `parts` (with their row counts; not
+    those a verdict `released`, as (bank, tag)), and the parts whose flood reasons are not what
+    those entries make them (to decide again)."""
     counts: Counter[tuple[str, str]] = Counter()
     seen: dict[int, tuple[pa.Table, dict[int, set[str]]]] = {}
     for i, path in parts.items():
@@ -66,7 +65,11 @@ def quarantine(parts: Mapping[int, Path], limit: int) -> tuple[dict[tuple[str, s
         seen[i] = (found, now)
         for row in found.group_by(["bank", "entry"]).aggregate([("row", "count")]).to_pylist():
             counts[(row["bank"], row["entry"])] += row["row_count"]
-    over = {key: n for key, n in counts.items() if n > limit} if limit > 0 else {}
+    over = (
+        {(b, e): n for (b, e), n in counts.items() if n > limit and (b, entry_tag(e)) not in released}
+        if limit > 0
+        else {}
+    )
     again = set()
     for i, (found, now) in seen.items():
         wanted: dict[int, set[str]] = {}

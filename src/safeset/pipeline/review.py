@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..banks import BankStore
-from ..banks.signal_types import InvalidEntry, signal_type
-from ..banks.verdicts import CONFIRMED_BANK, VERDICTS, append, imported_files, log_path, pytx_lines
+from ..banks.signal_types import HexDigestType, InvalidEntry, signal_type
+from ..banks.verdicts import CONFIRMED_BANK, VERDICTS, append, entry_tag, imported_files, log_path, pytx_lines
 from ..csvrecords import csv_records
 from ..errors import BadInputError, UsageError
 from ..sinks import OutLayout
@@ -158,12 +158,14 @@ def import_verdicts(
     verifier: str = "",
     reference: str = "",
     skip_bad: bool = False,
+    entries: bool = False,
 ) -> dict[str, Any]:
     """Take a verifier's verdicts into the bank home (see the module and `banks.verdicts`). A line
     names its case by `case_id` or `row_id` (both need `out`, the audit they came from) or by a
-    hash (`md5`, `sha1`, `sha256`, `pdq`) or `url`, and gives a `verdict`. Any bad line refuses
-    the file (its line numbers reported, never its content) unless `skip_bad`. A file imported
-    before changes nothing."""
+    hash (`md5`, `sha1`, `sha256`, `pdq`) or `url`, and gives a `verdict`; with `entries`, it
+    names a listed entry instead, by `bank` and `entry` (the tag the report shows, or the listed
+    value). Any bad line refuses the file (its line numbers reported, never its content) unless
+    `skip_bad`. A file imported before changes nothing."""
     path = Path(path)
     store = BankStore(home)
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
@@ -171,10 +173,11 @@ def import_verdicts(
         raise BadInputError(path, "no such file")
     if digest in imported_files(store.home):
         return {"file": str(path), "already_imported": True, "imported": 0}
-    known = _Known(cases(out, ("keep", "review", "remove")) if out else [], store)
+    known = _Known(cases(out, ("keep", "review", "remove")) if out and not entries else [], store)
+    listed = _Listed(store)
     accepted, bad = [], []
     for number, record in _records(path):
-        case, why = _case(record, known, out is not None)
+        case, why = _entry(record, listed) if entries else _case(record, known, out is not None)
         if why:
             bad.append({"line": number, "reason": why})
         else:
@@ -187,9 +190,9 @@ def import_verdicts(
     now = datetime.now(UTC).isoformat(timespec="seconds")
     records = [
         {
-            **{k: case.get(k) for k in ("case_id", "row_id", *HASHES) if case.get(k)},
+            **{k: case.get(k) for k in ("case_id", "row_id", *HASHES, "bank", "entry_tag") if case.get(k)},
             "verdict": case["verdict"],
-            "matches": case.get("pairs", []),
+            **({} if entries else {"matches": case.get("pairs", [])}),
             "verifier": verifier,
             "reference": reference,
             "time": now,
@@ -198,7 +201,7 @@ def import_verdicts(
         }
         for number, case in accepted
     ]
-    confirmed = pytx_lines(r for r in records if r["verdict"] == "confirmed")
+    confirmed = pytx_lines(r for r in records if r["verdict"] == "confirmed" and "entry_tag" not in r)
     if confirmed:  # into the bank every later scan and round matches, before the log says so
         staging = log_path(store.home).parent
         staging.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -236,15 +239,72 @@ class _Known:
         return self.by[name].get(value.lower() if name != "url" else value)
 
 
-def _case(record: dict | None, known: _Known, have_out: bool) -> tuple[dict, str]:
-    """A verdict line as a case with its hashes and matched pairs; or the reason it is bad (which
-    never quotes the line: verdict files hold what hotlines send)."""
+class _Listed:
+    """The tags of the entries of each bank a line names, worked out once per bank (every entry
+    hashed: a verdict file names entries by the tags the report shows)."""
+
+    def __init__(self, store: BankStore):
+        self.store, self.tags = store, {}
+
+    def find(self, bank: str, entry: str) -> str | None:
+        """The tag of `bank`'s entry that `entry` (a tag, or the value) names; None: no such entry."""
+        if bank not in self.tags:
+            self.tags[bank] = self._tags(bank) if bank in self.store.names() else set()
+        tags = self.tags[bank]
+        if not tags:
+            return None
+        if len(entry) == 12 and entry.lower() in tags:
+            return entry.lower()
+        forms = {entry}
+        for type_name in self.store.get(bank).counts:
+            try:
+                forms.add(signal_type(type_name).normalise(entry))
+            except InvalidEntry:
+                pass
+        return next((t for t in map(entry_tag, sorted(forms)) if t in tags), None)
+
+    def _tags(self, bank: str) -> set[str]:
+        info, found = self.store.get(bank), set()
+        for type_name in info.counts:
+            stype = signal_type(type_name)
+            if isinstance(stype, HexDigestType):
+                values = (row.tobytes().hex() for row in self.store.load_rows(info, stype))
+            else:
+                values = iter(self.store.load(info, type_name))
+            found.update(map(entry_tag, values))
+        return found
+
+
+def _fields(record: dict | None) -> tuple[dict, str, str]:
+    """A verdict line's fields (names lower-cased, values stripped) and verdict; or why it is bad
+    (never quoting the line: verdict files hold what hotlines send)."""
     if record is None:
-        return {}, "could not be read as a record (a stray quote, or not a JSON object)"
+        return {}, "", "could not be read as a record (a stray quote, or not a JSON object)"
     record = {str(k).strip().lower(): (str(v).strip() if v is not None else "") for k, v in record.items()}
     verdict = record.get("verdict", "").lower().replace("-", "_").replace(" ", "_")
     if verdict not in VERDICTS:
-        return {}, f"no verdict of {', '.join(VERDICTS)}"
+        return {}, "", f"no verdict of {', '.join(VERDICTS)}"
+    return record, verdict, ""
+
+
+def _entry(record: dict | None, listed: _Listed) -> tuple[dict, str]:
+    """A verdict line on a listed entry (`--entry`): its bank and the entry's tag; or why it is bad."""
+    record, verdict, why = _fields(record)
+    if why:
+        return {}, why
+    if not record.get("bank") or not record.get("entry"):
+        return {}, "names no listed entry (bank and entry)"
+    found = listed.find(record["bank"], record["entry"])
+    if found is None:
+        return {}, "names no entry of a bank in this bank home"
+    return {"bank": record["bank"], "entry_tag": found, "verdict": verdict}, ""
+
+
+def _case(record: dict | None, known: _Known, have_out: bool) -> tuple[dict, str]:
+    """A verdict line as a case with its hashes and matched pairs; or the reason it is bad."""
+    record, verdict, why = _fields(record)
+    if why:
+        return {}, why
     named = [name for name in _NAMES if record.get(name)]
     if not named:
         return {}, f"names no case (one of {', '.join(_NAMES)})"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..banks import BankStore
-from ..banks.verdicts import log_sha256
+from ..banks.verdicts import Verdicts, entry_tag, log_sha256
 from ..errors import BadInputError, ShardsFailedError, UsageError
 from ..model import Decision, Status
 from ..neighbours import SIGNAL as EXPANDED
@@ -39,10 +39,17 @@ from ..sources import ReadOptions, Shard, plan_shards, reader_for
 from ..storage import Lease, Remote, is_remote, scratch, staging_base
 from .check import MATCH_SETTINGS, CheckSettings
 from .copies import find_copies
-from .decide import check_format, commit_round, finish_pending_round, merge_transitions, round_entry, start_round
+from .decide import (
+    check_format,
+    commit_round,
+    file_changes,
+    finish_pending_round,
+    merge_transitions,
+    round_entry,
+    start_round,
+)
 from .expand import expansion_files, expansion_summaries
 from .flood import quarantine
-from .flood import tag as flood_tag
 from .merge import Merger
 from .progress import ScanProgress
 from .task import RunSpec, ShardTask
@@ -526,7 +533,7 @@ def run_round(
         return {i: (staged if i in decided else layout).part(i) for i in range(len(shards))}
 
     # what needs the whole audit's decisions: entries that flood it, then copies of what it flags
-    flooded, again = quarantine(current(), spec.policy.flood)
+    flooded, again = quarantine(current(), spec.policy.flood, _released(spec))
     spec = replace(spec, quarantine=frozenset(flooded))
     decided.update(decide({i: {} for i in again}, spec))
     if spec.policy.copies != Decision.KEEP:
@@ -541,20 +548,25 @@ def run_round(
     entry = round_entry(0, kind, spec, merger.manifests.time, rows, changes)
     run = {**run, "round_seconds": round(time.perf_counter() - started, 3), "rows_decided": rows}
     expansion = expansion_summaries(layout) + expansion_summaries(staged)
-    quarantined = [{"bank": b, "entry": flood_tag(e), "rows": n} for (b, e), n in sorted(flooded.items())]
-    report = _report(
-        reported, merger, staged, run, _rounds(layout, entry, spec, merger.manifests.time), expansion, quarantined
-    )
+    quarantined = [{"bank": b, "entry": entry_tag(e), "rows": n} for (b, e), n in sorted(flooded.items())]
+    rounds = _rounds(layout, entry, spec, merger.manifests.time)
+    report = _report(reported, merger, staged, run, rounds, expansion, quarantined)
     write_json(staged.run_spec, record)
+    file_changes(staged, rounds[-1]["round"])
     commit_round(layout, before, decided)
     return report
+
+
+def _released(spec: RunSpec) -> set[tuple[str, str]]:
+    """The list entries a verdict released from flood quarantine, as (bank, tag)."""
+    return Verdicts.load(spec.home).released if spec.verdicts else set()
 
 
 def _audit_wide(layout: OutLayout, shards: int, spec: RunSpec) -> bool:
     """Whether a scan's decisions need the round that looks at the whole audit: an entry floods it
     (or a flood reason is no longer right), or a copy of a flagged row is not decided as one."""
     parts = {i: layout.part(i) for i in range(shards)}
-    _, again = quarantine(parts, spec.policy.flood)
+    _, again = quarantine(parts, spec.policy.flood, _released(spec))
     if again:
         return True
     if spec.policy.copies == Decision.KEEP:
