@@ -318,3 +318,77 @@ def test_embeddings_are_read_from_s3_as_from_a_folder(s3, tmp_path):
                 np.concatenate([b.copy() for _, b in blocks(near, 3)]),
             )
             assert join_keys(far, "url").equals(join_keys(near, "url"))
+
+
+def test_sync_reads_a_copy_on_s3_as_from_a_folder(s3, tiles, tmp_path):
+    """`safeset sync s3://...`: an img2dataset copy on object storage (a webdataset shard streamed,
+    a parquet-output shard read by ranges) pruned to the same rows, the same bytes, as from a
+    folder; the URI's credentials appear nowhere."""
+    from helpers import samples_from
+
+    from safeset.demo import write_img2dataset_shard
+
+    filesystem, query = s3
+    samples = samples_from(tiles[:9])
+    copy = tmp_path / "copy"
+    write_img2dataset_shard(copy, 0, samples[:5])
+    pq.write_table(
+        pa.table(
+            {
+                "url": [s.url for s in samples[5:]],
+                "caption": [s.caption for s in samples[5:]],
+                "key": [f"00001{i:04d}" for i in range(4)],
+                "status": ["success"] * 4,
+                "jpg": pa.array([s.image for s in samples[5:]], pa.binary()),
+            }
+        ),
+        copy / "00001.parquet",
+        row_group_size=2,
+    )
+    keep = [s for i, s in enumerate(samples) if i not in (1, 6)]
+    pq.write_table(
+        pa.table({"url": [s.url for s in keep], "caption": [s.caption for s in keep]}), tmp_path / "new.parquet"
+    )
+    fs.copy_files(str(copy), "audit/copies/mine", destination_filesystem=filesystem)
+
+    secret = "SECRETVALUE456"
+    remote = cli(
+        Path(tmp_path / "home"),
+        "sync",
+        f"s3://test:{secret}@audit/copies/mine{query}",
+        "--release",
+        tmp_path / "new.parquet",
+        "--out",
+        tmp_path / "from-s3",
+        "--json",
+    )
+    assert remote.returncode == 0, remote.stderr
+    local = cli(
+        Path(tmp_path / "home"),
+        "sync",
+        copy,
+        "--release",
+        tmp_path / "new.parquet",
+        "--out",
+        tmp_path / "from-folder",
+        "--json",
+    )
+    assert local.returncode == 0, local.stderr
+    assert json.loads(remote.stdout) == json.loads(local.stdout)
+    assert json.loads(remote.stdout)["kept"] == 7
+    for name in ("00000.tar", "00000.parquet", "00001.parquet", "sync_stats.json"):
+        assert (tmp_path / "from-s3" / name).read_bytes() == (tmp_path / "from-folder" / name).read_bytes(), name
+    kept = pq.read_table(tmp_path / "from-s3" / "00001.parquet").to_pylist()
+    assert [r["jpg"] for r in kept] == [s.image for s in samples[5:] if s is not samples[6]]
+
+    missing = cli(
+        Path(tmp_path / "home"),
+        "sync",
+        f"s3://test:{secret}@audit/copies/none{query}",
+        "--release",
+        tmp_path / "new.parquet",
+        "--out",
+        tmp_path / "x",
+    )
+    assert missing.returncode == 3 and "s3://***@audit/copies/none" in missing.stderr
+    assert not [out for out in (remote.stdout, remote.stderr, missing.stdout, missing.stderr) if secret in out]

@@ -263,7 +263,7 @@ def diff_command(
 
 
 @cli.command("sync")
-@click.argument("copy", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("copy")
 @click.option(
     "--release",
     required=True,
@@ -275,9 +275,10 @@ def diff_command(
     "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the cleaned copy."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def sync_command(copy: Path, release: Path, out: Path, as_json: bool) -> None:
-    """Clean my copy: prune an img2dataset COPY (webdataset, files or parquet output: NNNNN.parquet
-    with NNNNN.tar, a folder NNNNN/, or the images in it) to the rows the new release still has,
+def sync_command(copy: str, release: Path, out: Path, as_json: bool) -> None:
+    """Clean my copy: prune an img2dataset COPY (a folder or a URI such as s3://bucket/copy;
+    webdataset, files or parquet output: NNNNN.parquet with NNNNN.tar, a folder NNNNN/, or the
+    images in it) to the rows the new release still has,
     matched by URL and caption (URL alone when either side has no caption), without decoding an
     image: kept tar members and files are copied byte for byte, each shard's parquet keeps its kept
     rows, and OUT/sync_stats.json says how many rows left."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,7 @@ def _csv(path: Path, columns: list[str] | None):
     return csv.open_csv(path, parse_options=csv.ParseOptions(newlines_in_values=True), convert_options=convert)
 
 
-def _batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def table_batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -195,11 +195,14 @@ def _batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.Record
         elif suffix == ".csv":
             with _csv(path, columns) as reader:
                 yield from reader
-        elif suffix in (".jsonl", ".json", ".ndjson"):  # read whole: pyarrow has no JSON stream
+        elif suffix in (".jsonl", ".json", ".ndjson"):  # streamed; identity columns read as text
             from pyarrow import json as pajson
 
-            table = pajson.read_json(path)
-            yield from (table.select(columns) if columns else table).to_batches(_BATCH)
+            parse = pajson.ParseOptions(
+                explicit_schema=pa.schema([(name, pa.string()) for name in columns]) if columns else None,
+                unexpected_field_behavior="ignore" if columns else "infer",
+            )
+            yield from pajson.open_json(path, parse_options=parse, read_options=pajson.ReadOptions(block_size=1 << 24))
         else:
             raise BadInputError(path, "is not a release table (parquet, csv or jsonl)")
     except (pa.ArrowException, OSError):  # pyarrow's message quotes the row: captions are not ours to print
@@ -216,7 +219,7 @@ def _names(path: Path) -> list[str]:
                 return reader.schema.names
     except (pa.ArrowException, OSError):
         raise BadInputError(path, "cannot be read as a table (a malformed row, or not parquet/csv/jsonl)") from None
-    first = next(_batches(path), None)
+    first = next(table_batches(path), None)
     return first.schema.names if first is not None else []
 
 
@@ -261,13 +264,13 @@ def _digests(batch: pa.RecordBatch) -> np.ndarray:
     return md5_digests(joined)
 
 
-def spill(path: Path, columns: list[str], folder: Path, first: int = 0) -> int:
-    """Every row's identity digest and number (from `first` on), appended to the bucket files of
-    `folder`; how many rows the table holds."""
+def spill(batches: Iterable[pa.RecordBatch], folder: Path, first: int = 0) -> int:
+    """Every row's identity digest (of the batches' columns) and number (from `first` on),
+    appended to the bucket files of `folder`; how many rows the batches hold."""
     files = [open(folder / f"{i:03d}", "ab") for i in range(BUCKETS)]  # noqa: SIM115
     rows = first
     try:
-        for batch in _batches(path, columns):
+        for batch in batches:
             digests = _digests(batch)
             numbers = np.arange(rows, rows + batch.num_rows, dtype=np.int64)
             records = np.empty(batch.num_rows, [("digest", "V16"), ("row", "<i8")])
@@ -302,7 +305,7 @@ def _write_rows(path: Path, wanted: np.ndarray, target: Path) -> None:
     when there are none: a folder of a diff always holds both files)."""
     writer, schema = None, None
     start = 0
-    for batch in _batches(path):
+    for batch in table_batches(path):
         schema = batch.schema
         lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
         if hi > lo:
@@ -329,7 +332,7 @@ def _diff_tables(a: Path, b: Path, to: Path | None, key: str | None) -> dict[str
         folders = {side: Path(scratch) / side for side in "ab"}
         for folder in folders.values():
             folder.mkdir()
-        rows = {side: spill(path, columns[side], folders[side]) for side, path in (("a", a), ("b", b))}
+        rows = {side: spill(table_batches(path, columns[side]), folders[side]) for side, path in (("a", a), ("b", b))}
         only = {"a": [], "b": []}
         for i in range(BUCKETS):
             name = f"{i:03d}"

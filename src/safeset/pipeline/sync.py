@@ -5,8 +5,10 @@ side has no caption), without decoding an image.
 
 The copy is any of img2dataset's outputs, each shard a `NNNNN.parquet` holding every row,
 downloaded or not: webdataset (`NNNNN.tar` beside it), files (a folder `NNNNN/` of KEY.jpg,
-KEY.txt, KEY.json beside it) or parquet (the images in a column of the parquet itself). Kept
-images are copied as they were: tar members and files byte for byte, parquet values unchanged.
+KEY.txt, KEY.json beside it) or parquet (the images in a column of the parquet itself), in a
+folder or on object storage (any pyarrow filesystem URI; tars are streamed, parquet read by
+ranges). Kept images are copied as they were: tar members and files byte for byte, parquet
+values unchanged. The clean copy is written to a local folder.
 
 The identities are compared as `safeset diff` compares them (256 bucket files on disk, one bucket
 at a time); then the kept rows' numbers are held, 8 bytes each (16 GB for 2B kept rows: split
@@ -31,11 +33,43 @@ import pyarrow.parquet as pq
 
 from ..atomic import write_atomic
 from ..errors import BadInputError, UsageError
+from ..redact import redact_uri
 from ..sources.tables import find_column
-from .diff import BUCKETS, identity_columns, lacking, release_tables, spill
+from ..storage import Remote, is_remote
+from .diff import BUCKETS, identity_columns, lacking, release_tables, spill, table_batches
 
 SUMMARY = "sync_stats.json"  # named as img2dataset names its own, which a scan knows is no data
 _SCRATCH = ".safeset-sync-"
+
+
+class _Copy:
+    """The copy's files, in a folder or on object storage, read through one pyarrow filesystem
+    (a folder as a file:// URI): listed once, parquet read by ranges, the rest streamed."""
+
+    def __init__(self, location: str | Path):
+        self.local = None if is_remote(location) else Path(location)
+        if self.local is not None and not self.local.is_dir():
+            raise BadInputError(self.local, "is not a folder: give the folder img2dataset wrote the copy into")
+        self.remote = Remote(str(location) if self.local is None else self.local.resolve().as_uri())
+        if self.local is None and not self.remote.is_dir():
+            raise BadInputError(self.name(), "is not a folder on its store: give the copy's folder URI")
+        self.files = dict(self.remote.files())
+
+    def name(self, rel: str = "") -> str:
+        """How messages name a file of the copy: its path, or its URI without credentials."""
+        if self.local is not None:
+            return str(self.local / rel) if rel else str(self.local)
+        return redact_uri(self.remote.child(rel).uri if rel else self.remote.uri)
+
+    def parquet(self, rel: str) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(self.remote.open_random(rel))
+        except (OSError, pa.ArrowException) as exc:
+            raise BadInputError(self.name(rel), f"cannot be read as parquet ({type(exc).__name__})") from None
+
+    def members(self, folder: str) -> list[str]:
+        """The files directly in `folder` (a files shard's), by name."""
+        return sorted(rel.split("/", 1)[1] for rel in self.files if rel.startswith(folder + "/"))
 
 
 @dataclass(frozen=True)
@@ -43,61 +77,69 @@ class _Shard:
     """One shard of an img2dataset copy: its parquet (every row, downloaded or not) and where its
     images are: `tar` (webdataset), a folder of KEY.* files (files), or the parquet itself."""
 
-    table: Path
-    images: Path | None  # the tar or the folder; None: the parquet holds the images
+    table: str  # relative to the copy, as are the others
+    images: str | None  # the tar or the folder; None: the parquet holds the images
     kind: str  # "webdataset", "files" or "parquet"
 
 
-def _shards(copy: Path) -> list[_Shard]:
-    tables = sorted(p for p in copy.glob("*.parquet") if not p.name.startswith("."))
+def _is_binary(field: pa.Field) -> bool:
+    return pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)
+
+
+def _shards(copy: _Copy) -> list[_Shard]:
+    tables = sorted(rel for rel in copy.files if "/" not in rel and rel.endswith(".parquet"))
     if not tables:
-        raise BadInputError(copy, "holds no img2dataset shard (NNNNN.parquet, with NNNNN.tar or NNNNN/ beside it)")
+        raise BadInputError(
+            copy.name(), "holds no img2dataset shard (NNNNN.parquet, with NNNNN.tar or NNNNN/ beside it)"
+        )
+    folders = {rel.split("/", 1)[0] for rel in copy.files if "/" in rel}
     shards = []
     for table in tables:
-        tar, folder = table.with_suffix(".tar"), table.with_suffix("")
-        if tar.is_file():
-            shards.append(_Shard(table, tar, "webdataset"))
-        elif folder.is_dir():
-            shards.append(_Shard(table, folder, "files"))
-        elif any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in pq.read_schema(table)):
+        stem = table[: -len(".parquet")]
+        if f"{stem}.tar" in copy.files:
+            shards.append(_Shard(table, f"{stem}.tar", "webdataset"))
+        elif stem in folders:
+            shards.append(_Shard(table, stem, "files"))
+        elif any(_is_binary(f) for f in copy.parquet(table).schema_arrow):
             shards.append(_Shard(table, None, "parquet"))
         else:
             raise BadInputError(
-                table,
-                f"has no {tar.name} or {folder.name}/ beside it and no image column: sync reads img2dataset's "
+                copy.name(table),
+                f"has no {stem}.tar or {stem}/ beside it and no image column: sync reads img2dataset's "
                 "webdataset, files or parquet output",
             )
-    for tar in sorted(copy.glob("*.tar")):
-        if not tar.with_suffix(".parquet").is_file():
-            raise BadInputError(tar, "has no parquet beside it: img2dataset writes one per shard, with every row")
+    for tar in sorted(rel for rel in copy.files if "/" not in rel and rel.endswith(".tar")):
+        if tar[: -len(".tar")] + ".parquet" not in copy.files:
+            raise BadInputError(
+                copy.name(tar), "has no parquet beside it: img2dataset writes one per shard, with every row"
+            )
     return shards
 
 
-def _columns(shards: list[_Shard], release: list[Path]) -> tuple[list[list[str]], list[list[str]]]:
+def _columns(copy: _Copy, shards: list[_Shard], release: list[Path]) -> tuple[list[list[str]], list[list[str]]]:
     """Each release table's identity columns and each shard's: url and caption where every table
     of the release and every shard have a caption, else url alone on both sides."""
     wanted = [identity_columns(table, None) for table in release]
     per_shard = []
     for table in (shard.table for shard in shards):
-        schema = pq.read_schema(table)
+        schema = copy.parquet(table).schema_arrow
         names = schema.names
-        url = find_column(names, None, ("url",), table)
+        url = find_column(names, None, ("url",), copy.name(table))
         if url is None:
-            raise BadInputError(table, "has no url column")
+            raise BadInputError(copy.name(table), "has no url column")
         key = schema.field("key").type if "key" in names else None
         if key is None or not (pa.types.is_string(key) or pa.types.is_large_string(key)):
             raise BadInputError(
-                table, "has no key column of text (img2dataset's sample keys) to find its tar members by"
+                copy.name(table), "has no key column of text (img2dataset's sample keys) to find its images by"
             )
-        per_shard.append([url, find_column(names, None, ("caption", "text"), table)])
+        per_shard.append([url, find_column(names, None, ("caption", "text"), copy.name(table))])
     both = all(len(cols) == 2 for cols in wanted) and all(caption for _, caption in per_shard)
     return [cols if both else cols[:1] for cols in wanted], [cols if both else cols[:1] for cols in per_shard]
 
 
-def sync(copy: str | Path, release: str | Path, out: str | Path) -> dict[str, Any]:
-    copy, release, out = Path(copy), Path(release), Path(out)
-    if out.resolve().is_relative_to(copy.resolve()):
-        raise UsageError(f"{out} is inside the copy {copy}: write the clean copy elsewhere")
+def _prepare(out: Path, copy: _Copy) -> None:
+    if copy.local is not None and out.resolve().is_relative_to(copy.local.resolve()):
+        raise UsageError(f"{out} is inside the copy {copy.local}: write the clean copy elsewhere")
     if out.exists():
         for stale in out.glob(f"{_SCRATCH}*"):  # what a killed run left of its own
             shutil.rmtree(stale, ignore_errors=True)
@@ -108,9 +150,16 @@ def sync(copy: str | Path, release: str | Path, out: str | Path) -> dict[str, An
                 + (f" (a sync that did not finish: no {SUMMARY}; remove it and run again)" if unfinished else "")
                 + ": sync writes a new copy"
             )
-    shards = _shards(copy)
+
+
+def sync(copy: str | Path, release: str | Path, out: str | Path) -> dict[str, Any]:
+    """See the module: `copy` a folder or URI, `release` a table or a folder of them, `out` a
+    new or empty local folder. Returns the summary written to OUT/sync_stats.json."""
+    found, release, out = _Copy(copy), Path(release), Path(out)
+    _prepare(out, found)
+    shards = _shards(found)
     tables = release_tables(release)
-    wanted, mine = _columns(shards, tables)
+    wanted, mine = _columns(found, shards, tables)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=_SCRATCH, dir=out) as scratch:
         folders = {side: Path(scratch) / side for side in ("copy", "release")}
@@ -118,23 +167,25 @@ def sync(copy: str | Path, release: str | Path, out: str | Path) -> dict[str, An
             folder.mkdir()
         listed = 0
         for table, columns in zip(tables, wanted, strict=True):
-            listed += spill(table, columns, folders["release"], listed)
+            listed += spill(table_batches(table, columns), folders["release"], listed)
         if not listed:
             raise UsageError(f"the release {release} holds no row: every row of the copy would go")
         firsts, total = [], 0
         for shard, columns in zip(shards, mine, strict=True):
             firsts.append(total)
-            total += spill(shard.table, columns, folders["copy"], total)
+            total += spill(found.parquet(shard.table).iter_batches(columns=columns), folders["copy"], total)
         buckets = [(folders["copy"] / f"{i:03d}", folders["release"] / f"{i:03d}") for i in range(BUCKETS)]
         kept = np.sort(np.concatenate([lacking(mine, theirs, present=True) for mine, theirs in buckets]))
     summary = {"copy_rows": total, "kept": int(len(kept)), "dropped_not_in_release": total - int(len(kept))}
     summary["shards"] = []
     for shard, first in zip(shards, firsts, strict=True):
-        rows = pq.read_table(shard.table, columns=["key", "status"] if shard.kind == "parquet" else None)
+        parquet = found.parquet(shard.table)
+        wanted_columns = [c for c in ("key", "status") if c in parquet.schema_arrow.names]
+        rows = parquet.read(columns=wanted_columns if shard.kind == "parquet" else None)
         lo, hi = np.searchsorted(kept, [first, first + rows.num_rows])
         local = kept[lo:hi] - first
-        _WRITERS[shard.kind](shard, rows, local, out)
-        name = (shard.images or shard.table).name
+        _WRITERS[shard.kind](found, shard, rows, local, out)
+        name = shard.images or shard.table
         summary["shards"].append({"shard": name, "format": shard.kind, "rows": rows.num_rows, "kept": int(len(local))})
     write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())  # last: the copy is whole
     return summary
@@ -154,66 +205,74 @@ def _member_key(name: str) -> str:
 def _write_metadata(shard: _Shard, kept_rows: pa.Table, out: Path) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(kept_rows, sink)
-    write_atomic(out / shard.table.name, sink.getvalue().to_pybytes())
+    write_atomic(out / shard.table, sink.getvalue().to_pybytes())
 
 
-def _lacking(where: Path, missing: set[str]) -> BadInputError:
+def _lacking(where: str, missing: set[str]) -> BadInputError:
     return BadInputError(where, f"lacks the images of {len(missing)} downloaded row(s) its parquet lists (cut short?)")
 
 
-def _write_tar(shard: _Shard, rows: pa.Table, local: np.ndarray, out: Path) -> None:
+def _write_tar(copy: _Copy, shard: _Shard, rows: pa.Table, local: np.ndarray, out: Path) -> None:
     """A webdataset shard of the clean copy: its parquet's kept rows, and the tar members of their
-    keys, each member's bytes as they were (a new header, as tarfile writes it). A kept row that
-    img2dataset downloaded must find its members, or the shard fails, naming the tar."""
-    tar = shard.images
+    keys, each member's bytes as they were (a new header, as tarfile writes it), the tar read as
+    a stream. A kept row that img2dataset downloaded must find its members, or the shard fails,
+    naming the tar."""
     kept_rows = rows.take(pa.array(local, pa.int64()))
     keys = set(kept_rows["key"].to_pylist())
-    target = out / tar.name
+    target = out / shard.images
     partial = target.with_name(target.name + ".partial")
     found: set[str] = set()
     try:
-        with tarfile.open(tar, "r:") as source, tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as sink:
+        with (
+            copy.remote.open(shard.images) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as source,
+            tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as sink,
+        ):
             for member in source:
                 if member.isfile() and _member_key(member.name) in keys:
                     sink.addfile(member, source.extractfile(member))
                     found.add(_member_key(member.name))
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, pa.ArrowException) as exc:
         partial.unlink(missing_ok=True)
         raise BadInputError(
-            tar, f"cannot be read whole ({type(exc).__name__}): is it a complete img2dataset shard?"
+            copy.name(shard.images), f"cannot be read whole ({type(exc).__name__}): is it a complete img2dataset shard?"
         ) from None
     if _downloaded(kept_rows) - found:
         partial.unlink(missing_ok=True)
-        raise _lacking(tar, _downloaded(kept_rows) - found)
+        raise _lacking(copy.name(shard.images), _downloaded(kept_rows) - found)
     _write_metadata(shard, kept_rows, out)
     partial.replace(target)
 
 
-def _write_files(shard: _Shard, rows: pa.Table, local: np.ndarray, out: Path) -> None:
+def _write_files(copy: _Copy, shard: _Shard, rows: pa.Table, local: np.ndarray, out: Path) -> None:
     """A files shard of the clean copy: its parquet's kept rows, and a folder of their keys' files,
     copied byte for byte."""
     kept_rows = rows.take(pa.array(local, pa.int64()))
     keys = set(kept_rows["key"].to_pylist())
-    target = out / shard.images.name
+    target = out / shard.images
     partial = target.with_name(target.name + ".partial")
     partial.mkdir()
     found = set()
-    for path in sorted(shard.images.iterdir()):
-        if path.is_file() and not path.is_symlink() and _member_key(path.name) in keys:
-            shutil.copyfile(path, partial / path.name)
-            found.add(_member_key(path.name))
+    try:
+        for name in copy.members(shard.images):
+            if "/" not in name and _member_key(name) in keys:
+                copy.remote.download(f"{shard.images}/{name}", partial / name)
+                found.add(_member_key(name))
+    except (OSError, pa.ArrowException) as exc:
+        shutil.rmtree(partial)
+        raise BadInputError(copy.name(shard.images), f"cannot be read ({type(exc).__name__})") from None
     if _downloaded(kept_rows) - found:
         shutil.rmtree(partial)
-        raise _lacking(shard.images, _downloaded(kept_rows) - found)
+        raise _lacking(copy.name(shard.images), _downloaded(kept_rows) - found)
     _write_metadata(shard, kept_rows, out)
     partial.replace(target)
 
 
-def _write_parquet(shard: _Shard, rows: pa.Table, local: np.ndarray, out: Path) -> None:
+def _write_parquet(copy: _Copy, shard: _Shard, rows: pa.Table, local: np.ndarray, out: Path) -> None:
     """A parquet shard of the clean copy (img2dataset's parquet output: the images in a column):
     its kept rows, every value as it was, read and written a row group at a time."""
-    source = pq.ParquetFile(shard.table)
-    target = out / shard.table.name
+    source = copy.parquet(shard.table)
+    target = out / shard.table
     partial = target.with_name(target.name + ".partial")
     wanted = np.zeros(rows.num_rows, bool)
     wanted[local] = True
