@@ -45,6 +45,19 @@ def test_an_entry_that_floods_the_audit_is_quarantined_and_named_by_tag(tmp_path
     result = run_cli("decide", str(out), "--flood-limit", "5", "--json", home=home)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["totals"]["review"] == 12
+    # or as a share of the audit's rows: 12 of 17 is more than 50%, not more than 75%
+    for share, held in (("50%", 12), ("75%", 0)):
+        result = run_cli("decide", str(out), "--flood-limit", share, "--json", home=home)
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["totals"]["review"] == held, share
+    for bad in ("-1", "0%", "101%", "1.5", "nan%", "lots"):
+        result = run_cli("decide", str(out), "--flood-limit", bad, home=home)
+        assert result.exit_code == 2 and "0.1%" in result.stderr, bad
+    shared = write_lines(tmp_path / "share.toml", ['name = "s"', "[flood]", 'limit = "50%"'])
+    assert safeset.decide(out, policy=shared, home=str(home), workers=1)["totals"]["review"] == 12
+    wrong = write_lines(tmp_path / "wrong.toml", ['name = "w"', "[flood]", 'limit = "half"'])
+    result = run_cli("decide", str(out), "--policy", str(wrong), home=home)
+    assert result.exit_code == 3 and "wrong.toml" in result.stderr and "0.1%" in result.stderr
 
 
 def test_copies_of_a_placeholder_are_held_as_a_flood_not_removed(tmp_path, home, tiles):

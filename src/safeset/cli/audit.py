@@ -12,7 +12,7 @@ from rich.table import Table
 
 from .. import Policy, ReadOptions
 from ..fetch import FetchOptions
-from ..policy import preset_names
+from ..policy import flood_limit, preset_names
 from ..redact import redact
 from . import _err, _out, cli, options
 
@@ -36,6 +36,15 @@ def _options(*decorators):
         return command
 
     return apply
+
+
+def _flood_limit(ctx, param, value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    limit = flood_limit(value)
+    if limit is None:
+        raise click.BadParameter("give a whole number of rows (0: never) or a share of the audit's rows, such as 0.1%")
+    return limit
 
 
 def _deciding(inherit: bool):
@@ -72,10 +81,10 @@ def _deciding(inherit: bool):
         ),
         click.option(
             "--flood-limit",
-            type=click.IntRange(min=0),
+            callback=_flood_limit,
             help="Rows one listed entry may match in this audit before it is quarantined (its matches held "
-            "for review, flood:BANK:TAG); 0 never. Overrides the policy's [flood] limit [default: the policy's, "
-            "1000].",
+            "for review, flood:BANK:TAG), or a share of its rows such as 0.1%; 0 never. Overrides the policy's "
+            "[flood] limit [default: the policy's, 1000].",
         ),
     )
 

@@ -1,6 +1,7 @@
 """Flood quarantine: one bad list entry (an all-white PDQ, a CDN's placeholder image, a URL every
 row shares) must not silently take out thousands of rows. A listed entry that matches more rows
-of one audit than the policy's `[flood] limit` (1,000 by default) is quarantined: its matches are
+of one audit than the policy's `[flood] limit` (1,000 by default, or a share of the audit's rows
+such as "0.1%") is quarantined: its matches are
 kept in the results but no longer act; the rows get `flood:BANK:TAG` and review instead. TAG names
 the entry without being it (the first 12 hex digits of its SHA-256: lists are sensitive, and a
 report is read by people the list's owner never cleared).
@@ -29,8 +30,17 @@ def reason(bank: str, entry: str) -> str:
     return f"{PREFIX}{bank}:{entry_tag(entry)}"
 
 
-def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]]]:
-    """A part's distinct (row, bank, entry) matched, and the flood reasons its rows hold now."""
+def limit_of(limit: int | str, rows: int) -> int:
+    """The rows an entry may match in an audit of `rows` rows: `limit` itself, or its share of the
+    rows for a limit given as a percentage ("0.5%"; at least one row)."""
+    if isinstance(limit, str):
+        return max(1, int(rows * float(limit.rstrip("%")) / 100))
+    return limit
+
+
+def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]], int]:
+    """A part's distinct (row, bank, entry) matched, the flood reasons its rows hold now, and its
+    row count."""
     from .decide import check_format
 
     table = check_format(part).read(columns=["matches", "reasons"])
@@ -49,22 +59,25 @@ def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]]]:
     held, texts = prefixed(table["reasons"], (PREFIX,))
     for row, text in zip(held.tolist(), texts, strict=True):
         now.setdefault(row, set()).add(text)
-    return found, now
+    return found, now, table.num_rows
 
 
 def quarantine(
-    parts: Mapping[int, Path], limit: int, released: Collection[tuple[str, str]] = ()
+    parts: Mapping[int, Path], limit: int | str, released: Collection[tuple[str, str]] = ()
 ) -> tuple[dict[tuple[str, str], int], set[int]]:
-    """The entries matching more than `limit` rows over all `parts` (with their row counts; not
-    those a verdict `released`, as (bank, tag)), and the parts whose flood reasons are not what
-    those entries make them (to decide again)."""
+    """The entries matching more than `limit` rows (see `limit_of`) over all `parts` (with their
+    row counts; not those a verdict `released`, as (bank, tag)), and the parts whose flood
+    reasons are not what those entries make them (to decide again)."""
     counts: Counter[tuple[str, str]] = Counter()
     seen: dict[int, tuple[pa.Table, dict[int, set[str]]]] = {}
+    rows = 0
     for i, path in parts.items():
-        found, now = _entries(path)
+        found, now, held = _entries(path)
+        rows += held
         seen[i] = (found, now)
         for row in found.group_by(["bank", "entry"]).aggregate([("row", "count")]).to_pylist():
             counts[(row["bank"], row["entry"])] += row["row_count"]
+    limit = limit_of(limit, rows)
     over = (
         {(b, e): n for (b, e), n in counts.items() if n > limit and (b, entry_tag(e)) not in released}
         if limit > 0

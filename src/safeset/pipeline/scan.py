@@ -311,7 +311,7 @@ class DecideConfig:
     policy: Policy | None = None  # None: the policy OUT was last decided with
     pdq_threshold: int | None = None  # None: as OUT was last decided
     pdq_variant_threshold: int | None = None
-    flood_limit: int | None = None  # None: the policy's [flood] limit
+    flood_limit: int | str | None = None  # None: the policy's [flood] limit; "0.1%": a share of the rows
     workers: int | None = None
     engine: str = "local"
     ray_address: str | None = None

@@ -25,7 +25,7 @@ A policy is a small TOML file (see `presets/`):
     action = "review"             # the default; "keep" turns the search for copies off
     [flood]                       # a listed entry matching more rows than this in one audit
     limit = 1000                  # is quarantined: its matches go to review (flood:BANK:TAG);
-                                  # 0 turns it off
+                                  # 0 turns it off; "0.1%": a share of the audit's rows
 
 Every factor that applies becomes a reason (`match:BANK:TYPE`, `unchecked:CONDITION`,
 `rule:NAME`, `expand:N`, `copy_of:ROW`, `verdict:V`, `flood:BANK:TAG`), and the most severe
@@ -76,6 +76,24 @@ def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in _presets_dir().iterdir() if p.name.endswith(".toml"))
 
 
+def flood_limit(value: object) -> int | str | None:
+    """A flood limit as given (a whole number of rows, or a percentage of the audit's rows such as
+    "0.1%", in (0, 100]), normalised; None if it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        number = text[:-1].strip() if text.endswith("%") else ""
+        try:
+            share = float(number)
+        except ValueError:
+            return None
+        return f"{share:g}%" if 0 < share <= 100 else None
+    return None
+
+
 @dataclass(frozen=True)
 class Policy:
     name: str = "default"
@@ -88,7 +106,9 @@ class Policy:
     # verification verdicts on a row's image (`banks.verdicts`): a false positive's matches are
     # dropped and the row kept, unless this says review; a disputed one held for review
     verdicts: Mapping[str, Decision] = field(default_factory=lambda: dict(_DEFAULT_VERDICTS))
-    flood: int = 1000  # rows one listed entry may match in an audit before it is quarantined; 0 never
+    # rows one listed entry may match in an audit before it is quarantined (0 never), or a share
+    # of the audit's rows ("0.1%"): see `flood_limit`
+    flood: int | str = 1000
 
     @classmethod
     def preset(cls, name: str) -> Policy:
@@ -151,9 +171,11 @@ class Policy:
             raise BadInputError(source, f"unknown key(s) in [verdicts]: {', '.join(sorted(verdicts))}; known: {known}")
         flood = _table(data, "flood", source)
         limit = flood.get("limit", 1000)
-        if set(flood) - {"limit"} or not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise BadInputError(source, "[flood] takes limit = a whole number of rows (0: never quarantine)")
-        sections["flood"] = limit
+        if set(flood) - {"limit"} or flood_limit(limit) is None:
+            raise BadInputError(
+                source, '[flood] takes limit = a whole number of rows (0: never quarantine) or a share such as "0.1%"'
+            )
+        sections["flood"] = flood_limit(limit)
         sections["verdicts"] = {
             **_DEFAULT_VERDICTS,
             **{k: _action(v, source, f"verdicts.{k}") for k, v in verdicts.items()},
