@@ -39,7 +39,7 @@ $(BENCH_STAMP): $(STAMP)
 # Speed, memory and robustness against the peers, each printing its ratios (see README, Performance).
 # The corpus comes from Debian's plasma-workspace-wallpapers (apt-get download) and scikit-image.
 bench: $(BENCH_STAMP)
-	cd benchmarks && for b in pdq index exact scan decide keywords nsfw engines staging fetch robustness; do ../$(BIN)/python bench_$$b.py || exit 1; done
+	cd benchmarks && for b in pdq index exact scan decide keywords nsfw engines staging fetch robustness expand diff; do ../$(BIN)/python bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf build .pytest_cache

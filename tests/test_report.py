@@ -228,3 +228,38 @@ def test_a_laion_sized_report_stays_small_and_fast(tmp_path, home):
         assert browser.evaluate("document.querySelectorAll('#shards tbody tr').length") == 1000
         assert browser.evaluate("document.documentElement.scrollWidth") == 1280
     assert loaded < 2000, f"the page took {loaded:.0f} ms to load"
+
+
+def test_a_hostile_report_json_is_drawn_as_text_and_stays_in_the_page(full_audit, tmp_path, server):
+    """report.json is input like any other: names that are markup, a lone surrogate, a direction
+    control, a name of 300 letters and counts that are negative or not numbers are shown as
+    text or left out of the charts; the page still loads nothing and fits a phone."""
+    out, _ = full_audit
+    _, base, requests = server
+    report = json.loads((out / "report.json").read_text())
+    trap = f'1"><meta http-equiv="refresh" content="0;url={base}/leak"><a id="x'
+    report["expansion"][0]["round"] = trap
+    long_name = "clip_vit_h_14_laion2b_aesthetic_" + "W" * 300
+    signals = report["signals"]
+    signals["bad\udcff"] = signals[long_name] = signals["rtl\u202eevil"] = signals["punsafe"]
+    report["banks"][0]["name"] = "<script>alert(1)</script>" + "M" * 60
+    report["reasons"] = {"fine": 5, "negative": -40, "not a number": "7", "nan": float("nan"), "huge": 1e308}
+    report["quarantined"][0]["rows"] = -3
+    (out / "report.json").write_text(json.dumps(report))
+    assert run_cli("report", out).exit_code == 0
+    html = (out / "report.html").read_text()
+    assert '<meta http-equiv="refresh"' not in html and "<script>" not in html
+    assert "bad\\udcff" in html and "\\u202e" in html and "\u202e" not in html
+
+    page = f"{base}/out/report.html"
+    with Browser(tmp_path / "hostile-profile") as browser:
+        for width in (390, 1280):
+            browser.load(page, width)
+            assert browser.requests() == [page]
+            assert browser.evaluate("[document.documentElement.scrollWidth, innerWidth]") == [width, width]
+            assert browser.evaluate("document.querySelectorAll('meta[http-equiv=refresh]').length") == 0
+            regions = _chart_regions(browser)
+            assert "chart-reasons" in regions and "chart-quarantined" not in regions  # nothing drawable left
+            for region in regions.values():
+                assert region["x"] + region["width"] <= width + 0.5
+    assert not [r for r in requests if "leak" in r]

@@ -6,12 +6,12 @@ Content-Security-Policy forbids loading anything at all, so even a URL pasted in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from ..model import printable
-from .charts import bars, colour, curves, shares
+from .charts import bars, colour, curves, label, shares
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 72em; color: #222; }
@@ -20,11 +20,15 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .2em .8em; text-align: left; }
 th { background: #f2f2f2; } tr:nth-child(even) td { background: #fafafa; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; } td.h { overflow-wrap: anywhere; min-width: 12em; }
-figure.chart { max-width: 32em; margin: 1em 0 1.5em; } figure.chart svg { display: block; overflow: visible; }
-figcaption { font-weight: 600; margin-bottom: .4em; } figcaption small { font-weight: normal; color: #555; }
+figure.chart { max-width: 32em; margin: 1em 0 1.5em; } figure.chart svg { display: block; }
+figcaption { font-weight: 600; margin-bottom: .4em; overflow-wrap: anywhere; }
+figcaption small { font-weight: normal; color: #555; }
 .charts { display: flex; flex-wrap: wrap; gap: 0 3em; } .charts > figure { flex: 1 1 20em; min-width: 0; }
 .ok { color: #176f2c; } .bad { color: #a11; } code { font-size: .92em; } p { overflow-wrap: anywhere; }
+@media (max-width: 40em) { body { padding: 0 .6em; } table { font-size: 13px; } td, th { padding: .2em .4em; } }
 """
+# the row of the fetch table that sums the domains past the first hundred: no domain to chart
+_OTHERS = re.compile(r"^\([\d,]+ other domains\)$")
 
 
 def _cell(value: Any) -> str:
@@ -32,9 +36,9 @@ def _cell(value: Any) -> str:
         return f"<td>{'yes' if value else 'no'}</td>"
     if isinstance(value, (int, float)):
         return f'<td class="n">{value:,}</td>'
-    text = printable(str(value))
+    text = label(value)
     unbroken = len(text) > 32 and " " not in text  # a hash, a URL, a path: wrapped anywhere
-    return f"<td class='h'>{escape(text)}</td>" if unbroken else f"<td>{escape(text)}</td>"
+    return f"<td class='h'>{text}</td>" if unbroken else f"<td>{text}</td>"
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str) -> str:
@@ -80,8 +84,8 @@ def _summary_section(report: dict[str, Any]) -> str:
             ]),
         )
         + _table(
-            ["rows in", "keep", "remove", "review", "unchecked"],
-            [[totals[k] for k in ("rows", "keep", "remove", "review", "unchecked")]],
+            ["rows in", "keep", "remove", "review", "checked", "unchecked"],
+            [[totals[k] for k in ("rows", "keep", "remove", "review")] + [checked, totals["unchecked"]]],
             "totals",
         )
         + f'<p id="conservation" class="{"ok" if holds else "bad"}">Conservation '
@@ -139,21 +143,18 @@ def _fetch_section(fetch: dict | None) -> str:
     if not fetch:
         return ""
     rate = "-" if fetch["success_rate"] is None else f"{fetch['success_rate']:.1%}"
+    by_outcome = {o: sum(d[o] for d in fetch["domains"]) for o in ("ok", "failed", "optout")}
     summary = _table(
-        ["requests", "retries", "bytes", "success rate", "opt-outs"],
-        [[fetch["requests"], fetch["retries"], fetch["bytes"], rate, fetch["optouts"]]],
+        ["requests", "retries", "bytes", "success rate", "downloaded", "failed", "opt-outs"],
+        [[fetch["requests"], fetch["retries"], fetch["bytes"], rate, *by_outcome.values()]],
         "fetch",
     )
-    by_outcome: dict[str, int] = {}
-    for domain in fetch["domains"]:
-        for outcome in ("ok", "failed", "optout"):
-            by_outcome[outcome] = by_outcome.get(outcome, 0) + domain[outcome]
     charts = _charts(
         shares("fetch", "Downloads", list(by_outcome.items())),
         bars(
             "fetch-failing",
             "Failed downloads, by domain",
-            [(d["domain"], d["failed"]) for d in fetch["domains"]],
+            [(d["domain"], d["failed"]) for d in fetch["domains"] if not _OTHERS.match(d["domain"])],
             colour("failed", 0),
         ),
     )
@@ -180,12 +181,21 @@ def _signals_section(report: dict[str, Any]) -> str:
         for name, outcomes in signals.items()
         for outcome, d in outcomes.items()
     ]
-    charts = _charts(
-        *(
-            curves(f"signal-{i}", f"{name}, by decision", {o: d["histogram"] for o, d in outcomes.items()})
-            for i, (name, outcomes) in enumerate(signals.items())
-            if all("histogram" in d for d in outcomes.values())
+    drawn = {
+        name: {o: d["histogram"] for o, d in outcomes.items()}
+        for name, outcomes in signals.items()
+        if all(isinstance(d.get("histogram"), list) for d in outcomes.values())
+    }
+    charts = _charts(*(curves(f"signal-{i}", f"{name}, by decision", h) for i, (name, h) in enumerate(drawn.items())))
+    bins = max((len(h) for outcomes in drawn.values() for h in outcomes.values()), default=0)
+    spread = (
+        _table(
+            ["signal", "decision", *(f"{b / bins:g}-{(b + 1) / bins:g}" for b in range(bins))],
+            [[name, o, *h] for name, outcomes in drawn.items() for o, h in outcomes.items()],
+            "signal-histograms",
         )
+        if bins
+        else ""
     )
     return _section(
         "Rules and signals",
@@ -200,7 +210,8 @@ def _signals_section(report: dict[str, Any]) -> str:
         )
         + _table(["condition on a signal", "rows it holds for"], conditions.items(), "conditions")
         + charts
-        + _table(["signal", "decision", "rows", "mean", "min", "max", *quantiles], rows, "signals"),
+        + _table(["signal", "decision", "rows", "mean", "min", "max", *quantiles], rows, "signals")
+        + spread,
     )
 
 
@@ -246,22 +257,23 @@ def _arrow(transition: str) -> str:
 
 
 def _rounds_section(rounds: list[dict]) -> str:
-    """The decide rounds OUT has seen: what decided each (policy, banks, the verdicts in force) and
-    the rows whose decision it changed, by transition and reason."""
+    """The decide rounds OUT has seen, latest first: what decided each (policy, banks, the
+    verdicts in force) and the rows whose decision it changed, by transition (with its reasons)."""
     if len(rounds) < 2 and not any("verdicts" in r for r in rounds):
         return ""
-    changed = [(r, t, sum(reasons.values())) for r in rounds for t, reasons in r["transitions"].items()]
+    changed = [(r, t, sum(reasons.values()), reasons) for r in rounds for t, reasons in r["transitions"].items()]
+    latest = list(reversed(rounds))
     return _section(
         "Rounds",
         _charts(
             bars(
                 "transitions",
                 "Decisions changed, by round and transition",
-                [(f"round {r['round']}: {_arrow(t)}", n) for r, t, n in changed],
+                [(f"round {r['round']}: {_arrow(t)}", n) for r, t, n, _ in changed],
                 ranked=False,
             )
         )
-        + _table(
+        + _listing(
             ["round", "kind", "time", "policy", "banks", "verdicts in force", "rows", "decisions changed"],
             [
                 [
@@ -274,19 +286,19 @@ def _rounds_section(rounds: list[dict]) -> str:
                     r["rows"],
                     sum(sum(reasons.values()) for reasons in r["transitions"].values()),
                 ]
-                for r in rounds
+                for r in latest
             ],
             "rounds",
+            "rounds, latest first",
         )
-        + _table(
-            ["round", "transition", "reason", "rows"],
+        + _listing(
+            ["round", "transition", "rows", "by reason"],
             [
-                [r["round"], _arrow(t), reason, n]
-                for r in rounds
-                for t, reasons in r["transitions"].items()
-                for reason, n in reasons.items()
+                [r["round"], _arrow(t), n, ", ".join(f"{reason}: {k:,}" for reason, k in reasons.items())]
+                for r, t, n, reasons in reversed(changed)
             ],
             "transitions",
+            "transitions, latest round first",
         ),
     )
 
