@@ -132,9 +132,13 @@ def test_rounds_of_one_audit_compose_and_a_row_changed_back_is_no_change(tmp_pat
     assert row["url"] == samples[7].url and row["reasons_a"] == [] and row["reasons_b"] == ["match:newer:url"]
     assert summary("--rounds", "2..2")["changed"] == 0
 
+    assert summary("--rounds", "1")["changed"] == 0  # the scan's round changed nothing
+    assert summary("--rounds", "2")["rows_by_transition"] == {"keep->remove": 2}
+    result = run_cli("diff", str(out), "--to", str(tmp_path / "d"), home=home)  # not over an earlier diff
+    assert result.exit_code == 2 and "not an empty folder" in result.stderr
     for bad in ("4", "3..2", "x"):
         result = run_cli("diff", str(out), "--rounds", bad, home=home)
-        assert result.exit_code != 0 and ("rounds 1 to 3" in result.stderr or "FIRST..LAST" in result.stderr)
+        assert result.exit_code == 2 and ("rounds 1 to 3" in result.stderr or "FIRST..LAST" in result.stderr)
     shutil.rmtree(out / "_state" / "rounds" / "round-002")  # as an older safeset left it
     result = run_cli("diff", str(out), "--rounds", "1..3", home=home)
     assert result.exit_code == 2 and "round 2" in result.stderr and "kept no record" in result.stderr
@@ -189,3 +193,45 @@ def test_sync_reads_tars_in_every_format_and_refuses_broken_ones(tmp_path, tiles
         result = run_cli("sync", str(copy), "--release", str(release), "--out", str(tmp_path / f"x-{why}"))
         assert result.exit_code == 3 and "00000.tar" in result.stderr, (why, result.stderr)
         assert not list((tmp_path / f"x-{why}").glob("*.tar*")), why
+
+
+def test_sync_refuses_what_would_keep_every_row_or_lose_an_image(tmp_path, home, tiles):
+    """An audit's OUT given as the release (its results list removed rows too), a release folder
+    that holds the copy, a JSON-lines release that is not UTF-8, a row img2dataset downloaded
+    whose image is gone (its caption and JSON left): each refused, naming what to give instead."""
+    samples = samples_from(tiles[:6])
+    copy = make_shards(tmp_path / "work" / "copy", [samples])
+    safeset.BankStore(home).add("urls", write_lines(tmp_path / "u.txt", [samples[1].url]), type_name="url")
+    safeset.scan(copy, tmp_path / "audit", workers=1, home=str(home))
+
+    def sync(release, out="clean"):
+        return run_cli("sync", str(copy), "--release", str(release), "--out", str(tmp_path / out))
+
+    result = sync(tmp_path / "audit")
+    assert result.exit_code == 2 and "clean" in result.stderr
+    pq.write_table(pa.table({"url": [s.url for s in samples[2:]]}), tmp_path / "work" / "new.parquet")
+    result = sync(tmp_path / "work")
+    assert result.exit_code == 2 and "overlap" in result.stderr
+    lines = [json.dumps({"url": s.url, "caption": s.caption + " café"}, ensure_ascii=False) for s in samples]
+    (tmp_path / "latin.jsonl").write_bytes("\n".join(lines).encode("latin-1"))
+    result = sync(tmp_path / "latin.jsonl")
+    assert result.exit_code == 3 and "latin.jsonl" in result.stderr and "UTF-8" in result.stderr
+
+    hidden = tmp_path / ".releases" / "new"  # a release under a hidden folder is still a release
+    hidden.mkdir(parents=True)
+    pq.write_table(pa.table({"url": [s.url for s in samples[2:]]}), hidden / "part-0.parquet")
+    assert json.loads(run_cli("sync", str(copy), "--release", str(hidden), "--out", str(tmp_path / "c1"),
+                              "--json").stdout)["kept"] == 4  # fmt: skip
+
+    with tarfile.open(copy / "00000.tar") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    with tarfile.open(copy / "00000.tar", "w") as tar:  # the third row's image gone, its .txt and .json kept
+        for member, data in members:
+            if not (
+                member.name.endswith(".jpg")
+                and member.name.startswith(pq.read_table(copy / "00000.parquet")["key"][2].as_py())
+            ):
+                tar.addfile(member, io.BytesIO(data))
+    result = sync(hidden, "c2")
+    assert result.exit_code == 3 and "00000.tar" in result.stderr and "image of 1" in result.stderr
+    assert not (tmp_path / "c2" / "00000.tar").exists()

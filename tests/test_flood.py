@@ -117,8 +117,16 @@ def test_a_verdict_on_a_listed_entry_releases_it_or_disables_it_for_every_audit(
     row = pq.read_table(tmp_path / "out2" / "results").to_pylist()[0]
     assert elsewhere["totals"]["keep"] == 1 and row["reasons"] == ["verdict:false_positive"] and row["matches"]
 
-    # an entry no bank holds, a bank that does not exist: bad lines, by number, never echoed
+    # the placeholder's entry was wrongly listed too: disabled, it floods nothing and acts on nothing
+    answer("placeholder.csv", [f"list,{flooded},false_positive"])
+    cleared = safeset.decide(out, policy=policy, home=str(home), workers=1)
+    assert (cleared["totals"]["remove"], cleared["totals"]["review"]) == (0, 0) and "quarantined" not in cleared
+
+    # an entry no bank holds, a bank that does not exist: bad lines, by number, never echoed; a
+    # file none of whose lines was taken is not recorded, so that its corrected form can come
     path = write_lines(tmp_path / "bad.csv", ["bank,entry,verdict", "list,0123456789ab,confirmed", "nope,x,confirmed"])
-    result = run_cli("review", "import", path, "--entry", "--skip-bad", "--json", home=home)
-    assert [b["line"] for b in json.loads(result.stdout)["bad_lines"]] == [2, 3]
+    for _ in range(2):
+        result = run_cli("review", "import", path, "--entry", "--skip-bad", "--json", home=home)
+        done = json.loads(result.stdout)
+        assert [b["line"] for b in done["bad_lines"]] == [2, 3] and not done["already_imported"]
     assert "0123456789ab" not in result.stdout

@@ -214,7 +214,9 @@ def _round_span(ctx, param, value: str | None) -> tuple[int, int | None] | None:
         return None
     first, sep, last = value.partition("..")
     try:
-        return (int(first), int(last) if last else None) if sep else (int(first) - 1, int(first))
+        if not sep:  # what round N changed; the scan's own round 1 changed nothing
+            return (max(int(first) - 1, 1), int(first))
+        return int(first), int(last) if last else None
     except ValueError:
         raise click.BadParameter("give FIRST..LAST (e.g. 2..5, or 2.. for 2 to the latest), or one round N") from None
 
@@ -255,7 +257,7 @@ def diff_command(
             )
         )
         for change, reasons in summary["transitions"].items():
-            _out.print(f"{escape(change)}: {sum(reasons.values()):,} row(s)")
+            _out.print(f"{escape(change)}: {summary['rows_by_transition'].get(change, 0):,} row(s)")
             for reason, n in reasons.items():
                 _out.print(f"  {escape(reason)}: {n:,}")
     else:

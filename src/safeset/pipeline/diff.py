@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 from ..csvrecords import csv_records
 from ..errors import BadInputError, UsageError
 from ..hashing.columns import md5_digests
+from ..report.build import value_counts
 from ..sinks import OutLayout, read_json
 from ..sinks.results import RESULTS_SCHEMA
 from ..sources.tables import find_column
@@ -89,21 +91,32 @@ def changed_rows(old: pa.Table, new: pa.Table, reasons_too: bool = False) -> pa.
 
 
 def _changes_summary(changed: pa.Table) -> dict[str, Any]:
+    """Rows changed, by transition; and by transition and reason (a row counted under each of its
+    reasons, as a round's `transitions` count them)."""
     from .decide import transitions
 
     sides = [
         pa.table({"decision": changed[f"decision_{s}"], "reasons": changed[f"reasons_{s}"]}).combine_chunks()
         for s in "ab"
     ]
-    return {"changed": changed.num_rows, "transitions": transitions(*sides)}
+    moves = pc.binary_join_element_wise(changed["decision_a"], changed["decision_b"], "->")
+    by_transition = dict(sorted(value_counts(moves).items())) if changed.num_rows else {}
+    return {"changed": changed.num_rows, "rows_by_transition": by_transition, "transitions": transitions(*sides)}
 
 
 def _write_diff(to: Path | None, changed: pa.Table, summary: dict[str, Any]) -> dict[str, Any]:
     if to is not None:
+        _check_target(to)
         to.mkdir(parents=True, exist_ok=True)
         pq.write_table(changed, to / "changed.parquet")
         (to / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def _check_target(to: Path) -> None:
+    """--to is a new or empty folder: not an OUT's, and nothing of an earlier diff left in it."""
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        raise UsageError(f"--to {to} is not an empty folder: diff writes its rows into a new one")
 
 
 def _diff_outs(a: Path, b: Path, to: Path | None) -> dict[str, Any]:
@@ -134,10 +147,10 @@ def _diff_rounds(out: Path, rounds: tuple[int, int | None] | None, to: Path | No
 
     held = [r["round"] for r in read_json(layout.report_json).get("rounds", [])]
     latest = max(held, default=1)
-    first, last = rounds if rounds is not None else (latest - 1, None)
+    first, last = rounds if rounds is not None else (max(latest - 1, 1), None)
     last = latest if last is None else last
     if not 1 <= first <= last <= latest:
-        raise UsageError(f"{out} has rounds 1 to {latest}: --rounds {first}..{last} is not among them")
+        raise UsageError(f"{out} has rounds 1 to {latest}: rounds {first} to {last} are not among them")
     steps = []
     for number in range(first + 1, last + 1):
         folder = round_changes(layout, number)
@@ -187,6 +200,17 @@ def _csv(path: Path, columns: list[str] | None):
     return csv.open_csv(path, parse_options=csv.ParseOptions(newlines_in_values=True), convert_options=convert)
 
 
+def _check_utf8(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as fh:
+        try:
+            while block := fh.read(1 << 24):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise BadInputError(path, "is not UTF-8 text") from None
+
+
 def table_batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     suffix = path.suffix.lower()
     try:
@@ -197,6 +221,8 @@ def table_batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.R
                 yield from reader
         elif suffix in (".jsonl", ".json", ".ndjson"):  # streamed; identity columns read as text
             from pyarrow import json as pajson
+
+            _check_utf8(path)  # pyarrow's JSON reader takes any bytes for text
 
             parse = pajson.ParseOptions(
                 explicit_schema=pa.schema([(name, pa.string()) for name in columns]) if columns else None,
@@ -233,10 +259,16 @@ def release_tables(path: Path) -> list[Path]:
     stats .json) are not tables and are passed over."""
     if not path.is_dir():
         return [path]
+    if OutLayout(path).run_spec.is_file():
+        raise UsageError(
+            f"{path} is an audit's OUT, whose results list removed rows too: give its clean release, {path / 'clean'}"
+        )
     found = sorted(
         p
         for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES and not any(part.startswith(".") for part in p.parts)
+        if p.is_file()
+        and p.suffix.lower() in TABLE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not found:
         raise BadInputError(path, "holds no release table (parquet, csv or jsonl)")

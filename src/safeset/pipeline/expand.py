@@ -286,6 +286,11 @@ def run_expand(config: ExpandConfig) -> dict[str, Any]:
                 f"embedding in {config.embeddings}"
                 if given
                 else f"no seed to expand from: --seeds {config.seeds} chose no row"
+                + (
+                    " (verdicts imported since the last round apply once `safeset decide OUT` has run)"
+                    if config.seeds == "confirmed"
+                    else ""
+                )
             )
         number = len(expansion_summaries(layout)) + 1
         summary: dict[str, Any] = {

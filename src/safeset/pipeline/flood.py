@@ -63,10 +63,10 @@ def _entries(part: Path) -> tuple[pa.Table, dict[int, set[str]], int]:
 
 
 def quarantine(
-    parts: Mapping[int, Path], limit: int | str, released: Collection[tuple[str, str]] = ()
+    parts: Mapping[int, Path], limit: int | str, exempt: Collection[tuple[str, str]] = ()
 ) -> tuple[dict[tuple[str, str], int], set[int]]:
     """The entries matching more than `limit` rows (see `limit_of`) over all `parts` (with their
-    row counts; not those a verdict `released`, as (bank, tag)), and the parts whose flood
+    row counts; not those `exempt` by a verdict, as (bank, tag)), and the parts whose flood
     reasons are not what those entries make them (to decide again)."""
     counts: Counter[tuple[str, str]] = Counter()
     seen: dict[int, tuple[pa.Table, dict[int, set[str]]]] = {}
@@ -79,7 +79,7 @@ def quarantine(
             counts[(row["bank"], row["entry"])] += row["row_count"]
     limit = limit_of(limit, rows)
     over = (
-        {(b, e): n for (b, e), n in counts.items() if n > limit and (b, entry_tag(e)) not in released}
+        {(b, e): n for (b, e), n in counts.items() if n > limit and (b, entry_tag(e)) not in exempt}
         if limit > 0
         else {}
     )

@@ -15,7 +15,7 @@ import io
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,7 @@ def _records(path: Path) -> list[tuple[int, dict | None]]:
         raise BadInputError(path, "is not UTF-8 text") from exc
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         found = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may be inside a string
             if line.strip():
                 try:
                     record = json.loads(line)
@@ -182,6 +182,12 @@ def import_verdicts(
             bad.append({"line": number, "reason": why})
         else:
             accepted.append((number, case))
+    if entries:  # which entry each line names, the banks' entries hashed once for all lines
+        listed.resolve()
+        named = [(n, {**c, "entry_tag": listed.find(c["bank"], c.pop("candidates"))}) for n, c in accepted]
+        accepted = [(n, c) for n, c in named if c["entry_tag"]]
+        bad += [{"line": n, "reason": "names no entry of its bank"} for n, c in named if not c["entry_tag"]]
+        bad.sort(key=lambda b: b["line"])
     if bad and not skip_bad:
         first = bad[0]
         raise BadInputError(
@@ -212,7 +218,8 @@ def import_verdicts(
             store.add(CONFIRMED_BANK, listed, label=label)
         finally:
             listed.unlink(missing_ok=True)
-    append(store.home, records or [{"verdict": "unknown", "file_sha256": digest, "verifier": verifier, "time": now}])
+    if records:  # a file none of whose lines was taken is not recorded: corrected, it can come again
+        append(store.home, records)
     return {
         "file": str(path),
         "already_imported": False,
@@ -240,39 +247,63 @@ class _Known:
 
 
 class _Listed:
-    """The tags of the entries of each bank a line names, worked out once per bank (every entry
-    hashed: a verdict file names entries by the tags the report shows)."""
+    """The entries of the banks verdict lines name, found by the tags the report shows (or by their
+    values): each bank's entries are hashed once for all its lines, until every tag the lines may
+    mean is found, and only those are kept."""
 
     def __init__(self, store: BankStore):
-        self.store, self.tags = store, {}
+        self.store = store
+        self.wanted: dict[str, set[str]] = {}  # bank -> tags lines may mean
+        self.held: dict[str, dict[str, str]] = {}  # bank -> {tag a line may mean: the entry's tag}
 
-    def find(self, bank: str, entry: str) -> str | None:
-        """The tag of `bank`'s entry that `entry` (a tag, or the value) names; None: no such entry."""
-        if bank not in self.tags:
-            self.tags[bank] = self._tags(bank) if bank in self.store.names() else set()
-        tags = self.tags[bank]
-        if not tags:
-            return None
-        if len(entry) == 12 and entry.lower() in tags:
-            return entry.lower()
+    def candidates(self, bank: str, entry: str) -> set[str]:
+        """The tags `entry` may mean in `bank` (a tag itself, or a value in any form the bank's
+        types normalise it to); none if there is no such bank."""
+        if bank not in self.store.names():
+            return set()
         forms = {entry}
         for type_name in self.store.get(bank).counts:
             try:
                 forms.add(signal_type(type_name).normalise(entry))
             except InvalidEntry:
                 pass
-        return next((t for t in map(entry_tag, sorted(forms)) if t in tags), None)
+        found = set(map(entry_tag, forms)) | ({entry.lower()} if len(entry) == 12 else set())
+        self.wanted.setdefault(bank, set()).update(found)
+        return found
 
-    def _tags(self, bank: str) -> set[str]:
-        info, found = self.store.get(bank), set()
+    def resolve(self) -> None:
+        for bank, wanted in self.wanted.items():
+            held = self.held.setdefault(bank, {})
+            for alias, tag in self._tags(bank):
+                if alias in wanted and alias not in held:
+                    held[alias] = tag
+                    if len(held) == len(wanted):
+                        break
+
+    def find(self, bank: str, candidates: set[str]) -> str | None:
+        """The tag of the entry of `bank` one of `candidates` names (after `resolve`)."""
+        return next((self.held.get(bank, {})[c] for c in sorted(candidates) if c in self.held.get(bank, {})), None)
+
+    def _tags(self, bank: str) -> Iterator[tuple[str, str]]:
+        """(a tag a line may give, the entry's tag) for every entry: a keyword's match records its
+        place (`line:N`), so the tag of its term names it too."""
+        info = self.store.get(bank)
         for type_name in info.counts:
             stype = signal_type(type_name)
             if isinstance(stype, HexDigestType):
-                values = (row.tobytes().hex() for row in self.store.load_rows(info, stype))
+                for row in self.store.load_rows(info, stype):
+                    tag = entry_tag(row.tobytes().hex())
+                    yield tag, tag
+            elif type_name == "keyword":
+                for stored in self.store.load(info, type_name):
+                    term, _, place = stored.partition("\t")
+                    tag = entry_tag(place)
+                    yield tag, tag
+                    yield entry_tag(term), tag
             else:
-                values = iter(self.store.load(info, type_name))
-            found.update(map(entry_tag, values))
-        return found
+                for value in self.store.load(info, type_name):
+                    tag = entry_tag(value)
+                    yield tag, tag
 
 
 def _fields(record: dict | None) -> tuple[dict, str, str]:
@@ -288,16 +319,17 @@ def _fields(record: dict | None) -> tuple[dict, str, str]:
 
 
 def _entry(record: dict | None, listed: _Listed) -> tuple[dict, str]:
-    """A verdict line on a listed entry (`--entry`): its bank and the entry's tag; or why it is bad."""
+    """A verdict line on a listed entry (`--entry`): its bank and the tags its entry may have (see
+    `_Listed`, which finds which one it has); or why it is bad."""
     record, verdict, why = _fields(record)
     if why:
         return {}, why
     if not record.get("bank") or not record.get("entry"):
         return {}, "names no listed entry (bank and entry)"
-    found = listed.find(record["bank"], record["entry"])
-    if found is None:
-        return {}, "names no entry of a bank in this bank home"
-    return {"bank": record["bank"], "entry_tag": found, "verdict": verdict}, ""
+    candidates = listed.candidates(record["bank"], record["entry"])
+    if not candidates:
+        return {}, "names a bank this bank home does not hold"
+    return {"bank": record["bank"], "candidates": candidates, "verdict": verdict}, ""
 
 
 def _case(record: dict | None, known: _Known, have_out: bool) -> tuple[dict, str]:

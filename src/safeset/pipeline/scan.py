@@ -533,7 +533,7 @@ def run_round(
         return {i: (staged if i in decided else layout).part(i) for i in range(len(shards))}
 
     # what needs the whole audit's decisions: entries that flood it, then copies of what it flags
-    flooded, again = quarantine(current(), spec.policy.flood, _released(spec))
+    flooded, again = quarantine(current(), spec.policy.flood, _exempt(spec))
     spec = replace(spec, quarantine=frozenset(flooded))
     decided.update(decide({i: {} for i in again}, spec))
     if spec.policy.copies != Decision.KEEP:
@@ -557,16 +557,20 @@ def run_round(
     return report
 
 
-def _released(spec: RunSpec) -> set[tuple[str, str]]:
-    """The list entries a verdict released from flood quarantine, as (bank, tag)."""
-    return Verdicts.load(spec.home).released if spec.verdicts else set()
+def _exempt(spec: RunSpec) -> set[tuple[str, str]]:
+    """The list entries no flood quarantines, as (bank, tag): those a verdict released, and those
+    it disabled (their matches no longer act, so they flood nothing)."""
+    if not spec.verdicts:
+        return set()
+    verdicts = Verdicts.load(spec.home)
+    return verdicts.released | verdicts.disabled
 
 
 def _audit_wide(layout: OutLayout, shards: int, spec: RunSpec) -> bool:
     """Whether a scan's decisions need the round that looks at the whole audit: an entry floods it
     (or a flood reason is no longer right), or a copy of a flagged row is not decided as one."""
     parts = {i: layout.part(i) for i in range(shards)}
-    _, again = quarantine(parts, spec.policy.flood, _released(spec))
+    _, again = quarantine(parts, spec.policy.flood, _exempt(spec))
     if again:
         return True
     if spec.policy.copies == Decision.KEEP:

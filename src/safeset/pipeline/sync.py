@@ -18,6 +18,7 @@ and of the release, in a hidden folder of CLEAN.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import tarfile
@@ -68,6 +69,19 @@ class _Copy:
             return pq.ParquetFile(self.remote.open_random(rel))
         except (OSError, pa.ArrowException) as exc:
             raise BadInputError(self.name(rel), f"cannot be read as parquet ({type(exc).__name__})") from None
+
+    def batches(self, rel: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self.parquet(rel).iter_batches(columns=columns)
+        except (OSError, pa.ArrowException) as exc:  # e.g. text that is not UTF-8: its value is not ours to print
+            raise BadInputError(self.name(rel), f"cannot be read whole ({type(exc).__name__})") from None
+
+    def read(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        return pa.Table.from_batches(list(self.batches(rel, columns)), schema=self._schema(rel, columns))
+
+    def _schema(self, rel: str, columns: list[str] | None) -> pa.Schema:
+        schema = self.parquet(rel).schema_arrow
+        return pa.schema([schema.field(c) for c in columns]) if columns is not None else schema
 
     def members(self, folder: str) -> list[str]:
         """The files directly in `folder` (a files shard's), by name."""
@@ -139,9 +153,17 @@ def _columns(copy: _Copy, shards: list[_Shard], release: list[Path]) -> tuple[li
     return [cols if both else cols[:1] for cols in wanted], [cols if both else cols[:1] for cols in per_shard]
 
 
-def _prepare(out: Path, copy: _Copy) -> None:
-    if copy.local is not None and out.resolve().is_relative_to(copy.local.resolve()):
-        raise UsageError(f"{out} is inside the copy {copy.local}: write the clean copy elsewhere")
+def _prepare(out: Path, copy: _Copy, release: Path) -> None:
+    """Refuse what would lose the copy or keep every row: CLEAN inside the copy or holding it, a
+    release that holds the copy or lies inside it (its own rows would be "the release")."""
+    if copy.local is not None:
+        mine, clean, new = copy.local.resolve(), out.resolve(), release.resolve()
+        if clean.is_relative_to(mine) or mine.is_relative_to(clean):
+            raise UsageError(f"{out} and the copy {copy.local} overlap: write the clean copy to a folder of its own")
+        if mine.is_relative_to(new) or new.is_relative_to(mine):
+            raise UsageError(
+                f"the release {release} and the copy {copy.local} overlap: give the new release's metadata"
+            )
     if out.exists():
         for stale in out.glob(f"{_SCRATCH}*"):  # what a killed run left of its own
             shutil.rmtree(stale, ignore_errors=True)
@@ -158,7 +180,7 @@ def sync(copy: str | Path, release: str | Path, out: str | Path) -> dict[str, An
     """See the module: `copy` a folder or URI, `release` a table or a folder of them, `out` a
     new or empty local folder. Returns the summary written to OUT/sync_stats.json."""
     found, release, out = _Copy(copy), Path(release), Path(out)
-    _prepare(out, found)
+    _prepare(out, found, release)
     shards = _shards(found)
     tables = release_tables(release)
     wanted, mine = _columns(found, shards, tables)
@@ -175,15 +197,16 @@ def sync(copy: str | Path, release: str | Path, out: str | Path) -> dict[str, An
         firsts, total = [], 0
         for shard, columns in zip(shards, mine, strict=True):
             firsts.append(total)
-            total += spill(found.parquet(shard.table).iter_batches(columns=columns), folders["copy"], total)
+            total += spill(found.batches(shard.table, columns), folders["copy"], total)
         buckets = [(folders["copy"] / f"{i:03d}", folders["release"] / f"{i:03d}") for i in range(BUCKETS)]
         kept = np.sort(np.concatenate([lacking(mine, theirs, present=True) for mine, theirs in buckets]))
     summary = {"copy_rows": total, "kept": int(len(kept)), "dropped_not_in_release": total - int(len(kept))}
     summary["shards"] = []
     for shard, first in zip(shards, firsts, strict=True):
-        parquet = found.parquet(shard.table)
-        wanted_columns = [c for c in ("key", "status") if c in parquet.schema_arrow.names]
-        rows = parquet.read(columns=wanted_columns if shard.kind == "parquet" else None)
+        names = found.parquet(shard.table).schema_arrow.names
+        rows = found.read(
+            shard.table, [c for c in ("key", "status") if c in names] if shard.kind == "parquet" else None
+        )
         lo, hi = np.searchsorted(kept, [first, first + rows.num_rows])
         local = kept[lo:hi] - first
         _WRITERS[shard.kind](found, shard, rows, local, out)
@@ -204,6 +227,16 @@ def _member_key(name: str) -> str:
     return name.split(".", 1)[0]  # img2dataset's members: KEY.jpg, KEY.txt, KEY.json
 
 
+# what img2dataset names an image member (--encode_format), and what other writers might
+_IMAGES = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif", "jp2", "jxl", "heic"})
+
+
+def _image_key(name: str) -> str | None:
+    """The key of an image member (KEY.jpg, ...); None for the caption, the row's JSON and others."""
+    stem, _, ext = name.rpartition(".")
+    return _member_key(name) if stem and ext.lower() in _IMAGES else None
+
+
 def _write_metadata(shard: _Shard, kept_rows: pa.Table, out: Path) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(kept_rows, sink)
@@ -211,10 +244,13 @@ def _write_metadata(shard: _Shard, kept_rows: pa.Table, out: Path) -> None:
 
 
 def _lacking(where: str, missing: set[str]) -> BadInputError:
-    return BadInputError(where, f"lacks the images of {len(missing)} downloaded row(s) its parquet lists (cut short?)")
+    return BadInputError(
+        where, f"lacks the image of {len(missing)} downloaded row(s) its parquet lists (cut short, or a link?)"
+    )
 
 
 _BLOCK = tarfile.BLOCKSIZE
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # errors writing the clean copy, not reading the input
 _SKIP = 1 << 20
 
 
@@ -328,11 +364,13 @@ def _write_tar(copy: _Copy, shard: _Shard, rows: pa.Table, local: np.ndarray, ou
                 header = member_header(name, len(data), mtime, mode)
                 sink.write(header + data + bytes(-len(data) % _BLOCK))
                 written += len(header) + len(data) + (-len(data) % _BLOCK)
-                found.add(_member_key(name))
+                found.add(_image_key(name))
             end = written + 2 * _BLOCK  # two zero blocks, then zeros to a whole record
             sink.write(bytes(end + -end % tarfile.RECORDSIZE - written))
     except (_BadTar, OSError, pa.ArrowException) as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise  # the clean copy's disk, not the input: said as such by the command line
         why = str(exc) if isinstance(exc, _BadTar) else type(exc).__name__
         raise BadInputError(copy.name(shard.images), f"cannot be read whole ({why}): is it a complete tar?") from None
     if _downloaded(kept_rows) - found:
@@ -355,9 +393,11 @@ def _write_files(copy: _Copy, shard: _Shard, rows: pa.Table, local: np.ndarray, 
         for name in copy.members(shard.images):
             if "/" not in name and _member_key(name) in keys:
                 copy.remote.download(f"{shard.images}/{name}", partial / name)
-                found.add(_member_key(name))
+                found.add(_image_key(name))
     except (OSError, pa.ArrowException) as exc:
         shutil.rmtree(partial)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise
         raise BadInputError(copy.name(shard.images), f"cannot be read ({type(exc).__name__})") from None
     if _downloaded(kept_rows) - found:
         shutil.rmtree(partial)
@@ -375,11 +415,20 @@ def _write_parquet(copy: _Copy, shard: _Shard, rows: pa.Table, local: np.ndarray
     wanted = np.zeros(rows.num_rows, bool)
     wanted[local] = True
     first = 0
-    with pq.ParquetWriter(partial, source.schema_arrow) as sink:
-        for group in range(source.num_row_groups):
-            batch = source.read_row_group(group)
-            sink.write_table(batch.filter(pa.array(wanted[first : first + batch.num_rows])))
-            first += batch.num_rows
+    try:
+        with pq.ParquetWriter(partial, source.schema_arrow) as sink:
+            for group in range(source.num_row_groups):
+                try:
+                    batch = source.read_row_group(group)
+                except (OSError, pa.ArrowException) as exc:
+                    raise BadInputError(
+                        copy.name(shard.table), f"cannot be read whole ({type(exc).__name__})"
+                    ) from None
+                sink.write_table(batch.filter(pa.array(wanted[first : first + batch.num_rows])))
+                first += batch.num_rows
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(target)
 
 
