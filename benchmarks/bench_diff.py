@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -102,6 +103,7 @@ print(json.dumps({"seconds": time.perf_counter() - started,
 
 
 def run_safeset(a: Path, b: Path, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # diff writes into a new folder
     measured = common.safeset(ROOT / "home", "diff", str(a), str(b), "--to", str(out), "--json")
     summary = json.loads((out / "summary.json").read_text())
     return {**measured, "only_in_a": summary["only_in_a"], "only_in_b": summary["only_in_b"]}
@@ -130,8 +132,6 @@ def _sync_copy(rows: int) -> tuple[Path, Path]:
 
 
 def sync_rate(rows: int) -> dict:
-    import shutil
-
     copy, release = _sync_copy(rows)
     runs = []
     for _ in range(RUNS):
