@@ -70,7 +70,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 
 
 # the command groups register themselves on `cli`
-from . import audit, banks, tools  # noqa: E402, F401
+from . import audit, banks, serve, tools  # noqa: E402, F401
 
 
 def main() -> None:

@@ -1,0 +1,88 @@
+"""`safeset serve`: the checks behind HTTP (see `safeset.serve`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from . import cli
+from .audit import _policy
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless you say).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free one).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--bank", "banks", multiple=True, help="Bank to match against (repeatable) [default: every enabled bank]."
+)
+@click.option(
+    "--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Policy TOML."
+)
+@click.option("--preset", help="A built-in policy instead of --policy.")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Bearer tokens for /v1/* and /metrics, one a line (mode 600). Needed to listen beyond loopback.",
+)
+@click.option(
+    "--admin-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Bearer tokens for /v1/admin/*, one a line (mode 600); without it there is no admin access.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=32 * 1024 * 1024,
+    show_default=True,
+    help="Largest upload in bytes; a larger one is refused with 413 before it is read whole.",
+)
+@click.option(
+    "--reload-seconds",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="How often each worker looks for changed banks or verdicts (taken in without dropping a request).",
+)
+@click.pass_context
+def serve_command(
+    ctx,
+    host: str,
+    port: int,
+    workers: int,
+    banks: tuple[str, ...],
+    policy_file: Path | None,
+    preset: str | None,
+    token_file: Path | None,
+    admin_token_file: Path | None,
+    max_body: int,
+    reload_seconds: float,
+) -> None:
+    """Serve checks over HTTP until SIGTERM or Ctrl-C: POST /v1/check (an image: hashes, matches,
+    decision), POST /v1/lookup (hashes: matches), GET /v1/banks, /v1/health, /metrics and
+    /openapi.json. Uploads stay in memory and are never logged; answers name listed entries by
+    tag, never by value. A bank added or verdicts imported are taken in within --reload-seconds."""
+    from ..serve import ServeConfig, serve
+    from ..serve.app import describe, read_tokens
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServeConfig(
+        home=ctx.obj["home"],
+        host=host,
+        port=port,
+        workers=workers,
+        policy=_policy(policy_file, preset),
+        banks=banks or None,
+        tokens=read_tokens(token_file) if token_file else frozenset(),
+        admin_tokens=read_tokens(admin_token_file) if admin_token_file else frozenset(),
+        max_body=max_body,
+        reload_seconds=reload_seconds,
+    )
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        click.echo(json.dumps({"serving": describe(config, bound_host, bound_port)}))  # a client waits for this line
+
+    serve(config, ready)

@@ -1,0 +1,301 @@
+"""The HTTP endpoints of `safeset serve`, and their OpenAPI document.
+
+Zero view: an upload's bytes live in the request's memory until its hashes are taken and are
+never written, logged or sent back; answers carry hashes, the banks and tags of the listed
+entries that matched (a tag, never the listed value: lists are sensitive), decisions and reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..banks import BankStore
+from ..banks.verdicts import entry_tag
+from ..errors import SafesetError
+from ..model import Status
+
+log = logging.getLogger("safeset.serve")
+routes = web.RouteTableDef()
+
+FIELDS = ("md5", "sha1", "sha256", "pdq", "pdq_quality", "status", "error", "decision", "reasons", "signals")
+# statuses of an upload that is no image safeset decodes, or one past the decode limits: 422
+_UNPROCESSABLE = {str(Status.DECODE_FAILED), str(Status.UNSUPPORTED_MEDIA)}
+LOOKUP_TYPES = ("md5", "sha1", "sha256", "pdq", "url")
+MAX_LOOKUP = 10_000  # hashes in one lookup request
+
+
+def _answer(row: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    """What a check or lookup answers of a result row: no listed value, tags instead."""
+    matches = [
+        {
+            "bank": m["bank"],
+            "signal_type": m["signal_type"],
+            "entry": entry_tag(m["entry"]),
+            "distance": m["distance"],
+            "variant": m["variant"],
+        }
+        for m in row["matches"]
+    ]
+    metrics = request.app["metrics"]
+    for match in matches:
+        metrics.count("safeset_matches_total", bank=match["bank"], signal_type=match["signal_type"])
+    return {**{k: row.get(k) for k in FIELDS}, "matches": matches, "request_id": request["id"]}
+
+
+async def _upload(request: web.Request) -> tuple[bytes, str | None, str | None]:
+    """The image of a check: the raw body (any content type but a form), or the part named
+    `image` of a multipart form, with `url` and `caption` from the form or the query. Read into
+    memory only (aiohttp's `client_max_size` refuses a larger body with 413)."""
+    url, caption = request.query.get("url"), request.query.get("caption")
+    if request.content_type.startswith("multipart/"):
+        data = None
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if part.name == "image":
+                data = bytes(await part.read())
+            elif part.name in ("url", "caption"):
+                text = await part.text()
+                url, caption = (text, caption) if part.name == "url" else (url, text)
+        if data is None:
+            raise web.HTTPBadRequest(
+                text='{"error": "the form has no part named image"}', content_type="application/json"
+            )
+        return data, url, caption
+    if request.content_type == "application/x-www-form-urlencoded":
+        raise web.HTTPUnsupportedMediaType(
+            text='{"error": "send the image as the body, or as the part named image of a multipart form"}',
+            content_type="application/json",
+        )
+    data = await request.read()
+    if not data:
+        raise web.HTTPBadRequest(text='{"error": "the body is empty: send the image"}', content_type="application/json")
+    return data, url, caption
+
+
+@routes.post("/v1/check")
+async def check(request: web.Request) -> web.Response:
+    """Hash, match and decide one upload under the server's policy."""
+    data, url, caption = await _upload(request)
+    auditor = request.app["live"].current  # one auditor for the whole request, whatever reloads meanwhile
+    loop = asyncio.get_running_loop()
+    row = await loop.run_in_executor(request.app["checking"], auditor.check_bytes, data, url, caption)
+    del data
+    answer = _answer(row, request)
+    status = 422 if answer["status"] in _UNPROCESSABLE else 200
+    if status == 422:
+        request.app["metrics"].count("safeset_decode_failures_total", status=answer["status"])
+    log.info("check %s: %s %s md5=%s", request["id"], answer["status"], answer["decision"], answer["md5"])
+    return web.json_response(answer, status=status)
+
+
+def _lookups(body: Any) -> list[tuple[str, str, int | None]]:
+    """(type, value, PDQ quality) of a lookup's body: {"hashes": [{"type": "pdq", "value": "...",
+    "quality": 80}, ...]} or {"pdq": ["...", ...], "md5": [...]}. A PDQ without a quality is
+    matched as given: the quality gate is then the sender's hasher's."""
+    pairs = []
+    if isinstance(body, dict) and isinstance(body.get("hashes"), list):
+        for item in body["hashes"]:
+            if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+                raise ValueError('each of hashes is {"type": ..., "value": "..."}')
+            quality = item.get("quality")
+            if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int)):
+                raise ValueError("a PDQ's quality is a whole number in 0..100")
+            pairs.append((str(item.get("type", "")).lower(), item["value"], quality))
+    elif isinstance(body, dict) and body and all(isinstance(v, list) for v in body.values()):
+        for kind, values in body.items():
+            if not all(isinstance(v, str) for v in values):
+                raise ValueError(f"{kind}: a list of text")
+            pairs += [(str(kind).lower(), v, None) for v in values]
+    else:
+        raise ValueError('send {"hashes": [{"type": "pdq", "value": "..."}]} or {"pdq": ["..."], "md5": [...]}')
+    unknown = sorted({kind for kind, _, _ in pairs} - set(LOOKUP_TYPES))
+    if unknown:
+        raise ValueError(f"unknown hash type(s) {', '.join(unknown)}; known: {', '.join(LOOKUP_TYPES)}")
+    if len(pairs) > MAX_LOOKUP:
+        raise ValueError(f"{len(pairs):,} hashes: at most {MAX_LOOKUP:,} a request")
+    return pairs
+
+
+@routes.post("/v1/lookup")
+async def lookup(request: web.Request) -> web.Response:
+    """Match hashes (many a request) against the banks: each one's matches and decision."""
+    try:
+        body = await request.json()
+    except ValueError:  # its message may quote the body
+        return web.json_response({"error": "the body is not JSON", "request_id": request["id"]}, status=400)
+    try:
+        pairs = _lookups(body)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc), "request_id": request["id"]}, status=400)
+    auditor = request.app["live"].current
+
+    def match_all() -> list[dict]:
+        found = []
+        for kind, value, quality in pairs:
+            gate = {"pdq_quality": 100 if quality is None else quality} if kind == "pdq" else {}
+            try:
+                row = auditor.check_hashes(**{kind: value}, **gate)
+            except SafesetError as exc:
+                found.append({"type": kind, "value": value, "error": str(exc)})
+                continue
+            answer = _answer(row, request)
+            found.append({"type": kind, "value": value, "matches": answer["matches"], "decision": answer["decision"],
+                          "reasons": answer["reasons"]})  # fmt: skip
+        return found
+
+    results = await asyncio.get_running_loop().run_in_executor(request.app["checking"], match_all)
+    log.info(
+        "lookup %s: %d hash(es), %d matched", request["id"], len(results), sum(bool(r.get("matches")) for r in results)
+    )
+    return web.json_response({"results": results, "request_id": request["id"]})
+
+
+@routes.get("/v1/banks")
+async def banks(request: web.Request) -> web.Response:
+    live = request.app["live"]
+    store = BankStore(request.app["config"].home)
+    used = set(live.current.banks)
+    listed = [
+        {
+            "name": b.name, "label": b.label, "version": b.version, "enabled": b.enabled, "in_use": b.name in used,
+            "counts": b.counts, "sha256": b.sha256, "updated": b.updated,
+        }
+        for b in store.list()
+    ]  # fmt: skip
+    return web.json_response({"banks": listed, "loaded_at": live.loaded})
+
+
+@routes.get("/v1/health")
+async def health(request: web.Request) -> web.Response:
+    live = request.app["live"]
+    return web.json_response({"status": "ok", "banks": live.current.banks, "loaded_at": live.loaded})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app["metrics"].render(), content_type="text/plain", charset="utf-8")
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+_MATCH = {
+    "type": "object",
+    "properties": {
+        "bank": {"type": "string"},
+        "signal_type": {"type": "string", "enum": ["md5", "sha1", "sha256", "pdq", "url", "url_md5", "domain"]},
+        "entry": {"type": "string", "description": "a tag of the listed entry (12 hex digits), never the entry"},
+        "distance": {"type": "integer", "description": "Hamming distance for PDQ; 0 for exact signals"},
+        "variant": {
+            "type": "string",
+            "description": "the PDQ variant that matched: '' plain, flip_h, rot90, trim, ...",
+        },
+    },
+}
+_CHECKED = {
+    "type": "object",
+    "properties": {
+        "md5": {"type": "string"}, "sha1": {"type": "string"}, "sha256": {"type": "string"},
+        "pdq": {"type": "string", "nullable": True}, "pdq_quality": {"type": "integer", "nullable": True},
+        "status": {"type": "string", "enum": [str(s) for s in Status]}, "error": {"type": "string", "nullable": True},
+        "matches": {"type": "array", "items": _MATCH},
+        "decision": {"type": "string", "enum": ["keep", "remove", "review"]},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "signals": {"type": "object", "additionalProperties": {"type": "number"}},
+        "request_id": {"type": "string"},
+    },
+}  # fmt: skip
+_ERROR = _json({"type": "object", "properties": {"error": {"type": "string"}, "request_id": {"type": "string"}}})
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "safeset serve",
+        "version": "1",
+        "description": "Hash, match and decide uploads against hash lists, with no person viewing anything. "
+        "Bearer tokens: one of --token-file for /v1/* and /metrics; /v1/health and /openapi.json are open.",
+    },
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/check": {
+            "post": {
+                "summary": "Hash, match and decide one image",
+                "parameters": [
+                    {"name": "url", "in": "query", "schema": {"type": "string"}, "description": "where it came from"},
+                    {"name": "caption", "in": "query", "schema": {"type": "string"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        "image/*": {"schema": {"type": "string", "format": "binary"}},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "image": {"type": "string", "format": "binary"},
+                                    "url": {"type": "string"},
+                                    "caption": {"type": "string"},
+                                },
+                                "required": ["image"],
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": {"description": "checked", **_json(_CHECKED)},
+                    "422": {"description": "not an image safeset decodes, or past the decode limits (its "
+                            "digests are still taken and matched)", **_json(_CHECKED)},
+                    "400": {"description": "no image", **_ERROR},
+                    "401": {"description": "no or a wrong bearer token", **_ERROR},
+                    "413": {"description": "larger than the server's maximum body", **_ERROR},
+                },
+            }
+        },
+        "/v1/lookup": {
+            "post": {
+                "summary": "Match hashes against the banks",
+                "requestBody": {
+                    "required": True,
+                    **_json({
+                        "oneOf": [
+                            {"type": "object", "properties": {"hashes": {"type": "array", "items": {
+                                "type": "object", "properties": {"type": {"type": "string", "enum": list(LOOKUP_TYPES)},
+                                                                 "value": {"type": "string"}}}}}},
+                            {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+                        ]
+                    }),
+                },
+                "responses": {
+                    "200": {"description": "each hash's matches", **_json({"type": "object", "properties": {
+                        "results": {"type": "array", "items": {"type": "object", "properties": {
+                            "type": {"type": "string"}, "value": {"type": "string"},
+                            "matches": {"type": "array", "items": _MATCH}, "decision": {"type": "string"},
+                            "reasons": {"type": "array", "items": {"type": "string"}},
+                            "error": {"type": "string"}}}}}})},
+                    "400": {"description": "not a lookup", **_ERROR},
+                    "401": {"description": "no or a wrong bearer token", **_ERROR},
+                },
+            }
+        },
+        "/v1/banks": {"get": {"summary": "The banks of the server's bank home, and which are in use",
+                              "responses": {"200": {"description": "banks"}}}},
+        "/v1/health": {"get": {"summary": "Liveness, and the banks loaded", "security": [],
+                               "responses": {"200": {"description": "serving"}}}},
+        "/metrics": {"get": {"summary": "Prometheus text: requests, latencies, matches per bank, decode failures",
+                             "responses": {"200": {"description": "metrics",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                  "responses": {"200": {"description": "OpenAPI 3"}}}},
+    },
+}  # fmt: skip

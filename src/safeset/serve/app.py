@@ -1,0 +1,306 @@
+"""The server: configuration, the live auditor, authentication, metrics, and the worker processes.
+The endpoints themselves are in `api.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..banks import BankStore
+from ..banks.verdicts import log_sha256
+from ..errors import UsageError
+from ..pipeline.check import Auditor, CheckSettings
+from ..policy import Policy
+
+log = logging.getLogger("safeset.serve")
+
+MAX_BODY = 32 * 1024 * 1024  # as scans' --max-bytes: a larger upload is refused (413) before it is read whole
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    home: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    policy: Policy = field(default_factory=lambda: Policy.preset("default"))
+    banks: tuple[str, ...] | None = None  # None: every enabled bank, as it is now and later
+    settings: CheckSettings = field(default_factory=CheckSettings)
+    tokens: frozenset[str] = frozenset()  # for /v1/check, /v1/lookup, /v1/banks, /metrics
+    admin_tokens: frozenset[str] = frozenset()
+    max_body: int = MAX_BODY
+    reload_seconds: float = 2.0  # how often each worker looks for changed banks or verdicts
+
+
+def read_tokens(path: str | Path) -> frozenset[str]:
+    """The tokens of a file, one a line (blank lines and # comments left out); the file must be
+    readable by its owner alone, as a bank list is."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the token file {path} ({exc})") from None
+    if mode & 0o077:
+        raise UsageError(f"{path} can be read by others (mode {mode & 0o777:o}): chmod 600 it, tokens are secrets")
+    tokens = frozenset(t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#"))
+    if not tokens or any(len(t) < 16 for t in tokens):
+        raise UsageError(f"{path} must hold tokens of 16 characters or more, one a line")
+    return tokens
+
+
+class LiveAuditor:
+    """The auditor requests are checked with, rebuilt when the bank home changes: a bank added,
+    updated, enabled or disabled, or verdicts imported. The new one is built beside the old one
+    (in a thread: requests go on meanwhile) and swapped in with one assignment, so that a request
+    sees one auditor from start to end."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.version = self._version()
+        self.current = self._build()
+        self.loaded = time.time()
+
+    def _version(self) -> tuple:
+        store = BankStore(self.config.home)
+        return tuple((b.name, b.enabled, b.sha256) for b in store.list()), log_sha256(store.home)
+
+    def _build(self) -> Auditor:
+        banks = list(self.config.banks) if self.config.banks is not None else None
+        return Auditor(self.config.home, banks=banks, policy=self.config.policy, settings=self.config.settings)
+
+    async def watch(self, app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.reload_seconds)
+            try:
+                version = await loop.run_in_executor(None, self._version)
+                if version != self.version:
+                    self.current = await loop.run_in_executor(None, self._build)
+                    self.version, self.loaded = version, time.time()
+                    app["metrics"].count("safeset_bank_reloads_total")
+                    log.info("banks reloaded: %s", ", ".join(name for name, _, _ in version[0]) or "none")
+            except Exception as exc:  # a bank half-written, a policy that no longer fits: keep serving the old
+                app["metrics"].count("safeset_bank_reload_failures_total")
+                log.warning("banks not reloaded (%s): still serving the previous ones", type(exc).__name__)
+
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Counters and a latency histogram per route, in Prometheus's text format. Each worker
+    process keeps its own (a scrape reaches one worker); `worker` labels them apart."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self.latency: dict[str, list[float]] = {}  # route -> bucket counts, then sum and count
+        self.worker = str(os.getpid())
+
+    def count(self, name: str, n: float = 1, **labels: str) -> None:
+        self.counters[(name, tuple(sorted(labels.items())))] += n
+
+    def observe(self, route: str, seconds: float) -> None:
+        cells = self.latency.setdefault(route, [0.0] * (len(_BUCKETS) + 2))
+        for i, bound in enumerate(_BUCKETS):
+            if seconds <= bound:
+                cells[i] += 1
+        cells[-2] += seconds
+        cells[-1] += 1
+
+    def render(self) -> str:
+        def labelled(labels: tuple[tuple[str, str], ...]) -> str:
+            pairs = [("worker", self.worker), *labels]
+            return "{" + ",".join(f'{k}="{_quote(v)}"' for k, v in pairs) + "}"
+
+        lines = []
+        for name in sorted({name for name, _ in self.counters}):
+            lines.append(f"# TYPE {name} counter")
+            for (counted, labels), value in sorted(self.counters.items()):
+                if counted == name:
+                    lines.append(f"{name}{labelled(labels)} {value:g}")
+        lines.append("# TYPE safeset_request_seconds histogram")
+        for route, cells in sorted(self.latency.items()):
+            for bound, n in zip(_BUCKETS, cells, strict=False):
+                lines.append(
+                    f"safeset_request_seconds_bucket{labelled((('le', f'{bound:g}'), ('route', route)))} {n:g}"
+                )
+            lines.append(f"safeset_request_seconds_bucket{labelled((('le', '+Inf'), ('route', route)))} {cells[-1]:g}")
+            lines.append(f"safeset_request_seconds_sum{labelled((('route', route),))} {cells[-2]:.6f}")
+            lines.append(f"safeset_request_seconds_count{labelled((('route', route),))} {cells[-1]:g}")
+        return "\n".join(lines) + "\n"
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+_OPEN = ("/v1/health", "/openapi.json")
+_ADMIN = ("/v1/admin/",)
+
+
+def _token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _allowed(given: str | None, tokens: frozenset[str]) -> bool:
+    """Whether `given` is one of `tokens`, compared in constant time (every token compared)."""
+    if given is None:
+        return False
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given.encode(), token.encode())
+    return found
+
+
+@web.middleware
+async def _guard(request: web.Request, handler) -> web.StreamResponse:
+    """Authentication, a request id, timing and counting; no body or header is ever logged."""
+    config: ServeConfig = request.app["config"]
+    metrics: Metrics = request.app["metrics"]
+    request["id"] = uuid.uuid4().hex[:16]
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "(none)"
+    started = time.perf_counter()
+    try:
+        if request.path.startswith(_ADMIN):
+            if not _allowed(_token(request), config.admin_tokens):
+                raise web.HTTPUnauthorized(
+                    text='{"error": "an admin token is needed"}', content_type="application/json",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )  # fmt: skip
+        elif request.path not in _OPEN and config.tokens and not _allowed(_token(request), config.tokens):
+            raise web.HTTPUnauthorized(
+                text='{"error": "a bearer token is needed"}', content_type="application/json",
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    except Exception:  # a bug: said without the request's content
+        log.exception("request %s failed", request["id"])
+        response = web.json_response({"error": "internal error", "request_id": request["id"]}, status=500)
+    response.headers["X-Request-Id"] = request["id"]
+    metrics.count("safeset_requests_total", route=route, status=str(response.status))
+    metrics.observe(route, time.perf_counter() - started)
+    if isinstance(response, web.HTTPException) and not response.text:
+        response.text = f'{{"error": "{response.reason}"}}'
+        response.content_type = "application/json"
+    return response
+
+
+def make_app(config: ServeConfig, live: LiveAuditor | None = None) -> web.Application:
+    """The application one worker serves (`live`: an auditor already built, else one is)."""
+    from .api import routes
+
+    app = web.Application(middlewares=[_guard], client_max_size=config.max_body)
+    app["config"] = config
+    app["metrics"] = Metrics()
+    app["live"] = live or LiveAuditor(config)
+    app["checking"] = ThreadPoolExecutor(1, thread_name_prefix="safeset-check")  # one check at a time a worker
+    app.add_routes(routes)
+
+    async def watching(app: web.Application):
+        task = asyncio.create_task(app["live"].watch(app))
+        yield
+        task.cancel()
+        app["checking"].shutdown(wait=True)
+
+    app.cleanup_ctx.append(watching)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(config: ServeConfig, sock: socket.socket) -> None:
+    """One worker: its own auditor and event loop, accepting on the shared socket."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers, with SIGTERM
+    app = make_app(config)
+    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=30, handle_signals=True)
+
+
+def serve(config: ServeConfig, ready=None) -> None:
+    """Serve until SIGTERM or Ctrl-C: the socket bound here, the auditor built (a bad bank or
+    policy stops the start, not the first request), then `config.workers` processes accept on
+    it. `ready(host, port)` is called once requests can be made."""
+    if not config.tokens and not is_loopback(config.host):
+        raise UsageError(
+            f"--host {config.host} is not loopback: give --token-file, so that only holders of a token can check"
+        )
+    LiveAuditor(config)  # fail here, before listening, if the banks or the policy cannot load
+    sock = _bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    context = multiprocessing.get_context("fork")  # the workers inherit the bound socket
+    workers = [context.Process(target=_worker, args=(config, sock), daemon=True) for _ in range(config.workers)]
+    for process in workers:
+        process.start()
+    if ready is not None:
+        ready(host, port)
+
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for process in workers:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for i, process in enumerate(workers):
+                if not process.is_alive() and not stopping:  # killed (out of memory?): replaced
+                    log.error("worker %s ended (exit code %s): starting another", process.pid, process.exitcode)
+                    workers[i] = context.Process(target=_worker, args=(config, sock), daemon=True)
+                    workers[i].start()
+    finally:
+        for process in workers:
+            process.join(timeout=40)
+            if process.is_alive():
+                process.kill()
+        sock.close()
+
+
+def _listen_address(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def describe(config: ServeConfig, host: str, port: int) -> dict[str, Any]:
+    return {"url": _listen_address(host, port), "workers": config.workers, "auth": bool(config.tokens)}

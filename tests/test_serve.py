@@ -1,0 +1,251 @@
+"""`safeset serve`: a real server process on loopback, real HTTP requests (urllib, and raw sockets
+where a client would refuse to send what a hostile one sends), benign stand-ins on the lists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from helpers import bomb_png, write_lines
+from PIL import Image
+
+import safeset
+from safeset.banks.verdicts import entry_tag
+from safeset.demo import jpeg
+
+TOKEN = "test-token-" + "x" * 16
+ADMIN = "admin-token-" + "y" * 16
+
+
+class Server:
+    """`safeset serve` in its own process; its address from the line it prints when ready."""
+
+    def __init__(self, home: Path, tmp: Path, *args: str):
+        tokens = tmp / "tokens"
+        tokens.write_text(f"# check and lookup\n{TOKEN}\n")
+        tokens.chmod(0o600)
+        self.log = open(tmp / f"serve-{uuid.uuid4().hex[:6]}.log", "w+")  # noqa: SIM115
+        argv = [sys.executable, "-m", "safeset", "--home", str(home), "serve", "--port", "0"]
+        argv += ["--token-file", str(tokens), *args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        assert line, f"the server did not start: {Path(self.log.name).read_text()[-3000:]}"
+        self.url = json.loads(line)["serving"]["url"]
+
+    def request(self, path: str, data: bytes | None = None, token: str | None = TOKEN, **headers) -> tuple[int, dict]:
+        request = urllib.request.Request(self.url + path, data=data, headers=headers)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                body, status = response.read(), response.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, {"text": body.decode(errors="replace")}
+
+    def check(self, image: bytes, query: str = "", **headers) -> tuple[int, dict]:
+        return self.request(f"/v1/check{query}", image, **{"Content-Type": "image/jpeg", **headers})
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def listed(tmp_path, home, tiles):
+    """A bank home whose lists hold tile 0's MD5, tile 1's PDQ and a URL."""
+    store = safeset.BankStore(home)
+    md5 = hashlib.md5(jpeg(tiles[0][1])).hexdigest()
+    store.add("hotline", write_lines(tmp_path / "md5.txt", [f"md5 {md5}"]))
+    store.add("perceptual", write_lines(tmp_path / "pdq.txt", [f"pdq {safeset.pdq(tiles[1][1])}"]))
+    store.add("urls", write_lines(tmp_path / "urls.txt", ["https://listed.example.org/x.jpg"]), type_name="url")
+    return md5
+
+
+@pytest.fixture
+def server(listed, home, tmp_path):
+    running = Server(home, tmp_path)
+    yield running
+    running.stop()
+
+
+def test_check_and_lookup_answer_with_hashes_and_tags_never_listed_values(server, listed, tiles):
+    image = jpeg(tiles[0][1])
+    status, found = server.check(image)
+    assert status == 200 and found["decision"] == "remove" and found["md5"] == hashlib.md5(image).hexdigest()
+    assert [(m["bank"], m["signal_type"], m["entry"]) for m in found["matches"]] == [
+        ("hotline", "md5", entry_tag(listed))
+    ]
+    assert listed not in json.dumps(found["matches"]) and found["reasons"] == ["match:hotline:md5"]
+
+    small = tiles[1][1].resize((tiles[1][1].width // 2, tiles[1][1].height // 2), Image.Resampling.LANCZOS)
+    boundary = "b0undary"
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="url"\r\n\r\nhttps://elsewhere.example.org/y.jpg\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="y.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + jpeg(small, 80)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, copy = server.request("/v1/check", form, **{"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200 and copy["decision"] == "remove"
+    assert [m["bank"] for m in copy["matches"]] == ["perceptual"] and copy["matches"][0]["distance"] > 0
+    assert str(safeset.pdq(tiles[1][1])) not in json.dumps(copy)  # the listed PDQ, by tag only
+    status, by_url = server.check(jpeg(tiles[5][1]), "?url=https%3A%2F%2Flisted.example.org%2Fx.jpg")
+    assert status == 200 and by_url["reasons"] == ["match:urls:url"]
+    status, benign = server.check(jpeg(tiles[6][1]))
+    assert status == 200 and benign["decision"] == "keep" and benign["matches"] == []
+
+    body = {"hashes": [{"type": "md5", "value": listed.upper()}, {"type": "pdq", "value": copy["pdq"]},
+                       {"type": "url", "value": "https://listed.example.org/x.jpg"}, {"type": "md5", "value": "0" * 32},
+                       {"type": "pdq", "value": "zz"}]}  # fmt: skip
+    status, looked = server.request("/v1/lookup", json.dumps(body).encode(), **{"Content-Type": "application/json"})
+    assert status == 200
+    results = looked["results"]
+    assert [bool(r.get("matches")) for r in results] == [True, True, True, False, False]
+    assert "error" in results[4] and results[3]["decision"] == "keep"
+    status, same = server.request("/v1/lookup", json.dumps({"md5": [listed]}).encode())
+    assert status == 200 and same["results"][0]["matches"][0]["bank"] == "hotline"
+
+    status, banks = server.request("/v1/banks")
+    assert status == 200 and {b["name"] for b in banks["banks"] if b["in_use"]} == {"hotline", "perceptual", "urls"}
+    status, health = server.request("/v1/health", token=None)
+    assert status == 200 and health["status"] == "ok"
+    status, spec = server.request("/openapi.json", token=None)
+    assert status == 200 and {"/v1/check", "/v1/lookup", "/metrics"} <= set(spec["paths"])
+    status, metrics = server.request("/metrics")
+    text = metrics["text"]
+    assert 'safeset_matches_total{worker="' in text and 'bank="hotline"' in text
+    assert 'safeset_requests_total{worker="' in text and 'route="/v1/check",status="200"' in text
+    assert "safeset_request_seconds_bucket" in text
+
+
+def test_tokens_limits_and_hostile_uploads(listed, home, tmp_path, tiles):
+    server = Server(home, tmp_path, "--max-body", "200000")
+    try:
+        image = jpeg(tiles[0][1])
+        assert server.check(image, token=None)[0] == 401
+        assert server.check(image, token="wrong-" + TOKEN)[0] == 401
+        assert server.request("/v1/admin/banks", token=TOKEN)[0] == 401  # a check token is no admin token
+        status, _ = server.check(b"\xff\xd8" + os.urandom(300_000))
+        assert status == 413
+        started = time.monotonic()
+        status, bomb = server.check(bomb_png(), **{"Content-Type": "image/png"})
+        assert status == 422 and bomb["status"] == "decode_failed" and bomb["error"] and bomb["md5"]
+        assert time.monotonic() - started < 30  # bounded work: refused from its header, never decoded
+        wide = Image.new("RGB", (40_000, 8), "white")
+        status, too_wide = server.check(jpeg(wide), **{"Content-Type": "image/jpeg"})
+        assert status == 422 and too_wide["status"] == "decode_failed"
+        status, text = server.check(b"plain text, no image at all", **{"Content-Type": "text/plain"})
+        assert status == 422 and text["status"] == "unsupported_media"
+        assert server.check(b"")[0] == 400
+        secret = b'{"hashes": [{"type": "md5", "value": "SECRET-VALUE' + bytes([0xFF])
+        status, answer = server.request("/v1/lookup", secret, **{"Content-Type": "application/json"})
+        assert status == 400 and "SECRET" not in json.dumps(answer)
+        status, answer = server.request("/v1/lookup", json.dumps({"sha512": ["ab"]}).encode())
+        assert status == 400 and "sha512" in answer["error"]
+    finally:
+        assert server.stop() == 0
+
+    # beyond loopback only with tokens: refused before anything listens
+    tokens_free = subprocess.run(
+        [sys.executable, "-m", "safeset", "--home", str(home), "serve", "--host", "192.0.2.1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tokens_free.returncode == 2 and "--token-file" in tokens_free.stderr
+    loose = tmp_path / "loose"
+    loose.write_text(TOKEN + "\n")
+    loose.chmod(0o644)
+    refused = subprocess.run(
+        [sys.executable, "-m", "safeset", "--home", str(home), "serve", "--token-file", str(loose)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "chmod 600" in refused.stderr
+
+
+def test_a_bank_added_while_serving_takes_effect_with_no_request_dropped(listed, home, tmp_path, tiles):
+    """Two workers under steady requests; a list is added: within 10 s every worker removes the
+    newly listed image, and not one request failed meanwhile."""
+    server = Server(home, tmp_path, "--workers", "2", "--reload-seconds", "0.5")
+    image = jpeg(tiles[7][1])
+    outcomes: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            status, found = server.check(image)
+            outcomes.append((time.monotonic(), status, found.get("decision", "")))
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        write_lines(tmp_path / "new.txt", [f"md5 {hashlib.md5(image).hexdigest()}"])
+        added = time.monotonic()
+        safeset.BankStore(home).add("late", tmp_path / "new.txt")
+        time.sleep(6)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert server.stop() == 0
+    assert outcomes and all(status == 200 for _, status, _ in outcomes)
+    before = [d for t, _, d in outcomes if t < added]
+    assert before and set(before) == {"keep"}
+    last_keep = max((t for t, _, d in outcomes if d == "keep"), default=added)
+    assert last_keep - added < 10
+    assert [d for t, _, d in outcomes if t > added + 5] and {d for t, _, d in outcomes if t > added + 5} == {"remove"}
+
+
+def test_uploads_leave_no_trace_and_shutdown_finishes_what_is_in_flight(listed, home, tmp_path, tiles):
+    """An upload's bytes are in no file the server writes and in no log line; SIGTERM lets the
+    requests in flight finish before the server exits."""
+    server = Server(home, tmp_path, "--workers", "2")
+    image = jpeg(tiles[0][1])
+    large = jpeg(Image.new("RGB", (3000, 2000), "white").resize((3000, 2000)), 95)  # some work to be in flight
+    answers: list[int | str] = []
+
+    def upload(data):
+        try:
+            answers.append(server.check(data)[0])
+        except urllib.error.URLError as exc:  # sent after the server stopped listening
+            answers.append(type(exc.reason).__name__)
+
+    threads = [threading.Thread(target=upload, args=(d,)) for d in [image, *[large] * 7]]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    assert server.stop() == 0
+    for thread in threads:
+        thread.join(timeout=60)
+    # what was being answered was answered; nothing was cut off half way
+    assert 200 in answers and set(answers) <= {200, "ConnectionRefusedError"}, answers
+    marker = image[len(image) // 2 : len(image) // 2 + 48]
+    for path in [*home.rglob("*"), *tmp_path.glob("serve-*.log")]:
+        if path.is_file():
+            assert marker not in path.read_bytes(), path
