@@ -32,12 +32,14 @@ class Server:
     """`safeset serve` in its own process; its address from the line it prints when ready."""
 
     def __init__(self, home: Path, tmp: Path, *args: str):
-        tokens = tmp / "tokens"
+        tokens, admins = tmp / "tokens", tmp / "admin-tokens"
         tokens.write_text(f"# check and lookup\n{TOKEN}\n")
-        tokens.chmod(0o600)
+        admins.write_text(f"{ADMIN}\n")
+        for path in (tokens, admins):
+            path.chmod(0o600)
         self.log = open(tmp / f"serve-{uuid.uuid4().hex[:6]}.log", "w+")  # noqa: SIM115
         argv = [sys.executable, "-m", "safeset", "--home", str(home), "serve", "--port", "0"]
-        argv += ["--token-file", str(tokens), *args]
+        argv += ["--token-file", str(tokens), "--admin-token-file", str(admins), *args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         assert line, f"the server did not start: {Path(self.log.name).read_text()[-3000:]}"
@@ -146,7 +148,7 @@ def test_tokens_limits_and_hostile_uploads(listed, home, tmp_path, tiles):
         image = jpeg(tiles[0][1])
         assert server.check(image, token=None)[0] == 401
         assert server.check(image, token="wrong-" + TOKEN)[0] == 401
-        assert server.request("/v1/admin/banks", token=TOKEN)[0] == 401  # a check token is no admin token
+        assert server.request("/v1/banks/x/entries", b"md5 " + b"0" * 32, token=TOKEN)[0] == 401  # no admin token
         status, _ = server.check(b"\xff\xd8" + os.urandom(300_000))
         assert status == 413
         started = time.monotonic()
@@ -249,3 +251,108 @@ def test_uploads_leave_no_trace_and_shutdown_finishes_what_is_in_flight(listed, 
     for path in [*home.rglob("*"), *tmp_path.glob("serve-*.log")]:
         if path.is_file():
             assert marker not in path.read_bytes(), path
+
+
+def _wait_for(probe, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while not (found := probe()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def test_admin_adds_hashes_disables_banks_and_imports_verdicts(listed, home, tmp_path, tiles):
+    """With the admin token: hashes added to a bank, a bank disabled, a false positive imported;
+    each taken in by the workers within the reload interval. Without it: 401, nothing changed."""
+    server = Server(home, tmp_path, "--reload-seconds", "0.3")
+    try:
+        image = jpeg(tiles[9][1])
+        digest = hashlib.md5(image).hexdigest()
+        assert server.request("/v1/banks/fresh/entries", f"md5 {digest}\n".encode())[0] == 401
+        assert "fresh" not in safeset.BankStore(home).names()
+        status, added = server.request(
+            "/v1/banks/fresh/entries?label=from+the+api", f"md5 {digest}\nmd5 nope\n".encode(), token=ADMIN
+        )
+        assert status == 200 and added["added"] == 1 and [b["line"] for b in added["bad_lines"]] == [2]
+        assert "nope" not in json.dumps(added)
+        assert _wait_for(lambda: server.check(image)[1]["decision"] == "remove")
+
+        status, switched = server.request("/v1/banks/fresh/disable", b"", token=ADMIN)
+        assert status == 200 and switched["enabled"] is False
+        assert _wait_for(lambda: server.check(image)[1]["decision"] == "keep")
+        assert server.request("/v1/banks/nosuch/enable", b"", token=ADMIN)[0] == 404
+
+        listed_image = jpeg(tiles[0][1])
+        verdict = f"md5,verdict\n{hashlib.md5(listed_image).hexdigest()},false_positive\n".encode()
+        status, taken = server.request(
+            "/v1/verdicts?verifier=hotline", verdict, token=ADMIN, **{"Content-Type": "text/csv"}
+        )
+        assert status == 200 and taken["verdicts"] == {"false_positive": 1}
+        assert _wait_for(lambda: server.check(listed_image)[1]["reasons"] == ["verdict:false_positive"])
+        status, bad = server.request("/v1/verdicts", b"md5,verdict\nzz,maybe\n", token=ADMIN)
+        assert status == 400 and "line 2" in bad["error"] and "maybe" not in bad["error"]
+        assert not list((home / ".incoming").iterdir())  # bodies passed through, none kept
+    finally:
+        assert server.stop() == 0
+
+
+def test_hma_routes_answer_as_hma_documents_them(server, listed, tiles, tmp_path):
+    """HMA's documented requests and answer shapes (hasher-matcher-actioner/docs/api.md)."""
+    import socket
+
+    listed_pdq = str(safeset.pdq(tiles[1][1]))
+    tag = entry_tag(listed_pdq)
+    status, alive = server.request("/status", token=None)
+    assert status == 200 and alive == {"text": "I-AM-ALIVE\n"}
+    boundary = "hma"
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="example.png"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + jpeg(tiles[1][1])
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    status, hashed = server.request("/h/hash", form, **multipart)
+    assert status == 200 and set(hashed) == {"pdq"} and len(hashed["pdq"]) == 64
+    status, found = server.request(f"/m/lookup?signal_type=pdq&signal={listed_pdq}")
+    assert status == 200 and found == {"perceptual": [{"bank_content_id": tag, "distance": "0"}]}
+    status, both = server.request("/m/lookup", form, **multipart)
+    assert status == 200 and list(both) == ["pdq"] and both["pdq"]["perceptual"][0]["bank_content_id"] == tag
+    status, raw = server.request(f"/m/raw_lookup?signal_type=pdq&signal={listed_pdq}")
+    assert status == 200 and raw == {"matches": [tag]}
+    assert server.request("/m/lookup?signal_type=pdq&signal=zz")[0] == 400
+    status, banks = server.request("/c/banks")
+    assert status == 200 and {"name": "hotline", "matching_enabled_ratio": 1.0} in banks
+
+    # hashing by URL would fetch: refused, and nothing is asked of the URL's server
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(1.0)
+    port = listener.getsockname()[1]
+    status, refused = server.request(f"/h/hash?url=http%3A%2F%2F127.0.0.1%3A{port}%2Fx.png")
+    assert status == 501 and "fetches nothing" in refused["message"]
+    with pytest.raises(TimeoutError):
+        listener.accept()
+    listener.close()
+
+
+def test_a_token_past_its_rate_gets_429_with_retry_after(listed, home, tmp_path, tiles):
+    server = Server(home, tmp_path, "--rate-limit", "2")
+    try:
+        request = urllib.request.Request(server.url + "/v1/banks", headers={"Authorization": f"Bearer {TOKEN}"})
+        codes, retry = [], None
+        for _ in range(8):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    codes.append(response.status)
+            except urllib.error.HTTPError as exc:
+                codes.append(exc.code)
+                retry = exc.headers.get("Retry-After")
+        assert codes[:2] == [200, 200] and 429 in codes and int(retry) >= 1
+        assert server.request("/v1/health", token=None)[0] == 200  # never limited
+        time.sleep(1.2)
+        assert server.request("/v1/banks")[0] == 200  # the bucket fills again
+    finally:
+        assert server.stop() == 0

@@ -47,6 +47,14 @@ from .audit import _policy
     show_default=True,
     help="How often each worker looks for changed banks or verdicts (taken in without dropping a request).",
 )
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Requests a second per token (per client address without tokens), beyond which 429 with Retry-After; "
+    "0: no limit.",
+)
 @click.pass_context
 def serve_command(
     ctx,
@@ -60,11 +68,14 @@ def serve_command(
     admin_token_file: Path | None,
     max_body: int,
     reload_seconds: float,
+    rate_limit: float,
 ) -> None:
     """Serve checks over HTTP until SIGTERM or Ctrl-C: POST /v1/check (an image: hashes, matches,
     decision), POST /v1/lookup (hashes: matches), GET /v1/banks, /v1/health, /metrics and
-    /openapi.json. Uploads stay in memory and are never logged; answers name listed entries by
-    tag, never by value. A bank added or verdicts imported are taken in within --reload-seconds."""
+    /openapi.json; with an admin token, POST /v1/banks/NAME/entries, /v1/verdicts and
+    /v1/banks/NAME/enable|disable; HMA's /h/hash, /m/lookup, /m/raw_lookup, /c/banks, /status.
+    Uploads stay in memory and are never logged; answers name listed entries by tag, never by
+    value. A bank added or verdicts imported are taken in within --reload-seconds."""
     from ..serve import ServeConfig, serve
     from ..serve.app import describe, read_tokens
 
@@ -80,6 +91,7 @@ def serve_command(
         admin_tokens=read_tokens(admin_token_file) if admin_token_file else frozenset(),
         max_body=max_body,
         reload_seconds=reload_seconds,
+        rate_limit=rate_limit,
     )
 
     def ready(bound_host: str, bound_port: int) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -45,6 +46,7 @@ class ServeConfig:
     admin_tokens: frozenset[str] = frozenset()
     max_body: int = MAX_BODY
     reload_seconds: float = 2.0  # how often each worker looks for changed banks or verdicts
+    rate_limit: float = 0.0  # requests a second per token (or per client address without tokens); 0: none
 
 
 def read_tokens(path: str | Path) -> frozenset[str]:
@@ -150,8 +152,29 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-_OPEN = ("/v1/health", "/openapi.json")
-_ADMIN = ("/v1/admin/",)
+_OPEN = ("/v1/health", "/openapi.json", "/status")
+_UNLIMITED = (*_OPEN, "/metrics")
+
+
+class RateLimit:
+    """A token bucket per caller: `rate` requests a second, as many at once. Each worker process
+    holds its own, at its share of the rate, so that the server's whole is `rate`."""
+
+    def __init__(self, rate: float, workers: int):
+        self.rate = rate / workers
+        self.burst = max(1.0, self.rate)
+        self.buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when)
+
+    def wait(self, caller: str) -> float:
+        """0 if the caller may go now (a token taken), else the seconds until it may."""
+        now = time.monotonic()
+        tokens, then = self.buckets.get(caller, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens >= 1:
+            self.buckets[caller] = (tokens - 1, now)
+            return 0.0
+        self.buckets[caller] = (tokens, now)
+        return (1 - tokens) / self.rate
 
 
 def _token(request: web.Request) -> str | None:
@@ -178,17 +201,27 @@ async def _guard(request: web.Request, handler) -> web.StreamResponse:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "(none)"
     started = time.perf_counter()
     try:
-        if request.path.startswith(_ADMIN):
-            if not _allowed(_token(request), config.admin_tokens):
+        token = _token(request)
+        if getattr(request.match_info.handler, "admin", False):
+            if not _allowed(token, config.admin_tokens):
                 raise web.HTTPUnauthorized(
                     text='{"error": "an admin token is needed"}', content_type="application/json",
                     headers={"WWW-Authenticate": "Bearer"},
                 )  # fmt: skip
-        elif request.path not in _OPEN and config.tokens and not _allowed(_token(request), config.tokens):
+        elif request.path not in _OPEN and config.tokens and not _allowed(token, config.tokens):
             raise web.HTTPUnauthorized(
                 text='{"error": "a bearer token is needed"}', content_type="application/json",
                 headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
+        limit: RateLimit | None = request.app["limit"]
+        if limit is not None and request.path not in _UNLIMITED:
+            wait = limit.wait(token or request.remote or "")
+            if wait:
+                metrics.count("safeset_rate_limited_total")
+                raise web.HTTPTooManyRequests(
+                    text='{"error": "too many requests"}', content_type="application/json",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )  # fmt: skip
         response = await handler(request)
     except web.HTTPException as exc:
         response = exc
@@ -206,14 +239,16 @@ async def _guard(request: web.Request, handler) -> web.StreamResponse:
 
 def make_app(config: ServeConfig, live: LiveAuditor | None = None) -> web.Application:
     """The application one worker serves (`live`: an auditor already built, else one is)."""
-    from .api import routes
+    from . import admin, api, hma
 
     app = web.Application(middlewares=[_guard], client_max_size=config.max_body)
     app["config"] = config
+    app["limit"] = RateLimit(config.rate_limit, config.workers) if config.rate_limit > 0 else None
     app["metrics"] = Metrics()
     app["live"] = live or LiveAuditor(config)
     app["checking"] = ThreadPoolExecutor(1, thread_name_prefix="safeset-check")  # one check at a time a worker
-    app.add_routes(routes)
+    for module in (api, hma, admin):
+        app.add_routes(module.routes)
 
     async def watching(app: web.Application):
         task = asyncio.create_task(app["live"].watch(app))

@@ -1,0 +1,123 @@
+"""Routes shaped as Meta's Hasher-Matcher-Actioner (HMA) answers them, for clients written against
+HMA: `GET /status`, `GET|POST /h/hash`, `GET|POST /m/lookup`, `GET /m/raw_lookup`, `GET /c/banks`.
+Their shapes are HMA's documented ones (hasher-matcher-actioner/docs/api.md and its tests):
+
+- `POST /h/hash` (multipart, the image in the field `photo`) -> `{"pdq": "<hex>"}`
+- `GET /m/lookup?signal_type=pdq&signal=<hex>` -> `{"BANK": [{"bank_content_id": ID, "distance": "N"}]}`
+- `POST /m/lookup` (multipart `photo`) -> `{"pdq": {"BANK": [...]}}`
+- `GET /m/raw_lookup?signal_type=&signal=` -> `{"matches": [ID, ...]}`
+- `GET /c/banks` -> `[{"name": "BANK", "matching_enabled_ratio": 1.0}]`; `GET /status` -> `I-AM-ALIVE`
+
+Differences, by design: a `bank_content_id` is the entry's tag (12 hex digits, as the report
+names entries), not a database row number; `GET /h/hash?url=` is refused (501), since safeset
+fetches nothing at run time but a dataset's own URLs under `scan --fetch`; there is no coinflip
+(`matching_enabled_ratio` is 1.0 for an enabled bank, 0.0 for a disabled one); the same bearer
+tokens as /v1 are needed (HMA's API key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ..banks import BankStore
+from ..banks.verdicts import entry_tag
+from ..errors import SafesetError
+
+routes = web.RouteTableDef()
+SIGNAL_TYPES = ("pdq", "md5")  # HMA's photo and video_md5 types; md5 is safeset's own besides
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+def _by_bank(matches: list[dict]) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for m in matches:
+        found.setdefault(m["bank"], []).append(
+            {"bank_content_id": entry_tag(m["entry"]), "distance": str(m["distance"])}
+        )
+    return found
+
+
+async def _photo(request: web.Request) -> bytes | None:
+    if not request.content_type.startswith("multipart/"):
+        return None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if part.name == "photo":
+            return bytes(await part.read())
+    return None
+
+
+async def _checked(request: web.Request, data: bytes) -> dict:
+    auditor = request.app["live"].current
+    return await asyncio.get_running_loop().run_in_executor(request.app["checking"], auditor.check_bytes, data)
+
+
+async def _lookup_signal(request: web.Request) -> dict | web.Response:
+    kind, signal = request.query.get("signal_type", "").lower(), request.query.get("signal", "")
+    if kind not in SIGNAL_TYPES or not signal:
+        return _error(400, f"give signal_type (one of {', '.join(SIGNAL_TYPES)}) and signal")
+    auditor = request.app["live"].current
+    gate = {"pdq_quality": 100} if kind == "pdq" else {}
+    try:
+        row = await asyncio.get_running_loop().run_in_executor(
+            request.app["checking"], lambda: auditor.check_hashes(**{kind: signal}, **gate)
+        )
+    except SafesetError:
+        return _error(400, f"invalid signal: not a {kind}")
+    return row
+
+
+@routes.get("/status")
+async def status(request: web.Request) -> web.Response:
+    return web.Response(text="I-AM-ALIVE\n")
+
+
+@routes.get("/h/hash")
+async def hash_url(request: web.Request) -> web.Response:
+    return _error(501, "safeset fetches nothing at run time: POST the bytes as the multipart field photo")
+
+
+@routes.post("/h/hash")
+async def hash_bytes(request: web.Request) -> web.Response:
+    data = await _photo(request)
+    if data is None:
+        return _error(400, "send the image as the multipart field photo")
+    row = await _checked(request, data)
+    return web.json_response({"pdq": row["pdq"]} if row["pdq"] else {})
+
+
+@routes.get("/m/lookup")
+async def lookup(request: web.Request) -> web.Response:
+    row = await _lookup_signal(request)
+    return row if isinstance(row, web.Response) else web.json_response(_by_bank(row["matches"]))
+
+
+@routes.post("/m/lookup")
+async def hash_and_lookup(request: web.Request) -> web.Response:
+    data = await _photo(request)
+    if data is None:
+        return _error(400, "send the image as the multipart field photo")
+    row = await _checked(request, data)
+    pdq = _by_bank([m for m in row["matches"] if m["signal_type"] == "pdq"])
+    return web.json_response({"pdq": pdq} if row["pdq"] else {})
+
+
+@routes.get("/m/raw_lookup")
+async def raw_lookup(request: web.Request) -> web.Response:
+    row = await _lookup_signal(request)
+    if isinstance(row, web.Response):
+        return row
+    return web.json_response({"matches": [entry_tag(m["entry"]) for m in row["matches"]]})
+
+
+@routes.get("/c/banks")
+async def banks(request: web.Request) -> web.Response:
+    store = BankStore(request.app["config"].home)
+    return web.json_response(
+        [{"name": b.name, "matching_enabled_ratio": 1.0 if b.enabled else 0.0} for b in store.list()]
+    )
