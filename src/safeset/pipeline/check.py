@@ -284,6 +284,32 @@ class Auditor:
         one held below the gate, or none, leaves the image unchecked by PDQ, as for a row) and
         its URL. Hex digests in either case; a malformed one is a `UsageError`. With no hash of
         an image at all, the row is `no_image`, as a URL-only row of a table is."""
+        return self._row(self._known(md5=md5, sha1=sha1, sha256=sha256, pdq=pdq, pdq_quality=pdq_quality, url=url))
+
+    def check_hashes_many(self, queries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """`check_hashes` of each query (its keyword arguments), matched and decided as one batch:
+        a lookup of thousands of hashes costs one pass over the banks, not thousands. A query
+        that is not valid gives `{"error": why}` in its place."""
+        results, errors = {}, {}
+        for i, query in enumerate(queries):
+            try:
+                results[i] = self._known(**query)
+            except (UsageError, TypeError) as exc:
+                errors[i] = str(exc)
+        if results:
+            self.decide(list(results.values()))
+        return [self._as_row(results[i]) if i in results else {"error": errors[i]} for i in range(len(queries))]
+
+    def _known(
+        self,
+        *,
+        md5: str | None = None,
+        sha1: str | None = None,
+        sha256: str | None = None,
+        pdq: str | None = None,
+        pdq_quality: int | None = None,
+        url: str | None = None,
+    ) -> ItemResult:
         known = {"md5": md5, "sha1": sha1, "sha256": sha256, "pdq": pdq}
         for name, value in known.items():
             if value is not None:
@@ -301,10 +327,14 @@ class Auditor:
         result = hash_item(item, self.settings)
         result.md5, result.sha1, result.sha256, result.pdq = known.values()
         result.pdq_quality = pdq_quality
-        return self._row(result)
+        return result
 
     def _row(self, result: ItemResult) -> dict[str, Any]:
         self.decide([result])
+        return self._as_row(result)
+
+    @staticmethod
+    def _as_row(result: ItemResult) -> dict[str, Any]:
         row = result.to_row()
         for name in ("row_id", "shard", "index", "key", "locator"):
             row.pop(name)

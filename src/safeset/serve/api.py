@@ -15,7 +15,6 @@ from aiohttp import web
 
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
-from ..errors import SafesetError
 from ..model import Status
 
 log = logging.getLogger("safeset.serve")
@@ -134,13 +133,14 @@ async def lookup(request: web.Request) -> web.Response:
     auditor = request.app["live"].current
 
     def match_all() -> list[dict]:
+        queries = [
+            {kind: value, **({"pdq_quality": 100 if quality is None else quality} if kind == "pdq" else {})}
+            for kind, value, quality in pairs
+        ]
         found = []
-        for kind, value, quality in pairs:
-            gate = {"pdq_quality": 100 if quality is None else quality} if kind == "pdq" else {}
-            try:
-                row = auditor.check_hashes(**{kind: value}, **gate)
-            except SafesetError as exc:
-                found.append({"type": kind, "value": value, "error": str(exc)})
+        for (kind, value, _), row in zip(pairs, auditor.check_hashes_many(queries), strict=True):
+            if "error" in row:
+                found.append({"type": kind, "value": value, "error": row["error"]})
                 continue
             answer = _answer(row, request)
             found.append({"type": kind, "value": value, "matches": answer["matches"], "decision": answer["decision"],
