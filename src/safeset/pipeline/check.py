@@ -289,7 +289,7 @@ class Auditor:
     def check_hashes_many(self, queries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """`check_hashes` of each query (its keyword arguments), matched and decided as one batch:
         a lookup of thousands of hashes costs one pass over the banks, not thousands. A query
-        that is not valid gives `{"error": why}` in its place."""
+        that is not valid gives `{"invalid": why}` in its place."""
         results, errors = {}, {}
         for i, query in enumerate(queries):
             try:
@@ -298,7 +298,7 @@ class Auditor:
                 errors[i] = str(exc)
         if results:
             self.decide(list(results.values()))
-        return [self._as_row(results[i]) if i in results else {"error": errors[i]} for i in range(len(queries))]
+        return [self._as_row(results[i]) if i in results else {"invalid": errors[i]} for i in range(len(queries))]
 
     def _known(
         self,

@@ -139,8 +139,8 @@ async def lookup(request: web.Request) -> web.Response:
         ]
         found = []
         for (kind, value, _), row in zip(pairs, auditor.check_hashes_many(queries), strict=True):
-            if "error" in row:
-                found.append({"type": kind, "value": value, "error": row["error"]})
+            if "invalid" in row:
+                found.append({"type": kind, "value": value, "error": row["invalid"]})
                 continue
             answer = _answer(row, request)
             found.append({"type": kind, "value": value, "matches": answer["matches"], "decision": answer["decision"],
