@@ -151,6 +151,10 @@ def test_tokens_limits_and_hostile_uploads(listed, home, tmp_path, tiles):
         assert server.request("/v1/banks/x/entries", b"md5 " + b"0" * 32, token=TOKEN)[0] == 401  # no admin token
         status, _ = server.check(b"\xff\xd8" + os.urandom(300_000))
         assert status == 413
+        form = b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\n' + os.urandom(300_000) + b"\r\n--b--\r\n"
+        multipart = {"Content-Type": "multipart/form-data; boundary=b"}
+        assert server.request("/v1/check", form, **multipart)[0] == 413  # a form's part is capped too
+        assert server.request("/h/hash", form.replace(b'name="image"', b'name="photo"'), **multipart)[0] == 413
         started = time.monotonic()
         status, bomb = server.check(bomb_png(), **{"Content-Type": "image/png"})
         assert status == 422 and bomb["status"] == "decode_failed" and bomb["error"] and bomb["md5"]

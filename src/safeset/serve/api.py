@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
@@ -45,6 +45,20 @@ def _answer(row: dict[str, Any], request: web.Request) -> dict[str, Any]:
     return {**{k: row.get(k) for k in FIELDS}, "matches": matches, "request_id": request["id"]}
 
 
+_TEXT_PART = 64 * 1024  # a form's url or caption
+
+
+async def read_part(part, limit: int) -> bytes:
+    """A multipart part's bytes, at most `limit` of them (413 beyond): aiohttp's body cap covers
+    `read()` of a whole body, not a multipart reader's parts."""
+    data = bytearray()
+    while chunk := await part.read_chunk(1 << 16):
+        data += chunk
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    return bytes(data)
+
+
 async def _upload(request: web.Request) -> tuple[bytes, str | None, str | None]:
     """The image of a check: the raw body (any content type but a form), or the part named
     `image` of a multipart form, with `url` and `caption` from the form or the query. Read into
@@ -53,11 +67,14 @@ async def _upload(request: web.Request) -> tuple[bytes, str | None, str | None]:
     if request.content_type.startswith("multipart/"):
         data = None
         reader = await request.multipart()
+        limit = request.app["config"].max_body
         while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise web.HTTPBadRequest(text='{"error": "a nested multipart form"}', content_type="application/json")
             if part.name == "image":
-                data = bytes(await part.read())
+                data = await read_part(part, limit)
             elif part.name in ("url", "caption"):
-                text = await part.text()
+                text = (await read_part(part, _TEXT_PART)).decode("utf-8", "replace")
                 url, caption = (text, caption) if part.name == "url" else (url, text)
         if data is None:
             raise web.HTTPBadRequest(

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
 from ..errors import SafesetError
+from .api import read_part
 
 routes = web.RouteTableDef()
 SIGNAL_TYPES = ("pdq", "md5")  # HMA's photo and video_md5 types; md5 is safeset's own besides
@@ -47,8 +48,8 @@ async def _photo(request: web.Request) -> bytes | None:
         return None
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
-        if part.name == "photo":
-            return bytes(await part.read())
+        if isinstance(part, BodyPartReader) and part.name == "photo":
+            return await read_part(part, request.app["config"].max_body)
     return None
 
 
