@@ -360,3 +360,64 @@ def test_a_token_past_its_rate_gets_429_with_retry_after(listed, home, tmp_path,
         assert server.request("/v1/banks")[0] == 200  # the bucket fills again
     finally:
         assert server.stop() == 0
+
+
+def _raw(server: Server, request: bytes, wait: float = 10.0) -> bytes:
+    """What the server answers to bytes sent as they are, for what no HTTP client would send."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server.url)
+    with socket.create_connection((where.hostname, where.port), timeout=wait) as conn:
+        conn.sendall(request)
+        answer = b""
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def test_what_a_parser_refuses_is_not_quoted_back_or_logged(listed, home, tmp_path, tiles):
+    """A chunked body whose sizes lie, a Content-Length shorter than the body, an Authorization
+    header that is not UTF-8, a form that is no form: each refused in our own words, and the
+    upload's bytes in neither the answer nor the log."""
+    server = Server(home, tmp_path, "--body-seconds", "2")
+    image = jpeg(tiles[0][1])
+    marker = image[len(image) // 2 : len(image) // 2 + 48]
+    head = (
+        f"POST /v1/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: image/jpeg\r\n"
+    )
+    try:
+        lying = _raw(server, (head + "Transfer-Encoding: chunked\r\n\r\n3e8\r\n").encode() + image)
+        short = _raw(server, (head + "Content-Length: 10\r\n\r\n").encode() + image)
+        odd = _raw(server, b"POST /v1/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   b"Authorization: Bearer \xff\xfe\r\nContent-Length: 3\r\n\r\nabc")  # fmt: skip
+        form = b"--b\r\nContent-Disposition: form-data; name=image\r\n" + image  # no blank line, no end
+        broken = _raw(server, (head.replace("image/jpeg", "multipart/form-data; boundary=b")
+                               + f"Content-Length: {len(form)}\r\n\r\n").encode() + form)  # fmt: skip
+        trickled = _raw(server, (head + f"Content-Length: {len(image)}\r\n\r\n").encode() + image[:100])
+    finally:
+        assert server.stop() == 0
+    for answer in (lying, short, odd, broken, trickled):
+        assert answer and marker not in answer and b"\\x" not in answer, answer[:300]
+    assert (
+        odd.startswith(b"HTTP/1.1 401") and broken.startswith(b"HTTP/1.1 400") and trickled.startswith(b"HTTP/1.1 408")
+    )
+    assert lying.split(b"\r\n")[0].endswith(b"400 Bad Request")
+    log = Path(server.log.name).read_bytes()
+    assert marker not in log and b"\\x" not in log and b"Traceback" not in log
+
+
+def test_made_up_tokens_share_their_address_bucket_and_a_killed_parent_takes_its_workers(listed, home, tmp_path):
+    server = Server(home, tmp_path, "--rate-limit", "2", "--workers", "2")
+    codes = [server.request("/v1/banks", token=f"made-up-{i}-" + "z" * 16)[0] for i in range(8)]
+    assert codes[0] == 401 and 429 in codes  # a new made-up token is no new caller
+    workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    server.proc.kill()
+    server.proc.wait(timeout=30)
+    assert _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 15)
+    server.stop()

@@ -31,7 +31,8 @@ from .audit import _policy
 @click.option(
     "--admin-token-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Bearer tokens for /v1/admin/*, one a line (mode 600); without it there is no admin access.",
+    help="Bearer tokens for the admin routes (/v1/banks/NAME/entries|enable|disable, /v1/verdicts), one a line "
+    "(mode 600); without it there is no admin access.",
 )
 @click.option(
     "--max-body",
@@ -46,6 +47,20 @@ from .audit import _policy
     default=2.0,
     show_default=True,
     help="How often each worker looks for changed banks or verdicts (taken in without dropping a request).",
+)
+@click.option(
+    "--body-seconds",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Time for a request's body to arrive; past it, 408 (a body trickled in holds no worker).",
+)
+@click.option(
+    "--uploads",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Bodies a worker holds at once (more wait): its memory for uploads is at most this x --max-body.",
 )
 @click.option(
     "--rate-limit",
@@ -68,6 +83,8 @@ def serve_command(
     admin_token_file: Path | None,
     max_body: int,
     reload_seconds: float,
+    body_seconds: float,
+    uploads: int,
     rate_limit: float,
 ) -> None:
     """Serve checks over HTTP until SIGTERM or Ctrl-C: POST /v1/check (an image: hashes, matches,
@@ -92,6 +109,8 @@ def serve_command(
         max_body=max_body,
         reload_seconds=reload_seconds,
         rate_limit=rate_limit,
+        body_seconds=body_seconds,
+        uploads=uploads,
     )
 
     def ready(bound_host: str, bound_port: int) -> None:

@@ -3,14 +3,13 @@ as it arrives, with no person viewing anything.
 
 aiohttp's server, not an ASGI stack on uvicorn: aiohttp is already a dependency (the fetcher's
 client), its server keeps request bodies in memory (no multipart spooling to temporary files,
-which zero view forbids) and caps them (`client_max_size`, 413 beyond), and its workers share a
-port with SO_REUSEPORT, so `--workers N` is N processes with no front process in the way.
+which zero view forbids) and caps them (413 beyond), and `--workers N` processes accept on one
+socket they inherit (prefork), with no front process in the way; a worker that dies is replaced.
 
 Each worker holds one `safeset.Auditor` (banks, policy, settings) in a `LiveAuditor`, which looks
 at the bank home every `reload_seconds` and, when a bank or the verdict log changed, builds a new
 auditor beside the old one and swaps it in: requests in flight finish on the one they started
-with. Endpoints (`api.py`): `POST /v1/check`, `POST /v1/lookup`, `GET /v1/banks`, `GET /v1/health`,
-`GET /metrics`, `GET /openapi.json`.
+with. Endpoints: `api.py` (/v1 and /metrics), `admin.py` (an admin token), `hma.py` (HMA's).
 """
 
 from __future__ import annotations

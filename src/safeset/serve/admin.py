@@ -106,6 +106,6 @@ async def switch(request: web.Request) -> web.Response:
     name, on = request.match_info["name"], request.match_info["switch"] == "enable"
     try:
         info = await asyncio.get_running_loop().run_in_executor(None, store.set_enabled, name, on)
-    except SafesetError as exc:
-        return web.json_response({"error": str(exc), "request_id": request["id"]}, status=404)
+    except SafesetError:  # its message names the bank home's folder
+        return web.json_response({"error": f"no bank {name}", "request_id": request["id"]}, status=404)
     return web.json_response({"bank": info.name, "enabled": info.enabled, "request_id": request["id"]})

@@ -11,11 +11,13 @@ import asyncio
 import logging
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, ClientError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
 from ..model import Status
+from .app import BadRequest
 
 log = logging.getLogger("safeset.serve")
 routes = web.RouteTableDef()
@@ -46,6 +48,7 @@ def _answer(row: dict[str, Any], request: web.Request) -> dict[str, Any]:
 
 
 _TEXT_PART = 64 * 1024  # a form's url or caption
+MAX_PARTS = 16  # a form's parts: an image and a few fields, not thousands to parse
 
 
 async def read_part(part, limit: int) -> bytes:
@@ -59,47 +62,64 @@ async def read_part(part, limit: int) -> bytes:
     return bytes(data)
 
 
+async def form_parts(request: web.Request, wanted: dict[str, int]) -> dict[str, bytes]:
+    """The parts of a multipart form named in `wanted` (name: most bytes), the others passed
+    over; a form that is not one, is nested or has too many parts is a `BadRequest`."""
+    found: dict[str, bytes] = {}
+    try:
+        reader = await request.multipart()
+        for _ in range(MAX_PARTS + 1):
+            part = await reader.next()
+            if part is None:
+                return found
+            if not isinstance(part, BodyPartReader):
+                raise BadRequest("a nested multipart form")
+            if part.name in wanted:
+                found[part.name] = await read_part(part, wanted[part.name])
+    except (ValueError, AssertionError, ClientError, HttpProcessingError, RuntimeError) as exc:  # they quote the form
+        raise BadRequest(f"not a multipart form that can be read ({type(exc).__name__})") from None
+    raise BadRequest(f"more than {MAX_PARTS} parts in the form")
+
+
+async def _body(request: web.Request, read) -> Any:
+    """`read()` of the request's body within the server's time for a body (408 past it)."""
+    try:
+        async with asyncio.timeout(request.app["config"].body_seconds):
+            return await read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="the body did not arrive in time") from None
+
+
 async def _upload(request: web.Request) -> tuple[bytes, str | None, str | None]:
     """The image of a check: the raw body (any content type but a form), or the part named
     `image` of a multipart form, with `url` and `caption` from the form or the query. Read into
-    memory only (aiohttp's `client_max_size` refuses a larger body with 413)."""
+    memory only, at most --max-body of it (413 beyond)."""
     url, caption = request.query.get("url"), request.query.get("caption")
     if request.content_type.startswith("multipart/"):
-        data = None
-        reader = await request.multipart()
         limit = request.app["config"].max_body
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise web.HTTPBadRequest(text='{"error": "a nested multipart form"}', content_type="application/json")
-            if part.name == "image":
-                data = await read_part(part, limit)
-            elif part.name in ("url", "caption"):
-                text = (await read_part(part, _TEXT_PART)).decode("utf-8", "replace")
-                url, caption = (text, caption) if part.name == "url" else (url, text)
-        if data is None:
-            raise web.HTTPBadRequest(
-                text='{"error": "the form has no part named image"}', content_type="application/json"
-            )
-        return data, url, caption
-    if request.content_type == "application/x-www-form-urlencoded":
-        raise web.HTTPUnsupportedMediaType(
-            text='{"error": "send the image as the body, or as the part named image of a multipart form"}',
-            content_type="application/json",
+        parts = await _body(
+            request, lambda: form_parts(request, {"image": limit, "url": _TEXT_PART, "caption": _TEXT_PART})
         )
-    data = await request.read()
+        text = {k: parts[k].decode("utf-8", "replace") for k in ("url", "caption") if k in parts}
+        data, url, caption = parts.get("image"), text.get("url", url), text.get("caption", caption)
+    elif request.content_type == "application/x-www-form-urlencoded":
+        raise web.HTTPUnsupportedMediaType(reason="send the image as the body, or as the part named image of a form")
+    else:
+        data = await _body(request, request.read)
     if not data:
-        raise web.HTTPBadRequest(text='{"error": "the body is empty: send the image"}', content_type="application/json")
+        raise BadRequest("no image: send it as the body, or as the part named image of a multipart form")
     return data, url, caption
 
 
 @routes.post("/v1/check")
 async def check(request: web.Request) -> web.Response:
     """Hash, match and decide one upload under the server's policy."""
-    data, url, caption = await _upload(request)
-    auditor = request.app["live"].current  # one auditor for the whole request, whatever reloads meanwhile
-    loop = asyncio.get_running_loop()
-    row = await loop.run_in_executor(request.app["checking"], auditor.check_bytes, data, url, caption)
-    del data
+    async with request.app["uploads"]:  # bodies held at once: bounded, as the memory they take
+        data, url, caption = await _upload(request)
+        auditor = request.app["live"].current  # one auditor for the whole request, whatever reloads meanwhile
+        loop = asyncio.get_running_loop()
+        row = await loop.run_in_executor(request.app["checking"], auditor.check_bytes, data, url, caption)
+        del data
     answer = _answer(row, request)
     status = 422 if answer["status"] in _UNPROCESSABLE else 200
     if status == 422:
@@ -113,6 +133,8 @@ def _lookups(body: Any) -> list[tuple[str, str, int | None]]:
     "quality": 80}, ...]} or {"pdq": ["...", ...], "md5": [...]}. A PDQ without a quality is
     matched as given: the quality gate is then the sender's hasher's."""
     pairs = []
+    if isinstance(body, dict) and "hashes" in body and len(body) > 1:
+        raise ValueError('give {"hashes": [...]} or lists by type ({"pdq": [...], ...}), not both')
     if isinstance(body, dict) and isinstance(body.get("hashes"), list):
         for item in body["hashes"]:
             if not isinstance(item, dict) or not isinstance(item.get("value"), str):
@@ -140,9 +162,9 @@ def _lookups(body: Any) -> list[tuple[str, str, int | None]]:
 async def lookup(request: web.Request) -> web.Response:
     """Match hashes (many a request) against the banks: each one's matches and decision."""
     try:
-        body = await request.json()
-    except ValueError:  # its message may quote the body
-        return web.json_response({"error": "the body is not JSON", "request_id": request["id"]}, status=400)
+        body = await _body(request, request.json)
+    except (ValueError, LookupError, RecursionError):  # not JSON, an unknown charset, nested past reason
+        raise BadRequest("the body is not JSON (UTF-8, nested less deep than Python's limit)") from None
     try:
         pairs = _lookups(body)
     except ValueError as exc:
@@ -160,8 +182,9 @@ async def lookup(request: web.Request) -> web.Response:
                 found.append({"type": kind, "value": value, "error": row["invalid"]})
                 continue
             answer = _answer(row, request)
+            matched = [r for r in answer["reasons"] if not r.startswith("unchecked:")]  # a hash is no image to check
             found.append({"type": kind, "value": value, "matches": answer["matches"], "decision": answer["decision"],
-                          "reasons": answer["reasons"]})  # fmt: skip
+                          "reasons": matched})  # fmt: skip
         return found
 
     results = await asyncio.get_running_loop().run_in_executor(request.app["checking"], match_all)

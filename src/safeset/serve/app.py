@@ -13,10 +13,12 @@ import os
 import signal
 import socket
 import time
+import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ class ServeConfig:
     tokens: frozenset[str] = frozenset()  # for /v1/check, /v1/lookup, /v1/banks, /metrics
     admin_tokens: frozenset[str] = frozenset()
     max_body: int = MAX_BODY
+    uploads: int = 8  # bodies a worker reads and checks at once: its memory for them is at most this x max_body
+    body_seconds: float = 60.0  # a body not all sent by then is refused (408): a trickled one holds no worker
     reload_seconds: float = 2.0  # how often each worker looks for changed banks or verdicts
     rate_limit: float = 0.0  # requests a second per token (or per client address without tokens); 0: none
 
@@ -135,17 +139,24 @@ class Metrics:
             lines.append(f"# TYPE {name} counter")
             for (counted, labels), value in sorted(self.counters.items()):
                 if counted == name:
-                    lines.append(f"{name}{labelled(labels)} {value:g}")
+                    lines.append(f"{name}{labelled(labels)} {_value(value)}")
         lines.append("# TYPE safeset_request_seconds histogram")
         for route, cells in sorted(self.latency.items()):
             for bound, n in zip(_BUCKETS, cells, strict=False):
                 lines.append(
-                    f"safeset_request_seconds_bucket{labelled((('le', f'{bound:g}'), ('route', route)))} {n:g}"
+                    f"safeset_request_seconds_bucket{labelled((('le', f'{bound:g}'), ('route', route)))} {_value(n)}"
                 )
-            lines.append(f"safeset_request_seconds_bucket{labelled((('le', '+Inf'), ('route', route)))} {cells[-1]:g}")
+            lines.append(
+                f"safeset_request_seconds_bucket{labelled((('le', '+Inf'), ('route', route)))} {_value(cells[-1])}"
+            )
             lines.append(f"safeset_request_seconds_sum{labelled((('route', route),))} {cells[-2]:.6f}")
-            lines.append(f"safeset_request_seconds_count{labelled((('route', route),))} {cells[-1]:g}")
+            lines.append(f"safeset_request_seconds_count{labelled((('route', route),))} {_value(cells[-1])}")
         return "\n".join(lines) + "\n"
+
+
+def _value(number: float) -> str:
+    """A sample's value whole (`:g` would round a counter past a million to six digits)."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
 
 
 def _quote(value: str) -> str:
@@ -154,6 +165,7 @@ def _quote(value: str) -> str:
 
 _OPEN = ("/v1/health", "/openapi.json", "/status")
 _UNLIMITED = (*_OPEN, "/metrics")
+_CALLERS = 10_000  # rate buckets kept before idle ones are dropped
 
 
 class RateLimit:
@@ -168,6 +180,9 @@ class RateLimit:
     def wait(self, caller: str) -> float:
         """0 if the caller may go now (a token taken), else the seconds until it may."""
         now = time.monotonic()
+        if len(self.buckets) > _CALLERS:  # forget the callers whose bucket has filled again
+            full = (self.burst - 0) / self.rate
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < full}
         tokens, then = self.buckets.get(caller, (self.burst, now))
         tokens = min(self.burst, tokens + (now - then) * self.rate)
         if tokens >= 1:
@@ -186,15 +201,33 @@ def _allowed(given: str | None, tokens: frozenset[str]) -> bool:
     """Whether `given` is one of `tokens`, compared in constant time (every token compared)."""
     if given is None:
         return False
-    found = False
+    found, raw = False, given.encode("utf-8", "replace")  # a header's odd bytes match no token, and fail nothing
     for token in tokens:
-        found |= hmac.compare_digest(given.encode(), token.encode())
+        found |= hmac.compare_digest(raw, token.encode())
     return found
+
+
+class BadRequest(Exception):
+    """What makes a request unreadable, in words of our own (never quoting the request)."""
+
+
+def _json_error(status: int, message: str, request_id: str = "", headers: dict | None = None) -> web.Response:
+    body = {"error": message, **({"request_id": request_id} if request_id else {})}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _failure(exc: BaseException) -> str:
+    """An exception as a log line may carry it: its type and where it was raised, never its
+    message (a parser's quotes the request's bytes)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}"
 
 
 @web.middleware
 async def _guard(request: web.Request, handler) -> web.StreamResponse:
-    """Authentication, a request id, timing and counting; no body or header is ever logged."""
+    """Authentication, rate limits, a request id, timing and counting; no body or header is ever
+    logged, and every error answer is JSON of our own words."""
     config: ServeConfig = request.app["config"]
     metrics: Metrics = request.app["metrics"]
     request["id"] = uuid.uuid4().hex[:16]
@@ -202,38 +235,49 @@ async def _guard(request: web.Request, handler) -> web.StreamResponse:
     started = time.perf_counter()
     try:
         token = _token(request)
-        if getattr(request.match_info.handler, "admin", False):
-            if not _allowed(token, config.admin_tokens):
-                raise web.HTTPUnauthorized(
-                    text='{"error": "an admin token is needed"}', content_type="application/json",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )  # fmt: skip
-        elif request.path not in _OPEN and config.tokens and not _allowed(token, config.tokens):
-            raise web.HTTPUnauthorized(
-                text='{"error": "a bearer token is needed"}', content_type="application/json",
-                headers={"WWW-Authenticate": "Bearer"},
-            )  # fmt: skip
+        admin = getattr(request.match_info.handler, "admin", False)
+        wanted = config.admin_tokens if admin else config.tokens
+        valid = _allowed(token, wanted)
         limit: RateLimit | None = request.app["limit"]
+        # a caller is its token when the token is good, else its address: a made-up token is no new caller
         if limit is not None and request.path not in _UNLIMITED:
-            wait = limit.wait(token or request.remote or "")
+            wait = limit.wait(token if valid else f"address {request.remote}")
             if wait:
                 metrics.count("safeset_rate_limited_total")
-                raise web.HTTPTooManyRequests(
-                    text='{"error": "too many requests"}', content_type="application/json",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )  # fmt: skip
+                raise web.HTTPTooManyRequests(headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        if (admin or (request.path not in _OPEN and config.tokens)) and not valid:
+            raise web.HTTPUnauthorized(
+                reason="an admin token is needed" if admin else "a bearer token is needed",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
-    except Exception:  # a bug: said without the request's content
-        log.exception("request %s failed", request["id"])
-        response = web.json_response({"error": "internal error", "request_id": request["id"]}, status=500)
+        big = f"larger than the server's maximum body ({config.max_body:,} bytes)"
+        kept = {k: v for k, v in exc.headers.items() if k in ("Retry-After", "WWW-Authenticate")}
+        response = _json_error(exc.status, big if exc.status == 413 else exc.reason, request["id"], kept)
+    except BadRequest as exc:
+        response = _json_error(400, str(exc), request["id"])
+    except (ConnectionResetError, asyncio.CancelledError):  # the client went away mid-request
+        metrics.count("safeset_requests_abandoned_total", route=route)
+        raise
+    except Exception as exc:  # a bug: said without the request's content
+        log.error("request %s failed: %s", request["id"], _failure(exc))
+        response = _json_error(500, "internal error", request["id"])
     response.headers["X-Request-Id"] = request["id"]
     metrics.count("safeset_requests_total", route=route, status=str(response.status))
     metrics.observe(route, time.perf_counter() - started)
-    if isinstance(response, web.HTTPException) and not response.text:
-        response.text = f'{{"error": "{response.reason}"}}'
-        response.content_type = "application/json"
+    return response
+
+
+def _quiet_handle_error(self, request, status: int = 500, exc: BaseException | None = None, message=None):
+    """aiohttp's answer to a request its parser refused quotes the parser's message (the request's
+    own bytes) and logs it with a traceback: in a server of uploads, both are leaks. This answers
+    with the status alone, and logs the error's type."""
+    log.warning("a request could not be read: %s, %s", status, _failure(exc) if exc else "-")
+    if request.writer.output_size > 0:
+        raise ConnectionError("an answer was being sent already")
+    response = _json_error(status, HTTPStatus(status).phrase)
+    response.force_close()
     return response
 
 
@@ -247,6 +291,7 @@ def make_app(config: ServeConfig, live: LiveAuditor | None = None) -> web.Applic
     app["metrics"] = Metrics()
     app["live"] = live or LiveAuditor(config)
     app["checking"] = ThreadPoolExecutor(1, thread_name_prefix="safeset-check")  # one check at a time a worker
+    app["uploads"] = asyncio.Semaphore(config.uploads)
     for module in (api, hma, admin):
         app.add_routes(module.routes)
 
@@ -281,9 +326,27 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the parent dies (killed -9, it cannot stop us itself)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker(config: ServeConfig, sock: socket.socket) -> None:
     """One worker: its own auditor and event loop, accepting on the shared socket."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers, with SIGTERM
+    _die_with_parent()
+    if os.getppid() == 1:  # the parent died before we asked
+        return
+    from aiohttp import web_protocol
+
+    web_protocol.RequestHandler.handle_error = _quiet_handle_error
+    for name in ("aiohttp.server", "aiohttp.access", "aiohttp.web"):  # they quote requests
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     app = make_app(config)
     web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=30, handle_signals=True)
 
@@ -311,20 +374,33 @@ def serve(config: ServeConfig, ready=None) -> None:
     def stop(signum, frame):
         nonlocal stopping
         stopping = True
+        sock.close()  # the workers close theirs as they stop: new connections are then refused, not queued
         for process in workers:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    born = [time.monotonic()] * len(workers)
+    due: list[float | None] = [None] * len(workers)  # when a dead worker's replacement starts
+    pause = [0.0] * len(workers)
     try:
         while not stopping:
             time.sleep(0.2)
+            now = time.monotonic()
             for i, process in enumerate(workers):
-                if not process.is_alive() and not stopping:  # killed (out of memory?): replaced
-                    log.error("worker %s ended (exit code %s): starting another", process.pid, process.exitcode)
+                if process.is_alive() or stopping:
+                    continue
+                if due[i] is None:  # killed (out of memory?): replaced; one that dies at once, later each time
+                    pause[i] = min(30.0, max(1.0, 2 * pause[i])) if now - born[i] < 10 else 0.0
+                    due[i] = now + pause[i]
+                    log.error(
+                        "worker %s ended (exit code %s): another in %.0f s", process.pid, process.exitcode, pause[i]
+                    )
+                if now >= due[i]:
                     workers[i] = context.Process(target=_worker, args=(config, sock), daemon=True)
                     workers[i].start()
+                    born[i], due[i] = now, None
     finally:
         for process in workers:
             process.join(timeout=40)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
 from ..errors import SafesetError
-from .api import read_part
+from .api import _body, form_parts
 
 routes = web.RouteTableDef()
 SIGNAL_TYPES = ("pdq", "md5")  # HMA's photo and video_md5 types; md5 is safeset's own besides
@@ -46,16 +46,18 @@ def _by_bank(matches: list[dict]) -> dict[str, list[dict]]:
 async def _photo(request: web.Request) -> bytes | None:
     if not request.content_type.startswith("multipart/"):
         return None
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if isinstance(part, BodyPartReader) and part.name == "photo":
-            return await read_part(part, request.app["config"].max_body)
-    return None
+    limit = request.app["config"].max_body
+    return (await _body(request, lambda: form_parts(request, {"photo": limit}))).get("photo") or None
 
 
-async def _checked(request: web.Request, data: bytes) -> dict:
-    auditor = request.app["live"].current
-    return await asyncio.get_running_loop().run_in_executor(request.app["checking"], auditor.check_bytes, data)
+async def _checked(request: web.Request) -> dict | None:
+    """The check of the multipart field `photo`, within the bound on bodies held at once."""
+    async with request.app["uploads"]:
+        data = await _photo(request)
+        if data is None:
+            return None
+        auditor = request.app["live"].current
+        return await asyncio.get_running_loop().run_in_executor(request.app["checking"], auditor.check_bytes, data)
 
 
 async def _lookup_signal(request: web.Request) -> dict | web.Response:
@@ -85,10 +87,9 @@ async def hash_url(request: web.Request) -> web.Response:
 
 @routes.post("/h/hash")
 async def hash_bytes(request: web.Request) -> web.Response:
-    data = await _photo(request)
-    if data is None:
+    row = await _checked(request)
+    if row is None:
         return _error(400, "send the image as the multipart field photo")
-    row = await _checked(request, data)
     return web.json_response({"pdq": row["pdq"]} if row["pdq"] else {})
 
 
@@ -100,10 +101,9 @@ async def lookup(request: web.Request) -> web.Response:
 
 @routes.post("/m/lookup")
 async def hash_and_lookup(request: web.Request) -> web.Response:
-    data = await _photo(request)
-    if data is None:
+    row = await _checked(request)
+    if row is None:
         return _error(400, "send the image as the multipart field photo")
-    row = await _checked(request, data)
     pdq = _by_bank([m for m in row["matches"] if m["signal_type"] == "pdq"])
     return web.json_response({"pdq": pdq} if row["pdq"] else {})
 
