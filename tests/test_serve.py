@@ -134,7 +134,10 @@ def test_check_and_lookup_answer_with_hashes_and_tags_never_listed_values(server
     status, health = server.request("/v1/health", token=None)
     assert status == 200 and health["status"] == "ok"
     status, spec = server.request("/openapi.json", token=None)
-    assert status == 200 and {"/v1/check", "/v1/lookup", "/metrics"} <= set(spec["paths"])
+    assert status == 200 and {"/v1/check", "/v1/lookup", "/metrics", "/v1/verdicts", "/m/lookup"} <= set(spec["paths"])
+    from openapi_spec_validator import validate
+
+    validate(spec)  # a valid OpenAPI 3 document
     status, metrics = server.request("/metrics")
     text = metrics["text"]
     assert 'safeset_matches_total{worker="' in text and 'bank="hotline"' in text

@@ -264,7 +264,8 @@ OPENAPI: dict[str, Any] = {
         "description": "Hash, match and decide uploads against hash lists, with no person viewing anything. "
         "Bearer tokens: one of --token-file for /v1/* and /metrics; /v1/health and /openapi.json are open.",
     },
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                       "admin": {"type": "http", "scheme": "bearer"}}},
     "security": [{"bearer": []}],
     "paths": {
         "/v1/check": {
@@ -337,5 +338,44 @@ OPENAPI: dict[str, Any] = {
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3"}}}},
+        "/v1/banks/{name}/entries": {"post": {
+            "summary": "Admin: hashes into bank NAME (python-threatexchange '<type> <hash>' lines; ?type= for bare "
+                       "hashes, ?label= for a new bank)", "security": [{"admin": []}],
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "responses": {"200": {"description": "added, and bad lines by number"},
+                          "400": {"description": "bad lines or body", **_ERROR},
+                          "401": {"description": "no admin token", **_ERROR}}}},
+        "/v1/banks/{name}/{switch}": {"post": {
+            "summary": "Admin: enable or disable bank NAME", "security": [{"admin": []}],
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "switch", "in": "path", "required": True,
+                            "schema": {"type": "string", "enum": ["enable", "disable"]}}],
+            "responses": {"200": {"description": "switched"}, "404": {"description": "no such bank", **_ERROR}}}},
+        "/v1/verdicts": {"post": {
+            "summary": "Admin: verification verdicts, as `safeset review import` takes them (CSV, or JSON lines "
+                       "with application/x-ndjson); ?verifier=&reference=&entry=1&skip_bad=1",
+            "security": [{"admin": []}],
+            "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}},
+                                                          "application/x-ndjson": {"schema": {"type": "string"}}}},
+            "responses": {"200": {"description": "imported"}, "400": {"description": "bad lines or body", **_ERROR}}}},
+        "/status": {"get": {"summary": "HMA: liveness, 'I-AM-ALIVE'", "security": [],
+                            "responses": {"200": {"description": "alive"}}}},
+        "/h/hash": {"post": {"summary": "HMA: the PDQ of the multipart field photo",
+                             "responses": {"200": {"description": "{\"pdq\": hex}"}}}},
+        "/m/lookup": {
+            "get": {"summary": "HMA: matches of ?signal_type=pdq|md5&signal=HEX, by bank",
+                    "responses": {"200": {"description": "{BANK: [{bank_content_id (the entry's tag), distance}]}"}}},
+            "post": {"summary": "HMA: hash the multipart field photo and match it",
+                     "responses": {"200": {"description": "{\"pdq\": {BANK: [...]}}"}}}},
+        "/m/raw_lookup": {"get": {"summary": "HMA: the tags of the entries ?signal matches",
+                                  "responses": {"200": {"description": "{\"matches\": [tag, ...]}"}}}},
+        "/c/banks": {"get": {"summary": "HMA: banks and whether they match",
+                             "responses": {"200": {"description": "[{name, matching_enabled_ratio}]"}}}},
     },
 }  # fmt: skip
+# every route but the open ones may answer 429 past --rate-limit
+for _path, _methods in OPENAPI["paths"].items():
+    for _operation in _methods.values():
+        if _path not in ("/v1/health", "/openapi.json", "/status", "/metrics"):
+            _operation["responses"]["429"] = {"description": "past --rate-limit; see Retry-After", **_ERROR}
