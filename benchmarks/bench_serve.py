@@ -7,7 +7,8 @@
   open loop at 50% and 90% of the in-process rate for the latency (p50, p99).
 - /v1/lookup: PDQ hashes in requests of 100 (a tenth of them listed) against a bank of
   SAFESET_BENCH_SERVE_BANK random PDQs (default 1,000,000; the issue's figure is at 10,000,000):
-  hashes a second, and the latency of a request (p50, p99).
+  hashes a second in a closed loop, and the latency of a request (p50, p99) at 5,000 hashes a
+  second (50 requests a second, open loop).
 
 The load generator shares the machine's 2 cores with the server, as a client on the same host
 would. HMA's published goals, for comparison: 1,000 lookups/s scaled out, 10M PDQ hashes on one
@@ -189,11 +190,16 @@ def main() -> None:
         hashes_file = ROOT / "queries.json"
         hashes_file.write_text(json.dumps(queries))
         looked = load(url, "lookup", 0, str(hashes_file))
+        steady = load(url, "lookup", 50, str(hashes_file))  # 5,000 hashes a second, the goal
         results["lookup"] = {**looked, "bank": BANK}
-        print(f"\n/v1/lookup against {BANK:,} PDQs, 100 a request, 16 requests in flight")
+        results["lookup_at_5000_per_s"] = steady
+        print(f"\n/v1/lookup against {BANK:,} PDQs, 100 hashes a request")
         common.table(
-            ["hashes/s", "p50 ms", "p99 ms", "failed"],
-            [[looked["rate"], looked["p50_ms"], looked["p99_ms"], looked["failed"]]],
+            ["load", "hashes/s", "p50 ms", "p99 ms", "failed"],
+            [
+                ["closed loop (16 in flight)", looked["rate"], looked["p50_ms"], looked["p99_ms"], looked["failed"]],
+                ["open loop, 50 requests/s", steady["rate"], steady["p50_ms"], steady["p99_ms"], steady["failed"]],
+            ],
         )
     finally:
         proc.terminate()

@@ -3,8 +3,9 @@ as it arrives, with no person viewing anything.
 
 aiohttp's server, not an ASGI stack on uvicorn: aiohttp is already a dependency (the fetcher's
 client), its server keeps request bodies in memory (no multipart spooling to temporary files,
-which zero view forbids) and caps them (413 beyond), and `--workers N` processes accept on one
-socket they inherit (prefork), with no front process in the way; a worker that dies is replaced.
+which zero view forbids) and caps them (413 beyond), and `--workers N` processes each listen on
+the port (SO_REUSEPORT: the kernel spreads connections over them), with no front process in the
+way; a worker that dies is replaced.
 
 Each worker holds one `safeset.Auditor` (banks, policy, settings) in a `LiveAuditor`, which looks
 at the bank home every `reload_seconds` and, when a bank or the verdict log changed, builds a new

@@ -312,17 +312,21 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, listen: bool) -> socket.socket:
+    """A socket on (host, port) that others may bind too (SO_REUSEPORT): the parent's holds the
+    port without listening; each worker listens on its own, and the kernel spreads connections
+    over them, where one shared socket gives most of them to whichever worker wakes first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    sock.listen(1024)
-    sock.set_inheritable(True)
+    if listen:
+        sock.listen(1024)
     return sock
 
 
@@ -336,8 +340,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(config: ServeConfig, sock: socket.socket) -> None:
-    """One worker: its own auditor and event loop, accepting on the shared socket."""
+def _worker(config: ServeConfig, port: int, listening=None) -> None:
+    """One worker: its own auditor, event loop and listening socket on the server's port."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers, with SIGTERM
     _die_with_parent()
     if os.getppid() == 1:  # the parent died before we asked
@@ -348,24 +352,32 @@ def _worker(config: ServeConfig, sock: socket.socket) -> None:
     for name in ("aiohttp.server", "aiohttp.access", "aiohttp.web"):  # they quote requests
         logging.getLogger(name).setLevel(logging.CRITICAL)
     app = make_app(config)
+    sock = _bind(config.host, port, listen=True)  # after the auditor is built: no connection waits on that
+    if listening is not None:
+        listening.set()
     web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=30, handle_signals=True)
 
 
 def serve(config: ServeConfig, ready=None) -> None:
-    """Serve until SIGTERM or Ctrl-C: the socket bound here, the auditor built (a bad bank or
-    policy stops the start, not the first request), then `config.workers` processes accept on
-    it. `ready(host, port)` is called once requests can be made."""
+    """Serve until SIGTERM or Ctrl-C: the auditor built (a bad bank or policy stops the start, not
+    the first request), the port held, then `config.workers` processes listen on it.
+    `ready(host, port)` is called once every worker listens."""
     if not config.tokens and not is_loopback(config.host):
         raise UsageError(
             f"--host {config.host} is not loopback: give --token-file, so that only holders of a token can check"
         )
     LiveAuditor(config)  # fail here, before listening, if the banks or the policy cannot load
-    sock = _bind(config.host, config.port)
+    sock = _bind(config.host, config.port, listen=False)  # the port, held for the workers (port 0: any free one)
     host, port = sock.getsockname()[:2]
-    context = multiprocessing.get_context("fork")  # the workers inherit the bound socket
-    workers = [context.Process(target=_worker, args=(config, sock), daemon=True) for _ in range(config.workers)]
+    context = multiprocessing.get_context("fork")
+    listening = [context.Event() for _ in range(config.workers)]
+    workers = [context.Process(target=_worker, args=(config, port, e), daemon=True) for e in listening]
     for process in workers:
         process.start()
+    for event, process in zip(listening, workers, strict=True):  # answered only once every worker listens
+        while not event.wait(0.2):
+            if not process.is_alive():
+                raise UsageError(f"a worker could not start (exit code {process.exitcode}): see the log above")
     if ready is not None:
         ready(host, port)
 
@@ -374,7 +386,7 @@ def serve(config: ServeConfig, ready=None) -> None:
     def stop(signum, frame):
         nonlocal stopping
         stopping = True
-        sock.close()  # the workers close theirs as they stop: new connections are then refused, not queued
+        sock.close()  # the workers close theirs as they stop: new connections are then refused
         for process in workers:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
@@ -398,7 +410,7 @@ def serve(config: ServeConfig, ready=None) -> None:
                         "worker %s ended (exit code %s): another in %.0f s", process.pid, process.exitcode, pause[i]
                     )
                 if now >= due[i]:
-                    workers[i] = context.Process(target=_worker, args=(config, sock), daemon=True)
+                    workers[i] = context.Process(target=_worker, args=(config, port), daemon=True)
                     workers[i].start()
                     born[i], due[i] = now, None
     finally:
