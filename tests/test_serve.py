@@ -418,6 +418,14 @@ def test_made_up_tokens_share_their_address_bucket_and_a_killed_parent_takes_its
     server = Server(home, tmp_path, "--rate-limit", "2", "--workers", "2")
     codes = [server.request("/v1/banks", token=f"made-up-{i}-" + "z" * 16)[0] for i in range(8)]
     assert codes[0] == 401 and 429 in codes  # a new made-up token is no new caller
+    port = server.url.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [sys.executable, "-m", "safeset", "--home", str(home), "serve", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2 and "cannot listen" in second.stderr  # not a second server sharing the port
     workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(workers) == 2
     server.proc.kill()

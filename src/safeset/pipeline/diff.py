@@ -277,7 +277,9 @@ def release_tables(path: Path) -> list[Path]:
     return found
 
 
-def identity_columns(path: Path, key: str | None) -> list[str]:
+def identity_columns(path: Path, key: str | None, keyed: bool = True) -> list[str]:
+    """The columns that name a row of a release table: `key`, else url and caption (or url
+    alone). `keyed`: the command has --key to offer when there is no url column."""
     names = _names(path)
     if key:
         found = find_column(names, key, (), path, "--key")
@@ -286,7 +288,8 @@ def identity_columns(path: Path, key: str | None) -> list[str]:
         return [found]
     url = find_column(names, None, ("url",), path, "--key")
     if url is None:
-        raise BadInputError(path, "has no url column: name the column that identifies a row with --key")
+        hint = ": name the column that identifies a row with --key" if keyed else " (a url column names its rows)"
+        raise BadInputError(path, f"has no url column{hint}")
     caption = find_column(names, None, ("caption", "text"), path)
     return [url, caption] if caption else [url]
 

@@ -135,7 +135,7 @@ def _shards(copy: _Copy) -> list[_Shard]:
 def _columns(copy: _Copy, shards: list[_Shard], release: list[Path]) -> tuple[list[list[str]], list[list[str]]]:
     """Each release table's identity columns and each shard's: url and caption where every table
     of the release and every shard have a caption, else url alone on both sides."""
-    wanted = [identity_columns(table, None) for table in release]
+    wanted = [identity_columns(table, None, keyed=False) for table in release]
     per_shard = []
     for table in (shard.table for shard in shards):
         schema = copy.parquet(table).schema_arrow

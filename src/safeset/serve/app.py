@@ -312,14 +312,15 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _bind(host: str, port: int, listen: bool) -> socket.socket:
+def _bind(host: str, port: int, listen: bool, share: bool = True) -> socket.socket:
     """A socket on (host, port) that others may bind too (SO_REUSEPORT): the parent's holds the
     port without listening; each worker listens on its own, and the kernel spreads connections
     over them, where one shared socket gives most of them to whichever worker wakes first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -366,7 +367,13 @@ def serve(config: ServeConfig, ready=None) -> None:
         raise UsageError(
             f"--host {config.host} is not loopback: give --token-file, so that only holders of a token can check"
         )
-    LiveAuditor(config)  # fail here, before listening, if the banks or the policy cannot load
+    checking = LiveAuditor(config)  # fail here, before listening, if the banks or the policy cannot load
+    if not checking.current.banks:
+        log.warning(
+            "no bank in %s: every upload will be kept; add lists with `safeset bank add`", BankStore(config.home).home
+        )
+    if config.port:  # a port someone else listens on (another safeset too: it would share it) is refused
+        _bind(config.host, config.port, listen=False, share=False).close()
     sock = _bind(config.host, config.port, listen=False)  # the port, held for the workers (port 0: any free one)
     host, port = sock.getsockname()[:2]
     context = multiprocessing.get_context("fork")
