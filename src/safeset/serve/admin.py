@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..banks import BankStore
 from ..errors import SafesetError
+from .app import BadRequest, json_error
 
 routes = web.RouteTableDef()
 
@@ -46,14 +47,14 @@ def _staged(home: Path, body: bytes, suffix: str) -> Path:
 async def _in_store(request: web.Request, suffix: str, work: Callable[[BankStore, Path], Any]) -> web.Response:
     body = await request.read()
     if not body:
-        return web.json_response({"error": "the body is empty", "request_id": request["id"]}, status=400)
+        raise BadRequest("the body is empty")
     store = BankStore(request.app["config"].home)
     path = _staged(store.home, body, suffix)
     try:
         done = await asyncio.get_running_loop().run_in_executor(None, work, store, path)
     except SafesetError as exc:  # named as the body, not as the file it passed through
         message = str(exc).replace(str(path), "the body")
-        return web.json_response({"error": message, "request_id": request["id"]}, status=400)
+        raise BadRequest(message) from None
     finally:
         path.unlink(missing_ok=True)
     return web.json_response({**done, "request_id": request["id"]})
@@ -107,5 +108,5 @@ async def switch(request: web.Request) -> web.Response:
     try:
         info = await asyncio.get_running_loop().run_in_executor(None, store.set_enabled, name, on)
     except SafesetError:  # its message names the bank home's folder
-        return web.json_response({"error": f"no bank {name}", "request_id": request["id"]}, status=404)
+        return json_error(404, f"no bank {name}", request["id"])
     return web.json_response({"bank": info.name, "enabled": info.enabled, "request_id": request["id"]})

@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
 from ..model import Status
+from ..pipeline.check import Auditor
 from .app import BadRequest
 
 log = logging.getLogger("safeset.serve")
@@ -111,14 +112,25 @@ async def _upload(request: web.Request) -> tuple[bytes, str | None, str | None]:
     return data, url, caption
 
 
+def hash_query(kind: str, value: str, quality: int | None = None) -> dict[str, Any]:
+    """`check_hashes`' arguments for one looked-up hash: a PDQ sent without its quality is matched
+    as given (the quality gate is then the sender's hasher's)."""
+    return {kind: value, **({"pdq_quality": 100 if quality is None else quality} if kind == "pdq" else {})}
+
+
+async def in_check_thread(request: web.Request, work, *args: Any) -> Any:
+    """`work(auditor, *args)` on the worker's check thread, with the auditor current now: one
+    auditor for the whole request, whatever reloads meanwhile."""
+    auditor = request.app["live"].current
+    return await asyncio.get_running_loop().run_in_executor(request.app["checking"], work, auditor, *args)
+
+
 @routes.post("/v1/check")
 async def check(request: web.Request) -> web.Response:
     """Hash, match and decide one upload under the server's policy."""
     async with request.app["uploads"]:  # bodies held at once: bounded, as the memory they take
         data, url, caption = await _upload(request)
-        auditor = request.app["live"].current  # one auditor for the whole request, whatever reloads meanwhile
-        loop = asyncio.get_running_loop()
-        row = await loop.run_in_executor(request.app["checking"], auditor.check_bytes, data, url, caption)
+        row = await in_check_thread(request, Auditor.check_bytes, data, url, caption)
         del data
     answer = _answer(row, request)
     status = 422 if answer["status"] in _UNPROCESSABLE else 200
@@ -168,14 +180,10 @@ async def lookup(request: web.Request) -> web.Response:
     try:
         pairs = _lookups(body)
     except ValueError as exc:
-        return web.json_response({"error": str(exc), "request_id": request["id"]}, status=400)
-    auditor = request.app["live"].current
+        raise BadRequest(str(exc)) from None
 
-    def match_all() -> list[dict]:
-        queries = [
-            {kind: value, **({"pdq_quality": 100 if quality is None else quality} if kind == "pdq" else {})}
-            for kind, value, quality in pairs
-        ]
+    def match_all(auditor: Auditor) -> list[dict]:
+        queries = [hash_query(kind, value, quality) for kind, value, quality in pairs]
         found = []
         for (kind, value, _), row in zip(pairs, auditor.check_hashes_many(queries), strict=True):
             if "invalid" in row:
@@ -187,7 +195,7 @@ async def lookup(request: web.Request) -> web.Response:
                           "reasons": matched})  # fmt: skip
         return found
 
-    results = await asyncio.get_running_loop().run_in_executor(request.app["checking"], match_all)
+    results = await in_check_thread(request, match_all)
     log.info(
         "lookup %s: %d hash(es), %d matched", request["id"], len(results), sum(bool(r.get("matches")) for r in results)
     )

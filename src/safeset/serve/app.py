@@ -211,7 +211,7 @@ class BadRequest(Exception):
     """What makes a request unreadable, in words of our own (never quoting the request)."""
 
 
-def _json_error(status: int, message: str, request_id: str = "", headers: dict | None = None) -> web.Response:
+def json_error(status: int, message: str, request_id: str = "", headers: dict | None = None) -> web.Response:
     body = {"error": message, **({"request_id": request_id} if request_id else {})}
     return web.json_response(body, status=status, headers=headers)
 
@@ -254,15 +254,15 @@ async def _guard(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         big = f"larger than the server's maximum body ({config.max_body:,} bytes)"
         kept = {k: v for k, v in exc.headers.items() if k in ("Retry-After", "WWW-Authenticate")}
-        response = _json_error(exc.status, big if exc.status == 413 else exc.reason, request["id"], kept)
+        response = json_error(exc.status, big if exc.status == 413 else exc.reason, request["id"], kept)
     except BadRequest as exc:
-        response = _json_error(400, str(exc), request["id"])
+        response = json_error(400, str(exc), request["id"])
     except (ConnectionResetError, asyncio.CancelledError):  # the client went away mid-request
         metrics.count("safeset_requests_abandoned_total", route=route)
         raise
     except Exception as exc:  # a bug: said without the request's content
         log.error("request %s failed: %s", request["id"], _failure(exc))
-        response = _json_error(500, "internal error", request["id"])
+        response = json_error(500, "internal error", request["id"])
     response.headers["X-Request-Id"] = request["id"]
     metrics.count("safeset_requests_total", route=route, status=str(response.status))
     metrics.observe(route, time.perf_counter() - started)
@@ -276,7 +276,7 @@ def _quiet_handle_error(self, request, status: int = 500, exc: BaseException | N
     log.warning("a request could not be read: %s, %s", status, _failure(exc) if exc else "-")
     if request.writer.output_size > 0:
         raise ConnectionError("an answer was being sent already")
-    response = _json_error(status, HTTPStatus(status).phrase)
+    response = json_error(status, HTTPStatus(status).phrase)
     response.force_close()
     return response
 

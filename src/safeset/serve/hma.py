@@ -17,14 +17,13 @@ tokens as /v1 are needed (HMA's API key).
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
 from ..errors import SafesetError
-from .api import _body, form_parts
+from ..pipeline.check import Auditor
+from .api import _body, form_parts, hash_query, in_check_thread
 
 routes = web.RouteTableDef()
 SIGNAL_TYPES = ("pdq", "md5")  # HMA's photo and video_md5 types; md5 is safeset's own besides
@@ -54,22 +53,15 @@ async def _checked(request: web.Request) -> dict | None:
     """The check of the multipart field `photo`, within the bound on bodies held at once."""
     async with request.app["uploads"]:
         data = await _photo(request)
-        if data is None:
-            return None
-        auditor = request.app["live"].current
-        return await asyncio.get_running_loop().run_in_executor(request.app["checking"], auditor.check_bytes, data)
+        return None if data is None else await in_check_thread(request, Auditor.check_bytes, data)
 
 
 async def _lookup_signal(request: web.Request) -> dict | web.Response:
     kind, signal = request.query.get("signal_type", "").lower(), request.query.get("signal", "")
     if kind not in SIGNAL_TYPES or not signal:
         return _error(400, f"give signal_type (one of {', '.join(SIGNAL_TYPES)}) and signal")
-    auditor = request.app["live"].current
-    gate = {"pdq_quality": 100} if kind == "pdq" else {}
     try:
-        row = await asyncio.get_running_loop().run_in_executor(
-            request.app["checking"], lambda: auditor.check_hashes(**{kind: signal}, **gate)
-        )
+        row = await in_check_thread(request, lambda auditor: auditor.check_hashes(**hash_query(kind, signal)))
     except SafesetError:
         return _error(400, f"invalid signal: not a {kind}")
     return row
