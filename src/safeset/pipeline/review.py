@@ -174,7 +174,7 @@ def import_verdicts(
     if digest in imported_files(store.home):
         return {"file": str(path), "already_imported": True, "imported": 0}
     known = _Known(cases(out, ("keep", "review", "remove")) if out and not entries else [], store)
-    listed = _Listed(store)
+    listed = _Listed(store) if entries else None
     accepted, bad = [], []
     for number, record in _records(path):
         case, why = _entry(record, listed) if entries else _case(record, known, out is not None)
@@ -253,16 +253,17 @@ class _Listed:
 
     def __init__(self, store: BankStore):
         self.store = store
+        self.banks = {name: store.get(name) for name in store.names()}  # read once, not once a line
         self.wanted: dict[str, set[str]] = {}  # bank -> tags lines may mean
         self.held: dict[str, dict[str, str]] = {}  # bank -> {tag a line may mean: the entry's tag}
 
     def candidates(self, bank: str, entry: str) -> set[str]:
         """The tags `entry` may mean in `bank` (a tag itself, or a value in any form the bank's
         types normalise it to); none if there is no such bank."""
-        if bank not in self.store.names():
+        if bank not in self.banks:
             return set()
         forms = {entry}
-        for type_name in self.store.get(bank).counts:
+        for type_name in self.banks[bank].counts:
             try:
                 forms.add(signal_type(type_name).normalise(entry))
             except InvalidEntry:
@@ -287,7 +288,7 @@ class _Listed:
     def _tags(self, bank: str) -> Iterator[tuple[str, str]]:
         """(a tag a line may give, the entry's tag) for every entry: a keyword's match records its
         place (`line:N`), so the tag of its term names it too."""
-        info = self.store.get(bank)
+        info = self.banks[bank]
         for type_name in info.counts:
             stype = signal_type(type_name)
             if isinstance(stype, HexDigestType):

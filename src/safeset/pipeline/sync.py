@@ -23,7 +23,7 @@ import json
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,12 +76,14 @@ class _Copy:
         except (OSError, pa.ArrowException) as exc:  # e.g. text that is not UTF-8: its value is not ours to print
             raise BadInputError(self.name(rel), f"cannot be read whole ({type(exc).__name__})") from None
 
-    def read(self, rel: str, columns: list[str] | None = None) -> pa.Table:
-        return pa.Table.from_batches(list(self.batches(rel, columns)), schema=self._schema(rel, columns))
-
-    def _schema(self, rel: str, columns: list[str] | None) -> pa.Schema:
-        schema = self.parquet(rel).schema_arrow
-        return pa.schema([schema.field(c) for c in columns]) if columns is not None else schema
+    def read(self, rel: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """The shard parquet `rel` whole, or those of `columns` it has (the file opened once)."""
+        parquet = self.parquet(rel)
+        held = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
+        try:
+            return parquet.read(columns=held)
+        except (OSError, pa.ArrowException) as exc:
+            raise BadInputError(self.name(rel), f"cannot be read whole ({type(exc).__name__})") from None
 
     def members(self, folder: str) -> list[str]:
         """The files directly in `folder` (a files shard's), by name."""
@@ -203,10 +205,7 @@ def sync(copy: str | Path, release: str | Path, out: str | Path) -> dict[str, An
     summary = {"copy_rows": total, "kept": int(len(kept)), "dropped_not_in_release": total - int(len(kept))}
     summary["shards"] = []
     for shard, first in zip(shards, firsts, strict=True):
-        names = found.parquet(shard.table).schema_arrow.names
-        rows = found.read(
-            shard.table, [c for c in ("key", "status") if c in names] if shard.kind == "parquet" else None
-        )
+        rows = found.read(shard.table, ("key", "status") if shard.kind == "parquet" else None)  # images unread
         lo, hi = np.searchsorted(kept, [first, first + rows.num_rows])
         local = kept[lo:hi] - first
         _WRITERS[shard.kind](found, shard, rows, local, out)
