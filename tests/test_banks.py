@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from helpers import run_cli, write_lines
 
-from safeset.banks import BankStore, ExactHashIndex, PdqIndex, TextIndex, parse_list, signal_type
+from safeset.banks import BankStore, ExactHashIndex, PdqIndex, TextIndex, _mih, parse_list, signal_type
+from safeset.banks.index import build_tables, slots_for
 from safeset.errors import BadInputError, UsageError
 
 MD5_A = hashlib.md5(b"a").hexdigest()
@@ -336,20 +337,32 @@ def _near(rng, hashes: np.ndarray, count: int, max_flips: int) -> np.ndarray:
     return queries
 
 
-@pytest.mark.parametrize("n", [50, 6000], ids=["linear-scan", "multi-index"])
-@pytest.mark.parametrize("m", [3, 300], ids=["each-query", "bucket-sorted"])
+@pytest.mark.parametrize("slots", [None, 11, 12, 13, 14, 15, 16], ids=lambda s: f"{s}-slots" if s else "linear-scan")
 @pytest.mark.parametrize("radius", [0, 31, 47, 63, 90])
-def test_pdq_index_is_exact_against_brute_force(n, m, radius):
-    rng = np.random.default_rng(n * 1000 + m + radius)
-    hashes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    queries = _near(rng, hashes, m, 70)
-    q, e, d = PdqIndex(hashes).search(queries, radius=radius)
+def test_pdq_index_is_exact_against_brute_force(slots, radius):
+    """Every slot count the index may cut a list into (and the linear scan of small lists) finds
+    exactly the pairs within the radius, each once, with its distance."""
+    rng = np.random.default_rng((slots or 0) * 1000 + radius)
+    hashes = rng.integers(0, 256, (6000 if slots else 50, 32), dtype=np.uint8)
+    queries = _near(rng, hashes, 300, 70)
+    index = PdqIndex(hashes, build_tables(hashes, slots) if slots else None)
+    assert index._orders is None if slots is None else index._orders.size == slots * len(hashes)
+    q, e, d = index.search(queries, radius=radius)
     distances = np.bitwise_count(queries.view("<u8")[:, None, :] ^ hashes.view("<u8")[None, :, :]).sum(axis=2)
     expected = {(int(a), int(b)) for a, b in zip(*np.nonzero(distances <= radius), strict=True)}
     found = list(zip(q.tolist(), e.tolist(), strict=True))
     assert len(found) == len(set(found)), "a pair was reported twice"
     assert set(found) == expected
     assert d.tolist() == [int(distances[a, b]) for a, b in found]
+
+
+def test_pdq_slot_count_grows_with_the_list():
+    """16 slots of 16 bits leave ~150 entries a bucket at 10M hashes, each a random read; the
+    index cuts lists of millions into fewer, wider slots, and small ones into 16."""
+    assert [slots_for(n) for n in (4096, 1_000_000, 4_000_000, 10_000_000, 100_000_000)] == [16, 16, 12, 11, 11]
+    assert [sum(_mih.layout(m)) for m in range(11, 17)] == [256] * 6
+    with pytest.raises(ValueError, match="slots must be 11..16"):
+        _mih.layout(10)
 
 
 def test_exact_index_over_every_digest_width():
@@ -408,6 +421,18 @@ def test_pdq_search_tables_are_kept_in_the_store_and_mapped(tmp_path, store):
     # tables that do not fit the hashes (a store written halfway) are not used
     stale = (np.zeros(16, np.uint32), np.zeros(16, np.uint32))
     assert PdqIndex(np.asarray(store.load("big", "pdq")), stale)._orders.size == 16 * len(listed)
+
+    # tables cut into another slot count than the list's size now gets (an older safeset's) are re-cut
+    # in place, once, and searched the same
+    for name, table in zip(("pdq.orders.npy", "pdq.starts.npy"), build_tables(built._hashes, 12), strict=True):
+        np.save(bank / name, table)
+    assert PdqIndex(
+        built._hashes, (np.load(bank / "pdq.orders.npy"), np.load(bank / "pdq.starts.npy"))
+    )._orders.size == 12 * len(listed)
+    orders, starts = store.load_tables("big")
+    assert orders.size == 16 * len(listed) and stat.S_IMODE((bank / "pdq.orders.npy").stat().st_mode) == 0o600
+    recut = Matcher.load(store, [store.get("big")], MatchSettings())._indexes[("big", "pdq")]
+    assert all(np.array_equal(a, b) for a, b in zip(recut.search(queries, 31), built.search(queries, 31), strict=True))
 
 
 def test_hosts_are_normalised_as_a_client_connects_to_them():

@@ -1,27 +1,62 @@
 /*
  * Exact Hamming-radius search over 256-bit PDQ hashes: multi-index hashing and a linear scan.
  *
- * Multi-index hashing (Norouzi et al.) cuts each hash into 16 slots of 16 bits. If two hashes are
- * within distance r, some slot differs in at most r / 16 bits (pigeonhole), so probing every slot
- * value within r / 16 bits of the query's finds every match. For each slot, `orders` lists the entry
- * numbers sorted by that slot's value and `starts` (65537 offsets) says where each value begins.
- * A candidate is reported only from the first slot that could have found it, so no pair twice.
+ * Multi-index hashing (Norouzi et al.) cuts each hash into m slots (11..16 of them, 16 to 24 bits
+ * wide). If two hashes are within distance r, some slot differs in at most r / m bits (pigeonhole),
+ * so probing every slot value within r / m bits of the query's finds every match. The best m grows
+ * with the list (about 256 / log2 N): 16 slots of 16 bits leave 150 entries in a bucket of a
+ * 10M-hash list, each a random read of its hash, where 11 slots of 23-24 bits leave about one.
+ * The Python side (index.py) picks m; `layout` says how m slots cut the 256 bits.
  *
- * The Python side (index.py) owns every buffer; this module only reads them, with the GIL released.
+ * For each slot, `orders` lists the entry numbers sorted by that slot's value and `starts`
+ * (2**width + 1 offsets per slot, the slots one after another) says where each value begins.
+ * A candidate is reported only from the first slot that could have found it, so no pair twice.
+ * A query's probes, bucket ranges and candidates are gathered in stages, each prefetching a few
+ * steps ahead, so that the memory reads of one stage overlap instead of waiting one by one.
+ *
+ * The Python side owns every buffer; this module only reads them, with the GIL released.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define SLOTS 16
-#define KEYS 65536
+#define MIN_SLOTS 11
+#define MAX_SLOTS 16
+#define MAX_SLOT_RADIUS 4 /* masks of up to 4 bits: at most 12,951 for a 24-bit slot */
+#define AHEAD 16          /* prefetch distance, in items of the stage */
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 #define MULTIVERSION __attribute__((target_clones("popcnt", "default")))
 #else
 #define MULTIVERSION
 #endif
+
+typedef struct {
+    int m;
+    int width[MAX_SLOTS], offset[MAX_SLOTS];
+    size_t start_at[MAX_SLOTS]; /* where the slot's offsets begin in `starts` */
+    size_t starts_len;
+} Layout;
+
+/* m slots over 256 bits: the first 256 % m are one bit wider than the rest. */
+static int layout_of(int m, Layout *L) {
+    if (m < MIN_SLOTS || m > MAX_SLOTS) return -1;
+    int base = 256 / m, wider = 256 % m, offset = 0;
+    size_t at = 0;
+    L->m = m;
+    for (int s = 0; s < m; s++) {
+        int w = base + (s < wider);
+        L->width[s] = w;
+        L->offset[s] = offset;
+        L->start_at[s] = at;
+        offset += w;
+        at += ((size_t)1 << w) + 1;
+    }
+    L->starts_len = at;
+    return 0;
+}
 
 typedef struct {
     int64_t *data; /* triplets: query, entry, distance */
@@ -48,8 +83,12 @@ static inline uint64_t load64(const uint8_t *p) {
     return v;
 }
 
-static inline uint16_t slot_of(const uint8_t *hash, int s) {
-    return (uint16_t)(hash[2 * s] | (hash[2 * s + 1] << 8));
+/* The slot's bits, little-endian: an 8-byte load that never reads past the hash's 32 bytes. */
+static inline uint32_t slot_value(const uint8_t *hash, const Layout *L, int s) {
+    int byte = L->offset[s] >> 3;
+    if (byte > 24) byte = 24;
+    int shift = L->offset[s] - 8 * byte;
+    return (uint32_t)((load64(hash + byte) >> shift) & ((1u << L->width[s]) - 1));
 }
 
 MULTIVERSION
@@ -58,174 +97,110 @@ static int distance(const uint8_t *a, const uint8_t *b) {
            __builtin_popcountll(load64(a + 16) ^ load64(b + 16)) + __builtin_popcountll(load64(a + 24) ^ load64(b + 24));
 }
 
-MULTIVERSION
-static int slot_distance(const uint8_t *a, const uint8_t *b, int s) {
-    return __builtin_popcount((unsigned)(slot_of(a, s) ^ slot_of(b, s)));
-}
-
-/* All 16-bit masks with at most `r` bits set (r <= 3: 697 masks at most), fewest bits first. */
-static int probe_masks(int r, uint16_t *masks) {
-    int n = 0;
-    masks[n++] = 0;
-    for (int i = 0; i < 16 && r >= 1; i++) masks[n++] = (uint16_t)(1u << i);
-    for (int i = 0; i < 16 && r >= 2; i++)
-        for (int j = i + 1; j < 16; j++) masks[n++] = (uint16_t)((1u << i) | (1u << j));
-    for (int i = 0; i < 16 && r >= 3; i++)
-        for (int j = i + 1; j < 16; j++)
-            for (int k = j + 1; k < 16; k++) masks[n++] = (uint16_t)((1u << i) | (1u << j) | (1u << k));
-    return n;
-}
-
-static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t multiple) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (multiple && view->len % multiple) {
-        PyErr_Format(PyExc_ValueError, "%s: length %zd is not a multiple of %zd", what, view->len, multiple);
-        PyBuffer_Release(view);
-        return -1;
+/* Every `width`-bit mask with at most `r` bits set, fewest bits first. */
+static uint32_t *probe_masks(int width, int r, Py_ssize_t *count) {
+    Py_ssize_t n = 0, cap = 1;
+    for (int k = 1, c = 1; k <= r; k++) {
+        c = c * (width - k + 1) / k;
+        cap += c;
     }
+    uint32_t *masks = (uint32_t *)malloc((size_t)cap * sizeof(uint32_t));
+    if (!masks) return NULL;
+    masks[n++] = 0;
+    for (int bits = 1; bits <= r; bits++) { /* combinations of `bits` positions, in order */
+        int pos[MAX_SLOT_RADIUS];
+        for (int i = 0; i < bits; i++) pos[i] = i;
+        for (;;) {
+            uint32_t mask = 0;
+            for (int i = 0; i < bits; i++) mask |= 1u << pos[i];
+            masks[n++] = mask;
+            int i = bits - 1;
+            while (i >= 0 && pos[i] == width - bits + i) i--;
+            if (i < 0) break;
+            pos[i]++;
+            for (int j = i + 1; j < bits; j++) pos[j] = pos[j - 1] + 1;
+        }
+    }
+    *count = n;
+    return masks;
+}
+
+typedef struct {
+    uint32_t *data;
+    size_t len, cap;
+} U32s;
+
+static int u32s_reserve(U32s *v, size_t more) {
+    if (v->len + more <= v->cap) return 0;
+    size_t cap = v->cap ? v->cap : 4096;
+    while (cap < v->len + more) cap *= 2;
+    uint32_t *grown = (uint32_t *)realloc(v->data, cap * sizeof(uint32_t));
+    if (!grown) return -1;
+    v->data = grown;
+    v->cap = cap;
     return 0;
 }
 
-static PyObject *hits_result(Hits *h) {
-    PyObject *out = PyBytes_FromStringAndSize((const char *)h->data, h->len * (Py_ssize_t)sizeof(int64_t));
-    free(h->data);
-    return out;
-}
-
-/* build(hashes) -> (orders, starts): counting sort of the entries by each slot. */
-static PyObject *mih_build(PyObject *self, PyObject *args) {
-    PyObject *hashes_obj;
-    if (!PyArg_ParseTuple(args, "O", &hashes_obj)) return NULL;
-    Py_buffer hv;
-    if (get_buffer(hashes_obj, &hv, "hashes", 32) < 0) return NULL;
-    Py_ssize_t n = hv.len / 32;
-    if (n > UINT32_MAX) {
-        PyBuffer_Release(&hv);
-        return PyErr_Format(PyExc_ValueError, "at most 2**32 hashes");
-    }
-    PyObject *orders = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)SLOTS * n * 4);
-    PyObject *starts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)SLOTS * (KEYS + 1) * 4);
-    if (!orders || !starts) {
-        Py_XDECREF(orders);
-        Py_XDECREF(starts);
-        PyBuffer_Release(&hv);
-        return NULL;
-    }
-    const uint8_t *hashes = (const uint8_t *)hv.buf;
-    uint32_t *ord = (uint32_t *)PyBytes_AS_STRING(orders);
-    uint32_t *st = (uint32_t *)PyBytes_AS_STRING(starts);
-    Py_BEGIN_ALLOW_THREADS
-    for (int s = 0; s < SLOTS; s++) {
-        uint32_t *start = st + (size_t)s * (KEYS + 1);
-        uint32_t *order = ord + (size_t)s * n;
-        memset(start, 0, (KEYS + 1) * sizeof(uint32_t));
-        for (Py_ssize_t i = 0; i < n; i++) start[slot_of(hashes + 32 * i, s) + 1]++;
-        for (int k = 0; k < KEYS; k++) start[k + 1] += start[k];
-        for (Py_ssize_t i = 0; i < n; i++) {
-            /* start[key] is advanced while filling, then restored below */
-            order[start[slot_of(hashes + 32 * i, s)]++] = (uint32_t)i;
-        }
-        for (int k = KEYS; k > 0; k--) start[k] = start[k - 1];
-        start[0] = 0;
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&hv);
-    return Py_BuildValue("(NN)", orders, starts);
-}
-
-/* One query at a time: for few queries, where sorting probes by bucket would cost more than it saves. */
 MULTIVERSION
-static int search_each(const uint8_t *hashes, Py_ssize_t n, const uint32_t *orders, const uint32_t *starts,
-                       const uint8_t *queries, Py_ssize_t m, int radius, const uint16_t *masks, int nmasks, Hits *hits) {
-    int r = radius / SLOTS;
+static int search_mih(const uint8_t *hashes, Py_ssize_t n, const uint32_t *orders, const uint32_t *starts,
+                      const Layout *L, const uint8_t *queries, Py_ssize_t m, int radius, Hits *hits) {
+    int r = radius / L->m, rc = -1;
+    uint32_t *masks[2] = {NULL, NULL}; /* for the wider slots, then the narrower */
+    Py_ssize_t nmasks[2] = {0, 0};
+    U32s ranges = {0}, cands = {0};
+    for (int i = 0; i < 2; i++) {
+        masks[i] = probe_masks(L->width[0] - i, r, &nmasks[i]);
+        if (!masks[i]) goto done;
+    }
+    if (u32s_reserve(&ranges, 2 * (size_t)nmasks[0]) < 0) goto done;
     for (Py_ssize_t qi = 0; qi < m; qi++) {
         const uint8_t *q = queries + 32 * qi;
-        for (int s = 0; s < SLOTS; s++) {
-            const uint32_t *start = starts + (size_t)s * (KEYS + 1);
+        uint32_t key[MAX_SLOTS];
+        for (int s = 0; s < L->m; s++) key[s] = slot_value(q, L, s);
+        for (int s = 0; s < L->m; s++) {
+            const uint32_t *start = starts + L->start_at[s];
             const uint32_t *order = orders + (size_t)s * n;
-            uint16_t key = slot_of(q, s);
-            for (int p = 0; p < nmasks; p++) {
-                uint16_t probe = key ^ masks[p];
-                uint32_t lo = start[probe], hi = start[probe + 1];
-                for (uint32_t k = lo; k < hi; k++) {
-                    if (k + 8 < hi) __builtin_prefetch(hashes + 32 * (size_t)order[k + 8]);
-                    const uint8_t *e = hashes + 32 * (size_t)order[k];
-                    int d = distance(q, e);
-                    if (d > radius) continue;
-                    int earlier = 0;
-                    for (int t = 0; t < s && !earlier; t++) earlier = slot_distance(q, e, t) <= r;
-                    if (!earlier && hits_push(hits, qi, order[k], d) < 0) return -1;
+            const uint32_t *mk = masks[L->width[s] != L->width[0]];
+            Py_ssize_t nm = nmasks[L->width[s] != L->width[0]];
+            /* 1: the non-empty buckets among the probes */
+            size_t nr = 0;
+            for (Py_ssize_t p = 0; p < nm; p++) {
+                if (p + AHEAD < nm) __builtin_prefetch(start + (key[s] ^ mk[p + AHEAD]));
+                uint32_t probe = key[s] ^ mk[p], lo = start[probe], hi = start[probe + 1];
+                if (hi > lo) {
+                    ranges.data[nr++] = lo;
+                    ranges.data[nr++] = hi;
                 }
+            }
+            /* 2: the entries in them */
+            cands.len = 0;
+            for (size_t i = 0; i < nr; i += 2) {
+                if (i + 2 * AHEAD < nr) __builtin_prefetch(order + ranges.data[i + 2 * AHEAD]);
+                uint32_t lo = ranges.data[i], hi = ranges.data[i + 1];
+                if (u32s_reserve(&cands, hi - lo) < 0) goto done;
+                memcpy(cands.data + cands.len, order + lo, (size_t)(hi - lo) * sizeof(uint32_t));
+                cands.len += hi - lo;
+            }
+            /* 3: their distances */
+            for (size_t j = 0; j < cands.len; j++) {
+                if (j + AHEAD < cands.len) __builtin_prefetch(hashes + 32 * (size_t)cands.data[j + AHEAD]);
+                const uint8_t *e = hashes + 32 * (size_t)cands.data[j];
+                int d = distance(q, e);
+                if (d > radius) continue;
+                int earlier = 0;
+                for (int t = 0; t < s && !earlier; t++)
+                    earlier = __builtin_popcount(key[t] ^ slot_value(e, L, t)) <= r;
+                if (!earlier && hits_push(hits, qi, cands.data[j], d) < 0) goto done;
             }
         }
     }
-    return 0;
-}
-
-/* Many queries: per slot, sort every (probe value, query) pair by value, then walk the buckets in
- * order. Each listed hash is loaded once per slot and compared with every query that probes its
- * bucket, so random memory reads fall by the number of queries per bucket. */
-MULTIVERSION
-static int search_batched(const uint8_t *hashes, Py_ssize_t n, const uint32_t *orders, const uint32_t *starts,
-                          const uint8_t *queries, Py_ssize_t m, int radius, const uint16_t *masks, int nmasks,
-                          Hits *hits) {
-    int r = radius / SLOTS;
-    Py_ssize_t probes = m * nmasks;
-    uint32_t *bucket_start = (uint32_t *)malloc((KEYS + 1) * sizeof(uint32_t));
-    uint32_t *probe_query = (uint32_t *)malloc((size_t)probes * sizeof(uint32_t));
-    if (!bucket_start || !probe_query) {
-        free(bucket_start);
-        free(probe_query);
-        return -1;
-    }
-    int rc = 0;
-    for (int s = 0; s < SLOTS && rc == 0; s++) {
-        const uint32_t *start = starts + (size_t)s * (KEYS + 1);
-        const uint32_t *order = orders + (size_t)s * n;
-        memset(bucket_start, 0, (KEYS + 1) * sizeof(uint32_t));
-        for (Py_ssize_t qi = 0; qi < m; qi++) {
-            uint16_t key = slot_of(queries + 32 * qi, s);
-            for (int p = 0; p < nmasks; p++) bucket_start[(uint16_t)(key ^ masks[p]) + 1]++;
-        }
-        for (int k = 0; k < KEYS; k++) bucket_start[k + 1] += bucket_start[k];
-        for (Py_ssize_t qi = 0; qi < m; qi++) {
-            uint16_t key = slot_of(queries + 32 * qi, s);
-            for (int p = 0; p < nmasks; p++) probe_query[bucket_start[(uint16_t)(key ^ masks[p])]++] = (uint32_t)qi;
-        }
-        /* bucket_start[k] now ends bucket k; bucket k spans [end of k-1, end of k) */
-        uint32_t qbegin = 0;
-        for (int k = 0; k < KEYS && rc == 0; k++) {
-            uint32_t qend = bucket_start[k];
-            if (qend == qbegin) continue;
-            uint32_t lo = start[k], hi = start[k + 1];
-            for (uint32_t j = lo; j < hi && rc == 0; j++) {
-                if (j + 4 < hi) __builtin_prefetch(hashes + 32 * (size_t)order[j + 4]);
-                const uint8_t *e = hashes + 32 * (size_t)order[j];
-                for (uint32_t x = qbegin; x < qend; x++) {
-                    const uint8_t *q = queries + 32 * (size_t)probe_query[x];
-                    int d = distance(q, e);
-                    if (d > radius) continue;
-                    int earlier = 0;
-                    for (int t = 0; t < s && !earlier; t++) earlier = slot_distance(q, e, t) <= r;
-                    if (!earlier && hits_push(hits, probe_query[x], order[j], d) < 0) rc = -1;
-                }
-            }
-            qbegin = qend;
-        }
-    }
-    free(bucket_start);
-    free(probe_query);
+    rc = 0;
+done:
+    free(masks[0]);
+    free(masks[1]);
+    free(ranges.data);
+    free(cands.data);
     return rc;
-}
-
-static int search_mih(const uint8_t *hashes, Py_ssize_t n, const uint32_t *orders, const uint32_t *starts,
-                      const uint8_t *queries, Py_ssize_t m, int radius, Hits *hits) {
-    uint16_t masks[697];
-    int nmasks = probe_masks(radius / SLOTS, masks);
-    /* Sorting the probes costs a pass over 65536 buckets per slot: worth it once queries are many. */
-    if (m * nmasks >= 4096)
-        return search_batched(hashes, n, orders, starts, queries, m, radius, masks, nmasks, hits);
-    return search_each(hashes, n, orders, starts, queries, m, radius, masks, nmasks, hits);
 }
 
 MULTIVERSION
@@ -241,41 +216,111 @@ static int search_linear(const uint8_t *hashes, Py_ssize_t n, const uint8_t *que
     return 0;
 }
 
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t multiple) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (multiple && view->len % multiple) {
+        PyErr_Format(PyExc_ValueError, "%s: length %zd is not a multiple of %zd", what, view->len, multiple);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* layout(m) -> the slot widths, or ValueError for an m the module does not cut. */
+static PyObject *mih_layout(PyObject *self, PyObject *args) {
+    int m;
+    if (!PyArg_ParseTuple(args, "i", &m)) return NULL;
+    Layout L;
+    if (layout_of(m, &L) < 0) return PyErr_Format(PyExc_ValueError, "slots must be %d..%d", MIN_SLOTS, MAX_SLOTS);
+    PyObject *widths = PyTuple_New(m);
+    if (!widths) return NULL;
+    for (int s = 0; s < m; s++) PyTuple_SET_ITEM(widths, s, PyLong_FromLong(L.width[s]));
+    return widths;
+}
+
+/* build(hashes, m) -> (orders, starts): counting sort of the entries by each of the m slots. */
+static PyObject *mih_build(PyObject *self, PyObject *args) {
+    PyObject *hashes_obj;
+    int m;
+    if (!PyArg_ParseTuple(args, "Oi", &hashes_obj, &m)) return NULL;
+    Layout L;
+    if (layout_of(m, &L) < 0) return PyErr_Format(PyExc_ValueError, "slots must be %d..%d", MIN_SLOTS, MAX_SLOTS);
+    Py_buffer hv;
+    if (get_buffer(hashes_obj, &hv, "hashes", 32) < 0) return NULL;
+    Py_ssize_t n = hv.len / 32;
+    if (n >= UINT32_MAX) {
+        PyBuffer_Release(&hv);
+        return PyErr_Format(PyExc_ValueError, "fewer than 2**32 hashes");
+    }
+    PyObject *orders = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m * n * 4);
+    PyObject *starts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)L.starts_len * 4);
+    if (!orders || !starts) {
+        Py_XDECREF(orders);
+        Py_XDECREF(starts);
+        PyBuffer_Release(&hv);
+        return NULL;
+    }
+    const uint8_t *hashes = (const uint8_t *)hv.buf;
+    uint32_t *ord = (uint32_t *)PyBytes_AS_STRING(orders);
+    uint32_t *st = (uint32_t *)PyBytes_AS_STRING(starts);
+    Py_BEGIN_ALLOW_THREADS
+    for (int s = 0; s < m; s++) {
+        size_t keys = (size_t)1 << L.width[s];
+        uint32_t *start = st + L.start_at[s];
+        uint32_t *order = ord + (size_t)s * n;
+        memset(start, 0, (keys + 1) * sizeof(uint32_t));
+        for (Py_ssize_t i = 0; i < n; i++) start[slot_value(hashes + 32 * i, &L, s) + 1]++;
+        for (size_t k = 0; k < keys; k++) start[k + 1] += start[k];
+        /* start[key] is advanced while filling, then restored below */
+        for (Py_ssize_t i = 0; i < n; i++) order[start[slot_value(hashes + 32 * i, &L, s)]++] = (uint32_t)i;
+        for (size_t k = keys; k > 0; k--) start[k] = start[k - 1];
+        start[0] = 0;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&hv);
+    return Py_BuildValue("(NN)", orders, starts);
+}
+
 /* search(hashes, orders, starts, queries, radius) -> bytes of int64 (query, entry, distance) triplets.
- * `orders` and `starts` may be None: then every entry is compared (small lists, huge radii). */
+ * The slot count is orders' length over the hashes'. `orders` and `starts` may be None: then every
+ * entry is compared (small lists, huge radii). */
 static PyObject *mih_search(PyObject *self, PyObject *args) {
     PyObject *hashes_obj, *orders_obj, *starts_obj, *queries_obj;
     int radius;
     if (!PyArg_ParseTuple(args, "OOOOi", &hashes_obj, &orders_obj, &starts_obj, &queries_obj, &radius)) return NULL;
     if (radius < 0 || radius > 256) return PyErr_Format(PyExc_ValueError, "radius must be in 0..256");
-    int use_mih = orders_obj != Py_None && radius / SLOTS <= 3;
     Py_buffer hv, qv, ov = {0}, sv = {0};
+    Layout L = {0};
     if (get_buffer(hashes_obj, &hv, "hashes", 32) < 0) return NULL;
     if (get_buffer(queries_obj, &qv, "queries", 32) < 0) {
         PyBuffer_Release(&hv);
         return NULL;
     }
     Py_ssize_t n = hv.len / 32, m = qv.len / 32;
-    if (use_mih) {
+    int tables = orders_obj != Py_None;
+    if (tables) {
         if (get_buffer(orders_obj, &ov, "orders", 4) < 0) goto fail;
         if (get_buffer(starts_obj, &sv, "starts", 4) < 0) goto fail;
-        if (ov.len != (Py_ssize_t)SLOTS * n * 4 || sv.len != (Py_ssize_t)SLOTS * (KEYS + 1) * 4) {
+        Py_ssize_t per_hash = n ? ov.len / 4 / n : 0;
+        if (!n || ov.len != per_hash * n * 4 || layout_of((int)per_hash, &L) < 0 ||
+            (size_t)sv.len != L.starts_len * 4) {
             PyErr_SetString(PyExc_ValueError, "orders/starts do not belong to these hashes");
             goto fail;
         }
     }
+    int use_mih = tables && radius / L.m <= MAX_SLOT_RADIUS;
     Hits hits = {NULL, 0, 0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
     if (use_mih)
-        rc = search_mih((const uint8_t *)hv.buf, n, (const uint32_t *)ov.buf, (const uint32_t *)sv.buf,
+        rc = search_mih((const uint8_t *)hv.buf, n, (const uint32_t *)ov.buf, (const uint32_t *)sv.buf, &L,
                         (const uint8_t *)qv.buf, m, radius, &hits);
     else
         rc = search_linear((const uint8_t *)hv.buf, n, (const uint8_t *)qv.buf, m, radius, &hits);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&hv);
     PyBuffer_Release(&qv);
-    if (use_mih) {
+    if (tables) {
         PyBuffer_Release(&ov);
         PyBuffer_Release(&sv);
     }
@@ -283,7 +328,9 @@ static PyObject *mih_search(PyObject *self, PyObject *args) {
         free(hits.data);
         return PyErr_NoMemory();
     }
-    return hits_result(&hits);
+    PyObject *out = PyBytes_FromStringAndSize((const char *)hits.data, hits.len * (Py_ssize_t)sizeof(int64_t));
+    free(hits.data);
+    return out;
 fail:
     PyBuffer_Release(&hv);
     PyBuffer_Release(&qv);
@@ -293,7 +340,8 @@ fail:
 }
 
 static PyMethodDef methods[] = {
-    {"build", mih_build, METH_VARARGS, "build(hashes) -> (orders, starts): per-slot counting sort."},
+    {"layout", mih_layout, METH_VARARGS, "layout(m) -> the widths of m slots over 256 bits."},
+    {"build", mih_build, METH_VARARGS, "build(hashes, m) -> (orders, starts): per-slot counting sort."},
     {"search", mih_search, METH_VARARGS,
      "search(hashes, orders, starts, queries, radius) -> int64 (query, entry, distance) triplets."},
     {NULL, NULL, 0, NULL},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from math import comb
 
 import numpy as np
 
@@ -132,22 +133,52 @@ class TextIndex(SignalIndex):
         return self._entries[i].as_py()
 
 
-def build_tables(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-index hashing tables of (N, 32) uint8 hashes: per slot, the entries sorted by that
-    slot's 16 bits (orders, 16 x N uint32) and where each value starts (starts, 16 x 65537)."""
-    orders, starts = _mih.build(np.ascontiguousarray(hashes, dtype=np.uint8))
+def slots_for(n: int, radius: int = 31) -> int:
+    """How many slots to cut the hashes of an n-hash list into: the count with the fewest expected
+    memory reads per radius-`radius` query over random hashes (a probe's bucket offsets, then each
+    entry found), among those whose offsets tables stay within about twice the list's entries.
+    16 slots up to about 3M hashes, then 12, then 11 from about 8M."""
+    best, best_cost = 16, None
+    for slots in range(11, 17):
+        widths = _mih.layout(slots)
+        if max(widths) > 16 and 2 ** max(widths) > 2 * n:
+            continue
+        r = radius // slots
+        cost = sum(sum(comb(w, k) for k in range(r + 1)) * (1.5 + n / 2**w) for w in widths)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = slots, cost
+    return best
+
+
+def build_tables(hashes: np.ndarray, slots: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-index hashing tables of (N, 32) uint8 hashes cut into `slots` (default: `slots_for(N)`):
+    per slot, the entries sorted by that slot's bits (orders, slots x N uint32) and where each value
+    starts (starts, 2**width + 1 per slot)."""
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint8)
+    orders, starts = _mih.build(hashes, slots or slots_for(len(hashes)))
     return np.frombuffer(orders, dtype=np.uint32), np.frombuffer(starts, dtype=np.uint32)
+
+
+def tables_slots(tables: tuple[np.ndarray, np.ndarray], n: int) -> int | None:
+    """The slot count whose tables for n hashes have these sizes; None if none has (tables
+    written halfway, or for other hashes)."""
+    orders, starts = tables
+    slots = orders.size // n if n else 0
+    fits = 11 <= slots <= 16 and orders.size == slots * n and starts.size == sum(2**w + 1 for w in _mih.layout(slots))
+    return slots if fits else None
 
 
 class PdqIndex(SignalIndex):
     """Exact Hamming-radius search over PDQ hashes given as (N, 32) uint8.
 
-    Multi-index hashing over 16 slots of 16 bits, in C (`_mih.c`): a radius-31 query probes 17
-    values per slot and checks only the entries found there, instead of all N. Every match within
+    Multi-index hashing in C (`_mih.c`), over 16 slots of 16 bits or, for lists of millions, 11 or
+    12 wider slots (`slots_for`): a radius-31 query probes the values within 1 or 2 bits of its
+    own in each slot and checks only the entries found there, instead of all N. Every match within
     the radius is returned, none beyond it. Small lists are scanned linearly, which is faster than
-    probing, and so are radii of 64 and more, where probing stops paying. Memory: the hashes (32
-    bytes each) plus 64 bytes per hash and 4 MB of slot tables, all memory-mapped from the bank
-    store when loaded from it.
+    probing, and so are radii of 5 bits per slot and more, where probing stops paying. Memory: the
+    hashes (32 bytes each) plus 4 bytes per hash and slot and the slots' offsets (4 MB for 16
+    slots; 448 MB, 45 bytes per hash, for a 10M list's 11), all memory-mapped from the bank store
+    when loaded from it.
     """
 
     MIH_MIN_ENTRIES = 4096
@@ -161,7 +192,7 @@ class PdqIndex(SignalIndex):
         self._hashes = hashes
         self._orders = self._starts = None
         if len(hashes) >= self.MIH_MIN_ENTRIES:
-            fits = tables is not None and tables[0].size == 16 * len(hashes) and tables[1].size == 16 * 65537
+            fits = tables is not None and tables_slots(tables, len(hashes)) is not None
             self._orders, self._starts = tables if fits else build_tables(hashes)
 
     def __len__(self) -> int:

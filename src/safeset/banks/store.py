@@ -43,7 +43,7 @@ import numpy as np
 from ..atomic import atomic_writer, fsync_dir
 from ..errors import BadInputError, UsageError
 from .hexarray import RowBuffer, sort_unique, words_to_rows, write_rows, write_words
-from .index import PdqIndex, build_tables
+from .index import PdqIndex, build_tables, slots_for, tables_slots
 from .listfile import LineError, parse_list
 from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, SignalType, signal_type
 from .verdicts import CONFIRMED_BANK
@@ -214,12 +214,31 @@ class BankStore:
 
     def load_tables(self, bank: BankInfo | str) -> tuple[np.ndarray, np.ndarray] | None:
         """A PDQ list's stored search tables, memory-mapped; None where there are none (small
-        lists, or a store written before they were kept: the index then builds its own)."""
-        paths = [Path(self._bank(bank).directory) / name for name in _TABLES]
+        lists, or a store written before they were kept: the index then builds its own).
+
+        Tables cut into a slot count other than the one this list's size now gets (written by a
+        safeset before the count depended on the size: 16 slots, a seventh of the speed at 10M)
+        are re-cut once, in place: they are derived from the hashes, and a reader that mapped the
+        old files keeps them. A store this process cannot write keeps its old tables."""
+        info = self._bank(bank)
+        paths = [Path(info.directory) / name for name in _TABLES]
         if not all(path.is_file() for path in paths):
             return None
         orders, starts = (np.load(path, mmap_mode="r", allow_pickle=False) for path in paths)
+        hashes = self.load(info, "pdq")
+        if tables_slots((orders, starts), len(hashes)) != slots_for(len(hashes)):
+            with contextlib.suppress(OSError), self._locked():
+                orders, starts = (np.load(path, mmap_mode="r", allow_pickle=False) for path in paths)
+                if tables_slots((orders, starts), len(hashes)) != slots_for(len(hashes)):  # not re-cut meanwhile
+                    self._write_tables(Path(info.directory), hashes)
+                    orders, starts = (np.load(path, mmap_mode="r", allow_pickle=False) for path in paths)
         return orders, starts
+
+    @staticmethod
+    def _write_tables(directory: Path, hashes: np.ndarray) -> None:
+        for name, table in zip(_TABLES, build_tables(hashes), strict=True):
+            with atomic_writer(directory / name, mode=0o600) as fh:
+                np.save(fh, table, allow_pickle=False)
 
     # ---- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -341,10 +360,7 @@ class BankStore:
         with atomic_writer(staging / _file_name(stype), mode=0o600) as fh:
             (write_rows if isinstance(stype, Pdq) else write_words)(fh, rows)
         if isinstance(stype, Pdq) and len(rows) >= PdqIndex.MIH_MIN_ENTRIES:
-            # kept beside the hashes: built once here, mapped by every worker
-            for name, table in zip(_TABLES, build_tables(rows), strict=True):
-                with atomic_writer(staging / name, mode=0o600) as fh:
-                    np.save(fh, table, allow_pickle=False)
+            self._write_tables(staging, rows)  # kept beside the hashes: built once here, mapped by every worker
         counts[stype.name] = total
         checksums[stype.name] = _content_sha256(stype.name, rows)
         return total - before, len(new) - distinct
