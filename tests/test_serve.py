@@ -140,9 +140,41 @@ def test_check_and_lookup_answer_with_hashes_and_tags_never_listed_values(server
     validate(spec)  # a valid OpenAPI 3 document
     status, metrics = server.request("/metrics")
     text = metrics["text"]
-    assert 'safeset_matches_total{worker="' in text and 'bank="hotline"' in text
-    assert 'safeset_requests_total{worker="' in text and 'route="/v1/check",status="200"' in text
+    assert 'safeset_matches_total{bank="hotline"' in text
+    assert 'safeset_requests_total{route="/v1/check",status="200"} 4' in text
     assert "safeset_request_seconds_bucket" in text
+
+
+def _counted(server: Server, name: str) -> int:
+    text = server.request("/metrics")[1]["text"]
+    return sum(int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_metrics_count_every_worker_and_survive_a_worker_killed(listed, home, tmp_path, tiles):
+    """A scrape reaches one worker, yet counts the whole server's requests; a worker that dies is
+    replaced from its totals, so no counter goes back (Prometheus would read a drop as a reset)."""
+    before = set(Path("/dev/shm").glob("safeset-serve-*"))
+    server = Server(home, tmp_path, "--workers", "2")
+    checks = 'safeset_requests_total{route="/v1/check",status="200"}'
+    try:
+        for i in range(12):  # a connection each: the kernel spreads them over both workers
+            assert server.check(jpeg(tiles[i % 8][1]))[0] == 200
+        time.sleep(1.5)  # each worker saves its totals every second
+        assert [_counted(server, checks) for _ in range(8)] == [12] * 8
+        assert _counted(server, "safeset_matches_total") >= 2  # tiles 0 and 1, listed, each checked twice
+        workers = _workers(server)
+        os.kill(int(workers[0]), signal.SIGKILL)
+        assert _wait_for(lambda: len(now := _workers(server)) == 2 and workers[0] not in now, 30)  # replaced
+        assert server.check(jpeg(tiles[3][1]))[0] == 200
+        time.sleep(1.5)
+        assert min(_counted(server, checks) for _ in range(8)) >= 12  # what the killed one saved, kept
+    finally:
+        assert server.stop() == 0
+    assert set(Path("/dev/shm").glob("safeset-serve-*")) == before  # the workers' totals go with the server
+
+
+def _workers(server: Server) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
 
 
 def test_tokens_limits_and_hostile_uploads(listed, home, tmp_path, tiles):
@@ -426,7 +458,7 @@ def test_made_up_tokens_share_their_address_bucket_and_a_killed_parent_takes_its
         timeout=60,
     )
     assert second.returncode == 2 and "cannot listen" in second.stderr  # not a second server sharing the port
-    workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = _workers(server)
     assert len(workers) == 2
     server.proc.kill()
     server.proc.wait(timeout=30)

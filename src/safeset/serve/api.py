@@ -118,11 +118,12 @@ def hash_query(kind: str, value: str, quality: int | None = None) -> dict[str, A
     return {kind: value, **({"pdq_quality": 100 if quality is None else quality} if kind == "pdq" else {})}
 
 
-async def in_check_thread(request: web.Request, work, *args: Any) -> Any:
-    """`work(auditor, *args)` on the worker's check thread, with the auditor current now: one
-    auditor for the whole request, whatever reloads meanwhile."""
+async def on_thread(request: web.Request, kind: str, work, *args: Any) -> Any:
+    """`work(auditor, *args)` on the worker's thread for `kind` of work ("images" to hash, or
+    "hashes" to match: a large image in hashing does not hold up lookups), with the auditor current
+    now: one auditor for the whole request, whatever reloads meanwhile."""
     auditor = request.app["live"].current
-    return await asyncio.get_running_loop().run_in_executor(request.app["checking"], work, auditor, *args)
+    return await asyncio.get_running_loop().run_in_executor(request.app["threads"][kind], work, auditor, *args)
 
 
 @routes.post("/v1/check")
@@ -130,7 +131,7 @@ async def check(request: web.Request) -> web.Response:
     """Hash, match and decide one upload under the server's policy."""
     async with request.app["uploads"]:  # bodies held at once: bounded, as the memory they take
         data, url, caption = await _upload(request)
-        row = await in_check_thread(request, Auditor.check_bytes, data, url, caption)
+        row = await on_thread(request, "images", Auditor.check_bytes, data, url, caption)
         del data
     answer = _answer(row, request)
     status = 422 if answer["status"] in _UNPROCESSABLE else 200
@@ -195,7 +196,7 @@ async def lookup(request: web.Request) -> web.Response:
                           "reasons": matched})  # fmt: skip
         return found
 
-    results = await in_check_thread(request, match_all)
+    results = await on_thread(request, "hashes", match_all)
     log.info(
         "lookup %s: %d hash(es), %d matched", request["id"], len(results), sum(bool(r.get("matches")) for r in results)
     )

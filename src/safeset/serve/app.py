@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 import traceback
 import uuid
@@ -110,13 +113,21 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
-    """Counters and a latency histogram per route, in Prometheus's text format. Each worker
-    process keeps its own (a scrape reaches one worker); `worker` labels them apart."""
+    """Counters and a latency histogram per route, in Prometheus's text format, for the whole
+    server: a scrape reaches one worker, which adds the others' latest totals to its own. Each
+    worker saves its totals every second in `shared` (a private directory of the parent's, in
+    memory where /dev/shm exists), so a scrape is at most a second behind; a worker that replaces
+    one that died starts from its totals, so no counter goes back."""
 
-    def __init__(self) -> None:
+    SAVE_SECONDS = 1.0
+
+    def __init__(self, shared: Path | None = None, index: int = 0) -> None:
         self.counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self.latency: dict[str, list[float]] = {}  # route -> bucket counts, then sum and count
-        self.worker = str(os.getpid())
+        self.shared = shared
+        self.path = shared / f"worker-{index}.json" if shared else None
+        if self.path and self.path.is_file():
+            self._add(self.counters, self.latency, self.path)
 
     def count(self, name: str, n: float = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += n
@@ -129,19 +140,43 @@ class Metrics:
         cells[-2] += seconds
         cells[-1] += 1
 
+    def save(self) -> None:
+        if self.path is None:
+            return
+        state = {"counters": [[n, labels, v] for (n, labels), v in self.counters.items()], "latency": self.latency}
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(state))
+        partial.replace(self.path)
+
+    @staticmethod
+    def _add(counters: Counter, latency: dict[str, list[float]], path: Path) -> None:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):  # gone with a stopped server
+            return
+        for name, labels, value in state["counters"]:
+            counters[(name, tuple(tuple(pair) for pair in labels))] += value
+        for route, cells in state["latency"].items():
+            mine = latency.setdefault(route, [0.0] * len(cells))
+            latency[route] = [a + b for a, b in zip(mine, cells, strict=True)]
+
     def render(self) -> str:
+        counters, latency = Counter(self.counters), {route: list(cells) for route, cells in self.latency.items()}
+        for path in sorted(self.shared.glob("worker-*.json")) if self.shared else ():
+            if path != self.path:
+                self._add(counters, latency, path)
+
         def labelled(labels: tuple[tuple[str, str], ...]) -> str:
-            pairs = [("worker", self.worker), *labels]
-            return "{" + ",".join(f'{k}="{_quote(v)}"' for k, v in pairs) + "}"
+            return "{" + ",".join(f'{k}="{_quote(v)}"' for k, v in labels) + "}" if labels else ""
 
         lines = []
-        for name in sorted({name for name, _ in self.counters}):
+        for name in sorted({name for name, _ in counters}):
             lines.append(f"# TYPE {name} counter")
-            for (counted, labels), value in sorted(self.counters.items()):
+            for (counted, labels), value in sorted(counters.items()):
                 if counted == name:
                     lines.append(f"{name}{labelled(labels)} {_value(value)}")
         lines.append("# TYPE safeset_request_seconds histogram")
-        for route, cells in sorted(self.latency.items()):
+        for route, cells in sorted(latency.items()):
             for bound, n in zip(_BUCKETS, cells, strict=False):
                 lines.append(
                     f"safeset_request_seconds_bucket{labelled((('le', f'{bound:g}'), ('route', route)))} {_value(n)}"
@@ -281,25 +316,39 @@ def _quiet_handle_error(self, request, status: int = 500, exc: BaseException | N
     return response
 
 
-def make_app(config: ServeConfig, live: LiveAuditor | None = None) -> web.Application:
-    """The application one worker serves (`live`: an auditor already built, else one is)."""
+def make_app(
+    config: ServeConfig, live: LiveAuditor | None = None, shared: Path | None = None, index: int = 0
+) -> web.Application:
+    """The application one worker serves (`live`: an auditor already built, else one is; `shared`,
+    `index`: where the workers' metrics meet, and this worker's number among them)."""
     from . import admin, api, hma
 
     app = web.Application(middlewares=[_guard], client_max_size=config.max_body)
     app["config"] = config
     app["limit"] = RateLimit(config.rate_limit, config.workers) if config.rate_limit > 0 else None
-    app["metrics"] = Metrics()
+    app["metrics"] = Metrics(shared, index)
     app["live"] = live or LiveAuditor(config)
-    app["checking"] = ThreadPoolExecutor(1, thread_name_prefix="safeset-check")  # one check at a time a worker
+    # one image hashed at a time a worker, and beside it one batch of hashes matched
+    app["threads"] = {
+        kind: ThreadPoolExecutor(1, thread_name_prefix=f"safeset-{kind}") for kind in ("images", "hashes")
+    }
     app["uploads"] = asyncio.Semaphore(config.uploads)
     for module in (api, hma, admin):
         app.add_routes(module.routes)
 
+    async def saving(metrics: Metrics):
+        while True:
+            await asyncio.sleep(metrics.SAVE_SECONDS)
+            metrics.save()
+
     async def watching(app: web.Application):
-        task = asyncio.create_task(app["live"].watch(app))
+        tasks = [asyncio.create_task(app["live"].watch(app)), asyncio.create_task(saving(app["metrics"]))]
         yield
-        task.cancel()
-        app["checking"].shutdown(wait=True)
+        for task in tasks:
+            task.cancel()
+        for pool in app["threads"].values():
+            pool.shutdown(wait=True)
+        app["metrics"].save()
 
     app.cleanup_ctx.append(watching)
     return app
@@ -341,7 +390,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(config: ServeConfig, port: int, listening=None) -> None:
+def _worker(config: ServeConfig, port: int, shared: Path, index: int, listening=None) -> None:
     """One worker: its own auditor, event loop and listening socket on the server's port."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers, with SIGTERM
     _die_with_parent()
@@ -352,7 +401,7 @@ def _worker(config: ServeConfig, port: int, listening=None) -> None:
     web_protocol.RequestHandler.handle_error = _quiet_handle_error
     for name in ("aiohttp.server", "aiohttp.access", "aiohttp.web"):  # they quote requests
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    app = make_app(config)
+    app = make_app(config, shared=shared, index=index)
     sock = _bind(config.host, port, listen=True)  # after the auditor is built: no connection waits on that
     if listening is not None:
         listening.set()
@@ -375,10 +424,22 @@ def serve(config: ServeConfig, ready=None) -> None:
     if config.port:  # a port someone else listens on (another safeset too: it would share it) is refused
         _bind(config.host, config.port, listen=False, share=False).close()
     sock = _bind(config.host, config.port, listen=False)  # the port, held for the workers (port 0: any free one)
+    shared = Path(tempfile.mkdtemp(prefix="safeset-serve-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    try:
+        _supervise(config, sock, shared, ready)
+    finally:
+        sock.close()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _supervise(config: ServeConfig, sock: socket.socket, shared: Path, ready) -> None:
+    """Start the workers on the held socket's port, replace any that dies, stop them on a signal."""
     host, port = sock.getsockname()[:2]
     context = multiprocessing.get_context("fork")
     listening = [context.Event() for _ in range(config.workers)]
-    workers = [context.Process(target=_worker, args=(config, port, e), daemon=True) for e in listening]
+    workers = [
+        context.Process(target=_worker, args=(config, port, shared, i, e), daemon=True) for i, e in enumerate(listening)
+    ]
     for process in workers:
         process.start()
     for event, process in zip(listening, workers, strict=True):  # answered only once every worker listens
@@ -417,7 +478,7 @@ def serve(config: ServeConfig, ready=None) -> None:
                         "worker %s ended (exit code %s): another in %.0f s", process.pid, process.exitcode, pause[i]
                     )
                 if now >= due[i]:
-                    workers[i] = context.Process(target=_worker, args=(config, port), daemon=True)
+                    workers[i] = context.Process(target=_worker, args=(config, port, shared, i), daemon=True)
                     workers[i].start()
                     born[i], due[i] = now, None
     finally:
@@ -425,7 +486,6 @@ def serve(config: ServeConfig, ready=None) -> None:
             process.join(timeout=40)
             if process.is_alive():
                 process.kill()
-        sock.close()
 
 
 def _listen_address(host: str, port: int) -> str:

@@ -23,7 +23,7 @@ from ..banks import BankStore
 from ..banks.verdicts import entry_tag
 from ..errors import SafesetError
 from ..pipeline.check import Auditor
-from .api import _body, form_parts, hash_query, in_check_thread
+from .api import _body, form_parts, hash_query, on_thread
 
 routes = web.RouteTableDef()
 SIGNAL_TYPES = ("pdq", "md5")  # HMA's photo and video_md5 types; md5 is safeset's own besides
@@ -53,7 +53,7 @@ async def _checked(request: web.Request) -> dict | None:
     """The check of the multipart field `photo`, within the bound on bodies held at once."""
     async with request.app["uploads"]:
         data = await _photo(request)
-        return None if data is None else await in_check_thread(request, Auditor.check_bytes, data)
+        return None if data is None else await on_thread(request, "images", Auditor.check_bytes, data)
 
 
 async def _lookup_signal(request: web.Request) -> dict | web.Response:
@@ -61,7 +61,7 @@ async def _lookup_signal(request: web.Request) -> dict | web.Response:
     if kind not in SIGNAL_TYPES or not signal:
         return _error(400, f"give signal_type (one of {', '.join(SIGNAL_TYPES)}) and signal")
     try:
-        row = await in_check_thread(request, lambda auditor: auditor.check_hashes(**hash_query(kind, signal)))
+        row = await on_thread(request, "hashes", lambda auditor: auditor.check_hashes(**hash_query(kind, signal)))
     except SafesetError:
         return _error(400, f"invalid signal: not a {kind}")
     return row
