@@ -334,12 +334,39 @@ def test_admin_adds_hashes_disables_banks_and_imports_verdicts(listed, home, tmp
         assert server.stop() == 0
 
 
-def test_hma_routes_answer_as_hma_documents_them(server, listed, tiles, tmp_path):
-    """HMA's documented requests and answer shapes (hasher-matcher-actioner/docs/api.md)."""
+# HMA's own answers, as HMA 1.1.7 (ThreatExchange baefb4ed, run from its source with Postgres 15 by
+# benchmarks/hma.sh) gave them to the same requests: the shapes and value types ours must have.
+HMA_ANSWERS = {
+    "/h/hash": {"pdq": "ce8554e8786d8d84b949e386176cb854aa8fdbb1ce2f51eabe1c28ec06b27153"},
+    "/m/lookup GET": {"KNOWN_BANK": [{"bank_content_id": 1003, "distance": "2"}]},
+    "/m/lookup miss": {},
+    "/m/raw_lookup": {"matches": [1003]},
+    "/m/raw_lookup include_distance": {"matches": [{"bank_content_id": 1003, "distance": "2"}]},
+    "/m/raw_lookup miss": {"matches": []},
+    "/c/banks": [{"matching_enabled_ratio": 1.0, "name": "KNOWN_BANK"}],
+    "bad signal": {"message": "invalid signal: invalid PDQ hash"},
+    "bad type": {"message": "No such SignalType 'nope'"},
+}
+
+
+_HMA_FIELDS = {"pdq", "matches", "bank_content_id", "distance", "name", "matching_enabled_ratio", "message"}
+
+
+def _shape(value):
+    """A JSON value with every leaf replaced by its type, and banks' names (as keys) by "BANK"."""
+    if isinstance(value, dict):
+        return {(k if k in _HMA_FIELDS else "BANK"): _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value[:1]]
+    return type(value).__name__
+
+
+def test_hma_routes_answer_as_hma_itself_does(server, listed, tiles, tmp_path):
+    """The requests HMA's clients send, answered in the shapes HMA itself gave (`HMA_ANSWERS`)."""
     import socket
 
     listed_pdq = str(safeset.pdq(tiles[1][1]))
-    tag = entry_tag(listed_pdq)
+    tag = int(entry_tag(listed_pdq), 16)
     status, alive = server.request("/status", token=None)
     assert status == 200 and alive == {"text": "I-AM-ALIVE\n"}
     boundary = "hma"
@@ -353,16 +380,27 @@ def test_hma_routes_answer_as_hma_documents_them(server, listed, tiles, tmp_path
     )
     multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     status, hashed = server.request("/h/hash", form, **multipart)
-    assert status == 200 and set(hashed) == {"pdq"} and len(hashed["pdq"]) == 64
+    assert status == 200 and _shape(hashed) == _shape(HMA_ANSWERS["/h/hash"]) and len(hashed["pdq"]) == 64
     status, found = server.request(f"/m/lookup?signal_type=pdq&signal={listed_pdq}")
     assert status == 200 and found == {"perceptual": [{"bank_content_id": tag, "distance": "0"}]}
+    assert _shape(found) == _shape(HMA_ANSWERS["/m/lookup GET"])
+    assert server.request(f"/m/lookup?signal_type=pdq&signal={listed_pdq}&banks=hotline,urls") == (200, {})
+    assert server.request(f"/m/lookup?signal_type=pdq&signal={listed_pdq}&banks=perceptual")[1] == found
+    unlisted = hashlib.sha256(b"no listed image").hexdigest()
+    assert server.request(f"/m/lookup?signal_type=pdq&signal={unlisted}") == (200, HMA_ANSWERS["/m/lookup miss"])
     status, both = server.request("/m/lookup", form, **multipart)
     assert status == 200 and list(both) == ["pdq"] and both["pdq"]["perceptual"][0]["bank_content_id"] == tag
     status, raw = server.request(f"/m/raw_lookup?signal_type=pdq&signal={listed_pdq}")
-    assert status == 200 and raw == {"matches": [tag]}
-    assert server.request("/m/lookup?signal_type=pdq&signal=zz")[0] == 400
+    assert status == 200 and raw == {"matches": [tag]} and _shape(raw) == _shape(HMA_ANSWERS["/m/raw_lookup"])
+    status, near = server.request(f"/m/raw_lookup?signal_type=pdq&signal={listed_pdq}&include_distance=true")
+    assert near == {"matches": [{"bank_content_id": tag, "distance": "0"}]}
+    assert _shape(near) == _shape(HMA_ANSWERS["/m/raw_lookup include_distance"])
+    assert server.request(f"/m/raw_lookup?signal_type=pdq&signal={unlisted}")[1] == HMA_ANSWERS["/m/raw_lookup miss"]
+    assert server.request("/m/lookup?signal_type=pdq&signal=zz") == (400, HMA_ANSWERS["bad signal"])
+    assert server.request(f"/m/lookup?signal_type=nope&signal={listed_pdq}") == (400, HMA_ANSWERS["bad type"])
     status, banks = server.request("/c/banks")
     assert status == 200 and {"name": "hotline", "matching_enabled_ratio": 1.0} in banks
+    assert _shape(banks) == _shape(HMA_ANSWERS["/c/banks"])
 
     # hashing by URL would fetch: refused, and nothing is asked of the URL's server
     listener = socket.socket()
@@ -370,8 +408,9 @@ def test_hma_routes_answer_as_hma_documents_them(server, listed, tiles, tmp_path
     listener.listen(1)
     listener.settimeout(1.0)
     port = listener.getsockname()[1]
-    status, refused = server.request(f"/h/hash?url=http%3A%2F%2F127.0.0.1%3A{port}%2Fx.png")
-    assert status == 501 and "fetches nothing" in refused["message"]
+    for route in ("/h/hash", "/m/lookup"):
+        status, refused = server.request(f"{route}?url=http%3A%2F%2F127.0.0.1%3A{port}%2Fx.png")
+        assert status == 501 and "fetches nothing" in refused["message"]
     with pytest.raises(TimeoutError):
         listener.accept()
     listener.close()

@@ -1,18 +1,21 @@
 """Routes shaped as Meta's Hasher-Matcher-Actioner (HMA) answers them, for clients written against
 HMA: `GET /status`, `GET|POST /h/hash`, `GET|POST /m/lookup`, `GET /m/raw_lookup`, `GET /c/banks`.
-Their shapes are HMA's documented ones (hasher-matcher-actioner/docs/api.md and its tests):
+Their shapes are those HMA 1.1.7 itself gave (run from its source by benchmarks/hma.sh):
 
 - `POST /h/hash` (multipart, the image in the field `photo`) -> `{"pdq": "<hex>"}`
-- `GET /m/lookup?signal_type=pdq&signal=<hex>` -> `{"BANK": [{"bank_content_id": ID, "distance": "N"}]}`
+- `GET /m/lookup?signal_type=pdq&signal=<hex>[&banks=A,B]` -> `{"BANK": [{"bank_content_id": ID,
+  "distance": "N"}]}`, `{}` without a match; 400 `{"message": "No such SignalType 'x'"}` or
+  `{"message": "invalid signal: ..."}`
 - `POST /m/lookup` (multipart `photo`) -> `{"pdq": {"BANK": [...]}}`
-- `GET /m/raw_lookup?signal_type=&signal=` -> `{"matches": [ID, ...]}`
+- `GET /m/raw_lookup?signal_type=&signal=[&include_distance=true]` -> `{"matches": [ID, ...]}` or
+  `{"matches": [{"bank_content_id": ID, "distance": "N"}]}`
 - `GET /c/banks` -> `[{"name": "BANK", "matching_enabled_ratio": 1.0}]`; `GET /status` -> `I-AM-ALIVE`
 
-Differences, by design: a `bank_content_id` is the entry's tag (12 hex digits, as the report
-names entries), not a database row number; `GET /h/hash?url=` is refused (501), since safeset
-fetches nothing at run time but a dataset's own URLs under `scan --fetch`; there is no coinflip
-(`matching_enabled_ratio` is 1.0 for an enabled bank, 0.0 for a disabled one); the same bearer
-tokens as /v1 are needed (HMA's API key).
+Differences, by design: a `bank_content_id` is the entry's tag (the 12 hex digits the report names
+entries by) read as a number, not a database row; fetching by URL (`GET /h/hash?url=`,
+`GET /m/lookup?url=`) is refused (501), since safeset fetches nothing at run time but a dataset's
+own URLs under `scan --fetch`; there is no coinflip (`matching_enabled_ratio` is 1.0 for an enabled
+bank, 0.0 for a disabled one); the same bearer tokens as /v1 are needed (HMA's API key).
 """
 
 from __future__ import annotations
@@ -33,12 +36,16 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status)
 
 
+def _content(match: dict) -> dict:
+    """A match as HMA names it: its bank content id (here the entry's tag as a number; HMA's clients
+    read an integer) and the distance, as text."""
+    return {"bank_content_id": int(entry_tag(match["entry"]), 16), "distance": str(match["distance"])}
+
+
 def _by_bank(matches: list[dict]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for m in matches:
-        found.setdefault(m["bank"], []).append(
-            {"bank_content_id": entry_tag(m["entry"]), "distance": str(m["distance"])}
-        )
+        found.setdefault(m["bank"], []).append(_content(m))
     return found
 
 
@@ -56,14 +63,19 @@ async def _checked(request: web.Request) -> dict | None:
         return None if data is None else await on_thread(request, "images", Auditor.check_bytes, data)
 
 
+_NO_FETCH = "safeset fetches nothing at run time: POST the bytes as the multipart field photo"
+
+
 async def _lookup_signal(request: web.Request) -> dict | web.Response:
+    if "url" in request.query:
+        return _error(501, _NO_FETCH)
     kind, signal = request.query.get("signal_type", "").lower(), request.query.get("signal", "")
-    if kind not in SIGNAL_TYPES or not signal:
-        return _error(400, f"give signal_type (one of {', '.join(SIGNAL_TYPES)}) and signal")
+    if kind not in SIGNAL_TYPES:
+        return _error(400, f"No such SignalType {kind!r}" if kind else "give signal_type and signal")
     try:
         row = await on_thread(request, "hashes", lambda auditor: auditor.check_hashes(**hash_query(kind, signal)))
     except SafesetError:
-        return _error(400, f"invalid signal: not a {kind}")
+        return _error(400, f"invalid signal: invalid {'PDQ' if kind == 'pdq' else kind.upper()} hash")
     return row
 
 
@@ -74,7 +86,7 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.get("/h/hash")
 async def hash_url(request: web.Request) -> web.Response:
-    return _error(501, "safeset fetches nothing at run time: POST the bytes as the multipart field photo")
+    return _error(501, _NO_FETCH)
 
 
 @routes.post("/h/hash")
@@ -88,7 +100,10 @@ async def hash_bytes(request: web.Request) -> web.Response:
 @routes.get("/m/lookup")
 async def lookup(request: web.Request) -> web.Response:
     row = await _lookup_signal(request)
-    return row if isinstance(row, web.Response) else web.json_response(_by_bank(row["matches"]))
+    if isinstance(row, web.Response):
+        return row
+    banks = {b for b in request.query.get("banks", "").split(",") if b}  # HMA's filter: only these
+    return web.json_response(_by_bank([m for m in row["matches"] if not banks or m["bank"] in banks]))
 
 
 @routes.post("/m/lookup")
@@ -105,7 +120,9 @@ async def raw_lookup(request: web.Request) -> web.Response:
     row = await _lookup_signal(request)
     if isinstance(row, web.Response):
         return row
-    return web.json_response({"matches": [entry_tag(m["entry"]) for m in row["matches"]]})
+    with_distance = request.query.get("include_distance", "").lower() == "true"
+    found = [_content(m) if with_distance else _content(m)["bank_content_id"] for m in row["matches"]]
+    return web.json_response({"matches": found})
 
 
 @routes.get("/c/banks")
