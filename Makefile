@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 BENCH_STAMP := $(VENV)/.bench-stamp
+VPDQ_STAMP := $(VENV)/.vpdq-stamp
 
 .PHONY: demo test lint bench system-deps clean
 
@@ -20,16 +21,25 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/safeset demo build/demo
 
-# Debian packages the tests need: Chromium renders the HTML report in a real headless browser.
+# Debian packages the tests need: Chromium renders the HTML report in a real headless browser;
+# FFmpeg's development files and a compiler build Meta's `vpdq` (source only on PyPI), which the
+# video tests compare safeset's frame hashes with.
+SYSTEM_DEPS := chromium libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev \
+	libswresample-dev libavfilter-dev pkg-config cmake g++
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing chromium (for the report test)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+$(VPDQ_STAMP): $(STAMP) | system-deps
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install --quiet 'vpdq>=0.2.5'
+	touch $(VPDQ_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps $(VPDQ_STAMP) lint
 	$(BIN)/python -m pytest
 
 $(BENCH_STAMP): $(STAMP)
