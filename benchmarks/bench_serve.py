@@ -302,19 +302,20 @@ def hma_lookup(bank_home: Path, hashes_file: Path) -> dict:
         for start in range(0, len(rows), 1_000_000):
             text = rows[start : start + 1_000_000].tobytes().hex()
             fh.write("".join(text[i : i + 64] + "\n" for i in range(0, len(text), 64)))
-    started = time.perf_counter()
-    subprocess.run([script, "load", HMA_SRC, "BENCH", str(listed)], check=True, stdout=subprocess.DEVNULL)
-    index_s = time.perf_counter() - started
-    listed.unlink()
+    try:
+        started = time.perf_counter()
+        subprocess.run([script, "load", HMA_SRC, "BENCH", str(listed)], check=True, stdout=subprocess.DEVNULL)
+        index_s = time.perf_counter() - started
+    finally:
+        listed.unlink()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    started = time.perf_counter()
-    pid = subprocess.run(
-        [script, "start", HMA_SRC, str(port), str(WORKERS)], check=True, capture_output=True, text=True
-    )
-    start_s = time.perf_counter() - started
-    try:
+    try:  # stopped whatever happens, a start that timed out too
+        started = time.perf_counter()
+        argv = [script, "start", HMA_SRC, str(port), str(WORKERS)]
+        pid = subprocess.run(argv, check=True, capture_output=True, text=True)
+        start_s = time.perf_counter() - started
         result = load(f"http://127.0.0.1:{port}", "hma", 0, str(hashes_file))
         result["matched_first"] = matched(f"http://127.0.0.1:{port}", json.loads(hashes_file.read_text())[:AGREE])
         return {**result, "memory_mb": pss_mb(int(pid.stdout.split()[-1])), "index_s": index_s, "start_s": start_s}

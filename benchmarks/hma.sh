@@ -63,22 +63,28 @@ setup)
 load)
   SRC=$2 BANK=$3 FILE=$4
   pg_up
-  sql <<SQL
-DELETE FROM bank WHERE name = '$BANK';
-INSERT INTO bank (name, enabled_ratio) VALUES ('$BANK', 1.0);
+  # the bank's name as a psql variable (quoted by psql), the hashes on standard input
+  sql -v bank="$BANK" -f <(cat <<'SQL'
+DELETE FROM bank WHERE name = :'bank';
+INSERT INTO bank (name, enabled_ratio) VALUES (:'bank', 1.0);
 CREATE TEMP TABLE staged (n bigserial, pdq text);
-\copy staged (pdq) FROM '$FILE'
+\copy staged (pdq) FROM pstdin
 CREATE TEMP TABLE base AS SELECT coalesce(max(id), 0) AS id FROM bank_content;
 INSERT INTO bank_content (id, bank_id, disable_until_ts)
-  SELECT base.id + staged.n, bank.id, 1 FROM staged, base, bank WHERE bank.name = '$BANK';
+  SELECT base.id + staged.n, bank.id, 1 FROM staged, base, bank WHERE bank.name = :'bank';
 INSERT INTO content_signal (content_id, signal_type, signal_val)
   SELECT base.id + staged.n, 'pdq', staged.pdq FROM staged, base;
 SELECT setval(pg_get_serial_sequence('bank_content', 'id'), (SELECT max(id) FROM bank_content));
 SQL
+  ) <"$FILE"
   flask "$SRC" build_indices >"$DIR/build.log" 2>&1 || { tail -30 "$DIR/build.log" >&2; exit 1; }
   ;;
 start)
   SRC=$2 PORT=$3 WORKERS=$4
+  if [ -f "$DIR/gunicorn.pid" ] && kill -0 "$(cat "$DIR/gunicorn.pid")" 2>/dev/null; then
+    echo "an HMA started by hma.sh still runs (pid $(cat "$DIR/gunicorn.pid")): hma.sh stop first" >&2
+    exit 1
+  fi
   pg_up
   jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 # as HMA's Dockerfile preloads it
   cd "$SRC/src"
@@ -100,6 +106,7 @@ stop)
     pid=$(cat "$DIR/gunicorn.pid")
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
     rm -f "$DIR/gunicorn.pid"
   fi
   pg_ctlcluster "$(pg_version)" "$CLUSTER" stop 2>/dev/null || true

@@ -405,7 +405,7 @@ def test_pdq_search_tables_are_kept_in_the_store_and_mapped(tmp_path, store):
     write_lines(tmp_path / "few.txt", [f"pdq {row.tobytes().hex()}" for row in listed[:10]])
     store.add("few", tmp_path / "few.txt")
     bank = Path(store.get("big").directory)
-    for name in ("pdq.orders.npy", "pdq.starts.npy"):
+    for name in ("pdq.s16.orders.npy", "pdq.s16.starts.npy"):
         assert stat.S_IMODE((bank / name).stat().st_mode) == 0o600
     assert store.load_tables("few") is None
 
@@ -422,17 +422,31 @@ def test_pdq_search_tables_are_kept_in_the_store_and_mapped(tmp_path, store):
     stale = (np.zeros(16, np.uint32), np.zeros(16, np.uint32))
     assert PdqIndex(np.asarray(store.load("big", "pdq")), stale)._orders.size == 16 * len(listed)
 
-    # tables cut into another slot count than the list's size now gets (an older safeset's) are re-cut
-    # in place, once, and searched the same
+    # a version an older safeset wrote has its tables under the old names, cut into another slot
+    # count than the list's size now gets (here 12): new tables are written beside them, once, and
+    # searched the same; the old files, which a reader may have mapped, are left as they were
+    for name in ("pdq.s16.orders.npy", "pdq.s16.starts.npy"):
+        (bank / name).unlink()
     for name, table in zip(("pdq.orders.npy", "pdq.starts.npy"), build_tables(built._hashes, 12), strict=True):
         np.save(bank / name, table)
-    assert PdqIndex(
-        built._hashes, (np.load(bank / "pdq.orders.npy"), np.load(bank / "pdq.starts.npy"))
-    )._orders.size == 12 * len(listed)
+    old = (bank / "pdq.orders.npy").stat()
     orders, starts = store.load_tables("big")
-    assert orders.size == 16 * len(listed) and stat.S_IMODE((bank / "pdq.orders.npy").stat().st_mode) == 0o600
+    assert orders.size == 16 * len(listed) and stat.S_IMODE((bank / "pdq.s16.orders.npy").stat().st_mode) == 0o600
+    assert (bank / "pdq.orders.npy").stat().st_ino == old.st_ino and (
+        bank / "pdq.orders.npy"
+    ).stat().st_mtime == old.st_mtime
     recut = Matcher.load(store, [store.get("big")], MatchSettings())._indexes[("big", "pdq")]
     assert all(np.array_equal(a, b) for a, b in zip(recut.search(queries, 31), built.search(queries, 31), strict=True))
+
+    # a list added to the bank: its version has tables of the new hashes only, none of the old
+    # version's (nor a table write a kill left halfway)
+    (bank / "pdq.s16.orders.npy.partial").write_bytes(b"cut short")
+    more = rng.integers(0, 256, (10, 32), dtype=np.uint8)
+    write_lines(tmp_path / "more.txt", [f"pdq {row.tobytes().hex()}" for row in more])
+    store.add("big", tmp_path / "more.txt")
+    newer = Path(store.get("big").directory)
+    assert sorted(p.name for p in newer.glob("pdq*")) == ["pdq.npy", "pdq.s16.orders.npy", "pdq.s16.starts.npy"]
+    assert store.load_tables("big")[0].size == 16 * (len(listed) + 10)
 
 
 def test_hosts_are_normalised_as_a_client_connects_to_them():

@@ -161,6 +161,29 @@ def test_metrics_count_every_worker_and_survive_a_worker_killed(listed, home, tm
             assert server.check(jpeg(tiles[i % 8][1]))[0] == 200
         time.sleep(1.5)  # each worker saves its totals every second
         assert [_counted(server, checks) for _ in range(8)] == [12] * 8
+
+        # one client on a kept-alive connection loads one worker only; scrapes, on new connections,
+        # reach both: the count they show never goes back (Prometheus would read a reset)
+        import http.client
+
+        stop = threading.Event()
+
+        def pinned():
+            connection = http.client.HTTPConnection(server.url.split("//")[1])
+            while not stop.is_set():
+                connection.request("GET", "/v1/health")
+                connection.getresponse().read()
+            connection.close()
+
+        client = threading.Thread(target=pinned)
+        client.start()
+        try:
+            health = 'safeset_requests_total{route="/v1/health",status="200"}'
+            seen = [_counted(server, health) for _ in range(40)]
+        finally:
+            stop.set()
+            client.join()
+        assert seen == sorted(seen) and seen[-1] > seen[0], seen
         assert _counted(server, "safeset_matches_total") >= 2  # tiles 0 and 1, listed, each checked twice
         workers = _workers(server)
         os.kill(int(workers[0]), signal.SIGKILL)

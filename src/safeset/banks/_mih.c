@@ -141,6 +141,7 @@ static int u32s_reserve(U32s *v, size_t more) {
     return 0;
 }
 
+/* 0, or -1 out of memory, or -2 tables whose contents point past the hashes. */
 MULTIVERSION
 static int search_mih(const uint8_t *hashes, Py_ssize_t n, const uint32_t *orders, const uint32_t *starts,
                       const Layout *L, const uint8_t *queries, Py_ssize_t m, int radius, Hits *hits) {
@@ -167,6 +168,10 @@ static int search_mih(const uint8_t *hashes, Py_ssize_t n, const uint32_t *order
             for (Py_ssize_t p = 0; p < nm; p++) {
                 if (p + AHEAD < nm) __builtin_prefetch(start + (key[s] ^ mk[p + AHEAD]));
                 uint32_t probe = key[s] ^ mk[p], lo = start[probe], hi = start[probe + 1];
+                if (hi > (uint64_t)n || lo > hi) { /* tables damaged on disk: never read past them */
+                    rc = -2;
+                    goto done;
+                }
                 if (hi > lo) {
                     ranges.data[nr++] = lo;
                     ranges.data[nr++] = hi;
@@ -183,7 +188,12 @@ static int search_mih(const uint8_t *hashes, Py_ssize_t n, const uint32_t *order
             }
             /* 3: their distances */
             for (size_t j = 0; j < cands.len; j++) {
-                if (j + AHEAD < cands.len) __builtin_prefetch(hashes + 32 * (size_t)cands.data[j + AHEAD]);
+                if (j + AHEAD < cands.len && cands.data[j + AHEAD] < (uint64_t)n)
+                    __builtin_prefetch(hashes + 32 * (size_t)cands.data[j + AHEAD]);
+                if (cands.data[j] >= (uint64_t)n) {
+                    rc = -2;
+                    goto done;
+                }
                 const uint8_t *e = hashes + 32 * (size_t)cands.data[j];
                 int d = distance(q, e);
                 if (d > radius) continue;
@@ -326,6 +336,7 @@ static PyObject *mih_search(PyObject *self, PyObject *args) {
     }
     if (rc < 0) {
         free(hits.data);
+        if (rc == -2) return PyErr_Format(PyExc_ValueError, "the search tables are damaged (an offset past the hashes)");
         return PyErr_NoMemory();
     }
     PyObject *out = PyBytes_FromStringAndSize((const char *)hits.data, hits.len * (Py_ssize_t)sizeof(int64_t));

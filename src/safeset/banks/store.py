@@ -8,8 +8,9 @@ Layout, every directory 0700 and every file 0600 because the lists are sensitive
                                            checksum per signal type, checksum of the whole bank
     HOME/banks/NAME/v000003/md5.npy        exact digests (md5, sha1, sha256, url_md5): sorted, words layout
     HOME/banks/NAME/v000003/pdq.npy        PDQ: sorted (N, 32) uint8 rows
-    HOME/banks/NAME/v000003/pdq.orders.npy, pdq.starts.npy
-                                           PDQ search tables (see `index.PdqIndex`), for lists of 4096+
+    HOME/banks/NAME/v000003/pdq.s16.orders.npy, pdq.s16.starts.npy
+                                           PDQ search tables (see `index.PdqIndex`), for lists of 4096+,
+                                           named by their slot count (11 from about 8M hashes)
     HOME/banks/NAME/v000003/url.txt        text types (url, domain): sorted normalised values, one per line
 
 (see `hexarray` for the two array layouts). A version directory is never changed once it is in
@@ -30,6 +31,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,9 +50,19 @@ from .listfile import LineError, parse_list
 from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, SignalType, signal_type
 from .verdicts import CONFIRMED_BANK
 
+log = logging.getLogger("safeset.banks")
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VERSION_DIR = re.compile(r"v\d{6,}")
-_TABLES = ("pdq.orders.npy", "pdq.starts.npy")
+_LEGACY_TABLES = ("pdq.orders.npy", "pdq.starts.npy")  # 16 slots, before the count depended on the size
+
+
+def _table_names(slots: int) -> tuple[str, str]:
+    return f"pdq.s{slots}.orders.npy", f"pdq.s{slots}.starts.npy"
+
+
+def _is_pdq_table(name: str) -> bool:
+    return name.startswith("pdq.") and name.endswith((".orders.npy", ".starts.npy"))
 
 
 def default_home() -> Path:
@@ -216,27 +228,39 @@ class BankStore:
         """A PDQ list's stored search tables, memory-mapped; None where there are none (small
         lists, or a store written before they were kept: the index then builds its own).
 
-        Tables cut into a slot count other than the one this list's size now gets (written by a
-        safeset before the count depended on the size: 16 slots, a seventh of the speed at 10M)
-        are re-cut once, in place: they are derived from the hashes, and a reader that mapped the
-        old files keeps them. A store this process cannot write keeps its old tables."""
+        The tables are named by their slot count (`pdq.s11.orders.npy`). A version whose tables
+        have another count than its list's size now gets (`pdq.orders.npy`: 16 slots, written
+        before the count depended on the size, a seventh of the speed at 10M) gets tables of the
+        right count beside them, once: new files, derived from the hashes, so nothing a reader has
+        mapped changes. A store this process cannot write keeps using the tables it has."""
         info = self._bank(bank)
-        paths = [Path(info.directory) / name for name in _TABLES]
+        directory = Path(info.directory)
+        hashes = self.load(info, "pdq")
+        wanted = slots_for(len(hashes))
+        found = self._tables(directory, _table_names(wanted), len(hashes))
+        if found is None and len(hashes) >= PdqIndex.MIH_MIN_ENTRIES:
+            try:
+                with self._locked():
+                    found = self._tables(directory, _table_names(wanted), len(hashes))  # written meanwhile?
+                    if found is None:
+                        self._write_tables(directory, hashes)
+                        found = self._tables(directory, _table_names(wanted), len(hashes))
+            except OSError as exc:
+                log.warning("bank %s: PDQ search tables not re-cut (%s): the old ones serve", info.name, exc.strerror)
+        return found or self._tables(directory, _LEGACY_TABLES, len(hashes))
+
+    @staticmethod
+    def _tables(directory: Path, names: tuple[str, str], n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        paths = [directory / name for name in names]
         if not all(path.is_file() for path in paths):
             return None
         orders, starts = (np.load(path, mmap_mode="r", allow_pickle=False) for path in paths)
-        hashes = self.load(info, "pdq")
-        if tables_slots((orders, starts), len(hashes)) != slots_for(len(hashes)):
-            with contextlib.suppress(OSError), self._locked():
-                orders, starts = (np.load(path, mmap_mode="r", allow_pickle=False) for path in paths)
-                if tables_slots((orders, starts), len(hashes)) != slots_for(len(hashes)):  # not re-cut meanwhile
-                    self._write_tables(Path(info.directory), hashes)
-                    orders, starts = (np.load(path, mmap_mode="r", allow_pickle=False) for path in paths)
-        return orders, starts
+        return (orders, starts) if tables_slots((orders, starts), n) is not None else None
 
     @staticmethod
     def _write_tables(directory: Path, hashes: np.ndarray) -> None:
-        for name, table in zip(_TABLES, build_tables(hashes), strict=True):
+        slots = slots_for(len(hashes))
+        for name, table in zip(_table_names(slots), build_tables(hashes, slots), strict=True):
             with atomic_writer(directory / name, mode=0o600) as fh:
                 np.save(fh, table, allow_pickle=False)
 
@@ -301,8 +325,11 @@ class BankStore:
                 added += self._merge_text(existing, staging, signal_type(stype_name), values, counts, checksums)
             if existing is not None:  # what this file does not touch stays as it was: linked, not copied
                 for entry in Path(existing.directory).iterdir():
+                    unfinished = entry.name.endswith(".partial")  # a table write killed halfway
+                    stale = _is_pdq_table(entry.name) and "pdq" in parsed.hex  # tables of the old hashes
                     if entry.is_file() and entry.name != "meta.json" and not (staging / entry.name).exists():
-                        os.link(entry, staging / entry.name)
+                        if not (unfinished or stale):
+                            os.link(entry, staging / entry.name)
             now = _now()
             source = {
                 "file": path.name,

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -114,10 +115,12 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 class Metrics:
     """Counters and a latency histogram per route, in Prometheus's text format, for the whole
-    server: a scrape reaches one worker, which adds the others' latest totals to its own. Each
-    worker saves its totals every second in `shared` (a private directory of the parent's, in
-    memory where /dev/shm exists), so a scrape is at most a second behind; a worker that replaces
-    one that died starts from its totals, so no counter goes back."""
+    server: a scrape reaches one worker, which saves its own totals and adds up every worker's
+    saved ones. Each worker also saves every second, in `shared` (a private directory of the
+    parent's, in memory where /dev/shm exists); a saved total only grows, so no scrape shows less
+    than the one before, whichever worker answers it. A worker that replaces one that died starts
+    from its saved totals. Counting happens on the event loop and on the check threads: a lock
+    keeps a save from reading a counter mid-change."""
 
     SAVE_SECONDS = 1.0
 
@@ -126,27 +129,42 @@ class Metrics:
         self.latency: dict[str, list[float]] = {}  # route -> bucket counts, then sum and count
         self.shared = shared
         self.path = shared / f"worker-{index}.json" if shared else None
+        self._lock = threading.Lock()
+        self._saving_failed = False
         if self.path and self.path.is_file():
             self._add(self.counters, self.latency, self.path)
 
     def count(self, name: str, n: float = 1, **labels: str) -> None:
-        self.counters[(name, tuple(sorted(labels.items())))] += n
+        with self._lock:
+            self.counters[(name, tuple(sorted(labels.items())))] += n
 
     def observe(self, route: str, seconds: float) -> None:
-        cells = self.latency.setdefault(route, [0.0] * (len(_BUCKETS) + 2))
-        for i, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                cells[i] += 1
-        cells[-2] += seconds
-        cells[-1] += 1
+        with self._lock:
+            cells = self.latency.setdefault(route, [0.0] * (len(_BUCKETS) + 2))
+            for i, bound in enumerate(_BUCKETS):
+                if seconds <= bound:
+                    cells[i] += 1
+            cells[-2] += seconds
+            cells[-1] += 1
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write this worker's totals for the others; False if they could not be (logged once)."""
         if self.path is None:
-            return
-        state = {"counters": [[n, labels, v] for (n, labels), v in self.counters.items()], "latency": self.latency}
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(state))
-        partial.replace(self.path)
+            return False
+        with self._lock:
+            state = {"counters": [[n, labels, v] for (n, labels), v in self.counters.items()], "latency": self.latency}
+            text = json.dumps(state)
+        try:
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(text)
+            partial.replace(self.path)
+        except OSError as exc:  # the directory removed under us (a logout's IPC clean-up?)
+            if not self._saving_failed:
+                log.warning("metrics not shared with the other workers (%s)", exc.strerror)
+            self._saving_failed = True
+            return False
+        self._saving_failed = False
+        return True
 
     @staticmethod
     def _add(counters: Counter, latency: dict[str, list[float]], path: Path) -> None:
@@ -161,9 +179,15 @@ class Metrics:
             latency[route] = [a + b for a, b in zip(mine, cells, strict=True)]
 
     def render(self) -> str:
-        counters, latency = Counter(self.counters), {route: list(cells) for route, cells in self.latency.items()}
+        counters: Counter = Counter()
+        latency: dict[str, list[float]] = {}
+        saved = self.save()
+        if not saved:  # our own totals as they are, beside whatever the others saved
+            with self._lock:
+                counters.update(self.counters)
+                latency.update({route: list(cells) for route, cells in self.latency.items()})
         for path in sorted(self.shared.glob("worker-*.json")) if self.shared else ():
-            if path != self.path:
+            if saved or path != self.path:
                 self._add(counters, latency, path)
 
         def labelled(labels: tuple[tuple[str, str], ...]) -> str:
@@ -424,12 +448,23 @@ def serve(config: ServeConfig, ready=None) -> None:
     if config.port:  # a port someone else listens on (another safeset too: it would share it) is refused
         _bind(config.host, config.port, listen=False, share=False).close()
     sock = _bind(config.host, config.port, listen=False)  # the port, held for the workers (port 0: any free one)
-    shared = Path(tempfile.mkdtemp(prefix="safeset-serve-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    shared = _metrics_dir()
     try:
         _supervise(config, sock, shared, ready)
     finally:
         sock.close()
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _metrics_dir() -> Path:
+    """A private directory for the workers' metrics, named for this server's process; those of
+    servers that died without removing theirs (killed -9) are removed first."""
+    parent = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
+    for old in parent.glob("safeset-serve-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and old.stat().st_uid == os.getuid():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"safeset-serve-{os.getpid()}-", dir=parent))
 
 
 def _supervise(config: ServeConfig, sock: socket.socket, shared: Path, ready) -> None:

@@ -20,6 +20,8 @@ bank, 0.0 for a disabled one); the same bearer tokens as /v1 are needed (HMA's A
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from ..banks import BankStore
@@ -71,7 +73,8 @@ async def _lookup_signal(request: web.Request) -> dict | web.Response:
         return _error(501, _NO_FETCH)
     kind, signal = request.query.get("signal_type", "").lower(), request.query.get("signal", "")
     if kind not in SIGNAL_TYPES:
-        return _error(400, f"No such SignalType {kind!r}" if kind else "give signal_type and signal")
+        named = kind.isidentifier() and len(kind) <= 32  # a request is quoted back only when it is a name
+        return _error(400, f"No such SignalType {kind!r}" if named else "give signal_type (pdq or md5) and signal")
     try:
         row = await on_thread(request, "hashes", lambda auditor: auditor.check_hashes(**hash_query(kind, signal)))
     except SafesetError:
@@ -122,7 +125,8 @@ async def raw_lookup(request: web.Request) -> web.Response:
         return row
     with_distance = request.query.get("include_distance", "").lower() == "true"
     found = [_content(m) if with_distance else _content(m)["bank_content_id"] for m in row["matches"]]
-    return web.json_response({"matches": found})
+    unique = list({json.dumps(item, sort_keys=True): item for item in found}.values())  # an entry in two banks
+    return web.json_response({"matches": unique})
 
 
 @routes.get("/c/banks")
