@@ -42,14 +42,14 @@ lint: $(STAMP)
 test: $(STAMP) system-deps $(VPDQ_STAMP) lint
 	$(BIN)/python -m pytest
 
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(STAMP) $(VPDQ_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 # Speed, memory and robustness against the peers, each printing its ratios (see README, Performance).
 # The corpus comes from Debian's plasma-workspace-wallpapers (apt-get download) and scikit-image.
 bench: $(BENCH_STAMP)
-	cd benchmarks && for b in pdq index exact scan decide keywords nsfw engines staging fetch robustness expand diff; do ../$(BIN)/python bench_$$b.py || exit 1; done
+	cd benchmarks && for b in pdq index exact scan decide keywords nsfw engines staging fetch robustness expand diff video; do ../$(BIN)/python bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf build .pytest_cache
