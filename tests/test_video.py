@@ -234,3 +234,37 @@ def test_frame_hashes_agree_with_the_vpdq_package(tmp_path, photos):
             ours = video_frames(video, seconds)
             assert [(f.frame_number, f.quality, f.hex) for f in theirs] == [(f.frame, f.quality, f.pdq) for f in ours]
             assert [round(f.timestamp, 3) for f in theirs] == [round(f.timestamp, 3) for f in ours], name
+
+
+def test_hash_vpdq_prints_the_frames_as_vpdq_and_threatexchange_write_them(tmp_path, photos):
+    """`safeset hash --vpdq`: vpdq's hash-file lines, or (--json) python-threatexchange's signal,
+    which its own parser reads back; bad videos are named, with no content printed."""
+    import json
+
+    from helpers import run_cli
+    from threatexchange.extensions.vpdq.vpdq_util import json_to_vpdq, vpdq_to_json
+
+    from safeset.banks.vpdq import frames_of_hash_file, frames_of_signal
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(slideshow(photos, 3))
+    frames = video_frames(path.read_bytes())
+    printed = run_cli("hash", "--vpdq", str(path))
+    assert printed.exit_code == 0 and printed.stdout.splitlines() == [f.line() for f in frames]
+    assert frames_of_hash_file(printed.stdout.splitlines()) == [(f.pdq, f.quality) for f in frames]
+    every = run_cli("hash", "--vpdq", "--seconds-per-hash", "0", str(path)).stdout.splitlines()
+    assert len(every) == 75
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x01" * 500)
+    both = run_cli("hash", "--vpdq", "--json", str(path), str(junk))
+    assert both.exit_code == 1
+    good, bad = (json.loads(line) for line in both.stdout.splitlines())
+    features = json_to_vpdq(good["vpdq"])
+    assert good["vpdq"] == vpdq_to_json(features)  # threatexchange writes it back the same
+    assert [(f.pdq_hex, f.quality) for f in features] == [(f.pdq, f.quality) for f in frames]
+    assert frames_of_signal(good["vpdq"]) == [(f.pdq, f.quality) for f in frames]
+    assert bad["path"] == str(junk) and "error" in bad and "vpdq" not in bad
+    alone = run_cli("hash", "--vpdq", str(junk))
+    assert alone.exit_code == 3 and str(junk) in alone.stderr
+    assert run_cli("hash", "--vpdq", str(path), str(path)).exit_code == 2

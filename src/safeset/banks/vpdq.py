@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hashing.video import FrameHash
 from .index import PdqIndex
 from .signal_types import InvalidEntry
 
@@ -41,6 +42,12 @@ class VideoMatch:
     video: int  # the listed video's position in the index
     query_percent: float
     compared_percent: float
+
+
+def signal_of(frames: Iterable[FrameHash]) -> str:
+    """A video's frame hashes as python-threatexchange serialises a vPDQ signal (`vpdq_to_json`):
+    a JSON array of "pdq,quality,timestamp", the timestamp to 3 significant digits as it writes it."""
+    return json.dumps([f"{frame.pdq},{frame.quality},{frame.timestamp:.3}" for frame in frames])
 
 
 def frames_of_signal(text: str) -> list[tuple[str, int]]:

@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import BadInputError, UsageError
 from . import _err, _Group, _out, cli
 from .audit import print_summary
 
@@ -17,10 +18,29 @@ from .audit import print_summary
 @cli.command("hash")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def hash_command(files, as_json: bool) -> None:
-    """Print md5, sha1, sha256, PDQ and PDQ quality of each FILE."""
+@click.option(
+    "--vpdq",
+    "video",
+    is_flag=True,
+    help="FILE is a video: print its vPDQ frame hashes, a line `frame,quality,pdq,timestamp` each, the "
+    "frames, bits and format of Meta's vpdq (pip package vpdq); with --json, its md5 and the signal as "
+    "python-threatexchange serialises it (`vpdq` in its lists).",
+)
+@click.option(
+    "--seconds-per-hash",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --vpdq: a frame hashed every so many seconds (0: every frame), as vpdq samples them.",
+)
+def hash_command(files, as_json: bool, video: bool, seconds_per_hash: float) -> None:
+    """Print md5, sha1, sha256, PDQ and PDQ quality of each FILE (or, with --vpdq, a video's frame
+    hashes). Only hashes are printed: nothing of a file's content."""
     from .. import hash_file
 
+    if video:
+        _hash_videos(files, as_json, seconds_per_hash)
+        return
     table = Table("path", "md5", "pdq", "quality", "status")
     for path in files:
         record = hash_file(path)
@@ -36,6 +56,34 @@ def hash_command(files, as_json: bool) -> None:
             )
     if not as_json:
         _out.print(table)
+
+
+def _hash_videos(files: tuple[Path, ...], as_json: bool, seconds_per_hash: float) -> None:
+    import hashlib
+
+    from ..banks.vpdq import signal_of
+    from ..hashing import DecodeError
+    from ..hashing.video import video_frames
+
+    if len(files) > 1 and not as_json:
+        raise UsageError("--vpdq prints one video's lines: give one FILE, or --json for several")
+    failed = False
+    for path in files:
+        data = path.read_bytes()
+        try:
+            frames = video_frames(data, seconds_per_hash)
+        except DecodeError as exc:
+            if not as_json:
+                raise BadInputError(path, str(exc)) from None
+            click.echo(json.dumps({"path": str(path), "md5": hashlib.md5(data).hexdigest(), "error": str(exc)}))
+            failed = True
+            continue
+        if as_json:
+            click.echo(json.dumps({"path": str(path), "md5": hashlib.md5(data).hexdigest(), "vpdq": signal_of(frames)}))
+        else:
+            click.echo("\n".join(frame.line() for frame in frames))
+    if failed:
+        sys.exit(1)
 
 
 @cli.command("report")
