@@ -72,6 +72,22 @@ def test_frames_are_sampled_and_hashed_as_vpdq_does(photos):
     assert frames[1].line() == f"12,{frames[1].quality},{frames[1].pdq},0.480"
 
 
+def test_skipping_unsampled_frames_changes_no_hash(photos, tiles):
+    """Frames nothing refers to and vPDQ does not sample are not decoded; a frame's place comes from
+    its timestamp's rank. The hashes are those of decoding and counting every frame, as vpdq does,
+    on x264 with B-frames (its frames out of order in the file), at 29.97 fps, VP9, and mpeg4."""
+    videos = [
+        slideshow(photos, 6),
+        slideshow(photos, 4, Fraction(30000, 1001)),
+        reencoded(slideshow(photos, 4), crf=35),
+        slideshow(photos, 3, 24, codec="libvpx-vp9", fmt="webm"),
+        slideshow(photos, 3, 25, codec="mpeg4", fmt="avi"),
+    ]
+    for video in videos:
+        for seconds in (1.0, 0.3, 0):
+            assert video_frames(video, seconds) == video_frames(video, seconds, skip_unsampled=False)
+
+
 def test_every_frame_at_zero_seconds_per_hash_and_other_containers(photos):
     webm = slideshow(photos, 1, 10, codec="libvpx-vp9", fmt="webm")
     assert is_video(webm) and [f.frame for f in video_frames(webm, 0)] == list(range(10))
