@@ -101,6 +101,8 @@ def video_frames(
                 frames.append(FrameHash(n, hashed.quality, str(hashed), timestamp))
         except av.error.FFmpegError as exc:
             raise DecodeError(f"the video stops decoding at frame {len(frames)} ({type(exc).__name__})") from None
+        except _Recount:
+            return video_frames(data, seconds_per_hash, limits, skip_unsampled=False)
     if not frames:
         raise DecodeError("no frame decodes")
     return frames
@@ -128,9 +130,17 @@ def _sampled(container, stream, step: int, fps: float, limits: VideoLimits, skip
         return
     place = {stamp: i for i, stamp in enumerate(sorted(stamps))}
     wanted = {stamp for stamp, i in place.items() if i % step == 0}
+    given = set()
     for packet in [*packets, None]:
         if packet is not None:
             codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
         for frame in codec.decode(packet):
-            if frame.pts in wanted:
+            if frame.pts in wanted and frame.pts not in given:
+                given.add(frame.pts)
                 yield place[frame.pts], frame
+    if given != wanted:  # frames came out under other timestamps than their packets': count them instead
+        raise _Recount
+
+
+class _Recount(Exception):
+    """The timestamps did not say which frames vpdq samples: decode and count every frame."""
