@@ -522,7 +522,12 @@ def test_made_up_tokens_share_their_address_bucket_and_a_killed_parent_takes_its
     assert second.returncode == 2 and "cannot listen" in second.stderr  # not a second server sharing the port
     workers = _workers(server)
     assert len(workers) == 2
+    left = list(Path("/dev/shm").glob(f"safeset-serve-{server.proc.pid}-*"))
+    assert len(left) == 1  # the workers' metrics
     server.proc.kill()
     server.proc.wait(timeout=30)
     assert _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 15)
     server.stop()
+    assert left[0].exists()  # a parent killed -9 cannot remove it: the next server does
+    Server(home, tmp_path).stop()
+    assert not left[0].exists()
