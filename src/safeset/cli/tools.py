@@ -70,18 +70,17 @@ def _hash_videos(files: tuple[Path, ...], as_json: bool, seconds_per_hash: float
     failed = False
     for path in files:
         data = path.read_bytes()
+        record = {"path": str(path), "md5": hashlib.md5(data).hexdigest()}
         try:
             frames = video_frames(data, seconds_per_hash)
         except DecodeError as exc:
             if not as_json:
                 raise BadInputError(path, str(exc)) from None
-            click.echo(json.dumps({"path": str(path), "md5": hashlib.md5(data).hexdigest(), "error": str(exc)}))
+            click.echo(json.dumps({**record, "error": str(exc)}))
             failed = True
             continue
-        if as_json:
-            click.echo(json.dumps({"path": str(path), "md5": hashlib.md5(data).hexdigest(), "vpdq": signal_of(frames)}))
-        else:
-            click.echo("\n".join(frame.line() for frame in frames))
+        lines = [json.dumps({**record, "vpdq": signal_of(frames)})] if as_json else [f.line() for f in frames]
+        click.echo("\n".join(lines))
     if failed:
         sys.exit(1)
 
