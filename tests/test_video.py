@@ -6,13 +6,14 @@ and cut to the next, encoded by the FFmpeg inside PyAV's wheel."""
 from __future__ import annotations
 
 import io
+import json
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from safeset.hashing import DecodeError
-from safeset.hashing.video import VideoLimits, is_video, video_frames
+from safeset.hashing.video import VideoLimits, hash_video, is_video
 
 av = pytest.importorskip("av")
 
@@ -40,6 +41,10 @@ def slideshow(photos, seconds: float, rate: Fraction | int = 25, size=(320, 240)
     return out.getvalue()
 
 
+def frames_of(video: bytes, *args, **kwargs):
+    return hash_video(video, *args, **kwargs).frames
+
+
 @pytest.fixture(scope="module")
 def photos(tiles):
     return [image.resize((480, 240)) for _, image in tiles[:4]]
@@ -57,7 +62,7 @@ def test_frames_are_sampled_and_hashed_as_vpdq_does(photos):
         (25, 0.5, list(range(0, 125, 12))),
     ]:
         video = slideshow(photos, 5, rate)
-        frames = video_frames(video, seconds_per_hash)
+        frames = frames_of(video, seconds_per_hash)
         assert [f.frame for f in frames] == expected
         fps = float(rate)
         assert [f.timestamp for f in frames] == [float(np.float32(n) / np.float32(fps)) for n in expected]
@@ -85,29 +90,31 @@ def test_skipping_unsampled_frames_changes_no_hash(photos, tiles):
     ]
     for video in videos:
         for seconds in (1.0, 0.3, 0):
-            assert video_frames(video, seconds) == video_frames(video, seconds, skip_unsampled=False)
+            assert frames_of(video, seconds) == frames_of(video, seconds, skip_unsampled=False)
 
 
 def test_every_frame_at_zero_seconds_per_hash_and_other_containers(photos):
     webm = slideshow(photos, 1, 10, codec="libvpx-vp9", fmt="webm")
-    assert is_video(webm) and [f.frame for f in video_frames(webm, 0)] == list(range(10))
+    assert is_video(webm) and [f.frame for f in frames_of(webm, 0)] == list(range(10))
     avi = slideshow(photos, 1, 10, codec="mpeg4", fmt="avi")
-    assert is_video(avi) and len(video_frames(avi)) == 1
+    assert is_video(avi) and len(frames_of(avi)) == 1
 
 
 def test_hostile_videos_end_as_decode_errors_in_bounded_time(photos, tiles):
     from safeset.demo import jpeg
 
     video = slideshow(photos, 4)
-    with pytest.raises(DecodeError, match="longer than 2 s"):
-        video_frames(video, limits=VideoLimits(max_seconds=2))
+    cut = hash_video(video, limits=VideoLimits(max_seconds=2))  # its first 2 s hashed, and said so
+    assert [f.frame for f in cut.frames] == [0, 25] and cut.incomplete.startswith("longer than 2 s")
+    assert hash_video(video, limits=VideoLimits(max_decoded_frames=30)).incomplete.startswith("longer than")
+    assert hash_video(video).incomplete is None
     with pytest.raises(DecodeError, match="past the limit"):
-        video_frames(video, limits=VideoLimits(max_frame_pixels=320 * 239))
+        frames_of(video, limits=VideoLimits(max_frame_pixels=320 * 239))
     with pytest.raises(DecodeError):
-        video_frames(video[: len(video) // 3])  # cut short: the index (moov) is at the end
+        frames_of(video[: len(video) // 3])  # cut short: the index (moov) is at the end
     for junk in (b"", b"\x00" * 1000, jpeg(tiles[0][1]), b"RIFF\x00\x00\x00\x00AVI LIST" + b"\xff" * 500):
         with pytest.raises(DecodeError):
-            video_frames(junk)
+            frames_of(junk)
     assert not is_video(jpeg(tiles[0][1])) and is_video(video)
     avif_like = b"\x00\x00\x00\x1cftypavif" + b"\x00" * 64
     assert not is_video(avif_like)  # a still image in the same box format
@@ -211,8 +218,8 @@ def test_copies_of_a_listed_video_match_it_and_other_videos_do_not(tiles):
     photos = [image.resize((480, 240)) for _, image in tiles[:5]]
     others = [image.resize((480, 240)) for _, image in tiles[8:13]]
     original = slideshow(photos, 10)
-    as_listed = [(f.pdq, f.quality) for f in video_frames(original)]
-    index = VpdqIndex([as_listed, [(f.pdq, f.quality) for f in video_frames(slideshow(others, 10))]])
+    as_listed = [(f.pdq, f.quality) for f in frames_of(original)]
+    index = VpdqIndex([as_listed, [(f.pdq, f.quality) for f in frames_of(slideshow(others, 10))]])
     copies = {
         "low quality": reencoded(original, crf=40),
         "smaller": reencoded(original, size=(240, 180)),
@@ -222,11 +229,11 @@ def test_copies_of_a_listed_video_match_it_and_other_videos_do_not(tiles):
         "mpeg4": reencoded(original, codec="mpeg4"),
     }
     for name, copy in copies.items():
-        found = index.match([(f.pdq, f.quality) for f in video_frames(copy)])
+        found = index.match([(f.pdq, f.quality) for f in frames_of(copy)])
         assert [m.video for m in found] == [0], name
         assert found[0].query_percent >= 80, name
     unrelated = slideshow([image.resize((480, 240)) for _, image in tiles[16:21]], 10)
-    assert index.match([(f.pdq, f.quality) for f in video_frames(unrelated)]) == []
+    assert index.match([(f.pdq, f.quality) for f in frames_of(unrelated)]) == []
 
 
 def test_frame_hashes_agree_with_the_vpdq_package(tmp_path, photos):
@@ -247,7 +254,7 @@ def test_frame_hashes_agree_with_the_vpdq_package(tmp_path, photos):
         path.write_bytes(video)
         for seconds in (1.0, 0.5):
             theirs = vpdq.computeHash(str(path), seconds_per_hash=seconds)
-            ours = video_frames(video, seconds)
+            ours = frames_of(video, seconds)
             assert [(f.frame_number, f.quality, f.hex) for f in theirs] == [(f.frame, f.quality, f.pdq) for f in ours]
             assert [round(f.timestamp, 3) for f in theirs] == [round(f.timestamp, 3) for f in ours], name
 
@@ -264,7 +271,7 @@ def test_hash_vpdq_prints_the_frames_as_vpdq_and_threatexchange_write_them(tmp_p
 
     path = tmp_path / "clip.mp4"
     path.write_bytes(slideshow(photos, 3))
-    frames = video_frames(path.read_bytes())
+    frames = frames_of(path.read_bytes())
     printed = run_cli("hash", "--vpdq", str(path))
     assert printed.exit_code == 0 and printed.stdout.splitlines() == [f.line() for f in frames]
     assert frames_of_hash_file(printed.stdout.splitlines()) == [(f.pdq, f.quality) for f in frames]
@@ -284,3 +291,176 @@ def test_hash_vpdq_prints_the_frames_as_vpdq_and_threatexchange_write_them(tmp_p
     alone = run_cli("hash", "--vpdq", str(junk))
     assert alone.exit_code == 3 and str(junk) in alone.stderr
     assert run_cli("hash", "--vpdq", str(path), str(path)).exit_code == 2
+
+
+def test_a_scan_checks_the_videos_of_webdataset_shards_and_a_decide_round_rematches_them(tmp_path, home, tiles):
+    """video2dataset-like shards (`.mp4` beside `.txt`): a copy of a listed video (a vPDQ list,
+    vpdq's hash file) is removed with both shares recorded; a video showing a listed photo (a PDQ
+    list) is removed by that frame; an unrelated video is kept; a broken one is not checked. A
+    decide round with a stricter share re-matches the stored frames without reading a video."""
+    import pyarrow.parquet as pq
+    from helpers import read_json, run_cli, write_lines
+
+    from safeset.demo import Sample, jpeg, write_img2dataset_shard
+
+    photos = [image.resize((480, 240)) for _, image in tiles[:5]]
+    original = slideshow(photos, 8)
+    listed = tmp_path / "listed" / "case-17.vpdq"
+    listed.parent.mkdir()
+    listed.write_text("\n".join(f.line() for f in frames_of(original)) + "\n")
+    assert run_cli("bank", "add", "videos", str(listed.parent), "--type", "vpdq", home=home).exit_code == 0
+    still = tiles[30][1].resize((480, 240))
+    write_lines(tmp_path / "stills.txt", [f"pdq {frames_of(slideshow([still], 1))[0].pdq}"])
+    assert run_cli("bank", "add", "stills", str(tmp_path / "stills.txt"), home=home).exit_code == 0
+
+    others = [image.resize((480, 240)) for _, image in tiles[8:12]]
+    videos = {
+        "copy": reencoded(slideshow(photos, 4), size=(240, 180), crf=35),  # its first half, smaller
+        "still inside": slideshow([others[0], others[1], still, others[2]], 8),
+        "unrelated": slideshow(others, 8),
+        "broken": slideshow(others, 4)[:3000],
+    }
+    samples = [Sample(f"https://v.example.org/{name}.mp4", name, data, ext="mp4") for name, data in videos.items()]
+    samples.append(Sample("https://v.example.org/photo.jpg", "photo", jpeg(tiles[40][1])))
+    write_img2dataset_shard(tmp_path / "shards", 0, samples)
+
+    out = tmp_path / "out"
+    scanned = run_cli("scan", str(tmp_path / "shards"), "--out", str(out), "--workers", "1", "-q", home=home)
+    assert scanned.exit_code == 0, scanned.output
+    rows = {r["caption"]: r for r in pq.read_table(next((out / "results").glob("*.parquet"))).to_pylist()}
+    copy = rows["copy"]
+    assert copy["decision"] == "remove" and copy["status"] == "ok"
+    (match,) = copy["matches"]
+    assert (match["bank"], match["signal_type"], match["entry"]) == ("videos", "vpdq", "case-17.vpdq")
+    assert (match["query_percent"], match["compared_percent"]) == (100, 50)
+    assert copy["md5"] and copy["pdq"] is None and (copy["width"], copy["height"]) == (240, 180)
+    assert [f["frame"] for f in copy["frames"]] == [0, 25, 50, 75]
+    inside = rows["still inside"]
+    assert inside["decision"] == "remove"
+    assert {(m["bank"], m["variant"]) for m in inside["matches"]} == {("stills", "video_frame:100")}
+    assert rows["unrelated"]["decision"] == "keep" and rows["unrelated"]["matches"] == []
+    assert rows["broken"]["status"] == "decode_failed" and rows["broken"]["error"].startswith("video:")
+    assert rows["photo"]["frames"] is None and rows["photo"]["decision"] == "keep"
+    report = read_json(out / "report.json")
+    assert report["totals"]["rows"] == 5 == sum(report["totals"][k] for k in ("keep", "remove", "review"))
+
+    strict = run_cli("decide", str(out), "--vpdq-compared-percent", "60", home=home)
+    assert strict.exit_code == 0, strict.output
+    rows = {r["caption"]: r for r in pq.read_table(next((out / "results").glob("*.parquet"))).to_pylist()}
+    assert rows["copy"]["decision"] == "keep" and rows["copy"]["matches"] == []  # half the listed video: not 60%
+    assert rows["still inside"]["decision"] == "remove"  # frames matched as stills are untouched by the shares
+    assert read_json(out / "report.json")["rounds"][-1]["match"]["vpdq_compared_percent"] == 60
+
+
+def test_listed_videos_come_in_every_shape_the_exchanges_write(tmp_path, store, tiles):
+    """python-threatexchange's local file (`vpdq [...]` beside other types), bare signals with
+    --type vpdq, a CSV naming each video, vpdq hash files alone or in (nested) folders: each video
+    is one entry, named in matches by its id, file or line; bad files and lines are reported by
+    name and number, never by content. `Auditor.check_bytes` checks a video as a scan does."""
+    from threatexchange.extensions.vpdq.vpdq_util import VpdqCompactFeature, vpdq_to_json
+
+    from safeset import Auditor
+    from safeset.banks.signal_types import signal_type
+
+    photos = [image.resize((480, 240)) for _, image in tiles[:5]]
+    video = slideshow(photos, 6)
+    frames = frames_of(video)
+    signal = vpdq_to_json([VpdqCompactFeature(f.pdq, f.quality, f.timestamp) for f in frames])
+    md5 = "ab" * 16
+
+    pytx = tmp_path / "pytx.txt"
+    pytx.write_text(f"video_md5 {md5}\nvpdq {signal}\nvpdq [not json\n")
+    added = store.add("pytx", pytx)
+    assert added.bank.counts == {"md5": 1, "vpdq": 1} and [e.line for e in added.errors] == [3]
+    assert signal not in str(added.errors)
+    bare = tmp_path / "bare.txt"
+    bare.write_text(f"{signal}\n")
+    store.add("bare", bare, type_name="vpdq")
+    table = tmp_path / "table.csv"
+    table.write_text('video_id,vpdq\ncase-9,"' + signal.replace('"', '""') + '"\n')
+    store.add("table", table)
+    folder = tmp_path / "hashes"
+    (folder / "2026" / "11").mkdir(parents=True)
+    (folder / "2026" / "11" / "clip.txt").write_text("\n".join(f.line() for f in frames))
+    (folder / "broken.txt").write_text("0,100,zz,0.0\n")
+    added = store.add("folder", folder, type_name="vpdq")
+    assert added.accepted == 1 and [(e.line, e.reason) for e in added.errors] == [
+        (2, "broken.txt: a frame's PDQ is not 64 hex digits")
+    ]
+    long = [VpdqCompactFeature(frames[i % len(frames)].pdq, 100, float(i)) for i in range(2000)]  # 150 KB a line
+    long_list = tmp_path / "long.txt"
+    long_list.write_text(f"vpdq {vpdq_to_json(long)}\n")
+    assert store.add("long", long_list).accepted == 1
+
+    auditor = Auditor(store.home, banks=["pytx", "bare", "table", "folder"])
+    copy = reencoded(video, size=(320, 160), crf=30)
+    row = auditor.check_bytes(copy)
+    assert row["decision"] == "remove" and len(row["frames"]) == len(frames)
+    assert {(m["bank"], m["entry"], m["query_percent"]) for m in row["matches"]} == {
+        ("pytx", "line:2", 100),
+        ("bare", "line:1", 100),
+        ("table", "case-9", 100),
+        ("folder", "2026/11/clip.txt", 100),
+    }
+    assert signal_type("vpdq").normalise(signal) == signal_type("vpdq").normalise(signal.upper())
+    unrelated = auditor.check_bytes(slideshow([image.resize((480, 240)) for _, image in tiles[20:23]], 6))
+    assert unrelated["decision"] == "keep" and unrelated["matches"] == []
+
+
+def test_a_results_part_from_before_videos_is_still_decided(tmp_path, home, tiles):
+    """Format 3 parts (no frames, no vPDQ shares) read as format 4 with nothing of a video."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from safeset.pipeline.decide import read_results
+    from safeset.sinks.results import RESULTS_SCHEMA, conformed
+
+    rows = [
+        {"row_id": "s:0", "index": 0, "status": "ok", "payloads": [{"name": "json", "status": "ok"}],
+         "matches": [{"bank": "b", "signal_type": "md5", "entry": "e", "distance": 0}]},
+        {"row_id": "s:1", "index": 1, "status": "no_image", "payloads": None, "matches": []},
+    ]  # fmt: skip
+
+    def older(field: pa.Field) -> pa.Field:
+        kind = field.type
+        if pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
+            inner = [f for f in kind.value_type if f.name not in ("frames", "query_percent", "compared_percent")]
+            kind = pa.list_(pa.struct(inner))
+        return pa.field(field.name, kind)
+
+    schema = pa.schema(
+        [older(f) for f in RESULTS_SCHEMA if f.name != "frames"], metadata={"safeset.format_version": "3"}
+    )
+    part = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), part)
+    table = read_results(part)
+    assert table.schema.equals(RESULTS_SCHEMA, check_metadata=False)
+    assert table["frames"].to_pylist() == [None, None]
+    assert table["payloads"].to_pylist()[0][0]["frames"] is None and table["payloads"].to_pylist()[1] is None
+    assert table["matches"].to_pylist()[0][0]["query_percent"] is None
+    assert conformed(table).equals(table)
+
+
+def test_serve_checks_an_uploaded_video(tmp_path, home, tiles):
+    """`POST /v1/check` with a video: decided by its frames, answered with both shares, a tag for
+    the listed video, and the video's vPDQ signal; the listed label itself is never answered."""
+    from test_serve import Server
+
+    from safeset import BankStore
+    from safeset.banks.vpdq import frames_of_signal
+
+    photos = [image.resize((480, 240)) for _, image in tiles[:4]]
+    video = slideshow(photos, 4)
+    listed = tmp_path / "case-secret-label.txt"
+    listed.write_text("\n".join(f.line() for f in frames_of(video)))
+    BankStore(home).add("videos", listed, type_name="vpdq")
+    server = Server(home, tmp_path)
+    try:
+        status, found = server.request("/v1/check", reencoded(video, crf=35), **{"Content-Type": "video/mp4"})
+    finally:
+        server.stop()
+    assert status == 200 and found["decision"] == "remove" and found["status"] == "ok"
+    (match,) = found["matches"]
+    assert match["signal_type"] == "vpdq" and match["query_percent"] == 100 and match["compared_percent"] > 0
+    assert "secret" not in json.dumps(found)
+    assert [q for _, q in frames_of_signal(found["vpdq"])] == [f.quality for f in frames_of(reencoded(video, crf=35))]

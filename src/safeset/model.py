@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .hashing.video import FrameHash
+
 
 class Status(StrEnum):
     """What happened to an item before matching. Anything but OK means the image was not checked."""
@@ -111,8 +113,13 @@ class Match:
     signal_type: str
     entry: str  # the listed value that matched (a hash in hex, a URL, a domain)
     distance: int = 0  # Hamming distance for PDQ; 0 for exact signals
-    variant: str = ""  # which query-side PDQ variant matched ("" plain, "flip_h", "trim", ...)
+    # which query-side PDQ variant matched ("" plain, "flip_h", "trim", ...; a video's frame: "video_frame:N")
+    variant: str = ""
     payload: str = ""  # which payload of the row matched ("" the row's own; else see `PayloadResult.name`)
+    # A vPDQ match (a video against a listed video): the share of the video's frames that match
+    # some frame of the listed one, and of the listed one's frames that some frame of it matches
+    query_percent: float | None = None
+    compared_percent: float | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -122,6 +129,8 @@ class Match:
             "distance": self.distance,
             "variant": self.variant,
             "payload": printable(self.payload),
+            "query_percent": self.query_percent,
+            "compared_percent": self.compared_percent,
         }
 
 
@@ -152,6 +161,9 @@ class Hashes:
     height: int | None = None
     # Query-side PDQ variants (name -> hex), matched besides `pdq`; stored for decide rounds.
     pdq_variants: dict[str, str] = field(default_factory=dict)
+    # A video's sampled frames (`hashing.video.FrameHash`), None for anything else: matched against
+    # vPDQ lists as a whole and frame by frame against PDQ lists; stored for decide rounds.
+    frames: list[FrameHash] | None = None
     # Which statements in the bytes forbid AI training ("xmp", "c2pa": see `signals.optout`);
     # recorded as the row's signals, not a column of its own
     optout: tuple[str, ...] = ()
@@ -179,6 +191,7 @@ class PayloadResult(Hashes):
             "error": self.error,
             **self.hash_row(),
             "pdq_variants": _stored_variants(self.pdq_variants),
+            "frames": stored_frames(self.frames),
         }
 
 
@@ -227,6 +240,7 @@ class ItemResult(Hashes):
             "decision": str(self.decision),
             "reasons": list(self.reasons),
             "pdq_variants": _stored_variants(self.pdq_variants),
+            "frames": stored_frames(self.frames),
             "locator": stored_locator(self.locator),
         }
 
@@ -234,19 +248,27 @@ class ItemResult(Hashes):
     def from_row(cls, row: dict[str, Any]) -> ItemResult:
         """The result a results row records (`to_row`'s inverse): a row carried over unchanged
         into a later run of its shard."""
-        special = ("status", "matches", "signals", "decision", "payloads", "pdq_variants", "locator")
+        special = ("status", "matches", "signals", "decision", "payloads", "pdq_variants", "frames", "locator")
         fields = {k: v for k, v in row.items() if k not in special}
         return cls(
             **fields,
             status=Status(row["status"]),
             payloads=[
-                PayloadResult(**{**p, "status": Status(p["status"]), "pdq_variants": _read_variants(p["pdq_variants"])})
+                PayloadResult(
+                    **{
+                        **p,
+                        "status": Status(p["status"]),
+                        "pdq_variants": _read_variants(p["pdq_variants"]),
+                        "frames": read_frames(p["frames"]),
+                    }
+                )
                 for p in row["payloads"]
             ],
             matches=[Match(**m) for m in row["matches"]],
             signals=dict(row["signals"]),
             decision=Decision(row["decision"]),
             pdq_variants=_read_variants(row["pdq_variants"]),
+            frames=read_frames(row["frames"]),
             locator=read_locator(row["locator"]),
         )
 
@@ -257,6 +279,20 @@ def _stored_variants(variants: dict[str, str]) -> list[dict[str, Any]]:
 
 def _read_variants(stored: list[dict[str, Any]] | None) -> dict[str, str]:
     return {v["name"]: v["pdq"].hex() for v in stored or ()}
+
+
+def stored_frames(frames: list[FrameHash] | None) -> list[dict[str, Any]] | None:
+    if frames is None:
+        return None
+    return [
+        {"frame": f.frame, "quality": f.quality, "pdq": bytes.fromhex(f.pdq), "timestamp": f.timestamp} for f in frames
+    ]
+
+
+def read_frames(stored: list[dict[str, Any]] | None) -> list[FrameHash] | None:
+    if stored is None:
+        return None
+    return [FrameHash(f["frame"], f["quality"], f["pdq"].hex(), f["timestamp"]) for f in stored]
 
 
 def stored_locator(locator: Any) -> list[dict[str, Any]] | None:

@@ -173,3 +173,36 @@ def pdq_queries(
         values = binary_values(struct_field(elements, "pdq"), 32)
         parts.append(Queries(owners[parents], values, names[parents], variant_codes, distinct, variant_names))
     return parts
+
+
+VIDEO_FRAME = "video_frame:"  # the variant name of a video's frame N matched as a still: "video_frame:N"
+
+
+def frame_queries(table: pa.Table, min_quality: int, whole_videos: bool) -> list[Queries]:
+    """The PDQ queries of videos' frames, the rows' own and their payloads'. `whole_videos`: as
+    vPDQ matches a video (`banks.vpdq`), each video's distinct frames passing the gate, variant "";
+    else each frame passing the gate, matched as a still, its variant `video_frame:N`."""
+    from .vpdq import prepared_groups
+
+    sources = [(table["frames"], np.arange(table.num_rows), (np.zeros(table.num_rows, np.int32), [""]))]
+    payloads, parents = flat(table["payloads"])
+    if len(payloads):
+        sources.append((struct_field(payloads, "frames"), parents, codes(struct_field(payloads, "name"))))
+    parts = []
+    for column, owners, (names, distinct) in sources:
+        frames, videos = flat(column)
+        if not len(frames):
+            continue
+        pdqs = binary_values(pc.fill_null(struct_field(frames, "pdq"), b"\0" * 32), 32)
+        quality = pc.fill_null(struct_field(frames, "quality"), 0).to_numpy(zero_copy_only=False)
+        if whole_videos:
+            kept = np.flatnonzero(prepared_groups(videos, pdqs, quality, min_quality))
+            variants, variant_names = np.zeros(len(kept), np.int32), [""]
+        else:
+            kept = np.flatnonzero(quality >= min_quality)
+            numbers = pc.dictionary_encode(pc.fill_null(struct_field(frames, "frame"), -1).take(pa.array(kept)))
+            variants = numbers.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+            variant_names = [f"{VIDEO_FRAME}{n}" for n in numbers.dictionary.to_pylist()]
+        at = videos[kept]
+        parts.append(Queries(owners[at], pdqs[kept], names[at], variants, distinct, variant_names))
+    return parts

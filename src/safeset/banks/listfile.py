@@ -3,7 +3,13 @@
 1. one value per line, its type given by `--type`;
 2. `<type> <value>` per line (python-threatexchange's local_file format);
 3. CSV with a header naming a value column (`hash`, `value`, `signal`, or a type name such as `md5`)
-   and optionally a type column (`type`, `signal_type`, `hash_type`).
+   and optionally a type column (`type`, `signal_type`, `hash_type`) and an id column (`id`,
+   `video_id`, ...: what a match of a listed video records).
+
+Listed videos (`vpdq`) come as python-threatexchange's signals (`vpdq [...]` lines, or with --type
+vpdq bare `[...]` lines or a CSV column), or as vpdq's hash files, one video a file
+(`frame,quality,pdq,timestamp` lines), alone or a folder of them. A video is named in matches by
+its id, its file's name, or `line:N`.
 
 Blank lines and lines starting with `#` are skipped. Every bad line is reported by number and reason;
 the offending value is never echoed, because lists are sensitive.
@@ -27,12 +33,23 @@ import numpy as np
 from ..csvrecords import csv_records
 from ..errors import BadInputError
 from .hexarray import RowBuffer, parse_hex_rows
-from .signal_types import HexDigestType, InvalidEntry, Keyword, Pdq, SignalType, signal_type
+from .signal_types import HexDigestType, InvalidEntry, Keyword, Pdq, SignalType, Vpdq, signal_type
+from .vpdq import listed_video
 
 _VALUE_COLUMNS = ("hash", "value", "signal", "signal_value", "hash_value")
 _TYPE_COLUMNS = ("type", "signal_type", "hash_type")
+_ID_COLUMNS = ("id", "video_id", "signal_id", "content_id", "name")
 _BLOCK = 1 << 21
 MAX_LINE = 64 * 1024  # longer lines are bad lines: no hash, URL or domain is this long
+# A line (or CSV field) holding a listed video's vPDQ signal (`vpdq [...]`, or `[...]`) may be longer:
+# about 75 bytes a frame at a frame a second, so 16 MiB is some 60 hours of video.
+MAX_SIGNAL_LINE = 16 << 20
+
+
+def _line_limit(start: bytes | str) -> int:
+    """The longest a line (or field) starting with `start` may be."""
+    head = start[:8].lstrip()
+    return MAX_SIGNAL_LINE if head[:1] in (b"[", "[") or head[:5].lower() in (b"vpdq ", "vpdq ") else MAX_LINE
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,8 @@ class ParsedList:
             self.hex[stype.name] = RowBuffer(stype.width, self.expected)
         return self.hex[stype.name]
 
-    def add(self, line: int, stype: SignalType | None, value: str) -> None:
+    def add(self, line: int, stype: SignalType | None, value: str, label: str | None = None) -> None:
+        """`label`: what a match of a listed video records (its id, its file), else `line:N`."""
         if stype is None:
             self.reject(line, "no signal type: pass --type or name it on the line")
             return
@@ -74,6 +92,8 @@ class ParsedList:
             self.reject(line, str(exc))
             return
         self.lines += 1
+        if isinstance(stype, Vpdq):
+            normal = listed_video(label or f"line:{line}", normal)
         if isinstance(stype, HexDigestType):
             self.rows(stype).append_hex(normal)
         else:
@@ -81,7 +101,9 @@ class ParsedList:
             self.text_duplicates += normal in bucket
             bucket.add(normal)
 
-    def add_named(self, line: int, type_token: str, forced: SignalType | None, value: str) -> None:
+    def add_named(
+        self, line: int, type_token: str, forced: SignalType | None, value: str, label: str | None = None
+    ) -> None:
         """Add a value whose type is named on its own line (a type token or a CSV type cell)."""
         try:
             stype = signal_type(type_token)
@@ -94,7 +116,7 @@ class ParsedList:
         if isinstance(stype, Keyword):  # a term is recorded by its line, which only a list of terms keeps
             self.reject(line, "keyword terms are read from a list of terms: pass --type keyword")
             return
-        self.add(line, stype, value)
+        self.add(line, stype, value, label)
 
     @property
     def accepted(self) -> int:
@@ -115,8 +137,13 @@ def _unknown_type(token: str) -> str:
 
 
 def parse_list(path: Path, type_name: str | None = None) -> ParsedList:
-    """Parse a list file. Bad lines (not UTF-8, too long, not a value) are reported, not raised."""
+    """Parse a list file (or, for `vpdq`, a folder of vpdq hash files). Bad lines (not UTF-8, too
+    long, not a value) are reported, not raised."""
     forced = _resolve_type(path, type_name)
+    if path.is_dir():
+        if not isinstance(forced, Vpdq):
+            raise BadInputError(path, "a folder is read as vpdq hash files, one video a file: pass --type vpdq")
+        return _parse_hash_files(path)
     try:
         with open(path, "rb") as fh:
             first = _first_meaningful_line(fh.read(1 << 16))
@@ -124,6 +151,10 @@ def parse_list(path: Path, type_name: str | None = None) -> ParsedList:
         raise BadInputError(path, f"cannot read: {exc.strerror}") from None
     if isinstance(forced, Keyword):
         return _parse_terms(path)
+    if isinstance(forced, Vpdq) and _HASH_FILE_LINE.match(first):
+        parsed = ParsedList()
+        _parse_hash_file(path, path.name, parsed)
+        return parsed
     if path.suffix.lower() == ".csv" or _names_columns(first):
         return _parse_csv(path, forced)
     return _parse_lines(path, forced)
@@ -203,13 +234,58 @@ def _parse_terms(path: Path) -> ParsedList:
     return parsed
 
 
+# A line of a vpdq hash file: `frame,quality,pdq,timestamp`.
+_HASH_FILE_LINE = re.compile(r"\s*\d+\s*,\s*\d+\s*,\s*[0-9A-Fa-f]{64}\s*,")
+MAX_HASH_FILE = 64 << 20  # bytes of one video's hash file: about 200 hours at a frame a second
+
+
+def _parse_hash_files(folder: Path) -> ParsedList:
+    """Every file under `folder` (but hidden ones) a video's vpdq hash file, named by its path
+    in the folder; a bad file is reported as a line, by its path and line, and the rest read."""
+    parsed = ParsedList()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.parts))
+    for number, path in enumerate(files, start=1):
+        _parse_hash_file(path, path.relative_to(folder).as_posix(), parsed, number)
+    return parsed
+
+
+def _parse_hash_file(path: Path, label: str, parsed: ParsedList, number: int | None = None) -> None:
+    """One video's hash file, as one entry of `parsed`; `number`: its place in a folder, reported
+    as its line, its name leading the reason."""
+    from .vpdq import signal_of_hash_file
+
+    where = f"{label}: " if number is not None else ""
+    number = number or 1
+    try:
+        if path.stat().st_size > MAX_HASH_FILE:
+            parsed.reject(number, f"{where}larger than {MAX_HASH_FILE >> 20} MiB: not a vpdq hash file")
+            return
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        parsed.reject(number, f"{where}cannot read: {exc.strerror}")
+        return
+    except UnicodeDecodeError:
+        parsed.reject(number, f"{where}not UTF-8 text")
+        return
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    try:
+        signal = signal_of_hash_file(lines)
+    except InvalidEntry as exc:
+        parsed.reject(number, f"{where}{exc}")
+        return
+    parsed.lines += 1
+    entry = listed_video(label, signal)
+    parsed.text_duplicates += entry in parsed.text["vpdq"]
+    parsed.text["vpdq"].add(entry)
+
+
 def _line_blocks(fh, parsed: ParsedList) -> Iterator[tuple[int, bytes]]:
     """(number of its first line, block of whole lines ending in "\n") over a file whose lines may
-    end in "\n", "\r\n" or a lone "\r". A line longer than `MAX_LINE` is rejected as it streams
-    past, never held (a 256 MiB line cost 33 s when it was gathered block by block)."""
+    end in "\n", "\r\n" or a lone "\r". A line longer than its limit (`_line_limit`) is rejected
+    as it streams past, never held (a 256 MiB line cost 33 s when it was gathered block by block)."""
     number = 1
     carry = b""
-    skipping = False  # inside a line too long to keep
+    skipping = 0  # inside a line too long to keep: its limit
     cr_pending = False  # the last block ended in "\r": a "\n" starting the next belongs to it
     while block := fh.read(_BLOCK):
         if cr_pending and block.startswith(b"\n"):
@@ -219,9 +295,9 @@ def _line_blocks(fh, parsed: ParsedList) -> Iterator[tuple[int, bytes]]:
             end = min((i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0), default=-1)
             if end < 0:
                 continue
-            parsed.reject(number, f"line too long (over {MAX_LINE // 1024} KiB)")
+            parsed.reject(number, f"line too long (over {skipping // 1024} KiB)")
             number += 1
-            skipping = False
+            skipping = 0
             block = block[end + 1 + (block[end : end + 2] == b"\r\n") :]
         data = (carry + block).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         cut = data.rfind(b"\n") + 1
@@ -229,10 +305,10 @@ def _line_blocks(fh, parsed: ParsedList) -> Iterator[tuple[int, bytes]]:
         if chunk:
             yield number, chunk
             number += chunk.count(b"\n")
-        if len(carry) > MAX_LINE:
-            skipping, carry = True, b""
+        if len(carry) > MAX_LINE and len(carry) > _line_limit(carry):
+            skipping, carry = _line_limit(carry), b""
     if skipping:
-        parsed.reject(number, f"line too long (over {MAX_LINE // 1024} KiB)")
+        parsed.reject(number, f"line too long (over {skipping // 1024} KiB)")
     elif carry:  # a last line without a line end
         yield number, carry
 
@@ -278,6 +354,13 @@ def _parse_line(text: str, number: int, forced: SignalType | None, parsed: Parse
     tool's `<hash>  <file name>` (with --type) or `MD5 (file name) = <hash>`."""
     line = text.strip()
     if not line or line.startswith("#"):
+        return
+    first, _, rest = line.partition(" ")
+    if line.startswith("["):  # a bare vPDQ signal, whose JSON has spaces
+        parsed.add(number, forced, line)
+        return
+    if rest.strip().startswith("[") and _known_type(first):  # `vpdq [...]`, as python-threatexchange writes it
+        parsed.add_named(number, first, forced, rest.strip())
         return
     tokens = line.split()
     if len(tokens) == 1:
@@ -332,6 +415,7 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
             pass
     value_col = next((header.index(c) for c in _VALUE_COLUMNS if c in header), None)
     type_col = next((header.index(c) for c in _TYPE_COLUMNS if c in header), None)
+    id_col = next((header.index(c) for c in _ID_COLUMNS if c in header), None)
     if value_col is None and not typed_columns:
         raise BadInputError(
             path,
@@ -350,8 +434,8 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
             continue
         if not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
-        if any(len(cell) > MAX_LINE for cell in row):
-            parsed.reject(number, f"field too long (over {MAX_LINE // 1024} KiB)")
+        if any(len(cell) > _line_limit(cell) for cell in row):
+            parsed.reject(number, f"field too long (over {MAX_LINE // 1024} KiB; a vPDQ signal 16 MiB)")
             continue
         if any(_not_utf8(cell) for cell in row):
             parsed.reject(number, "not UTF-8 text")
@@ -359,11 +443,12 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
         if len(row) != len(header):
             parsed.reject(number, f"{len(row)} fields, header has {len(header)}")
             continue
+        label = row[id_col].strip() or None if id_col is not None else None
         if value_col is not None and type_col is not None:
-            parsed.add_named(number, row[type_col], forced, row[value_col])
+            parsed.add_named(number, row[type_col], forced, row[value_col], label)
         elif value_col is not None:
-            parsed.add(number, forced, row[value_col])
+            parsed.add(number, forced, row[value_col], label)
         for col, stype in typed_columns:
             if row[col].strip():
-                parsed.add(number, stype, row[col])
+                parsed.add(number, stype, row[col], label)
     return parsed

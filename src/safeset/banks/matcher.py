@@ -11,11 +11,12 @@ import pyarrow as pa
 
 from ..hashing.digests import domain_suffixes, url_host
 from ..model import Match
-from .columns import Queries
+from .columns import VIDEO_FRAME, Queries
 from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
 from .keywords import KeywordIndex
-from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, signal_type
+from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, Vpdq, signal_type
 from .store import BankInfo, BankStore
+from .vpdq import VpdqIndex
 
 # At most this many PDQ matches per item and bank are recorded, nearest first: a near-blank image can
 # sit close to thousands of listed hashes, and the report needs the evidence, not all of it.
@@ -29,6 +30,8 @@ class MatchSettings:
     # Each query-side variant is one more chance to hit a wrong entry, so variants may be held to a
     # tighter threshold than the plain hash (`safeset bench hashers` measures both).
     pdq_variant_threshold: int | None = None
+    vpdq_query_percent: float = 80.0
+    vpdq_compared_percent: float = 0.0
 
     @property
     def variant_threshold(self) -> int:
@@ -53,6 +56,8 @@ class Matcher:
                 stype = signal_type(type_name)
                 if isinstance(stype, Pdq):
                     indexes[(bank.name, type_name)] = PdqIndex(values, store.load_tables(bank))
+                elif isinstance(stype, Vpdq):
+                    indexes[(bank.name, type_name)] = VpdqIndex.from_entries(values, settings.pdq_min_quality)
                 elif isinstance(stype, HexDigestType):
                     indexes[(bank.name, type_name)] = ExactHashIndex(values, stype.width)
                 elif isinstance(stype, Keyword):
@@ -75,11 +80,17 @@ class Matcher:
             queries = asked[type_name]
             if not len(queries):
                 continue
+            if isinstance(index, VpdqIndex):
+                for owner, matches in self._videos(bank, index, queries).items():
+                    found[owner].extend(matches)
+                continue
             pdq = isinstance(stype, Pdq)
             radius = max(self.settings.pdq_threshold, self.settings.variant_threshold) if pdq else 0
             q, e, d = index.search(queries.values, radius=radius)
             if pdq:
-                plain_variant = np.array([name == "" for name in queries.variant_names])[queries.variants[q]]
+                # a video's frame is a plain hash of a picture, held to the plain threshold
+                plain = [name == "" or name.startswith(VIDEO_FRAME) for name in queries.variant_names]
+                plain_variant = np.array(plain)[queries.variants[q]]
                 limits = np.where(plain_variant, self.settings.pdq_threshold, self.settings.variant_threshold)
                 near = d <= limits
                 q, e, d = q[near], e[near], d[near]
@@ -95,6 +106,23 @@ class Matcher:
             for owner, matches in per_row.items():
                 matches.sort(key=lambda m: (m.distance, m.payload, m.entry))
                 found[owner].extend(matches[:MAX_PDQ_MATCHES] if pdq else matches)
+        return found
+
+    def _videos(self, bank: str, index: VpdqIndex, queries: Queries) -> dict[int, list[Match]]:
+        """The vPDQ matches of the videos among `queries` (each (row, payload) one video), by row:
+        nearest (highest query share) first, then by payload and listed video."""
+        videos, group = np.unique(queries.owners * len(queries.payload_names) + queries.payloads, return_inverse=True)
+        settings = self.settings
+        found: dict[int, list[Match]] = defaultdict(list)
+        hits = index.match_groups(
+            group, queries.values, settings.pdq_threshold, settings.vpdq_query_percent, settings.vpdq_compared_percent
+        )
+        for g, v, q_pct, c_pct in zip(*(h.tolist() for h in hits), strict=True):
+            owner, payload = divmod(int(videos[g]), len(queries.payload_names))
+            name = queries.payload_names[payload]
+            found[owner].append(Match(bank, "vpdq", index.entry(v), 0, "", name, round(q_pct, 2), round(c_pct, 2)))
+        for matches in found.values():
+            matches.sort(key=lambda m: (-m.query_percent, m.payload, m.entry))
         return found
 
     def optout_reason(self, url: str) -> str | None:

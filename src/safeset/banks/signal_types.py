@@ -125,7 +125,7 @@ class Pdq(HexDigestType):
         """Each image's plain PDQ if its quality passes the gate (a flat image's bits are noise),
         and its variants, each of which passed the gate by its own quality when it was made
         (partial ones come without a plain PDQ)."""
-        from .columns import Queries, codes, flat, pdq_queries, struct_field
+        from .columns import Queries, codes, flat, frame_queries, pdq_queries, struct_field
 
         n = table.num_rows
         parts = pdq_queries(table["pdq"], table["pdq_quality"], table["pdq_variants"], np.arange(n), None, min_quality)
@@ -134,7 +134,28 @@ class Pdq(HexDigestType):
             names = codes(struct_field(payloads, "name"))
             fields = (struct_field(payloads, name) for name in ("pdq", "pdq_quality", "pdq_variants"))
             parts += pdq_queries(*fields, parents, names, min_quality)
+        parts += frame_queries(table, min_quality, whole_videos=False)  # a listed still in a video
         return Queries.join(parts, np.zeros((0, 32), np.uint8))
+
+
+class Vpdq(SignalType):
+    """A listed video: its frames' PDQs (vPDQ), matched by the share of a video's frames that
+    match the listed one's (see `banks.vpdq`). Stored as "LABEL\tSIGNAL" (`vpdq.listed_video`):
+    the label, given where the list is read, is what a match records, with both shares."""
+
+    name = "vpdq"
+
+    def normalise(self, value: str) -> str:
+        """The signal's canonical form; the label is added where the list is read."""
+        from .vpdq import canonical_signal
+
+        return canonical_signal(value)
+
+    def queries(self, table: pa.Table, min_quality: int) -> Queries:
+        """Each video's distinct frames of a quality that passes the gate."""
+        from .columns import Queries, frame_queries
+
+        return Queries.join(frame_queries(table, min_quality, whole_videos=True), np.zeros((0, 32), np.uint8))
 
 
 class Url(SignalType):
@@ -212,9 +233,10 @@ def _build_registry(*types: type[SignalType]) -> dict[str, SignalType]:
     return registry
 
 
-_REGISTRY = _build_registry(Md5, Sha1, Sha256, Pdq, Url, UrlMd5, Domain, Keyword)
+_REGISTRY = _build_registry(Md5, Sha1, Sha256, Pdq, Vpdq, Url, UrlMd5, Domain, Keyword)
 
 SIGNAL_TYPES: tuple[str, ...] = tuple(dict.fromkeys(t.name for t in _REGISTRY.values()))
+TYPE_NAMES: tuple[str, ...] = tuple(_REGISTRY)  # the types' names and their aliases (python-threatexchange's)
 
 
 def signal_type(name: str) -> SignalType:

@@ -106,6 +106,11 @@ def _now() -> str:
 
 
 def _file_sha256(path: Path) -> str:
+    """A list's SHA-256; a folder's (of vpdq hash files): of each file's relative name and SHA-256."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        lines = "".join(f"{_file_sha256(f)}  {f.relative_to(path).as_posix()}\n" for f in files)
+        return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -294,7 +299,7 @@ class BankStore:
         if not _NAME.fullmatch(name):
             raise UsageError(f"bank name {name!r} must be letters, digits, '_', '.', '-' (max 64)")
         path = Path(path)
-        if not path.is_file():
+        if not path.is_file() and not path.is_dir():
             raise BadInputError(path, "no such file")
         parsed = parse_list(path, type_name)
         if parsed.errors and (strict or not parsed.accepted):

@@ -152,10 +152,12 @@ class Verdicts:
 
 
 def pytx_lines(records: Iterable[Mapping]) -> list[str]:
-    """`<type> <hash>` lines (python-threatexchange's local file) of the records' hashes."""
+    """`<type> <hash>` lines (python-threatexchange's local file) of the records' hashes; a video's
+    MD5 as `video_md5` and its frames as `vpdq [...]`, python-threatexchange's names for them."""
     lines = []
     for record in records:
-        for name in ("md5", "sha1", "sha256", "pdq", "url"):
+        video = bool(record.get("vpdq"))
+        for name in ("md5", "sha1", "sha256", "pdq", "url", "vpdq"):
             if record.get(name):
-                lines.append(f"{name} {record[name]}")
+                lines.append(f"{'video_md5' if video and name == 'md5' else name} {record[name]}")
     return lines

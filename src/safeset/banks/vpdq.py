@@ -53,6 +53,45 @@ def signal_of(frames: Iterable[FrameHash]) -> str:
 def frames_of_signal(text: str) -> list[tuple[str, int]]:
     """(pdq, quality) of each frame of a vPDQ signal as python-threatexchange serialises it: a JSON
     array of "pdq,quality,timestamp" strings. InvalidEntry with the reason (never the value)."""
+    return [(pdq, quality) for pdq, quality, _ in _signal_frames(text)]
+
+
+def frames_of_hash_file(lines: Iterable[str]) -> list[tuple[str, int]]:
+    """(pdq, quality) of each line `frame,quality,pdq,timestamp` of a vpdq hash file."""
+    return [(pdq, quality) for pdq, quality, _ in _hash_file_frames(lines)]
+
+
+def canonical_signal(text: str) -> str:
+    """A vPDQ signal as a bank stores it: python-threatexchange's JSON array, hashes in lower case.
+    InvalidEntry (the reason only) for one that is not a signal or holds no frame."""
+    return _canonical(_signal_frames(text))
+
+
+def signal_of_hash_file(lines: Iterable[str]) -> str:
+    """A vpdq hash file (one video) as a bank stores its signal (`canonical_signal`)."""
+    return _canonical(_hash_file_frames(lines))
+
+
+def _canonical(frames: list[tuple[str, int, float]]) -> str:
+    if not frames:
+        raise InvalidEntry("a video with no frame")
+    return json.dumps([f"{pdq},{quality},{timestamp!r}" for pdq, quality, timestamp in frames])
+
+
+# A listed video as a bank stores it: "LABEL<TAB>SIGNAL". The label names the video in matches
+# (the list's own id, the file it came in, or `line:N`); the signal is its frames.
+_LABEL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_LABEL = 200
+
+
+def listed_video(label: str, signal: str) -> str:
+    """A listed video's stored entry: its label made safe to store and show (one line, no tab,
+    at most `MAX_LABEL` characters) and its canonical signal."""
+    safe = _LABEL_CHARS.sub(" ", label).strip()[:MAX_LABEL]
+    return f"{safe or '-'}\t{signal}"
+
+
+def _signal_frames(text: str) -> list[tuple[str, int, float]]:
     try:
         items = json.loads(text)
     except ValueError:
@@ -62,8 +101,7 @@ def frames_of_signal(text: str) -> list[tuple[str, int]]:
     return [_frame(*_fields(item, 3)) for item in items]
 
 
-def frames_of_hash_file(lines: Iterable[str]) -> list[tuple[str, int]]:
-    """(pdq, quality) of each line `frame,quality,pdq,timestamp` of a vpdq hash file."""
+def _hash_file_frames(lines: Iterable[str]) -> list[tuple[str, int, float]]:
     frames = []
     for line in lines:
         if line.strip():
@@ -79,18 +117,18 @@ def _fields(text: str, count: int) -> list[str]:
     return fields
 
 
-def _frame(pdq: str, quality: str, timestamp: str) -> tuple[str, int]:
-    """A frame's (pdq, quality), checked as python-threatexchange checks them."""
+def _frame(pdq: str, quality: str, timestamp: str) -> tuple[str, int, float]:
+    """A frame's (pdq, quality, timestamp), checked as python-threatexchange checks them."""
     try:
         level, seconds = int(quality), float(timestamp)
     except ValueError:
         raise InvalidEntry("a frame's quality or timestamp is not a number") from None
-    if not 0 <= level <= 100 or not seconds >= 0:
+    if not 0 <= level <= 100 or not 0 <= seconds < float("inf"):
         raise InvalidEntry("a frame's quality is not in 0..100, or its timestamp is negative")
     hex_pdq = pdq.strip().lower()
     if not _PDQ_HEX.fullmatch(hex_pdq):  # a blank frame's all-zero hash is allowed: its quality drops it
         raise InvalidEntry("a frame's PDQ is not 64 hex digits")
-    return hex_pdq, level
+    return hex_pdq, level, seconds
 
 
 def _prepared(frames: Sequence[tuple[str, int]], quality: int) -> np.ndarray:
@@ -103,20 +141,46 @@ def _prepared(frames: Sequence[tuple[str, int]], quality: int) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(kept)), np.uint8).reshape(-1, 32)
 
 
+def prepared_groups(groups: np.ndarray, pdqs: np.ndarray, qualities: np.ndarray, quality: int) -> np.ndarray:
+    """Which frames of many videos at once (`groups`: each frame's video; `pdqs` (N, 32) bytes)
+    take part in matching: each video's distinct hashes, the first seen kept, of quality >=
+    `quality` (`_prepared`'s rule). A boolean mask."""
+    if not len(groups):
+        return np.zeros(0, bool)
+    keys = np.empty((len(groups), 40), np.uint8)
+    keys[:, :8] = np.asarray(groups, ">i8").view(np.uint8).reshape(-1, 8)
+    keys[:, 8:] = pdqs
+    _, first = np.unique(keys.view("V40").ravel(), return_index=True)
+    kept = np.zeros(len(groups), bool)
+    kept[first] = True
+    return kept & (np.asarray(qualities) >= quality)
+
+
 class VpdqIndex:
     """Listed videos, each a bag of frame hashes; `match` gives every listed video a query video
     matches under the vPDQ rule. All listed frames share one PDQ index: a query's frames are looked
     up once, then counted per listed video."""
 
-    def __init__(self, videos: Sequence[Sequence[tuple[str, int]]], quality: int = QUALITY):
+    def __init__(self, videos: Sequence[Sequence[tuple[str, int]]], quality: int = QUALITY, labels=None):
         prepared = [_prepared(frames, quality) for frames in videos]
         self.quality = quality
+        self.labels = list(labels) if labels is not None else [str(i) for i in range(len(prepared))]
         self.sizes = np.array([len(p) for p in prepared], np.int64)  # a video of no usable frame never matches
         self.owner = np.repeat(np.arange(len(prepared)), self.sizes)
         self._frames = PdqIndex(np.concatenate(prepared) if prepared else np.zeros((0, 32), np.uint8))
 
+    @classmethod
+    def from_entries(cls, entries: Sequence[str], quality: int = QUALITY) -> VpdqIndex:
+        """From a bank's stored entries (`listed_video`)."""
+        pairs = [entry.split("\t", 1) for entry in entries]
+        return cls([frames_of_signal(signal) for _, signal in pairs], quality, [label for label, _ in pairs])
+
     def __len__(self) -> int:
         return len(self.sizes)
+
+    def entry(self, video: int) -> str:
+        """What a match records of the listed video: its label."""
+        return self.labels[video]
 
     def match(
         self,
@@ -127,20 +191,38 @@ class VpdqIndex:
     ) -> list[VideoMatch]:
         """The listed videos `frames` (a query video's (pdq, quality)) matches, with both percentages."""
         query = _prepared(frames, self.quality)
-        if not len(query):
-            return []
-        q, e, _ = self._frames.search(query, distance)
+        found = self.match_groups(np.zeros(len(query), np.int64), query, distance, query_percent, compared_percent)
+        return [VideoMatch(int(v), float(qp), float(cp)) for _, v, qp, cp in zip(*found, strict=True)]
+
+    def match_groups(
+        self,
+        groups: np.ndarray,
+        frames: np.ndarray,
+        distance: int = DISTANCE,
+        query_percent: float = QUERY_PERCENT,
+        compared_percent: float = COMPARED_PERCENT,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Many query videos at once: `frames` (N, 32) bytes, each video's frames already prepared
+        (`prepared_groups`), `groups` each frame's video. Returns (group, listed video, query %,
+        compared %) of every pair that matches, in group then video order."""
+        groups = np.asarray(groups, np.int64)
+        empty = np.zeros(0, np.int64)
+        if not len(frames) or not len(self.owner):
+            return empty, empty, np.zeros(0), np.zeros(0)
+        q, e, _ = self._frames.search(frames, distance)
         if not len(q):
-            return []
-        video = self.owner[e]
-        query_hits = np.unique(video * len(query) + q)  # (video, query frame) pairs
-        listed_hits = np.unique(e)  # listed frames hit: each belongs to one video
-        per_video_query = np.bincount(query_hits // len(query), minlength=len(self))
-        per_video_listed = np.bincount(self.owner[listed_hits], minlength=len(self))
-        found = []
-        for v in np.flatnonzero(per_video_query):
-            q_pct = per_video_query[v] * 100 / len(query)
-            c_pct = per_video_listed[v] * 100 / self.sizes[v]
-            if q_pct >= query_percent and c_pct >= compared_percent:
-                found.append(VideoMatch(int(v), float(q_pct), float(c_pct)))
-        return found
+            return empty, empty, np.zeros(0), np.zeros(0)
+        videos = np.int64(len(self))
+        # (query video, listed video) of each query frame that hits the listed video, counted once
+        hit = np.unique(self.owner[e] * len(frames) + q)
+        pairs, query_hits = np.unique(groups[hit % len(frames)] * videos + hit // len(frames), return_counts=True)
+        # and of each listed frame some frame of the query video hits, counted once
+        listed = np.unique(groups[q] * len(self.owner) + e)
+        listed_pairs = listed // len(self.owner) * videos + self.owner[listed % len(self.owner)]
+        counted, listed_hits = np.unique(listed_pairs, return_counts=True)
+        group, video = pairs // videos, pairs % videos
+        per_group = np.bincount(groups)
+        q_pct = query_hits * 100 / per_group[group]
+        c_pct = listed_hits[np.searchsorted(counted, pairs)] * 100 / self.sizes[video]
+        keep = (q_pct >= query_percent) & (c_pct >= compared_percent)
+        return group[keep], video[keep], q_pct[keep], c_pct[keep]

@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .. import Policy, ReadOptions
+from .. import CheckSettings, Policy, ReadOptions
 from ..fetch import FetchOptions
 from ..policy import flood_limit, preset_names
 from ..redact import redact
@@ -47,6 +47,27 @@ def _flood_limit(ctx, param, value: str | None) -> int | str | None:
     return limit
 
 
+def _match_option(flag: str, kind, default, help: str, otherwise: str | None = None):
+    """A match setting (`pipeline.check.MATCH_SETTINGS`), kept in the context for `_shared`: a
+    decide round's default is what OUT was last decided with."""
+
+    def keep(ctx: click.Context, param: click.Parameter, value):
+        ctx.meta.setdefault("match", {})[param.name] = value
+        return value
+
+    inherit = default is None and otherwise is None
+    shown = "OUT's last" if inherit else otherwise
+    return click.option(
+        flag,
+        type=kind,
+        default=default,
+        show_default=default is not None,
+        expose_value=False,
+        callback=keep,
+        help=help + (f" [default: {shown}]." if shown else "."),
+    )
+
+
 def _deciding(inherit: bool):
     """What decides, given the observations: banks, policy, match thresholds. `inherit`: a decide
     round, where each defaults to what OUT was last decided with."""
@@ -64,20 +85,31 @@ def _deciding(inherit: bool):
             type=click.Choice(preset_names()),
             help="Built-in policy [default: " + ("OUT's last policy" if inherit else "'default'") + "].",
         ),
-        click.option(
+        _match_option(
             "--pdq-threshold",
-            type=click.IntRange(0, 256),
-            default=None if inherit else 31,
-            show_default=not inherit,
-            help="Largest Hamming distance that counts as a PDQ match"
-            + (" [default: OUT's last]." if inherit else "."),
+            click.IntRange(0, 256),
+            None if inherit else 31,
+            "Largest Hamming distance that counts as a PDQ match (a video's frames too)",
         ),
-        click.option(
+        _match_option(
             "--pdq-variant-threshold",
-            type=click.IntRange(0, 256),
-            help="Threshold for the flipped, rotated and border-trimmed variants [default: "
-            + ("OUT's last" if inherit else "--pdq-threshold")
-            + "].",
+            click.IntRange(0, 256),
+            None,
+            "Threshold for the flipped, rotated and border-trimmed variants",
+            "--pdq-threshold",
+        ),
+        _match_option(
+            "--vpdq-query-percent",
+            click.FloatRange(0, 100),
+            None if inherit else 80.0,
+            "Share of a video's frames (quality >= 50, distinct) that must match a listed video's for the video "
+            "to match it (vPDQ's rule)",
+        ),
+        _match_option(
+            "--vpdq-compared-percent",
+            click.FloatRange(0, 100),
+            None if inherit else 0.0,
+            "Share of the listed video's frames that some frame of the video must match",
         ),
         click.option(
             "--flood-limit",
@@ -92,8 +124,6 @@ def _deciding(inherit: bool):
 def _shared(
     ctx: click.Context,
     banks,
-    pdq_threshold,
-    pdq_variant_threshold,
     workers,
     engine,
     ray_address,
@@ -105,8 +135,7 @@ def _shared(
     (`_deciding`, `_running`, `_answering`) and the bank store (`--home`)."""
     return {
         "banks": list(banks) or None,
-        "pdq_threshold": pdq_threshold,
-        "pdq_variant_threshold": pdq_variant_threshold,
+        **ctx.meta["match"],
         "workers": workers,
         "engine": engine,
         "ray_address": ray_address,
@@ -196,7 +225,7 @@ def _answer(ctx: click.Context, report: dict, out: str, fail_on, as_json: bool, 
     "included (about 4x the time per image at 1500 px). Without it the hash is within a few bits of the "
     "reference wherever it can match.",
 )
-@options.of(ReadOptions)
+@options.of(ReadOptions, CheckSettings)
 @click.option("--fetch", is_flag=True, help="Download the images of URL-only rows (metadata tables) to check them.")
 @click.option(
     "--save-images", is_flag=True, help="With --fetch: write the kept images as webdataset shards under clean/."
@@ -236,8 +265,6 @@ def scan_command(
     workers,
     engine,
     ray_address,
-    pdq_threshold,
-    pdq_variant_threshold,
     flood_limit,
     pdq_variants,
     pdq_exact,
@@ -277,9 +304,8 @@ def scan_command(
         retry_failed=retry_failed,
         embed_model=embed_model,
         score_models=parse_score_models(score_models),
-        **_shared(
-            ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
-        ),
+        **options.values(CheckSettings, settings),
+        **_shared(ctx, banks, workers, engine, ray_address, retries, quiet, as_json),
     )
     _answer(ctx, report, out, fail_on, as_json, "safeset scan")
 
@@ -296,8 +322,6 @@ def decide_command(
     banks,
     policy_file,
     preset,
-    pdq_threshold,
-    pdq_variant_threshold,
     flood_limit,
     workers,
     engine,
@@ -320,9 +344,7 @@ def decide_command(
         out,
         policy=_policy(policy_file, preset, inherit=True),
         flood_limit=flood_limit,
-        **_shared(
-            ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
-        ),
+        **_shared(ctx, banks, workers, engine, ray_address, retries, quiet, as_json),
     )
     if not as_json:
         changes = report["rounds"][-1]["transitions"]
@@ -379,8 +401,6 @@ def expand_command(
     banks,
     policy_file,
     preset,
-    pdq_threshold,
-    pdq_variant_threshold,
     flood_limit,
     workers,
     engine,
@@ -407,9 +427,7 @@ def expand_command(
         url_col=url_col,
         policy=_policy(policy_file, preset, inherit=True),
         flood_limit=flood_limit,
-        **_shared(
-            ctx, banks, pdq_threshold, pdq_variant_threshold, workers, engine, ray_address, retries, quiet, as_json
-        ),
+        **_shared(ctx, banks, workers, engine, ray_address, retries, quiet, as_json),
     )
     if not as_json:
         found = report["expansion"][-1]

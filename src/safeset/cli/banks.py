@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..banks.signal_types import SIGNAL_TYPES
+from ..banks.signal_types import TYPE_NAMES
 from . import _err, _Group, _out, _store, cli
 
 
@@ -20,13 +20,14 @@ def bank() -> None:
 
 @bank.command("add")
 @click.argument("name")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--type",
     "type_name",
-    type=click.Choice(list(SIGNAL_TYPES)),
+    type=click.Choice(list(TYPE_NAMES)),
     help="Signal type of one-value-per-line files (and of CSVs without a type column). "
-    "keyword: one term or phrase per line, looked for as whole words in captions.",
+    "keyword: one term or phrase per line, looked for as whole words in captions. "
+    "vpdq: listed videos, as python-threatexchange's signals or vpdq's hash files (a file, or a folder of them).",
 )
 @click.option("--label", help="Free text kept with the bank (where the list came from).")
 @click.option("--strict", is_flag=True, help="Refuse the whole file if any line is bad.")
@@ -35,9 +36,10 @@ def bank_add(ctx, name: str, file: Path, type_name: str | None, label: str | Non
     """Import hash list FILE into bank NAME (created, or merged into and versioned).
 
     FILE holds one hash per line (with --type), '<type> <hash>' per line (python-threatexchange),
-    or CSV with a header naming a hash column; with --type keyword, one term or phrase per line
-    (matches record the term's line number, never the term). Bad lines are reported by number
-    and skipped.
+    or CSV with a header naming a hash column (and an `id` column, for videos); with --type keyword,
+    one term or phrase per line (matches record the term's line number, never the term). With
+    --type vpdq, FILE may be one video's vpdq hash file (`frame,quality,pdq,timestamp` lines) or a
+    folder of them: matches record the file's name. Bad lines are reported by number and skipped.
     """
     result = _store(ctx).add(name, file, type_name=type_name, label=label, strict=strict)
     counts = ", ".join(f"{t} {n:,}" for t, n in result.bank.counts.items()) or "empty"

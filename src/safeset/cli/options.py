@@ -81,6 +81,11 @@ def of(*classes: type):
 def build(cls: type, given: dict[str, Any], **fixed: Any):
     """An instance of `cls` from the values click parsed (`given`, by keyword) for its option
     fields, and `fixed` for others."""
+    return cls(**values(cls, given), **fixed)
+
+
+def values(cls: type, given: dict[str, Any]) -> dict[str, Any]:
+    """The values click parsed (`given`, by keyword) for the option fields of `cls`, by field name."""
     values = {}
     for field, hint in _fields(cls):
         value = given[_param(field)]
@@ -89,4 +94,4 @@ def build(cls: type, given: dict[str, Any], **fixed: Any):
         elif typing.get_origin(hint) is tuple:
             value = tuple(value)
         values[field.name] = value
-    return cls(**values, **fixed)
+    return values

@@ -63,7 +63,7 @@ def _hash_videos(files: tuple[Path, ...], as_json: bool, seconds_per_hash: float
 
     from ..banks.vpdq import signal_of
     from ..hashing import DecodeError
-    from ..hashing.video import video_frames
+    from ..hashing.video import hash_video
 
     if len(files) > 1 and not as_json:
         raise UsageError("--vpdq prints one video's lines: give one FILE, or --json for several")
@@ -72,15 +72,19 @@ def _hash_videos(files: tuple[Path, ...], as_json: bool, seconds_per_hash: float
         data = path.read_bytes()
         record = {"path": str(path), "md5": hashlib.md5(data).hexdigest()}
         try:
-            frames = video_frames(data, seconds_per_hash)
+            video = hash_video(data, seconds_per_hash)
         except DecodeError as exc:
             if not as_json:
                 raise BadInputError(path, str(exc)) from None
             click.echo(json.dumps({**record, "error": str(exc)}))
             failed = True
             continue
-        lines = [json.dumps({**record, "vpdq": signal_of(frames)})] if as_json else [f.line() for f in frames]
-        click.echo("\n".join(lines))
+        if as_json:
+            click.echo(json.dumps({**record, "vpdq": signal_of(video.frames), "incomplete": video.incomplete}))
+        else:
+            click.echo("\n".join(f.line() for f in video.frames))
+            if video.incomplete:
+                _err.print(f"[yellow]{escape(str(path))}: not all hashed:[/] {escape(video.incomplete)}")
     if failed:
         sys.exit(1)
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._optional import import_optional
 from .image import DecodeError
 from .pdq import PdqHash, pdq
 
@@ -60,13 +59,28 @@ def is_video(data: bytes) -> bool:
     )
 
 
-def video_frames(
+@dataclass(frozen=True)
+class Video:
+    """What hashing a video found: its sampled frames' hashes, its frame size, and why not all of
+    it was hashed (`incomplete`: past a limit, or it stops decoding part way), else None. The frames
+    hashed before a video stopped are kept: a listed stretch among them still matches."""
+
+    frames: list[FrameHash]
+    width: int
+    height: int
+    incomplete: str | None = None
+
+
+def hash_video(
     data: bytes, seconds_per_hash: float = 1.0, limits: VideoLimits = VideoLimits(), skip_unsampled: bool = True
-) -> list[FrameHash]:
+) -> Video:
     """The vPDQ frame hashes of a video's bytes. DecodeError (with the reason) for bytes that are
-    no video FFmpeg decodes, or are past `limits`. `skip_unsampled=False` decodes every frame and
-    counts them as vpdq does: the same frames, slower (the tests hold the fast path to it)."""
-    av = import_optional("av", extra="video")
+    no video FFmpeg decodes, whose frames are past the pixel limit, or of which no frame decodes.
+    A video longer than `limits` allows has its first `max_seconds` hashed. `skip_unsampled=False`
+    decodes every frame and counts them as vpdq does: the same frames, slower (the tests hold the
+    fast path to it)."""
+    import av
+
     if seconds_per_hash < 0:
         raise ValueError("seconds_per_hash must be 0 (every frame) or more")
     if not is_video(data):  # FFmpeg would read a JPEG as a video of one frame, and much else
@@ -88,11 +102,14 @@ def video_frames(
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > limits.max_frame_pixels:
             raise DecodeError(f"{width}x{height} frames, past the limit of {limits.max_frame_pixels:,} pixels")
-        frames = []
+        frames: list[FrameHash] = []
+        sampled = _Sampled(container, stream, step, min(limits.max_decoded_frames, int(limits.max_seconds * fps)))
+        incomplete = None
         try:
-            for n, frame in _sampled(container, stream, step, fps, limits, skip_unsampled):
+            for n, frame in sampled.frames(skip_unsampled):
                 if frame.width * frame.height > limits.max_frame_pixels:
-                    raise DecodeError(f"a {frame.width}x{frame.height} frame, past the pixel limit")
+                    incomplete = f"a {frame.width}x{frame.height} frame at {n}, past the pixel limit"
+                    break
                 rgb = frame.reformat(
                     format="rgb24", interpolation="AREA", src_colorspace="ITU601", dst_colorspace="ITU601"
                 ).to_ndarray()
@@ -100,46 +117,61 @@ def video_frames(
                 timestamp = float(np.float32(n) / np.float32(fps))
                 frames.append(FrameHash(n, hashed.quality, str(hashed), timestamp))
         except av.error.FFmpegError as exc:
-            raise DecodeError(f"the video stops decoding at frame {len(frames)} ({type(exc).__name__})") from None
+            incomplete = f"stops decoding after {len(frames)} sampled frame(s) ({type(exc).__name__})"
         except _Recount:
-            return video_frames(data, seconds_per_hash, limits, skip_unsampled=False)
+            return hash_video(data, seconds_per_hash, limits, skip_unsampled=False)
     if not frames:
-        raise DecodeError("no frame decodes")
-    return frames
+        raise DecodeError(incomplete or "no frame decodes")
+    if incomplete is None and sampled.cut:
+        incomplete = (
+            f"longer than {limits.max_seconds:g} s (or {limits.max_decoded_frames:,} frames): the rest unhashed"
+        )
+    return Video(frames, width, height, incomplete)
 
 
-def _sampled(container, stream, step: int, fps: float, limits: VideoLimits, skip: bool):
-    """(n, frame) of every frame vpdq samples, n its place from 0 in the order the decoder returns
-    frames, which is presentation order. The packets are read first (cheap: no decoding), so a video
-    past the limits is refused before any frame is decoded. Where every packet has its own
-    timestamp, a frame's place is its timestamp's rank, and the frames nothing refers to that are
-    not sampled are skipped, not decoded (about half of an x264 stream's); otherwise every frame is
-    decoded and counted, as vpdq does."""
-    packets = [packet for packet in container.demux(stream) if packet.size]
-    if len(packets) > limits.max_decoded_frames or len(packets) / fps > limits.max_seconds:
-        raise DecodeError(f"longer than {limits.max_seconds:g} s (or {limits.max_decoded_frames:,} frames)")
-    codec = stream.codec_context
-    stamps = [packet.pts for packet in packets]
-    if not skip or None in stamps or len(set(stamps)) < len(stamps):  # packets without their own timestamp
-        n = 0
-        for packet in [*packets, None]:
-            for frame in codec.decode(packet):
-                if n % step == 0:
-                    yield n, frame
-                n += 1
-        return
-    place = {stamp: i for i, stamp in enumerate(sorted(stamps))}
-    wanted = {stamp for stamp, i in place.items() if i % step == 0}
-    given = set()
-    for packet in [*packets, None]:
-        if packet is not None:
-            codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
-        for frame in codec.decode(packet):
-            if frame.pts in wanted and frame.pts not in given:
-                given.add(frame.pts)
-                yield place[frame.pts], frame
-    if given != wanted:  # frames came out under other timestamps than their packets': count them instead
-        raise _Recount
+class _Sampled:
+    """The frames of a video's stream that vpdq samples, up to `limit` frames in."""
+
+    def __init__(self, container, stream, step: int, limit: int):
+        # The packets are read first (cheap: no decoding), so the frames past the limit are known
+        # before any is decoded.
+        self.packets = [packet for packet in container.demux(stream) if packet.size]
+        self.codec = stream.codec_context
+        self.step = step
+        self.limit = max(1, limit)
+        self.cut = len(self.packets) > self.limit
+
+    def frames(self, skip: bool):
+        """(n, frame) of every frame vpdq samples, n its place from 0 in the order the decoder
+        returns frames, which is presentation order. Where every packet has its own timestamp, a
+        frame's place is its timestamp's rank, and the frames nothing refers to that are not
+        sampled are skipped, not decoded (about half of an x264 stream's); otherwise every frame is
+        decoded and counted, as vpdq does."""
+        stamps = [packet.pts for packet in self.packets]
+        if not skip or None in stamps or len(set(stamps)) < len(stamps):  # packets without their own timestamp
+            n = 0
+            for packet in [*self.packets, None]:
+                for frame in self.codec.decode(packet):
+                    if n >= self.limit:
+                        return
+                    if n % self.step == 0:
+                        yield n, frame
+                    n += 1
+            return
+        place = {stamp: i for i, stamp in enumerate(sorted(stamps))}
+        wanted = {stamp for stamp, i in place.items() if i % self.step == 0 and i < self.limit}
+        given = set()
+        for packet in [*self.packets, None]:
+            if packet is not None:
+                self.codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
+            for frame in self.codec.decode(packet):
+                if frame.pts in wanted and frame.pts not in given:
+                    given.add(frame.pts)
+                    yield place[frame.pts], frame
+            if len(given) == len(wanted):
+                return
+        if given != wanted:  # frames came out under other timestamps than their packets': count them instead
+            raise _Recount
 
 
 class _Recount(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,10 @@ from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests,
 from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
+from ..hashing.video import VideoLimits, hash_video, is_video
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
 from ..neighbours import SIGNAL as EXPANDED
+from ..options import option
 from ..policy import Policy
 from ..policy.rules import signal_values
 from ..signals import models, nsfw
@@ -40,8 +42,9 @@ from . import flood
 BATCH = 256  # items matched per vectorised index call
 
 
-# What of `CheckSettings` only decides, given the observations: how near a PDQ must be to match.
-MATCH_SETTINGS = ("pdq_threshold", "pdq_variant_threshold")
+# What of `CheckSettings` only decides, given the observations: how near a PDQ must be to match,
+# and how much of a video must match a listed one.
+MATCH_SETTINGS = ("pdq_threshold", "pdq_variant_threshold", "vpdq_query_percent", "vpdq_compared_percent")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,26 @@ class CheckSettings:
     embed_model: str | None = None  # an ONNX image encoder (`signals.models`)
     embed_size: tuple[int, int] = (224, 224)  # its input's height and width, read from the model
     score_models: tuple[tuple[str, str], ...] = ()  # (signal, model file) turning embeddings into scores
+    # Videos (`hashing.video`): frames hashed per second (vPDQ's 1; 0 every frame), and the limits a
+    # hostile file meets (past them, the frames hashed so far are kept and the video is not all checked)
+    video_fps: float = field(
+        default=1.0,
+        metadata=option("Video frames hashed per second of video (vPDQ's rate); 0 hashes every frame.", min=0),
+    )
+    max_video_seconds: float = field(
+        default=VideoLimits.max_seconds,
+        metadata=option("Seconds of a video hashed; a longer one has its start hashed and is not all checked.", min=1),
+    )
+    max_video_frame_pixels: int = field(
+        default=VideoLimits.max_frame_pixels,
+        metadata=option("Pixels per video frame; a video of larger frames is not decoded.", min=1),
+    )
+    max_video_frames: int = field(
+        default=VideoLimits.max_decoded_frames,
+        metadata=option("Frames of a video decoded at most, whatever its frame rate claims.", min=1),
+    )
+    vpdq_query_percent: float = 80.0  # a video matches a listed one when this share of its frames match...
+    vpdq_compared_percent: float = 0.0  # ...and this share of the listed one's (vPDQ's defaults)
 
     def __post_init__(self) -> None:
         # as read back from a run's record (JSON has lists, not tuples): hashable, as a key must be
@@ -68,19 +91,38 @@ class CheckSettings:
                 raise UsageError(f"--{name.replace('_', '-')} must be in 0..256, got {value}")
         if not 0 <= self.pdq_min_quality <= 100:
             raise UsageError(f"PDQ minimum quality must be in 0..100, got {self.pdq_min_quality}")
+        for name in ("vpdq_query_percent", "vpdq_compared_percent"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise UsageError(f"--{name.replace('_', '-')} must be in 0..100, got {getattr(self, name)}")
+        if self.video_fps < 0:
+            raise UsageError(f"--video-fps must be 0 (every frame) or more, got {self.video_fps}")
 
     @property
     def limits(self) -> DecodeLimits:
         return DecodeLimits(max_pixels=self.max_image_pixels)
 
     @property
-    def thresholds(self) -> dict[str, int | None]:
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(self.max_video_seconds, self.max_video_frame_pixels, self.max_video_frames)
+
+    @property
+    def seconds_per_hash(self) -> float:
+        return 1 / self.video_fps if self.video_fps else 0.0
+
+    @property
+    def thresholds(self) -> dict[str, float | None]:
         """The settings that only decide (`MATCH_SETTINGS`): changing them is a decide round."""
         return {name: getattr(self, name) for name in MATCH_SETTINGS}
 
     @property
     def match(self) -> MatchSettings:
-        return MatchSettings(self.pdq_threshold, self.pdq_min_quality, self.pdq_variant_threshold)
+        return MatchSettings(
+            self.pdq_threshold,
+            self.pdq_min_quality,
+            self.pdq_variant_threshold,
+            self.vpdq_query_percent,
+            self.vpdq_compared_percent,
+        )
 
 
 def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), classify: bool = False) -> PayloadResult:
@@ -101,6 +143,8 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
     if not data:
         hashed.status, hashed.error = Status.NO_IMAGE, "empty file" if data is not None else "no image bytes"
         return hashed
+    if is_video(data):
+        return _hash_video(hashed, data, settings)
     try:
         image = pdq_image(
             data,
@@ -135,6 +179,20 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
     hashed.pdq_variants = {name: str(h) for name, h in image.variants.items()}
     if image.incomplete:  # its first frame is checked, not all it holds
         hashed.status, hashed.error = Status.DECODE_FAILED, image.incomplete
+    return hashed
+
+
+def _hash_video(hashed: PayloadResult, data: bytes, settings: CheckSettings) -> PayloadResult:
+    """A video's sampled frames (their PDQs: see `hashing.video`). A video not hashed to its end
+    (past a limit, or broken part way) keeps the frames it gave and is `decode_failed`."""
+    try:
+        video = hash_video(data, settings.seconds_per_hash, settings.video_limits)
+    except DecodeError as exc:
+        hashed.status, hashed.error = Status.DECODE_FAILED, f"video: {exc.reason}"
+        return hashed
+    hashed.frames, hashed.width, hashed.height = video.frames, video.width, video.height
+    if video.incomplete:
+        hashed.status, hashed.error = Status.DECODE_FAILED, f"video: {video.incomplete}"
     return hashed
 
 
@@ -183,7 +241,7 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
     primary = next((h for h in hashed if h.status is Status.OK), hashed[0])
     # A row whose status its fetcher set (a page: `not_image`) keeps it; its digests are matched.
     judged = item.status is not None
-    for name in ("status", "error", *HASH_FIELDS, "pdq_variants"):
+    for name in ("status", "error", *HASH_FIELDS, "pdq_variants", "frames"):
         if not (judged and name in ("status", "error")):
             setattr(result, name, getattr(primary, name))
     result.payloads = [h for h in hashed if h is not primary]
@@ -450,19 +508,34 @@ def matches_column(rows: int, found: dict[int, list[Match]]) -> pa.Array:
 
 
 def low_quality(table: pa.Table, min_quality: int) -> np.ndarray:
-    """Per row: an image of it was too flat for its PDQ to count, or it decoded with no PDQ."""
+    """Per row: an image of it was too flat for its PDQ to count (a video: every frame), or it
+    decoded with no PDQ."""
 
     def flat_image(pdq: pa.Array, quality: pa.Array) -> np.ndarray:
         present = pc.is_valid(pdq).to_numpy(zero_copy_only=False)
         return present & (pc.fill_null(quality, 0).to_numpy(zero_copy_only=False) < min_quality)
 
+    def flat_video(frames: pa.Array) -> np.ndarray:
+        """Videos none of whose frames passes the gate."""
+        video = pc.is_valid(frames).to_numpy(zero_copy_only=False)
+        elements, owners = flat(frames)
+        sharp = np.zeros(len(frames), bool)
+        if len(elements):
+            quality = pc.fill_null(struct_field(elements, "quality"), 0).to_numpy(zero_copy_only=False)
+            sharp[owners[quality >= min_quality]] = True
+        return video & ~sharp
+
     pdq = whole(table["pdq"])
-    low = flat_image(pdq, whole(table["pdq_quality"]))
+    low = flat_image(pdq, whole(table["pdq_quality"])) | flat_video(table["frames"])
     ok = pc.equal(whole(table["status"]), str(Status.OK)).to_numpy(zero_copy_only=False)
-    low |= ok & ~pc.is_valid(pdq).to_numpy(zero_copy_only=False)
+    imaged = pc.is_valid(pdq).to_numpy(zero_copy_only=False) | pc.is_valid(whole(table["frames"])).to_numpy(
+        zero_copy_only=False
+    )
+    low |= ok & ~imaged
     payloads, parents = flat(table["payloads"])
     if len(payloads):
         low[parents[flat_image(struct_field(payloads, "pdq"), struct_field(payloads, "pdq_quality"))]] = True
+        low[parents[flat_video(struct_field(payloads, "frames"))]] = True
     return low
 
 

@@ -42,7 +42,7 @@ from ..policy.rules import signal_conditions
 from ..report.build import condition_counts, shard_counts, value_counts
 from ..sinks import OutLayout, read_json, write_json, write_results
 from ..sinks.clean import clean_writer, copies_checked
-from ..sinks.results import FORMAT_VERSION, RESULTS_SCHEMA
+from ..sinks.results import FORMAT_VERSION, READABLE_VERSIONS, conformed
 from ..storage import is_remote
 from .check import decide_table
 from .diff import changed_rows
@@ -68,7 +68,7 @@ def check_format(part: Path) -> pq.ParquetFile:
     except (OSError, pa.ArrowException) as exc:
         raise BadInputError(part, f"cannot read this results part ({exc}): restore it, or scan again") from None
     version = (parquet.schema_arrow.metadata or {}).get(b"safeset.format_version", b"1").decode()
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UsageError(
             f"{part} holds results of format {version}; this safeset decides from format {FORMAT_VERSION}: "
             "scan again into a new OUT"
@@ -80,7 +80,7 @@ def read_results(part: Path) -> pa.Table:
     """A results part as the results schema names it (parquet names a list's elements its own way)."""
     parquet = check_format(part)
     try:
-        table = parquet.read().cast(RESULTS_SCHEMA)
+        table = conformed(parquet.read())
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise BadInputError(part, f"cannot read this results part ({exc}): restore it, or scan again") from None
     if table["status"].null_count or table["index"].null_count:

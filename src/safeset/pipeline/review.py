@@ -27,13 +27,15 @@ import pyarrow.parquet as pq
 from ..banks import BankStore
 from ..banks.signal_types import HexDigestType, InvalidEntry, signal_type
 from ..banks.verdicts import CONFIRMED_BANK, VERDICTS, append, entry_tag, imported_files, log_path, pytx_lines
+from ..banks.vpdq import signal_of
 from ..csvrecords import csv_records
 from ..errors import BadInputError, UsageError
+from ..model import read_frames
 from ..sinks import OutLayout
 from .expand import CANDIDATES
 
 CASE_FIELDS = (
-    "case_id", "row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality", "decision", "reasons",
+    "case_id", "row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality", "vpdq", "decision", "reasons",
     "matches", "signals", "seed", "similarity",
 )  # fmt: skip
 HASHES = ("md5", "sha1", "sha256", "pdq", "url")
@@ -63,14 +65,16 @@ def cases(out: str | Path, include: Sequence[str] = ("review", "remove")) -> lis
         table = read_results(part)
         table = table.filter(pc.is_in(table["decision"], value_set=pa.array(list(include), pa.string())))
         for row in table.select(
-            ["row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality", "decision", "reasons", "matches",
-             "signals"]
+            ["row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality", "frames", "decision", "reasons",
+             "matches", "signals"]
         ).to_pylist():  # fmt: skip
             seed, similarity = nearest.get(row["row_id"], (None, None))
             found.append(
                 {
                     "case_id": case_id(row["row_id"], row["md5"], row["url"]),
                     **{k: row[k] for k in ("row_id", "key", "url", "md5", "sha1", "sha256", "pdq", "pdq_quality")},
+                    # a video's frames as python-threatexchange's vPDQ signal
+                    "vpdq": signal_of(read_frames(row["frames"])) if row["frames"] else None,
                     "decision": row["decision"],
                     "reasons": list(row["reasons"] or []),
                     # the listed entries that matched (the only ones of a list an output may hold)

@@ -311,6 +311,8 @@ class DecideConfig:
     policy: Policy | None = None  # None: the policy OUT was last decided with
     pdq_threshold: int | None = None  # None: as OUT was last decided
     pdq_variant_threshold: int | None = None
+    vpdq_query_percent: float | None = None
+    vpdq_compared_percent: float | None = None
     flood_limit: int | str | None = None  # None: the policy's [flood] limit; "0.1%": a share of the rows
     workers: int | None = None
     engine: str = "local"
@@ -387,9 +389,9 @@ def decide_locked(
             f"--signals {','.join(lacking)}"
         )
     asked = {name: getattr(config, name) for name in MATCH_SETTINGS}  # None: as last decided
-    check = CheckSettings(
-        **last["settings"], **{name: last["match"][name] if asked[name] is None else asked[name] for name in asked}
-    )
+    # a match setting an older scan did not record is at its default
+    last_match = {name: value for name, value in last["match"].items() if name in MATCH_SETTINGS}
+    check = CheckSettings(**last["settings"], **{**last_match, **{k: v for k, v in asked.items() if v is not None}})
     match = check.thresholds
     fetched = last.get("fetch") or {}
     spec = RunSpec(

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..banks.columns import flat, struct_field
 from ..errors import SafesetError
 from ..hashing import url_host
 from ..hashing.columns import whole
@@ -109,8 +110,11 @@ class ReportBuilder:
         self.signal_sets: Counter[str] = Counter()  # rows by the signals they hold ("a,b"; "" none)
         self.signal_values: dict[str, Counter[str]] = defaultdict(Counter)  # see `_signals`
         self.conditions: Counter[str] = Counter()  # rows each condition on a signal holds for
+        self.videos: Counter[str] = Counter()  # rows holding a video, by decision; "frames": frames hashed
 
-    _COUNTERS = ("decisions", "statuses", "reasons", "errors", "unchecked", "bank_items", "signal_sets", "conditions")
+    _COUNTERS = (
+        "decisions", "statuses", "reasons", "errors", "unchecked", "bank_items", "signal_sets", "conditions", "videos"
+    )  # fmt: skip
     _TABLES = ("bank_matches", "domains", "fetch_domains")
 
     def counts(self) -> dict[str, Any]:
@@ -180,6 +184,7 @@ class ReportBuilder:
         owners = pc.list_parent_indices(part["reasons"]).filter(unchecked)
         self.unchecked_rows += len(pc.unique(owners))
         self._signals(part["signals"], decision)
+        self._videos(part, decision)
         self.conditions.update(condition_counts(part, conditions))
         matched = pc.greater(pc.list_value_length(part["matches"]), 0)
         for matches in part["matches"].filter(matched).to_pylist():
@@ -196,6 +201,19 @@ class ReportBuilder:
             for url, outcome in zip(urls, (_FETCH_OUTCOMES.get(s) for s in statuses), strict=True):
                 if outcome and url:
                     self.fetch_domains[url_host(url) or "(no host)"][outcome] += 1
+
+    def _videos(self, part: pa.Table, decision: pa.ChunkedArray) -> None:
+        """Rows holding a video (their own, or a payload's), by decision, and the frames hashed."""
+        video = pc.is_valid(part["frames"]).to_numpy(zero_copy_only=False)
+        frames = int(pc.sum(pc.list_value_length(part["frames"])).as_py() or 0)
+        payloads, parents = flat(part["payloads"])
+        if len(payloads):
+            held = struct_field(payloads, "frames")
+            video[parents[pc.is_valid(held).to_numpy(zero_copy_only=False)]] = True
+            frames += int(pc.sum(pc.list_value_length(held)).as_py() or 0)
+        if video.any():
+            self.videos.update(value_counts(whole(decision).filter(pa.array(video))))
+            self.videos["frames"] += frames
 
     def _signals(self, signals: pa.ChunkedArray, decision: pa.ChunkedArray) -> None:
         """Count rows by the set of signals they hold (so that a rule's rows with a missing input
@@ -339,6 +357,11 @@ class ReportBuilder:
             "reasons": dict(sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
             "errors": dict(sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
             "unchecked": dict(sorted(self.unchecked.items())),
+            "videos": {
+                "rows": sum(n for k, n in self.videos.items() if k != "frames"),
+                "frames": self.videos.get("frames", 0),
+                **{str(d): self.videos.get(str(d), 0) for d in Decision},
+            },
             "domains": [
                 {"domain": d, "remove": c.get(Decision.REMOVE, 0), "review": c.get(Decision.REVIEW, 0)}
                 for d, c in domains

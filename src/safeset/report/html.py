@@ -303,6 +303,18 @@ def _rounds_section(rounds: list[dict]) -> str:
     )
 
 
+def _videos_section(videos: dict[str, int] | None) -> str:
+    """Rows holding a video, by decision, and the frames hashed (absent from a scan without one)."""
+    if not videos or not videos["rows"]:
+        return ""
+    decided = [(d, videos[d]) for d in ("keep", "remove", "review")]
+    return _section(
+        "Videos",
+        f"<p>{videos['rows']:,} row(s) held a video; {videos['frames']:,} frame(s) hashed (vPDQ).</p>"
+        + _table(["decision", "rows"], decided, "videos"),
+    )
+
+
 def _shards_section(shards: list[dict]) -> str:
     """A summary of every shard, then the first `MAX_LISTED` (report.json lists them all)."""
     sizes = sorted(s["rows"] for s in shards)
@@ -337,6 +349,7 @@ def render_html(report: dict[str, Any]) -> str:
         ),
         _signals_section(report),
         _section("Statuses", _table(["status", "rows"], report["statuses"].items(), "statuses")),
+        _videos_section(report.get("videos")),
         _coverage_section(report),
         _section("Errors", _table(["error", "rows"], report["errors"].items(), "errors")),
         _section(

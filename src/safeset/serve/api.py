@@ -16,7 +16,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..banks import BankStore
 from ..banks.verdicts import entry_tag
-from ..model import Status
+from ..banks.vpdq import signal_of
+from ..model import Status, read_frames
 from ..pipeline.check import Auditor
 from .app import BadRequest
 
@@ -39,13 +40,17 @@ def _answer(row: dict[str, Any], request: web.Request) -> dict[str, Any]:
             "entry": entry_tag(m["entry"]),
             "distance": m["distance"],
             "variant": m["variant"],
+            **({k: m[k] for k in ("query_percent", "compared_percent")} if m["signal_type"] == "vpdq" else {}),
         }
         for m in row["matches"]
     ]
     metrics = request.app["metrics"]
     for match in matches:
         metrics.count("safeset_matches_total", bank=match["bank"], signal_type=match["signal_type"])
-    return {**{k: row.get(k) for k in FIELDS}, "matches": matches, "request_id": request["id"]}
+    answer = {**{k: row.get(k) for k in FIELDS}, "matches": matches, "request_id": request["id"]}
+    if row.get("frames") is not None:  # a video: its frames as python-threatexchange's vPDQ signal
+        answer["vpdq"] = signal_of(read_frames(row["frames"]))
+    return answer
 
 
 _TEXT_PART = 64 * 1024  # a form's url or caption
@@ -242,13 +247,16 @@ _MATCH = {
     "type": "object",
     "properties": {
         "bank": {"type": "string"},
-        "signal_type": {"type": "string", "enum": ["md5", "sha1", "sha256", "pdq", "url", "url_md5", "domain"]},
+        "signal_type": {"type": "string", "enum": ["md5", "sha1", "sha256", "pdq", "vpdq", "url", "url_md5", "domain"]},
         "entry": {"type": "string", "description": "a tag of the listed entry (12 hex digits), never the entry"},
         "distance": {"type": "integer", "description": "Hamming distance for PDQ; 0 for exact signals"},
         "variant": {
             "type": "string",
-            "description": "the PDQ variant that matched: '' plain, flip_h, rot90, trim, ...",
+            "description": "the PDQ variant that matched: '' plain, flip_h, rot90, trim, ...; a video's frame "
+            "N: video_frame:N",
         },
+        "query_percent": {"type": "number", "description": "vpdq: the share of the video's frames that match"},
+        "compared_percent": {"type": "number", "description": "vpdq: the share of the listed video's frames matched"},
     },
 }
 _CHECKED = {
@@ -261,6 +269,7 @@ _CHECKED = {
         "decision": {"type": "string", "enum": ["keep", "remove", "review"]},
         "reasons": {"type": "array", "items": {"type": "string"}},
         "signals": {"type": "object", "additionalProperties": {"type": "number"}},
+        "vpdq": {"type": "string", "description": "a video's frame hashes (python-threatexchange's vPDQ signal)"},
         "request_id": {"type": "string"},
     },
 }  # fmt: skip
@@ -279,7 +288,7 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/v1/check": {
             "post": {
-                "summary": "Hash, match and decide one image",
+                "summary": "Hash, match and decide one image or video",
                 "parameters": [
                     {"name": "url", "in": "query", "schema": {"type": "string"}, "description": "where it came from"},
                     {"name": "caption", "in": "query", "schema": {"type": "string"}},

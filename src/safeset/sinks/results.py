@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import commit, partial_path
@@ -20,6 +21,8 @@ MATCH_TYPE = pa.struct(
         ("distance", pa.int16()),
         ("variant", pa.string()),
         ("payload", pa.string()),
+        ("query_percent", pa.float32()),
+        ("compared_percent", pa.float32()),
     ]
 )
 
@@ -40,7 +43,13 @@ _OBSERVED = [
 # the gate when it was made: what a decide round matches besides the plain PDQ.
 VARIANTS_TYPE = pa.list_(pa.struct([("name", pa.string()), ("pdq", pa.binary(32))]))
 
-PAYLOAD_TYPE = pa.struct([("name", pa.string()), *_OBSERVED, ("pdq_variants", VARIANTS_TYPE)])
+# A video's sampled frames (null for anything else): what a decide round matches against vPDQ
+# lists, and frame by frame against PDQ lists.
+FRAMES_TYPE = pa.list_(
+    pa.struct([("frame", pa.int32()), ("quality", pa.int16()), ("pdq", pa.binary(32)), ("timestamp", pa.float32())])
+)
+
+PAYLOAD_TYPE = pa.struct([("name", pa.string()), *_OBSERVED, ("pdq_variants", VARIANTS_TYPE), ("frames", FRAMES_TYPE)])
 
 # Where a row sits in its input (`model.stored_locator`): tar members by span, files by name.
 LOCATOR_TYPE = pa.list_(
@@ -49,7 +58,10 @@ LOCATOR_TYPE = pa.list_(
 
 # Bumped whenever results parts change in a way an older reader would misread; a decide round
 # refuses parts of another version (observations it cannot read are not silently missing).
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"
+# Older formats a round still reads: what they lack is added, empty (`conformed`). Format 3 had no
+# video frames and no vPDQ percentages.
+READABLE_VERSIONS = ("3", FORMAT_VERSION)
 
 RESULTS_SCHEMA = pa.schema(
     [
@@ -68,10 +80,47 @@ RESULTS_SCHEMA = pa.schema(
         ("decision", pa.string()),
         ("reasons", pa.list_(pa.string())),
         ("pdq_variants", VARIANTS_TYPE),
+        ("frames", FRAMES_TYPE),
         ("locator", LOCATOR_TYPE),
     ],
     metadata={"safeset.format_version": FORMAT_VERSION},
 )
+
+
+def conformed(table: pa.Table) -> pa.Table:
+    """A results table of an older readable format in this one's schema: every column and struct
+    field it lacks added, null (nothing of a video observed), then cast."""
+    return pa.Table.from_arrays(
+        [
+            _conformed(table[field.name], field.type)
+            if field.name in table.column_names
+            else pa.nulls(len(table), field.type)
+            for field in RESULTS_SCHEMA
+        ],
+        schema=RESULTS_SCHEMA,
+    )
+
+
+def _conformed(column: pa.ChunkedArray | pa.Array, wanted: pa.DataType) -> pa.Array:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_list(wanted) and pa.types.is_list(column.type):
+        offsets = column.offsets
+        first, last = offsets[0].as_py(), offsets[-1].as_py()
+        values = _conformed(column.values.slice(first, last - first), wanted.value_type)
+        offsets = pc.subtract(offsets, pa.scalar(first, offsets.type))
+        return pa.ListArray.from_arrays(
+            offsets, values, type=wanted, mask=column.is_null() if column.null_count else None
+        )
+    if pa.types.is_struct(wanted) and pa.types.is_struct(column.type):
+        names = [column.type.field(i).name for i in range(column.type.num_fields)]
+        children = [
+            _conformed(column.field(f.name), f.type) if f.name in names else pa.nulls(len(column), f.type)
+            for f in wanted
+        ]
+        return pa.StructArray.from_arrays(
+            children, fields=list(wanted), mask=column.is_null() if column.null_count else None
+        )
+    return column.cast(wanted)
 
 
 def results_table(results: list[ItemResult]) -> pa.Table:
@@ -93,13 +142,14 @@ def write_results(table: pa.Table, part: Path) -> None:
 
 def observed_table(rows: int, columns: dict[str, pa.Array]) -> pa.Table:
     """A results table of `rows` rows holding `columns`; every other column null, or empty lists
-    where a column holds lists (as `ItemResult.to_row` writes a row with nothing observed). The
+    where a column holds lists (as `ItemResult.to_row` writes a row with nothing observed; its
+    `locator` and `frames` are null: no place in a file, no video). The
     decision columns are for `decide_table` to fill."""
     arrays = []
     for field in RESULTS_SCHEMA:
         if field.name in columns:
             arrays.append(columns[field.name].cast(field.type))
-        elif field.name != "locator" and isinstance(field.type, (pa.ListType, pa.MapType)):
+        elif field.name not in ("locator", "frames") and isinstance(field.type, (pa.ListType, pa.MapType)):
             arrays.append(pa.array([[]], field.type).take(pa.array(np.zeros(rows, np.int64))))
         else:
             arrays.append(pa.nulls(rows, field.type))
