@@ -78,11 +78,13 @@ def test_readme_policy_example_is_a_valid_policy(tmp_path):
     ]
 
 
-def test_demo_command_shows_exact_and_perceptual_removals(tmp_path):
+def test_demo_command_shows_exact_perceptual_and_video_removals(tmp_path):
     result = run_cli("demo", tmp_path / "demo", "--workers", "2")
     assert result.exit_code == 0, result.output
     assert "match:demo-md5:md5: 5" in result.stdout
-    assert "match:demo-pdq:pdq: 9" in result.stdout  # the 5 exact copies and 4 resized ones
+    # the 5 exact copies, 4 resized ones and the clip that shows a listed tile for a moment
+    assert "match:demo-pdq:pdq: 10" in result.stdout
     assert "match:demo-urls:url: 2" in result.stdout
+    assert "match:demo-vpdq:vpdq: 1" in result.stdout  # the listed clip, re-encoded
     assert "rocket.jpg: SpaceX" in result.stdout  # credits
     assert (tmp_path / "demo" / "out" / "report.html").is_file()

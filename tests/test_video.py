@@ -12,33 +12,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from safeset.demo import slideshow
 from safeset.hashing import DecodeError
 from safeset.hashing.video import VideoLimits, hash_video, is_video
 
 av = pytest.importorskip("av")
-
-
-def slideshow(photos, seconds: float, rate: Fraction | int = 25, size=(320, 240), codec="libx264", fmt="mp4") -> bytes:
-    """A video panning slowly across each photo for 2 s (4 px), then cutting to the next. (A fast
-    pan defeats vPDQ: at a frame a second, a copy sampled half a second off sees other pictures.)"""
-    out = io.BytesIO()
-    with av.open(out, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        frames = int(seconds * rate)
-        for n in range(frames):
-            photo = np.asarray(photos[int(n / rate / 2) % len(photos)].convert("RGB"))
-            h, w = size[1], size[0]
-            span = min(4, max(1, photo.shape[1] - w))
-            x = int(span * ((n / rate) % 2) / 2)
-            crop = photo[:h, x : x + w]
-            crop = np.pad(crop, ((0, h - crop.shape[0]), (0, w - crop.shape[1]), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return out.getvalue()
 
 
 def frames_of(video: bytes, *args, **kwargs):

@@ -4,7 +4,9 @@ The photos are the CC0 / public-domain sample images scikit-image ships inside i
 extra); nothing is downloaded. They are cut into tiles, encoded as JPEG and written as img2dataset
 shards (tar + parquet + stats). A few tiles are put on demo hash lists as stand-ins for "known bad"
 images, and the dataset holds exact copies of some (caught by MD5 and PDQ) and resized, recompressed
-copies of others (caught by PDQ alone), plus two rows whose URL is listed.
+copies of others (caught by PDQ alone), plus two rows whose URL is listed. Short videos made of
+tiles (`slideshow`) stand for a video dataset's clips: a listed clip re-encoded (caught by vPDQ), a
+clip that shows a listed tile for a moment (caught by that frame's PDQ), and an unlisted one.
 
 The same writer builds the webdataset fixtures of the test suite.
 """
@@ -17,6 +19,7 @@ import random
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from PIL import Image
@@ -85,6 +88,42 @@ class Sample:
     size: tuple[int, int] | None = None
 
 
+def slideshow(
+    photos: Sequence[Image.Image],
+    seconds: float,
+    rate: Fraction | int = 25,
+    size: tuple[int, int] = (320, 240),
+    codec: str = "libx264",
+    fmt: str = "mp4",
+    crf: int | None = None,
+) -> bytes:
+    """A video panning slowly across each photo for 2 s (4 px), then cutting to the next, encoded
+    in memory by the FFmpeg inside PyAV's wheel; `crf`: x264's quality (23 if not given). A fast
+    pan would defeat vPDQ: at a frame a second, a copy sampled half a second off sees other pictures."""
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        if crf is not None:
+            stream.options = {"crf": str(crf)}
+        for n in range(int(seconds * rate)):
+            photo = np.asarray(photos[int(n / rate / 2) % len(photos)].convert("RGB"))
+            w, h = size
+            span = min(4, max(1, photo.shape[1] - w))
+            x = int(span * ((n / rate) % 2) / 2)
+            crop = photo[:h, x : x + w]
+            crop = np.pad(crop, ((0, h - crop.shape[0]), (0, w - crop.shape[1]), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
 def write_img2dataset_shard(directory: Path, shard: int, samples: Sequence[Sample]) -> Path:
     """Write `NNNNN.tar`, `NNNNN.parquet` and `NNNNN_stats.json` as img2dataset does."""
     writer = Img2datasetWriter(directory, shard)
@@ -100,15 +139,18 @@ class DemoData:
     md5_list: Path
     pdq_list: Path
     url_list: Path
+    vpdq_list: Path
     listed_exact: int
     listed_transformed: int
     listed_urls: int
+    listed_videos: int
     rows: int
 
 
 def build_demo_dataset(root: Path, shards: int = 3) -> DemoData:
     """Write the demo shards and hash lists under `root` (replacing what is there)."""
     from .hashing import pdq  # the demo uses the library as a user would
+    from .hashing.video import hash_video
 
     if root.exists():
         if not root.is_dir() or (any(root.iterdir()) and not (root / DEMO_MARK).is_file()):
@@ -140,6 +182,20 @@ def build_demo_dataset(root: Path, shards: int = 3) -> DemoData:
     for n, image, _ in transformed:
         small = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.LANCZOS)
         samples.append(Sample(url_for(n, "-small"), f"resized {n}", jpeg(small, 70), size=small.size))
+    # Clips of 6 s at 25 fps: a listed clip, re-encoded at a lower quality (caught by vPDQ); a clip
+    # showing a listed tile for 2 s of its 6 (that frame caught by PDQ); and a clip on no list.
+    unlisted = [image for name, image, _ in encoded if name not in listed_names]
+    clip, other = rng.sample(unlisted, 3), rng.sample(unlisted, 3)
+    listed_clip = slideshow(clip, 6, size=(192, 192))
+    clips = {
+        "clip-copy": slideshow(clip, 6, size=(192, 192), crf=35),
+        "clip-with-listed-tile": slideshow([other[0], exact[1][1], other[1]], 6, size=(192, 192)),
+        "clip-unlisted": slideshow(other, 6, size=(192, 192)),
+    }
+    samples += [
+        Sample(f"https://videos.example.org/{name}.mp4", f"a short {name}", data, ext="mp4")
+        for name, data in clips.items()
+    ]
     # Failed downloads: rows in the parquet, no sample in the tar.
     samples += [Sample(f"https://gone.example.org/missing-{i}.jpg", "lost", None) for i in range(6)]
     rng.shuffle(samples)
@@ -159,7 +215,12 @@ def build_demo_dataset(root: Path, shards: int = 3) -> DemoData:
     pdq_list.write_text("".join(f"pdq {pdq(d)}\n" for _, _, d in listed))
     url_list = lists / "demo-urls.csv"  # CSV with a header
     url_list.write_text("url,note\n" + "".join(f"{u},reported\n" for u in listed_urls))
-    return DemoData(data_dir, md5_list, pdq_list, url_list, 5, len(transformed), len(listed_urls), len(samples))
+    vpdq_list = lists / "demo-vpdq"  # a folder of vpdq hash files, one video each
+    vpdq_list.mkdir()
+    (vpdq_list / "listed-clip.txt").write_text("".join(f"{f.line()}\n" for f in hash_video(listed_clip).frames))
+    return DemoData(
+        data_dir, md5_list, pdq_list, url_list, vpdq_list, 5, len(transformed), len(listed_urls), 2, len(samples)
+    )
 
 
 def run_demo(root: Path, workers: int | None = None, progress: bool = True) -> tuple[DemoData, dict]:
@@ -173,6 +234,7 @@ def run_demo(root: Path, workers: int | None = None, progress: bool = True) -> t
     store.add("demo-md5", data.md5_list, type_name="md5", label="demo stand-ins (MD5)")
     store.add("demo-pdq", data.pdq_list, label="demo stand-ins (PDQ)")
     store.add("demo-urls", data.url_list, label="demo reported URLs")
+    store.add("demo-vpdq", data.vpdq_list, type_name="vpdq", label="demo stand-ins (vPDQ videos)")
     report = scan([data.shards], root / "out", workers=workers, home=str(home), progress=progress)
     return data, report
 

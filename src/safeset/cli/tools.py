@@ -174,7 +174,7 @@ def demo_command(directory: Path, workers: int | None) -> None:
     _out.print("photos (scikit-image sample data): " + "; ".join(credits()))
     print_summary(report, directory / "out")
     t = report["totals"]
-    expected = data.listed_exact + data.listed_transformed + data.listed_urls
+    expected = data.listed_exact + data.listed_transformed + data.listed_urls + data.listed_videos
     if t["remove"] != expected:
         _err.print(f"[red]the demo expected {expected} removals, got {t['remove']}[/]")
         sys.exit(1)
