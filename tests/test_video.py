@@ -65,9 +65,14 @@ def test_skipping_unsampled_frames_changes_no_hash(photos, tiles):
         reencoded(slideshow(photos, 4), crf=35),
         slideshow(photos, 3, 24, codec="libvpx-vp9", fmt="webm"),
         slideshow(photos, 3, 25, codec="mpeg4", fmt="avi"),
+        # keyframes more often than frames are sampled: the packets between are not decoded at all
+        slideshow(photos, 6, options={"x264-params": "keyint=10:min-keyint=10:scenecut=0"}),
+        slideshow(photos, 6, options={"x264-params": "keyint=12:open-gop=1:bframes=3:b-pyramid=normal"}),
+        slideshow(photos, 4, 24, codec="libvpx-vp9", fmt="webm", options={"g": "6"}),
+        slideshow(photos, 4, 25, codec="mpeg2video", fmt="mpegts", options={"g": "6", "bf": "2"}),
     ]
     for video in videos:
-        for seconds in (1.0, 0.3, 0):
+        for seconds in (1.0, 0.3, 0, 2.0):
             assert frames_of(video, seconds) == frames_of(video, seconds, skip_unsampled=False)
 
 

@@ -95,10 +95,10 @@ def slideshow(
     size: tuple[int, int] = (320, 240),
     codec: str = "libx264",
     fmt: str = "mp4",
-    crf: int | None = None,
+    options: dict[str, str] | None = None,
 ) -> bytes:
     """A video panning slowly across each photo for 2 s (4 px), then cutting to the next, encoded
-    in memory by the FFmpeg inside PyAV's wheel; `crf`: x264's quality (23 if not given). A fast
+    in memory by the FFmpeg inside PyAV's wheel; `options`: the encoder's (x264's `crf`, ...). A fast
     pan would defeat vPDQ: at a frame a second, a copy sampled half a second off sees other pictures."""
     import av
     import numpy as np
@@ -108,8 +108,7 @@ def slideshow(
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        if crf is not None:
-            stream.options = {"crf": str(crf)}
+        stream.options = options or {}
         for n in range(int(seconds * rate)):
             photo = np.asarray(photos[int(n / rate / 2) % len(photos)].convert("RGB"))
             w, h = size
@@ -188,7 +187,7 @@ def build_demo_dataset(root: Path, shards: int = 3) -> DemoData:
     clip, other = rng.sample(unlisted, 3), rng.sample(unlisted, 3)
     listed_clip = slideshow(clip, 6, size=(192, 192))
     clips = {
-        "clip-copy": slideshow(clip, 6, size=(192, 192), crf=35),
+        "clip-copy": slideshow(clip, 6, size=(192, 192), options={"crf": "35"}),
         "clip-with-listed-tile": slideshow([other[0], exact[1][1], other[1]], 6, size=(192, 192)),
         "clip-unlisted": slideshow(other, 6, size=(192, 192)),
     }

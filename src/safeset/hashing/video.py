@@ -15,6 +15,7 @@ file. Limits bound what a hostile file costs: pixels per frame, seconds and fram
 
 from __future__ import annotations
 
+import bisect
 import io
 from dataclasses import dataclass
 
@@ -144,9 +145,10 @@ class _Sampled:
     def frames(self, skip: bool):
         """(n, frame) of every frame vpdq samples, n its place from 0 in the order the decoder
         returns frames, which is presentation order. Where every packet has its own timestamp, a
-        frame's place is its timestamp's rank, and the frames nothing refers to that are not
-        sampled are skipped, not decoded (about half of an x264 stream's); otherwise every frame is
-        decoded and counted, as vpdq does."""
+        frame's place is its timestamp's rank, and only what the sampled frames need is decoded:
+        each from the keyframe before it (`_needed`), and of those packets the frames nothing
+        refers to are skipped unless sampled (about half of an x264 stream's). Otherwise every frame
+        is decoded and counted, as vpdq does."""
         stamps = [packet.pts for packet in self.packets]
         if not skip or None in stamps or len(set(stamps)) < len(stamps):  # packets without their own timestamp
             n = 0
@@ -160,18 +162,48 @@ class _Sampled:
             return
         place = {stamp: i for i, stamp in enumerate(sorted(stamps))}
         wanted = {stamp for stamp, i in place.items() if i % self.step == 0 and i < self.limit}
+        needed = _needed(self.packets, wanted)
         given = set()
-        for packet in [*self.packets, None]:
+        for i, packet in enumerate([*self.packets, None]):
+            if packet is not None and not needed[i]:
+                if i and needed[i - 1]:  # a run ends: what the decoder holds comes out, then it starts afresh
+                    yield from self._new(self.codec.decode(None), wanted, given, place)
+                    self.codec.flush_buffers()
+                continue
             if packet is not None:
                 self.codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
-            for frame in self.codec.decode(packet):
-                if frame.pts in wanted and frame.pts not in given:
-                    given.add(frame.pts)
-                    yield place[frame.pts], frame
+            yield from self._new(self.codec.decode(packet), wanted, given, place)
             if len(given) == len(wanted):
                 return
         if given != wanted:  # frames came out under other timestamps than their packets': count them instead
             raise _Recount
+
+    @staticmethod
+    def _new(frames, wanted: set, given: set, place: dict):
+        for frame in frames:
+            if frame.pts in wanted and frame.pts not in given:
+                given.add(frame.pts)
+                yield place[frame.pts], frame
+
+
+def _needed(packets, wanted: set) -> list[bool]:
+    """Which packets (in decode order) decoding the frames `wanted` (by timestamp) needs: for each,
+    the run from the last keyframe before it in decode order that it does not show before, to its
+    own packet. A keyframe's decoding refers to nothing before it; a frame shown before the keyframe
+    (an open GOP's leading frame) may refer to what precedes it, so its run starts further back."""
+    keyframes = [i for i, packet in enumerate(packets) if packet.is_keyframe]
+    needed = [False] * (len(packets) + 1)  # the last: the end of the stream, always reached
+    needed[-1] = True
+    for i, packet in enumerate(packets):
+        if packet.pts in wanted:
+            start = bisect.bisect_right(keyframes, i) - 1
+            while start >= 0 and packets[keyframes[start]].pts > packet.pts:
+                start -= 1
+            for j in range(i, (keyframes[start] if start >= 0 else 0) - 1, -1):
+                if needed[j]:
+                    break  # the rest of the run was marked for an earlier frame
+                needed[j] = True
+    return needed
 
 
 class _Recount(Exception):
