@@ -14,7 +14,8 @@ import pytest
 
 from safeset.demo import slideshow
 from safeset.hashing import DecodeError
-from safeset.hashing.video import VideoLimits, hash_video, is_video
+from safeset.hashing.sniff import is_video
+from safeset.hashing.video import VideoLimits, hash_video
 
 av = pytest.importorskip("av")
 
@@ -447,3 +448,29 @@ def test_serve_checks_an_uploaded_video(tmp_path, home, tiles):
     assert match["signal_type"] == "vpdq" and match["query_percent"] == 100 and match["compared_percent"] > 0
     assert "secret" not in json.dumps(found)
     assert [q for _, q in frames_of_signal(found["vpdq"])] == [f.quality for f in frames_of(reencoded(video, crf=35))]
+
+
+def test_fetched_videos_are_checked_whatever_their_content_type_says(tmp_path, home, tiles):
+    """`--fetch` of URLs that serve a video (from the loopback test server), one labelled a JPEG and
+    one labelled text/plain: both are decoded as videos and matched against a vPDQ list."""
+    from helpers import read_json, run_cli
+    from http_server import FaultyServer
+
+    from safeset import BankStore
+
+    video = slideshow([image.resize((480, 240)) for _, image in tiles[:4]], 4)
+    listed = tmp_path / "listed.txt"
+    listed.write_text("\n".join(f.line() for f in frames_of(video)))
+    BankStore(home).add("videos", listed, type_name="vpdq")
+    with FaultyServer({"clip": reencoded(video, crf=30)}) as server:
+        meta = tmp_path / "meta.csv"
+        meta.write_text(f"url\n{server.url('/img/clip')}\n{server.url('/as-text/clip')}\n")
+        out = tmp_path / "out"
+        scanned = run_cli("scan", meta, "--out", out, "--fetch", "--allow-private-networks", "-q", home=home)
+    assert scanned.exit_code == 0, scanned.output
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(next((out / "results").glob("*.parquet"))).to_pylist()
+    assert [(r["status"], r["decision"], len(r["frames"])) for r in rows] == [("ok", "remove", 4)] * 2
+    assert all(r["matches"][0]["signal_type"] == "vpdq" for r in rows)
+    assert read_json(out / "report.json")["problems"] == []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from ..hashing.sniff import DECODED_KINDS, sniff
+from ..hashing.sniff import DECODED_KINDS, is_video, sniff
 from .guard import AddressPolicy, Blocked, check_url, guarded_socket_factory, is_blocked
 from .options import FetchOptions
 
@@ -150,9 +150,9 @@ async def _fetch(
                 body += chunk
                 if len(body) > options.max_bytes:
                     return _failed("too_large")
-            if content_type.startswith(_NOT_IMAGE_TYPES) and sniff(body) not in DECODED_KINDS:
+            if content_type.startswith(_NOT_IMAGE_TYPES) and sniff(body) not in DECODED_KINDS and not is_video(body):
                 # Checked all the same (its digests are matched), but a page: a failed download. A
-                # header is only the server's word: an image sent as text/plain is an image.
+                # header is only the server's word: an image (or video) sent as text/plain is one.
                 return Fetched("fetch_failed", "not_image", data=bytes(body), content_type=content_type)
             return Fetched("ok", data=bytes(body), content_type=content_type)
     return _failed("too_many_redirects")

@@ -26,7 +26,8 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"8BPS", "psd"),
     (0, b"\x1a\x45\xdf\xa3", "matroska"),  # also WebM
     (0, b"OggS", "ogg"),
-    (0, b"FLV", "flv"),
+    (0, b"FLV\x01", "flv"),
+    (0, b"\x00\x00\x01\xba", "mpeg-ps"),
     (0, b"ID3", "mp3"),
     (0, b"fLaC", "flac"),
     (0, b"%PDF", "pdf"),
@@ -49,11 +50,14 @@ _RIFF = {b"WEBP": "webp", b"AVI ": "avi", b"WAVE": "wav"}
 # Kinds the decoder reads (see `image.IMAGE_FORMATS`): such bytes that fail to decode are a broken
 # image (`decode_failed`), where any other kind is not an image at all (`unsupported_media`).
 DECODED_KINDS = frozenset({"jpeg", "png", "gif", "webp", "bmp", "tiff", "ico", "avif", "jpeg2000", "ppm"})
+# Video containers, decoded as videos (`hashing.video`): ISO BMFF but the still-image brands (mp4,
+# mov, m4v), Matroska and WebM, AVI, FLV, MPEG transport and program streams.
+VIDEO_KINDS = frozenset({"mp4", "matroska", "avi", "flv", "mpeg-ts", "mpeg-ps"})
 
 
 def sniff(data: bytes) -> str:
     """A short name for what `data` is: an image format, a container, a kind of text, or "unknown"."""
-    head = data[:512]
+    head = bytes(data[:512])  # a download arrives as a bytearray, which is no dict key
     for offset, magic, kind in _MAGIC:
         if head[offset : offset + len(magic)] == magic:
             return kind
@@ -74,6 +78,11 @@ def sniff(data: bytes) -> str:
             return "svg" if b"<svg" in stripped else "xml"
         return "text"
     return "unknown"
+
+
+def is_video(data: bytes) -> bool:
+    """Whether bytes look like a video container, by content, not name (see `VIDEO_KINDS`)."""
+    return sniff(data) in VIDEO_KINDS
 
 
 def decodable(head: bytes) -> bool:

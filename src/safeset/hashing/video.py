@@ -23,6 +23,7 @@ import numpy as np
 
 from .image import DecodeError
 from .pdq import PdqHash, pdq
+from .sniff import is_video
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,6 @@ class FrameHash:
 
     def line(self) -> str:
         return f"{self.frame},{self.quality},{self.pdq},{self.timestamp:.3f}"
-
-
-def is_video(data: bytes) -> bool:
-    """Whether bytes look like a video container (by content, not name): ISO BMFF (mp4, mov, m4v;
-    not the still-image brands HEIF and AVIF), Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV."""
-    head = data[:16]
-    if head[4:8] == b"ftyp":
-        return head[8:12] not in (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis", b"heim", b"heis")
-    return (
-        head.startswith(b"\x1a\x45\xdf\xa3")  # EBML: Matroska, WebM
-        or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
-        or head.startswith(b"FLV\x01")
-        or head.startswith(b"\x00\x00\x01\xba")  # MPEG program stream
-        or (len(data) > 376 and data[0] == 0x47 and data[188] == 0x47 and data[376] == 0x47)  # MPEG-TS
-    )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests,
 from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
-from ..hashing.video import VideoLimits, hash_video, is_video
+from ..hashing.sniff import is_video
+from ..hashing.video import VideoLimits, hash_video
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
 from ..neighbours import SIGNAL as EXPANDED
 from ..options import option
