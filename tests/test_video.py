@@ -328,6 +328,17 @@ def test_a_scan_checks_the_videos_of_webdataset_shards_and_a_decide_round_rematc
     report = read_json(out / "report.json")
     assert report["totals"]["rows"] == 5 == sum(report["totals"][k] for k in ("keep", "remove", "review"))
 
+    # a verifier gets a video's frames as python-threatexchange's signal, which its parser reads
+    from threatexchange.extensions.vpdq.vpdq_util import json_to_vpdq
+
+    assert run_cli("review", "export", str(out), "--to", str(tmp_path / "cases"), "--format", "jsonl").exit_code == 0
+    cases = {c["row_id"]: c for c in map(json.loads, (tmp_path / "cases" / "cases.jsonl").read_text().splitlines())}
+    sent = cases[copy["row_id"]]
+    assert [f.pdq_hex for f in json_to_vpdq(sent["vpdq"])] == [f["pdq"].hex() for f in copy["frames"]]
+    hashes = (tmp_path / "cases" / "hashes.txt").read_text().splitlines()
+    assert f"video_md5 {copy['md5']}" in hashes and f"vpdq {sent['vpdq']}" in hashes
+    assert rows["photo"]["row_id"] not in cases  # kept: not a case
+
     strict = run_cli("decide", str(out), "--vpdq-compared-percent", "60", home=home)
     assert strict.exit_code == 0, strict.output
     rows = {r["caption"]: r for r in pq.read_table(next((out / "results").glob("*.parquet"))).to_pylist()}
