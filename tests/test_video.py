@@ -323,10 +323,12 @@ def test_a_scan_checks_the_videos_of_webdataset_shards_and_a_decide_round_rematc
     assert inside["decision"] == "remove"
     assert {(m["bank"], m["variant"]) for m in inside["matches"]} == {("stills", "video_frame:100")}
     assert rows["unrelated"]["decision"] == "keep" and rows["unrelated"]["matches"] == []
-    assert rows["broken"]["status"] == "decode_failed" and rows["broken"]["error"].startswith("video:")
+    assert rows["broken"]["status"] == "video_incomplete" and rows["broken"]["error"].startswith("video:")
+    assert rows["broken"]["decision"] == "review"  # a video not wholly checked is looked at
     assert rows["photo"]["frames"] is None and rows["photo"]["decision"] == "keep"
     report = read_json(out / "report.json")
     assert report["totals"]["rows"] == 5 == sum(report["totals"][k] for k in ("keep", "remove", "review"))
+    assert report["videos"] == {"rows": 4, "frames": 4 + 8 + 8 + 0, "keep": 1, "remove": 2, "review": 1}
 
     # a verifier gets a video's frames as python-threatexchange's signal, which its parser reads
     from threatexchange.extensions.vpdq.vpdq_util import json_to_vpdq
@@ -434,6 +436,25 @@ def test_a_results_part_from_before_videos_is_still_decided(tmp_path, home, tile
     assert table["payloads"].to_pylist()[0][0]["frames"] is None and table["payloads"].to_pylist()[1] is None
     assert table["matches"].to_pylist()[0][0]["query_percent"] is None
     assert conformed(table).equals(table)
+
+    # an audit an older safeset wrote (format 3 parts, no vPDQ settings in its run record) is decided
+    from helpers import listed_tile_shards, read_json, run_cli
+
+    shards, pdq_list = listed_tile_shards(tmp_path, tiles, 12, 2, 4)
+    assert run_cli("bank", "add", "listed", pdq_list, home=home).exit_code == 0
+    out = tmp_path / "out"
+    assert run_cli("scan", shards, "--out", out, "-q", home=home).exit_code == 0
+    for part in (out / "results").glob("*.parquet"):
+        new = pq.read_table(part).cast(RESULTS_SCHEMA)
+        old = pa.Table.from_pylist(new.drop_columns(["frames"]).to_pylist(), schema=schema)
+        pq.write_table(old, part)
+    record = read_json(out / "_state" / "run.json")
+    record["match"] = {k: record["match"][k] for k in ("pdq_threshold", "pdq_variant_threshold")}
+    (out / "_state" / "run.json").write_text(json.dumps(record))
+    decided = run_cli("decide", out, "-q", home=home)
+    assert decided.exit_code == 0, decided.output
+    report = read_json(out / "report.json")
+    assert report["totals"]["remove"] == 3 and report["conservation"]["holds"]
 
 
 def test_serve_checks_an_uploaded_video(tmp_path, home, tiles):

@@ -20,7 +20,10 @@ class Status(StrEnum):
     NO_IMAGE = "no_image"  # the row has no image bytes (failed download, metadata without --fetch, ...)
     FETCH_FAILED = "fetch_failed"
     DECODE_FAILED = "decode_failed"  # an image (or claims to be one) that could not be decoded in full
-    UNSUPPORTED_MEDIA = "unsupported_media"  # bytes that are not an image safeset decodes (video, archive, ...)
+    UNSUPPORTED_MEDIA = "unsupported_media"  # bytes that are not an image safeset decodes (archive, audio, ...)
+    # a video not wholly hashed: past a limit, broken part way, or one FFmpeg does not decode (the
+    # frames it gave are matched all the same); held for review by default, as a player may show the rest
+    VIDEO_INCOMPLETE = "video_incomplete"
     UNREADABLE_ROW = "unreadable_row"  # the input row itself could not be parsed (bad CSV record, JSON line)
     SKIPPED_OPTOUT = "skipped_optout"
 
@@ -170,6 +173,9 @@ class Hashes:
     # Models' inputs prepared from the image ("nsfw": `signals.nsfw`; "embed": `signals.models`),
     # in memory only until their batch is run
     inputs: dict[str, Any] = field(default_factory=dict)
+    # A video's other video streams, hashed as payloads of their own (in memory only: `hash_item`
+    # lists them among the row's payloads)
+    streams: list[Any] = field(default_factory=list)
 
     def hash_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in HASH_FIELDS}

@@ -43,9 +43,23 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x93NUMPY", "npy"),
     (257, b"ustar", "tar"),
 )
-# ISO base media files (`....ftyp<brand>`): still images in HEIF or AVIF, the rest video.
-_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
-_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+# ISO base media files (`....ftyp<brand>`): still images in HEIF or AVIF (or a camera's raw file),
+# by their major or any compatible brand, the rest video.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"miaf"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis", b"avio", b"MA1A", b"MA1B"})
+_RAW_BRANDS = frozenset({b"crx "})  # Canon CR3
+
+
+def _iso_kind(head: bytes) -> str:
+    size = int.from_bytes(head[:4], "big")
+    brands = {head[8:12], *(head[i : i + 4] for i in range(16, min(size, len(head)) - 3, 4))}
+    if brands & _AVIF_BRANDS:
+        return "avif"
+    if brands & _HEIF_BRANDS:
+        return "heif"
+    return "cr3" if brands & _RAW_BRANDS else "mp4"
+
+
 _RIFF = {b"WEBP": "webp", b"AVI ": "avi", b"WAVE": "wav"}
 # Kinds the decoder reads (see `image.IMAGE_FORMATS`): such bytes that fail to decode are a broken
 # image (`decode_failed`), where any other kind is not an image at all (`unsupported_media`).
@@ -63,11 +77,10 @@ def sniff(data: bytes) -> str:
             return kind
     if head[:4] == b"RIFF" and head[8:12] in _RIFF:
         return _RIFF[head[8:12]]
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        return "heif" if brand in _HEIF_BRANDS else "avif" if brand in _AVIF_BRANDS else "mp4"
     if head[:2] in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6") and head[2:3].isspace():
-        return "ppm"
+        return "ppm"  # before ISO BMFF: a PNM comment may hold "ftyp" at byte 4
+    if head[4:8] == b"ftyp":
+        return _iso_kind(head)
     if len(data) >= 188 * 2 and data[0] == data[188] == 0x47:
         return "mpeg-ts"
     if is_text(data):
@@ -86,9 +99,10 @@ def is_video(data: bytes) -> bool:
 
 
 def decodable(head: bytes) -> bool:
-    """Whether bytes that begin with `head` look like an image the decoder reads (by their magic):
-    worth keeping the first bytes of for a partial look when the whole is too large to hold."""
-    return sniff(head[:512]) in DECODED_KINDS
+    """Whether bytes that begin with `head` look like an image the decoder reads, or a video (by
+    their magic): worth keeping the first bytes of for a partial look when the whole is too large
+    to hold."""
+    return sniff(head[:512]) in DECODED_KINDS | VIDEO_KINDS
 
 
 def is_text(data: bytes) -> bool:

@@ -22,13 +22,14 @@ from ..banks import Matcher, MatchSettings
 from ..banks.columns import flat, struct_field
 from ..banks.signal_types import InvalidEntry, signal_type
 from ..banks.verdicts import Verdicts
+from ..banks.vpdq import COMPARED_PERCENT, QUERY_PERCENT
 from ..errors import UsageError
 from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
 from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
-from ..hashing.sniff import is_video
-from ..hashing.video import VideoLimits, hash_video
+from ..hashing.sniff import VIDEO_KINDS, is_video
+from ..hashing.video import Video, VideoLimits, hash_videos
 from ..model import HASH_FIELDS, Decision, Item, ItemResult, Match, Payload, PayloadResult, Status, printable
 from ..neighbours import SIGNAL as EXPANDED
 from ..options import option
@@ -69,18 +70,26 @@ class CheckSettings:
     )
     max_video_seconds: float = field(
         default=VideoLimits.max_seconds,
-        metadata=option("Seconds of a video hashed; a longer one has its start hashed and is not all checked.", min=1),
+        metadata=option("Seconds of a video hashed; a longer one has its start hashed and is held for review.", min=1),
     )
     max_video_frame_pixels: int = field(
         default=VideoLimits.max_frame_pixels,
-        metadata=option("Pixels per video frame; a video of larger frames is not decoded.", min=1),
+        metadata=option("Pixels of a video frame decoded at most; a video of larger frames is held for review.", min=1),
     )
     max_video_frames: int = field(
         default=VideoLimits.max_decoded_frames,
-        metadata=option("Frames of a video decoded at most, whatever its frame rate claims.", min=1),
+        metadata=option("Frames of a video hashed at most, whatever its frame rate claims.", min=1),
     )
-    vpdq_query_percent: float = 80.0  # a video matches a listed one when this share of its frames match...
-    vpdq_compared_percent: float = 0.0  # ...and this share of the listed one's (vPDQ's defaults)
+    max_video_pixels: int = field(
+        default=VideoLimits.max_pixels,
+        metadata=option(
+            "Pixels decoded of one video file in all (about 3 minutes of 1080p by default): what bounds the "
+            "time a video costs; past it the video is held for review.",
+            min=1,
+        ),
+    )
+    vpdq_query_percent: float = QUERY_PERCENT  # a video matches a listed one when this share of its frames match...
+    vpdq_compared_percent: float = COMPARED_PERCENT  # ...and this share of the listed one's (vPDQ's defaults)
 
     def __post_init__(self) -> None:
         # as read back from a run's record (JSON has lists, not tuples): hashable, as a key must be
@@ -104,7 +113,9 @@ class CheckSettings:
 
     @property
     def video_limits(self) -> VideoLimits:
-        return VideoLimits(self.max_video_seconds, self.max_video_frame_pixels, self.max_video_frames)
+        return VideoLimits(
+            self.max_video_seconds, self.max_video_frame_pixels, self.max_video_frames, self.max_video_pixels
+        )
 
     @property
     def seconds_per_hash(self) -> float:
@@ -138,14 +149,14 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
     if payload.error:  # too large to hold (hashed as it streamed past), or cut off: not decoded whole
         hashed.status, hashed.error = Status.DECODE_FAILED, payload.error
         head, payload.head = payload.head, None
+        if head and is_video(head):  # the frames of what is here are matched; the video is not all checked
+            return _hash_video(hashed, bytes(head), settings, cut=payload.error)
         if head:
             hashed.pdq_variants = _partial(head, settings)
         return hashed
     if not data:
         hashed.status, hashed.error = Status.NO_IMAGE, "empty file" if data is not None else "no image bytes"
         return hashed
-    if is_video(data):
-        return _hash_video(hashed, data, settings)
     try:
         image = pdq_image(
             data,
@@ -157,6 +168,8 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
             settings.pdq_min_quality,
         )
     except UnsupportedMedia as exc:
+        if exc.reason in VIDEO_KINDS:  # no image decoder takes it, and it is a video's container
+            return _hash_video(hashed, data, settings)
         hashed.status, hashed.error = Status.UNSUPPORTED_MEDIA, exc.reason
         return hashed
     except DecodeError as exc:
@@ -183,17 +196,29 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
     return hashed
 
 
-def _hash_video(hashed: PayloadResult, data: bytes, settings: CheckSettings) -> PayloadResult:
-    """A video's sampled frames (their PDQs: see `hashing.video`). A video not hashed to its end
-    (past a limit, or broken part way) keeps the frames it gave and is `decode_failed`."""
+def _hash_video(hashed: PayloadResult, data: bytes, settings: CheckSettings, cut: str | None = None) -> PayloadResult:
+    """A video's sampled frames (their PDQs: see `hashing.video`), of its best stream, and of its
+    other video streams as payloads of their own (`streams`, named `NAME#stream<index>`). A video
+    not hashed to its end (past a limit, broken part way, `cut` short before it reached us) keeps
+    the frames it gave and is `video_incomplete`; a container with no video stream is audio."""
     try:
-        video = hash_video(data, settings.seconds_per_hash, settings.video_limits)
-    except DecodeError as exc:
-        hashed.status, hashed.error = Status.DECODE_FAILED, f"video: {exc.reason}"
+        first, *others = hash_videos(data, settings.seconds_per_hash, settings.video_limits)
+    except UnsupportedMedia as exc:
+        hashed.status, hashed.error = Status.UNSUPPORTED_MEDIA, exc.reason
         return hashed
+    except DecodeError as exc:
+        hashed.status, hashed.error = Status.VIDEO_INCOMPLETE, f"video: {cut or exc.reason}"
+        return hashed
+    _video_result(hashed, first, cut)
+    hashed.streams = [_video_result(PayloadResult(name=f"{hashed.name}#stream{v.stream}"), v, cut) for v in others]
+    return hashed
+
+
+def _video_result(hashed: PayloadResult, video: Video, cut: str | None) -> PayloadResult:
     hashed.frames, hashed.width, hashed.height = video.frames, video.width, video.height
-    if video.incomplete:
-        hashed.status, hashed.error = Status.DECODE_FAILED, f"video: {video.incomplete}"
+    hashed.status, hashed.error = Status.OK, None
+    if cut or video.incomplete:
+        hashed.status, hashed.error = Status.VIDEO_INCOMPLETE, f"video: {cut or video.incomplete}"
     return hashed
 
 
@@ -206,7 +231,7 @@ def _partial(data: bytes, settings: CheckSettings) -> dict[str, str]:
 
 # A payload that could not be checked makes its whole row unchecked, the worst one first. An empty
 # extra payload holds nothing to check and changes nothing.
-_DEGRADING = (Status.DECODE_FAILED, Status.UNSUPPORTED_MEDIA)
+_DEGRADING = (Status.VIDEO_INCOMPLETE, Status.DECODE_FAILED, Status.UNSUPPORTED_MEDIA)
 
 
 def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResult:
@@ -231,9 +256,13 @@ def hash_item(item: Item, settings: CheckSettings = CheckSettings()) -> ItemResu
         result.url_md5_threatexchange = other if other != result.url_md5 else None
     hashed: list[PayloadResult] = []
     for payload in item.payloads:
-        # the classifier scores the row's image, its primary payload's: the first that decodes
-        classify = (settings.nsfw or bool(settings.embed_model)) and not any(h.status is Status.OK for h in hashed)
-        hashed.append(hash_payload(payload, settings, classify))
+        # the classifier scores the row's image: the first that decodes (a video is not scored)
+        classify = (settings.nsfw or bool(settings.embed_model)) and not any(
+            h.status is Status.OK and h.frames is None for h in hashed
+        )
+        done = hash_payload(payload, settings, classify)
+        hashed += [done, *done.streams]  # a video's other streams: payloads of their own
+        done.streams = []
     item.payloads = []
     if not hashed:
         if item.status is None:

@@ -22,6 +22,7 @@ from ..errors import UsageError
 from ..model import Decision
 from ..report import ReportBuilder
 from ..sinks import ManifestWriter, OutLayout
+from ..sinks.results import conformed
 from ..sources import Shard
 from ..storage import Remote
 
@@ -86,7 +87,7 @@ class Merger:
             results = pq.ParquetFile(fh)
             table = results.read(columns=["decision"])
             if pc.any(pc.not_equal(table["decision"], str(Decision.KEEP))).as_py():
-                table = results.read()
+                table = conformed(results.read())  # a shard not decided again may be of an older format
             return results.metadata.num_rows, table
 
     def finish(self) -> list[dict]:

@@ -62,6 +62,7 @@ _DEFAULT_UNCHECKED = {
     # Bytes that are not an image safeset decodes, and rows that could not be read: their content
     # went unchecked but for exact hashes, so by default someone looks at the hashes and the URL.
     Status.UNSUPPORTED_MEDIA.value: Decision.REVIEW,
+    Status.VIDEO_INCOMPLETE.value: Decision.REVIEW,
     Status.UNREADABLE_ROW.value: Decision.REVIEW,
     Status.SKIPPED_OPTOUT.value: Decision.REMOVE,
     LOW_QUALITY: Decision.KEEP,

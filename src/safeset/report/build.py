@@ -23,7 +23,7 @@ from ..banks.columns import flat, struct_field
 from ..errors import SafesetError
 from ..hashing import url_host
 from ..hashing.columns import whole
-from ..model import Decision
+from ..model import Decision, Status
 from ..policy import Policy
 from ..policy.rules import Condition, Rule, signal_conditions, signal_entries, signal_holds, signal_values
 
@@ -203,13 +203,19 @@ class ReportBuilder:
                     self.fetch_domains[url_host(url) or "(no host)"][outcome] += 1
 
     def _videos(self, part: pa.Table, decision: pa.ChunkedArray) -> None:
-        """Rows holding a video (their own, or a payload's), by decision, and the frames hashed."""
-        video = pc.is_valid(part["frames"]).to_numpy(zero_copy_only=False)
+        """Rows holding a video (their own, or a payload's: hashed, or not wholly), by decision, and
+        the frames hashed."""
+
+        def videos(frames: pa.Array, status: pa.Array) -> np.ndarray:
+            found = pc.or_(pc.is_valid(frames), pc.equal(status, str(Status.VIDEO_INCOMPLETE)))
+            return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+        video = videos(whole(part["frames"]), whole(part["status"]))
         frames = int(pc.sum(pc.list_value_length(part["frames"])).as_py() or 0)
         payloads, parents = flat(part["payloads"])
         if len(payloads):
             held = struct_field(payloads, "frames")
-            video[parents[pc.is_valid(held).to_numpy(zero_copy_only=False)]] = True
+            video[parents[videos(held, struct_field(payloads, "status"))]] = True
             frames += int(pc.sum(pc.list_value_length(held)).as_py() or 0)
         if video.any():
             self.videos.update(value_counts(whole(decision).filter(pa.array(video))))

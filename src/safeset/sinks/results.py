@@ -88,8 +88,13 @@ RESULTS_SCHEMA = pa.schema(
 
 
 def conformed(table: pa.Table) -> pa.Table:
-    """A results table of an older readable format in this one's schema: every column and struct
-    field it lacks added, null (nothing of a video observed), then cast."""
+    """A results table as read from a part, in the results schema (parquet names a list's items
+    its own way); one of an older readable format with every column and struct field it lacks
+    added, null (nothing of a video observed)."""
+    try:
+        return table.cast(RESULTS_SCHEMA)
+    except (ValueError, pa.ArrowException):
+        pass  # an older format
     return pa.Table.from_arrays(
         [
             _conformed(table[field.name], field.type)
