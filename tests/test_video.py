@@ -5,6 +5,7 @@ and cut to the next, encoded by the FFmpeg inside PyAV's wheel."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from fractions import Fraction
@@ -506,3 +507,93 @@ def test_fetched_videos_are_checked_whatever_their_content_type_says(tmp_path, h
     assert [(r["status"], r["decision"], len(r["frames"])) for r in rows] == [("ok", "remove", 4)] * 2
     assert all(r["matches"][0]["signal_type"] == "vpdq" for r in rows)
     assert read_json(out / "report.json")["problems"] == []
+
+
+def _two_streams(first: bytes, second: bytes) -> bytes:
+    """One Matroska file holding the video streams of two files, the first marked the default."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(first)) as a, av.open(io.BytesIO(second)) as b, av.open(out, "w", format="matroska") as c:
+        targets = [c.add_stream_from_template(a.streams.video[0]), c.add_stream_from_template(b.streams.video[0])]
+        for source, target in zip((a, b), targets, strict=True):
+            for packet in source.demux(source.streams.video[0]):
+                if packet.size:
+                    packet.stream = target
+                    c.mux(packet)
+    return out.getvalue()
+
+
+def test_hostile_videos_are_statuses_never_crashes_and_cost_what_the_limits_allow(tiles, photos):
+    """Every video stream is hashed (a decoy first stream hides nothing); an unknown codec, a
+    seeded fuzz of corrupt and cut files, an audio-only file: each ends as a status with a reason;
+    the budget of pixels decoded stops a video, keeping what it hashed; still images whose bytes
+    hold a video's marks are still images."""
+    import random
+
+    from safeset.hashing.sniff import sniff
+    from safeset.model import Payload, Status
+    from safeset.pipeline.check import CheckSettings, hash_payload
+
+    decoy, hidden = slideshow(photos[:2], 2), slideshow(photos[2:], 3)
+    both = hash_payload(Payload("mkv", _two_streams(decoy, hidden)))
+    (other,) = both.streams
+    assert both.status is other.status is Status.OK and other.name == "mkv#stream1"
+    assert [f.pdq for f in other.frames] == [f.pdq for f in frames_of(hidden)]
+
+    mangled = hash_payload(Payload("", decoy.replace(b"avc1", b"zzz1")))
+    assert (mangled.status, mangled.error) == (Status.VIDEO_INCOMPLETE, "video: no decoder for its codec")
+    rng = random.Random(16)
+    bases = [decoy, slideshow(photos[:2], 2, fmt="mpegts"), slideshow(photos[:2], 2, fmt="matroska")]
+    for _ in range(300):
+        damaged = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 8)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            damaged = damaged[: rng.randrange(len(damaged))]
+        result = hash_payload(Payload("", bytes(damaged)))  # never raises
+        assert result.status in (Status.OK, Status.VIDEO_INCOMPLETE, Status.UNSUPPORTED_MEDIA, Status.NO_IMAGE)
+        assert result.md5 and (result.error is None or len(result.error) < 120)
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for n in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, n * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    audio = hash_payload(Payload("", out.getvalue()))
+    assert (audio.status, audio.error) == (Status.UNSUPPORTED_MEDIA, "audio")
+
+    long = slideshow(photos, 8)
+    spent = hash_payload(Payload("", long), CheckSettings(max_video_pixels=320 * 240 * 60))
+    assert spent.status is Status.VIDEO_INCOMPLETE and "budget" in spent.error
+    assert 0 < len(spent.frames) < len(frames_of(long))
+
+    assert sniff(b"P6\n#ftypisom\n4 4\n255\n" + b"\0" * 48) == "ppm"  # a PNM comment is no video box
+    for brands in (b"miaf\0\0\0\0mif1", b"mp42\0\0\0\0MA1B", b"isom\0\0\0\0avif"):
+        assert sniff(b"\0\0\0\x1cftyp" + brands + b"miaf" + b"\0" * 40) in ("avif", "heif")
+
+
+def test_a_video_too_large_to_hold_is_matched_by_the_frames_of_its_start(tmp_path, home, photos):
+    """A Matroska member past --max-bytes: its digests taken as it streams past, the frames of its
+    first bytes hashed and matched (a listed video is removed), and the row says it was cut."""
+    import pyarrow.parquet as pq
+    from helpers import run_cli
+
+    from safeset import BankStore
+    from safeset.demo import Sample, write_img2dataset_shard
+
+    video = slideshow(photos, 8, fmt="matroska")
+    listed = tmp_path / "listed.txt"
+    listed.write_text("\n".join(f.line() for f in frames_of(video)))
+    BankStore(home).add("videos", listed, type_name="vpdq")
+    write_img2dataset_shard(tmp_path / "shards", 0, [Sample("https://v.example.org/a.mkv", "a", video, ext="mkv")])
+    out = tmp_path / "out"
+    limit = len(video) // 2
+    scanned = run_cli("scan", tmp_path / "shards", "--out", out, "--max-bytes", limit, "-q", home=home)
+    assert scanned.exit_code == 0, scanned.output
+    (row,) = pq.read_table(next((out / "results").glob("*.parquet"))).to_pylist()
+    assert (row["status"], row["error"], row["decision"]) == ("video_incomplete", "video: too_large", "remove")
+    assert 0 < len(row["frames"]) < len(frames_of(video)) and row["md5"] == hashlib.md5(video).hexdigest()
