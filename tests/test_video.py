@@ -10,6 +10,7 @@ import io
 import json
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
@@ -17,8 +18,6 @@ from safeset.demo import slideshow
 from safeset.hashing import DecodeError
 from safeset.hashing.sniff import is_video
 from safeset.hashing.video import VideoLimits, hash_video
-
-av = pytest.importorskip("av")
 
 
 def frames_of(video: bytes, *args, **kwargs):
@@ -349,6 +348,16 @@ def test_a_scan_checks_the_videos_of_webdataset_shards_and_a_decide_round_rematc
     assert rows["still inside"]["decision"] == "remove"  # frames matched as stills are untouched by the shares
     assert read_json(out / "report.json")["rounds"][-1]["match"]["vpdq_compared_percent"] == 60
 
+    # confirmed, the video's frames join the bank of confirmed hashes, named by its case
+    verdicts = tmp_path / "verdicts.csv"
+    verdicts.write_text(f"case_id,verdict\n{sent['case_id']},confirmed\n")
+    assert run_cli("review", "import", str(verdicts), "--out", str(out), home=home).exit_code == 0
+    from safeset import Auditor
+    from safeset.banks.verdicts import CONFIRMED_BANK
+
+    again = Auditor(home, banks=[CONFIRMED_BANK]).check_bytes(reencoded(slideshow(photos, 4), crf=30))
+    assert {(m["signal_type"], m["entry"]) for m in again["matches"]} == {("vpdq", sent["case_id"])}
+
 
 def test_listed_videos_come_in_every_shape_the_exchanges_write(tmp_path, store, tiles):
     """python-threatexchange's local file (`vpdq [...]` beside other types), bare signals with
@@ -367,9 +376,9 @@ def test_listed_videos_come_in_every_shape_the_exchanges_write(tmp_path, store, 
     md5 = "ab" * 16
 
     pytx = tmp_path / "pytx.txt"
-    pytx.write_text(f"video_md5 {md5}\nvpdq {signal}\nvpdq [not json\n")
+    pytx.write_text(f"video_md5 {md5}\nvpdq {signal}\nvpdq [not json\nvpdq {'[' * 100_000}\n")
     added = store.add("pytx", pytx)
-    assert added.bank.counts == {"md5": 1, "vpdq": 1} and [e.line for e in added.errors] == [3]
+    assert added.bank.counts == {"md5": 1, "vpdq": 1} and [e.line for e in added.errors] == [3, 4]
     assert signal not in str(added.errors)
     bare = tmp_path / "bare.txt"
     bare.write_text(f"{signal}\n")
@@ -377,13 +386,14 @@ def test_listed_videos_come_in_every_shape_the_exchanges_write(tmp_path, store, 
     table = tmp_path / "table.csv"
     table.write_text('video_id,vpdq\ncase-9,"' + signal.replace('"', '""') + '"\n')
     store.add("table", table)
-    folder = tmp_path / "hashes"
+    folder = tmp_path / ".lists" / "hashes"  # a folder inside a hidden one is read all the same
     (folder / "2026" / "11").mkdir(parents=True)
-    (folder / "2026" / "11" / "clip.txt").write_text("\n".join(f.line() for f in frames))
+    (folder / "2026" / "11" / "clip.txt").write_text("# vpdq\n" + "\n".join(f.line() for f in frames))
     (folder / "broken.txt").write_text("0,100,zz,0.0\n")
+    (folder / ".hidden.txt").write_text("not read\n")
     added = store.add("folder", folder, type_name="vpdq")
     assert added.accepted == 1 and [(e.line, e.reason) for e in added.errors] == [
-        (2, "broken.txt: a frame's PDQ is not 64 hex digits")
+        (2, "broken.txt: line 1: a frame's PDQ is not 64 hex digits")
     ]
     long = [VpdqCompactFeature(frames[i % len(frames)].pdq, 100, float(i)) for i in range(2000)]  # 150 KB a line
     long_list = tmp_path / "long.txt"
@@ -395,14 +405,32 @@ def test_listed_videos_come_in_every_shape_the_exchanges_write(tmp_path, store, 
     row = auditor.check_bytes(copy)
     assert row["decision"] == "remove" and len(row["frames"]) == len(frames)
     assert {(m["bank"], m["entry"], m["query_percent"]) for m in row["matches"]} == {
-        ("pytx", "line:2", 100),
-        ("bare", "line:1", 100),
+        ("pytx", "pytx.txt:2", 100),
+        ("bare", "bare.txt:1", 100),
         ("table", "case-9", 100),
         ("folder", "2026/11/clip.txt", 100),
     }
     assert signal_type("vpdq").normalise(signal) == signal_type("vpdq").normalise(signal.upper())
     unrelated = auditor.check_bytes(slideshow([image.resize((480, 240)) for _, image in tiles[20:23]], 6))
     assert unrelated["decision"] == "keep" and unrelated["matches"] == []
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "a\x1b[31mred\nname.txt").write_text("1,2,3\n")
+    from safeset.errors import BadInputError
+
+    with pytest.raises(BadInputError) as refused:  # no valid entry: refused, naming the file safely
+        store.add("odd", odd, type_name="vpdq")
+    assert "\x1b" not in str(refused.value) and "\n" not in str(refused.value)
+
+    # a verifier's verdict names a listed video by its label's tag, as the report shows it
+    from safeset.banks.verdicts import entry_tag
+    from safeset.pipeline.review import import_verdicts
+
+    verdicts = tmp_path / "verdicts.csv"
+    verdicts.write_text(f"bank,entry,verdict\ntable,{entry_tag('case-9')},false_positive\n")
+    assert import_verdicts(verdicts, store.home, entries=True)["imported"] == 1
+    refuted = Auditor(store.home, banks=["table"]).check_bytes(copy)
+    assert refuted["decision"] == "keep" and "verdict:false_positive" in refuted["reasons"]
 
 
 def test_a_results_part_from_before_videos_is_still_decided(tmp_path, home, tiles):

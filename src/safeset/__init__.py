@@ -155,7 +155,8 @@ def _policy(policy: Policy | str | Path) -> Policy:
 
 
 def hash_file(path: str | Path) -> dict[str, Any]:
-    """md5, sha1, sha256, PDQ and its quality of one file, with a status and reason if it is not an image."""
+    """md5, sha1, sha256, PDQ and its quality of one file, with a status and reason if it is not an
+    image; of a video, the number of its sampled frames (`video_frames`; no PDQ of its own)."""
     from .model import Item, Status
     from .pipeline import hash_item
     from .sources.base import UnreadableFile, read_file
@@ -168,7 +169,10 @@ def hash_file(path: str | Path) -> dict[str, Any]:
         item.status, item.error = Status.NO_IMAGE, exc.reason
     result = hash_item(item)
     fields_ = ("md5", "sha1", "sha256", "pdq", "pdq_quality", "error")
-    return {"path": str(path), "status": str(result.status), **{f: getattr(result, f) for f in fields_}}
+    found = {"path": str(path), "status": str(result.status), **{f: getattr(result, f) for f in fields_}}
+    if result.frames is not None:  # a video has frames, no PDQ of its own: `safeset hash --vpdq` prints them
+        found["video_frames"] = len(result.frames)
+    return found
 
 
 __all__ = [

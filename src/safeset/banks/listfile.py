@@ -71,6 +71,7 @@ class ParsedList:
     lines: int = 0  # lines holding a value (good or bad)
     text_duplicates: int = 0  # repeated text values (digest duplicates are counted when sorted)
     expected: int = 1024  # how many values to reserve room for
+    source: str = ""  # the file's name: a listed video without an id is named `FILE:LINE`
 
     def reject(self, line: int, reason: str) -> None:
         self.lines += 1
@@ -82,7 +83,7 @@ class ParsedList:
         return self.hex[stype.name]
 
     def add(self, line: int, stype: SignalType | None, value: str, label: str | None = None) -> None:
-        """`label`: what a match of a listed video records (its id, its file), else `line:N`."""
+        """`label`: what a match of a listed video records (its id), else `FILE:LINE`."""
         if stype is None:
             self.reject(line, "no signal type: pass --type or name it on the line")
             return
@@ -93,7 +94,7 @@ class ParsedList:
             return
         self.lines += 1
         if isinstance(stype, Vpdq):
-            normal = listed_video(label or f"line:{line}", normal)
+            normal = listed_video(label or f"{self.source}:{line}", normal)
         if isinstance(stype, HexDigestType):
             self.rows(stype).append_hex(normal)
         else:
@@ -152,7 +153,7 @@ def parse_list(path: Path, type_name: str | None = None) -> ParsedList:
     if isinstance(forced, Keyword):
         return _parse_terms(path)
     if isinstance(forced, Vpdq) and _HASH_FILE_LINE.match(first):
-        parsed = ParsedList()
+        parsed = ParsedList(source=path.name)
         _parse_hash_file(path, path.name, parsed)
         return parsed
     if path.suffix.lower() == ".csv" or _names_columns(first):
@@ -191,7 +192,7 @@ def _resolve_type(path: Path, type_name: str | None) -> SignalType | None:
 
 
 def _parse_lines(path: Path, forced: SignalType | None) -> ParsedList:
-    parsed = ParsedList()
+    parsed = ParsedList(source=path.name)
     fast = forced if isinstance(forced, HexDigestType) else None
     if fast is not None:
         parsed.expected = path.stat().st_size // (fast.hex_chars + 1) + 1
@@ -204,7 +205,7 @@ def _parse_lines(path: Path, forced: SignalType | None) -> ParsedList:
 def _parse_terms(path: Path) -> ParsedList:
     """A keyword list: one term or phrase per line, the whole line (`#` lines are comments). Each
     distinct term is kept with the line it is first listed on, the `line:N` its matches record."""
-    parsed = ParsedList()
+    parsed = ParsedList(source=path.name)
     first_line: dict[str, int] = {}
     stype = signal_type("keyword")
     with open(path, "rb") as fh:
@@ -239,12 +240,20 @@ _HASH_FILE_LINE = re.compile(r"\s*\d+\s*,\s*\d+\s*,\s*[0-9A-Fa-f]{64}\s*,")
 MAX_HASH_FILE = 64 << 20  # bytes of one video's hash file: about 200 hours at a frame a second
 
 
+def hash_files(folder: Path) -> list[Path]:
+    """The files of a folder of vpdq hash files, in name order: every file under it but hidden ones
+    (a name starting with "." below the folder)."""
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.relative_to(folder).parts)
+    )
+
+
 def _parse_hash_files(folder: Path) -> ParsedList:
-    """Every file under `folder` (but hidden ones) a video's vpdq hash file, named by its path
-    in the folder; a bad file is reported as a line, by its path and line, and the rest read."""
-    parsed = ParsedList()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.parts))
-    for number, path in enumerate(files, start=1):
+    """Every file of `folder` (`hash_files`) a video's vpdq hash file, named by its path in the
+    folder; a bad file is reported as a line (its place in the folder), by its path and its own
+    line, and the rest read."""
+    parsed = ParsedList(source=folder.name)
+    for number, path in enumerate(hash_files(folder), start=1):
         _parse_hash_file(path, path.relative_to(folder).as_posix(), parsed, number)
     return parsed
 
@@ -252,9 +261,9 @@ def _parse_hash_files(folder: Path) -> ParsedList:
 def _parse_hash_file(path: Path, label: str, parsed: ParsedList, number: int | None = None) -> None:
     """One video's hash file, as one entry of `parsed`; `number`: its place in a folder, reported
     as its line, its name leading the reason."""
-    from .vpdq import signal_of_hash_file
+    from .vpdq import safe_label, signal_of_hash_file
 
-    where = f"{label}: " if number is not None else ""
+    where = f"{safe_label(label)}: " if number is not None else ""
     number = number or 1
     try:
         if path.stat().st_size > MAX_HASH_FILE:
@@ -267,9 +276,8 @@ def _parse_hash_file(path: Path, label: str, parsed: ParsedList, number: int | N
     except UnicodeDecodeError:
         parsed.reject(number, f"{where}not UTF-8 text")
         return
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     try:
-        signal = signal_of_hash_file(lines)
+        signal = signal_of_hash_file(text.splitlines())
     except InvalidEntry as exc:
         parsed.reject(number, f"{where}{exc}")
         return
@@ -427,7 +435,7 @@ def _parse_csv(path: Path, forced: SignalType | None) -> ParsedList:
     if value_col is not None and type_col is None and forced is None:
         raise BadInputError(path, "CSV has no type column: pass --type", line=header_line)
 
-    parsed = ParsedList()
+    parsed = ParsedList(source=path.name)
     for row, _, number in records:
         if row is None:
             parsed.reject(number, "not a readable CSV record (an unterminated quote?)")

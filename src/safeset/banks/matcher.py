@@ -16,10 +16,10 @@ from .index import ExactHashIndex, PdqIndex, SignalIndex, TextIndex
 from .keywords import KeywordIndex
 from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, Vpdq, signal_type
 from .store import BankInfo, BankStore
-from .vpdq import VpdqIndex
+from .vpdq import COMPARED_PERCENT, QUERY_PERCENT, VpdqIndex
 
-# At most this many PDQ matches per item and bank are recorded, nearest first: a near-blank image can
-# sit close to thousands of listed hashes, and the report needs the evidence, not all of it.
+# At most this many PDQ (or vPDQ) matches per item and bank are recorded, nearest first: a near-blank
+# image can sit close to thousands of listed hashes, and the report needs the evidence, not all of it.
 MAX_PDQ_MATCHES = 16
 
 
@@ -30,8 +30,8 @@ class MatchSettings:
     # Each query-side variant is one more chance to hit a wrong entry, so variants may be held to a
     # tighter threshold than the plain hash (`safeset bench hashers` measures both).
     pdq_variant_threshold: int | None = None
-    vpdq_query_percent: float = 80.0
-    vpdq_compared_percent: float = 0.0
+    vpdq_query_percent: float = QUERY_PERCENT
+    vpdq_compared_percent: float = COMPARED_PERCENT
 
     @property
     def variant_threshold(self) -> int:
@@ -123,6 +123,7 @@ class Matcher:
             found[owner].append(Match(bank, "vpdq", index.entry(v), 0, "", name, round(q_pct, 2), round(c_pct, 2)))
         for matches in found.values():
             matches.sort(key=lambda m: (-m.query_percent, m.payload, m.entry))
+            del matches[MAX_PDQ_MATCHES:]
         return found
 
     def optout_reason(self, url: str) -> str | None:

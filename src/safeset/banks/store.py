@@ -46,7 +46,7 @@ from ..atomic import atomic_writer, fsync_dir
 from ..errors import BadInputError, UsageError
 from .hexarray import RowBuffer, sort_unique, words_to_rows, write_rows, write_words
 from .index import PdqIndex, build_tables, slots_for, tables_slots
-from .listfile import LineError, parse_list
+from .listfile import LineError, hash_files, parse_list
 from .signal_types import SIGNAL_TYPES, HexDigestType, Keyword, Pdq, SignalType, signal_type
 from .verdicts import CONFIRMED_BANK
 
@@ -108,7 +108,7 @@ def _now() -> str:
 def _file_sha256(path: Path) -> str:
     """A list's SHA-256; a folder's (of vpdq hash files): of each file's relative name and SHA-256."""
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        files = hash_files(path)
         lines = "".join(f"{_file_sha256(f)}  {f.relative_to(path).as_posix()}\n" for f in files)
         return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
     digest = hashlib.sha256()

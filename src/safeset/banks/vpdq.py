@@ -1,16 +1,20 @@
 """vPDQ: listed videos as bags of frame PDQs, and the rule by which a video matches one of them.
 
-The rule is python-threatexchange's (`extensions/vpdq/vpdq_brute_matcher.py`, the `vpdq` signal
-type), which the exchanges' clients apply:
+The rule is python-threatexchange's brute matcher (`extensions/vpdq/vpdq_brute_matcher.py`, what
+its `vpdq` signal type's `compare_hash` runs):
 
-- each side's frames are deduplicated by hash, then those of quality under 50 are dropped;
+- each side's frames are deduplicated by hash (the first seen kept), then those of quality under
+  50 are dropped (its FAISS index, `VPDQIndex`, drops first and deduplicates after: the two differ
+  only where a hash repeats with its first copy under the gate, which a video's own frames almost
+  never do);
 - a frame matches when some frame of the other side is within distance 31 (inclusive);
 - query % = the query's frames that match some frame of the listed video, over the query's frames;
   compared % = the listed video's frames that some query frame matches, over the listed video's;
-- the video matches when query % >= 80 and compared % >= 0 (both configurable).
+- the video matches when query % >= 80 and compared % >= 0 (both configurable), and (here, not
+  in the brute matcher, which with both at 0 matches every listed video) shares some frame with it.
 
 (vpdq's own README gives the two thresholds the other way round, and its C++ matcher compares
-with `<` and does not deduplicate: the Python rule above is the one the exchanges' code runs.)
+with `<` and does not deduplicate: the rule above is python-threatexchange's.)
 
 Listed videos come as python-threatexchange writes a vPDQ signal, a JSON array of
 "pdq,quality,timestamp" strings (a line `vpdq [...]` of its local-file lists), or as vpdq's hash
@@ -84,17 +88,21 @@ _LABEL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_LABEL = 200
 
 
+def safe_label(label: str) -> str:
+    """A listed video's label (an id, a file's name) as it may be stored and shown: one line, no
+    tab or other control character, at most `MAX_LABEL` characters."""
+    return _LABEL_CHARS.sub(" ", label).strip()[:MAX_LABEL] or "-"
+
+
 def listed_video(label: str, signal: str) -> str:
-    """A listed video's stored entry: its label made safe to store and show (one line, no tab,
-    at most `MAX_LABEL` characters) and its canonical signal."""
-    safe = _LABEL_CHARS.sub(" ", label).strip()[:MAX_LABEL]
-    return f"{safe or '-'}\t{signal}"
+    """A listed video's stored entry: its label (`safe_label`) and its canonical signal."""
+    return f"{safe_label(label)}\t{signal}"
 
 
 def _signal_frames(text: str) -> list[tuple[str, int, float]]:
     try:
         items = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile list may nest arrays thousands deep
         items = None
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise InvalidEntry('not a vPDQ signal (a JSON array of "pdq,quality,timestamp")')
@@ -102,11 +110,15 @@ def _signal_frames(text: str) -> list[tuple[str, int, float]]:
 
 
 def _hash_file_frames(lines: Iterable[str]) -> list[tuple[str, int, float]]:
+    """The frames of a hash file's lines (`#` lines are comments); InvalidEntry names the line."""
     frames = []
-    for line in lines:
-        if line.strip():
-            _, quality, pdq, timestamp = _fields(line, 4)
-            frames.append(_frame(pdq, quality, timestamp))
+    for number, line in enumerate(lines, start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                _, quality, pdq, timestamp = _fields(line, 4)
+                frames.append(_frame(pdq, quality, timestamp))
+            except InvalidEntry as exc:
+                raise InvalidEntry(f"line {number}: {exc}") from None
     return frames
 
 
@@ -132,13 +144,10 @@ def _frame(pdq: str, quality: str, timestamp: str) -> tuple[str, int, float]:
 
 
 def _prepared(frames: Sequence[tuple[str, int]], quality: int) -> np.ndarray:
-    """The distinct hashes (first seen kept) of quality >= `quality`, as (N, 32) bytes: dedupe, then
-    filter, in the brute matcher's order."""
-    seen: dict[str, int] = {}
-    for pdq, q in frames:
-        seen.setdefault(pdq, q)
-    kept = [pdq for pdq, q in seen.items() if q >= quality]
-    return np.frombuffer(bytes.fromhex("".join(kept)), np.uint8).reshape(-1, 32)
+    """One video's frames that take part in matching (`prepared_groups`), as (N, 32) bytes."""
+    pdqs = np.frombuffer(bytes.fromhex("".join(pdq for pdq, _ in frames)), np.uint8).reshape(-1, 32)
+    qualities = np.array([q for _, q in frames], np.int64)
+    return pdqs[prepared_groups(np.zeros(len(frames), np.int64), pdqs, qualities, quality)]
 
 
 def prepared_groups(groups: np.ndarray, pdqs: np.ndarray, qualities: np.ndarray, quality: int) -> np.ndarray:

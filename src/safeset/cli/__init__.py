@@ -20,8 +20,9 @@ from .. import BankStore, __version__
 from ..errors import SafesetError
 from ..redact import redact
 
-_out = Console(soft_wrap=True)
-_err = Console(stderr=True, soft_wrap=True)
+# no emoji codes: a bank named `v` would print `match:v:pdq` as a victory hand
+_out = Console(soft_wrap=True, emoji=False)
+_err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 class _Group(click.Group):

@@ -47,15 +47,16 @@ def _flood_limit(ctx, param, value: str | None) -> int | str | None:
     return limit
 
 
-def _match_option(flag: str, kind, default, help: str, otherwise: str | None = None):
-    """A match setting (`pipeline.check.MATCH_SETTINGS`), kept in the context for `_shared`: a
-    decide round's default is what OUT was last decided with."""
+def _match_option(flag: str, kind, inherit: bool, help: str, otherwise: str | None = None):
+    """A match setting (`pipeline.check.MATCH_SETTINGS`, whose default it shows), kept in the
+    context for `_shared`. `inherit`: a decide round's, whose default is what OUT was last decided
+    with; `otherwise`: what a scan's None means."""
 
     def keep(ctx: click.Context, param: click.Parameter, value):
         ctx.meta.setdefault("match", {})[param.name] = value
         return value
 
-    inherit = default is None and otherwise is None
+    default = None if inherit else getattr(CheckSettings, flag.lstrip("-").replace("-", "_"))
     shown = "OUT's last" if inherit else otherwise
     return click.option(
         flag,
@@ -88,27 +89,27 @@ def _deciding(inherit: bool):
         _match_option(
             "--pdq-threshold",
             click.IntRange(0, 256),
-            None if inherit else 31,
+            inherit,
             "Largest Hamming distance that counts as a PDQ match (a video's frames too)",
         ),
         _match_option(
             "--pdq-variant-threshold",
             click.IntRange(0, 256),
-            None,
+            inherit,
             "Threshold for the flipped, rotated and border-trimmed variants",
             "--pdq-threshold",
         ),
         _match_option(
             "--vpdq-query-percent",
             click.FloatRange(0, 100),
-            None if inherit else 80.0,
+            inherit,
             "Share of a video's frames (quality >= 50, distinct) that must match a listed video's for the video "
             "to match it (vPDQ's rule)",
         ),
         _match_option(
             "--vpdq-compared-percent",
             click.FloatRange(0, 100),
-            None if inherit else 0.0,
+            inherit,
             "Share of the listed video's frames that some frame of the video must match",
         ),
         click.option(

@@ -52,7 +52,9 @@ def hash_command(files, as_json: bool, video: bool, seconds_per_hash: float) -> 
                 record["md5"] or "-",
                 record["pdq"] or "-",
                 str(record["pdq_quality"] or "-"),
-                record["status"] + (f" ({record['error']})" if record["error"] else ""),
+                record["status"]
+                + (f" ({record['error']})" if record["error"] else "")
+                + (f" (a video: {record['video_frames']} frames, see --vpdq)" if "video_frames" in record else ""),
             )
     if not as_json:
         _out.print(table)

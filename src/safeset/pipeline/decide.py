@@ -42,7 +42,7 @@ from ..policy.rules import signal_conditions
 from ..report.build import condition_counts, shard_counts, value_counts
 from ..sinks import OutLayout, read_json, write_json, write_results
 from ..sinks.clean import clean_writer, copies_checked
-from ..sinks.results import FORMAT_VERSION, READABLE_VERSIONS, conformed
+from ..sinks.results import READABLE_VERSIONS, conformed
 from ..storage import is_remote
 from .check import decide_table
 from .diff import changed_rows
@@ -70,7 +70,8 @@ def check_format(part: Path) -> pq.ParquetFile:
     version = (parquet.schema_arrow.metadata or {}).get(b"safeset.format_version", b"1").decode()
     if version not in READABLE_VERSIONS:
         raise UsageError(
-            f"{part} holds results of format {version}; this safeset decides from format {FORMAT_VERSION}: "
+            f"{part} holds results of format {version}; this safeset decides from formats "
+            f"{', '.join(READABLE_VERSIONS)}: "
             "scan again into a new OUT"
         )
     return parquet

@@ -211,12 +211,23 @@ def import_verdicts(
         }
         for number, case in accepted
     ]
-    confirmed = pytx_lines(r for r in records if r["verdict"] == "confirmed" and "entry_tag" not in r)
-    if confirmed:  # into the bank every later scan and round matches, before the log says so
+    # a confirmed image's hashes (a video's vPDQ signal too, named by its case), into the bank every
+    # later scan and round matches, before the log says so
+    confirmed = [
+        (line.split(" ", 1), record.get("case_id") or record.get("row_id") or "")
+        for (_, case), record in zip(accepted, records, strict=True)
+        if record["verdict"] == "confirmed" and "entry_tag" not in record
+        for line in pytx_lines([{**record, "vpdq": case.get("vpdq")}])
+    ]
+    if confirmed:
         staging = log_path(store.home).parent
         staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-        listed = staging / f".confirmed-{digest[:16]}.txt"
-        _private(listed, "".join(f"{line}\n" for line in confirmed))
+        listed = staging / f".confirmed-{digest[:16]}.csv"
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["type", "value", "id"])
+        writer.writerows([kind, value, name] for (kind, value), name in confirmed)
+        _private(listed, buffer.getvalue())
         try:
             label = f"hashes confirmed by verification ({verifier or 'unnamed verifier'})"
             store.add(CONFIRMED_BANK, listed, label=label)
@@ -291,7 +302,7 @@ class _Listed:
 
     def _tags(self, bank: str) -> Iterator[tuple[str, str]]:
         """(a tag a line may give, the entry's tag) for every entry: a keyword's match records its
-        place (`line:N`), so the tag of its term names it too."""
+        place (`line:N`), so the tag of its term names it too; a listed video's, its label."""
         info = self.banks[bank]
         for type_name in info.counts:
             stype = signal_type(type_name)
@@ -305,6 +316,10 @@ class _Listed:
                     tag = entry_tag(place)
                     yield tag, tag
                     yield entry_tag(term), tag
+            elif type_name == "vpdq":  # a listed video's match records its label
+                for stored in self.store.load(info, type_name):
+                    tag = entry_tag(stored.partition("\t")[0])
+                    yield tag, tag
             else:
                 for value in self.store.load(info, type_name):
                     tag = entry_tag(value)
@@ -362,7 +377,8 @@ def _case(record: dict | None, known: _Known, have_out: bool) -> tuple[dict, str
     match = next((c for n in case if (c := known.find(n, case[n])) is not None), None)
     if match is not None:  # the audit's case: its every name, and the entries that matched it
         pairs = [m.split(":", 2)[0:3:2] for m in match["matches"]]
-        return {**{n: match[n] for n in HASHES if match.get(n)}, **case, "verdict": verdict, "pairs": pairs}, ""
+        named_too = {n: match[n] for n in (*HASHES, "vpdq") if match.get(n)}
+        return {**named_too, **case, "verdict": verdict, "pairs": pairs}, ""
     if not any(case.get(n) for n in ("md5", "sha256", "url")):
         return {}, "names its image by sha1 or pdq alone, which no audit row has here: give md5, sha256 or url"
     # named by hash alone: any entry of the banks there are now (never the confirmed one) on it

@@ -21,8 +21,8 @@ MATCH_TYPE = pa.struct(
         ("distance", pa.int16()),
         ("variant", pa.string()),
         ("payload", pa.string()),
-        ("query_percent", pa.float32()),
-        ("compared_percent", pa.float32()),
+        ("query_percent", pa.float64()),
+        ("compared_percent", pa.float64()),
     ]
 )
 
