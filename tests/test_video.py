@@ -537,16 +537,19 @@ def test_fetched_videos_are_checked_whatever_their_content_type_says(tmp_path, h
     assert read_json(out / "report.json")["problems"] == []
 
 
-def _two_streams(first: bytes, second: bytes) -> bytes:
-    """One Matroska file holding the video streams of two files, the first marked the default."""
+def _streams(*videos: bytes) -> bytes:
+    """One Matroska file holding the video streams of several files, the first the default."""
     out = io.BytesIO()
-    with av.open(io.BytesIO(first)) as a, av.open(io.BytesIO(second)) as b, av.open(out, "w", format="matroska") as c:
-        targets = [c.add_stream_from_template(a.streams.video[0]), c.add_stream_from_template(b.streams.video[0])]
-        for source, target in zip((a, b), targets, strict=True):
+    sources = [av.open(io.BytesIO(v)) for v in videos]
+    with av.open(out, "w", format="matroska") as target:
+        streams = [target.add_stream_from_template(s.streams.video[0]) for s in sources]
+        for source, stream in zip(sources, streams, strict=True):
             for packet in source.demux(source.streams.video[0]):
                 if packet.size:
-                    packet.stream = target
-                    c.mux(packet)
+                    packet.stream = stream
+                    target.mux(packet)
+    for source in sources:
+        source.close()
     return out.getvalue()
 
 
@@ -562,7 +565,7 @@ def test_hostile_videos_are_statuses_never_crashes_and_cost_what_the_limits_allo
     from safeset.pipeline.check import CheckSettings, hash_payload
 
     decoy, hidden = slideshow(photos[:2], 2), slideshow(photos[2:], 3)
-    both = hash_payload(Payload("mkv", _two_streams(decoy, hidden)))
+    both = hash_payload(Payload("mkv", _streams(decoy, hidden)))
     (other,) = both.streams
     assert both.status is other.status is Status.OK and other.name == "mkv#stream1"
     assert [f.pdq for f in other.frames] == [f.pdq for f in frames_of(hidden)]
@@ -625,3 +628,44 @@ def test_a_video_too_large_to_hold_is_matched_by_the_frames_of_its_start(tmp_pat
     (row,) = pq.read_table(next((out / "results").glob("*.parquet"))).to_pylist()
     assert (row["status"], row["error"], row["decision"]) == ("video_incomplete", "video: too_large", "remove")
     assert 0 < len(row["frames"]) < len(frames_of(video)) and row["md5"] == hashlib.md5(video).hexdigest()
+
+
+def _remux(video: bytes, fmt: str, every_packet_a_keyframe: bool = False) -> bytes:
+    out = io.BytesIO()
+    with av.open(io.BytesIO(video)) as source, av.open(out, "w", format=fmt) as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                packet.is_keyframe = packet.is_keyframe or every_packet_a_keyframe
+                target.mux(packet)
+    return out.getvalue()
+
+
+def test_what_a_container_claims_does_not_hide_frames(photos):
+    """A video's header that calls it a still image (AVIF and HEIF brands), keyframe flags on every
+    packet, a frame rate forty times what its timestamps show, a fifth video stream: each either
+    changes nothing of what is hashed or leaves the video held for review."""
+    from safeset.model import Payload, Status
+    from safeset.pipeline.check import hash_payload
+
+    video = slideshow(photos, 6)
+    frames = [f.pdq for f in frames_of(video)]
+    head = video[: int.from_bytes(video[:4], "big")]
+    for brand in (b"avif", b"mif1", b"MA1B"):
+        still = video.replace(head, head[:-4] + brand, 1)  # a compatible brand of a still image
+        assert [f.pdq for f in hash_payload(Payload("", still)).frames] == frames, brand
+
+    flagged = _remux(slideshow(photos, 6, codec="flv", fmt="flv", options={"g": "300"}), "flv", True)
+    assert frames_of(flagged) == frames_of(flagged, skip_unsampled=False)  # decoded from the start
+
+    mkv = bytearray(_remux(video, "matroska"))
+    at = mkv.find(bytes.fromhex("23e383"))  # DefaultDuration: 40 ms a frame, claimed to be 1 ms
+    size = mkv[at + 3] & 0x0F
+    mkv[at + 4 : at + 4 + size] = (10**6).to_bytes(size, "big")
+    claimed = hash_payload(Payload("", bytes(mkv)))
+    assert claimed.status is Status.VIDEO_INCOMPLETE and "claims 1000 frames a second" in claimed.error
+
+    many = hash_payload(Payload("mkv", _streams(*[slideshow(photos[i % 4 :], 2) for i in range(5)])))
+    assert many.status is Status.VIDEO_INCOMPLETE and many.error == "video: 5 video streams, the first 4 hashed"
+    assert [s.name for s in many.streams] == ["mkv#stream1", "mkv#stream2", "mkv#stream3"]

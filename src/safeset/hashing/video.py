@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -99,13 +99,14 @@ def hash_videos(
     limits: VideoLimits = VideoLimits(),
     skip_unsampled: bool = True,
     streams: int = MAX_STREAMS,
+    any_box: bool = False,
 ) -> list[Video]:
     """`hash_video` of each video stream of the file (at most `streams`), the best first. Raises
     as `hash_video` does if none gives a frame; a stream that gives none is a `Video` without
-    frames, saying why."""
+    frames, saying why. `any_box`: read ISO BMFF whose brands say it is a still image too."""
     if seconds_per_hash < 0:
         raise ValueError("seconds_per_hash must be 0 (every frame) or more")
-    if not is_video(data):  # FFmpeg would read a JPEG as a video of one frame, and much else
+    if not (is_video(data) or (any_box and data[4:8] == b"ftyp")):  # FFmpeg would read a JPEG as a video, and much else
         raise DecodeError("not a video container (mp4, mov, webm, mkv, avi, mpeg, flv)")
     budget = _Budget(limits.max_pixels)
     try:
@@ -120,6 +121,9 @@ def hash_videos(
         raise DecodeError(f"not a video FFmpeg reads ({type(exc).__name__})") from None
     videos = [_hash_stream(data, layouts[i], seconds_per_hash, limits, skip_unsampled, budget) for i in order]
     _best(videos)  # raises if no stream gave a frame
+    if len(found) > streams:  # the rest are not looked at: the file is not wholly checked
+        unhashed = f"{len(found)} video streams, the first {streams} hashed"
+        videos[0] = replace(videos[0], incomplete="; ".join(filter(None, (videos[0].incomplete, unhashed))))
     return videos
 
 
@@ -151,8 +155,22 @@ class _Layout:
     stamps: list
     keyframes: list[int]
     limit: int
+    time_base: float = 0.0
     cut: bool = False
     refused: str | None = None  # why the stream is not decoded at all
+
+    def rate_claimed_falsely(self) -> str | None:
+        """Why the rate the stream claims (which says which frames are sampled) is not to be
+        believed: over twice what its timestamps show, so that far fewer frames would be sampled."""
+        stamps = [s for s in self.stamps if s is not None]
+        if len(stamps) < 3 or not self.time_base:
+            return None
+        seconds = (max(stamps) - min(stamps)) * self.time_base
+        # every packet counts, with or without a timestamp of its own (MPEG-PS stamps a few)
+        shown = (len(self.stamps) - 1) / seconds if seconds > 0 else None
+        if shown is None or self.fps <= 2 * shown:
+            return None
+        return f"it claims {self.fps:g} frames a second, its timestamps {shown:.3g}"
 
 
 def _layouts(container, order: list[int], limits: VideoLimits) -> dict[int, _Layout]:
@@ -173,7 +191,8 @@ def _layouts(container, order: list[int], limits: VideoLimits) -> dict[int, _Lay
         fps = float(rate.numerator) / float(rate.denominator) if rate and rate > 0 else 1.0
         limit = max(1, min(limits.max_decoded_frames, int(limits.max_seconds * fps)))
         width, height = (codec.width, codec.height) if codec is not None else (0, 0)
-        layouts[index] = _Layout(index, fps, width, height, [], [], limit, refused=refused)
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        layouts[index] = _Layout(index, fps, width, height, [], [], limit, time_base, refused=refused)
     wanted = [container.streams[i] for i in order if layouts[i].refused is None]
     if wanted:
         for packet in container.demux(*wanted):
@@ -245,6 +264,8 @@ def _hash_stream(
         incomplete = (
             f"longer than {limits.max_seconds:g} s (or {limits.max_decoded_frames:,} frames): the rest unhashed"
         )
+    if incomplete is None:  # sampled as vpdq samples, but a player would show many more frames
+        incomplete = layout.rate_claimed_falsely()
     if not frames and incomplete is None:
         incomplete = "no frame decodes"
     return video(frames, incomplete)
@@ -300,6 +321,7 @@ class _Sampled:
         wanted = {stamp for stamp, i in place.items() if i % self.step == 0 and i < limit}
         needed = _needed(stamps, self.layout.keyframes, wanted)
         given: set = set()
+        self._fresh, self._last = True, None
         for i, packet in enumerate([*self._packets(), None]):
             if packet is not None and not needed[i]:
                 if i and needed[i - 1]:  # a run ends: what the decoder holds comes out, then it starts afresh
@@ -307,6 +329,7 @@ class _Sampled:
                     if self.stopped:
                         return
                     self.codec.flush_buffers()
+                    self._fresh = True
                 continue
             if packet is not None:
                 self.codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
@@ -316,9 +339,17 @@ class _Sampled:
         if given != wanted:  # frames came out under other timestamps than their packets': count them instead
             raise _Recount
 
-    @staticmethod
-    def _new(frames, wanted: set, given: set, place: dict):
+    def _new(self, frames, wanted: set, given: set, place: dict):
+        """The wanted frames among `frames`, checked to be what a decode from the start gives: the
+        first frame after starting afresh must be a keyframe (a container can flag any packet as
+        one, and a frame decoded on a missing reference differs), and timestamps must rise in the
+        order frames come out (in some containers they are in decode order). Otherwise `_Recount`."""
         for frame in frames:
+            if self._fresh and not frame.key_frame:
+                raise _Recount
+            if frame.pts is None or (self._last is not None and frame.pts <= self._last):
+                raise _Recount
+            self._fresh, self._last = False, frame.pts
             if frame.pts in wanted and frame.pts not in given:
                 given.add(frame.pts)
                 yield place[frame.pts], frame
@@ -346,4 +377,5 @@ def _needed(stamps: list, keyframes: list[int], wanted: set) -> list[bool]:
 
 
 class _Recount(Exception):
-    """The timestamps did not say which frames vpdq samples: decode and count every frame."""
+    """The timestamps or keyframe flags did not say which frames vpdq samples, or what decoding
+    them needs: decode and count every frame."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,16 @@ from ..banks.signal_types import InvalidEntry, signal_type
 from ..banks.verdicts import Verdicts
 from ..banks.vpdq import COMPARED_PERCENT, QUERY_PERCENT
 from ..errors import UsageError
-from ..hashing import DecodeError, DecodeLimits, UnsupportedMedia, byte_digests, pdq_image, pdq_partial, url_md5
+from ..hashing import (
+    DecodeError,
+    DecodeLimits,
+    UnsupportedMedia,
+    byte_digests,
+    open_image,
+    pdq_image,
+    pdq_partial,
+    url_md5,
+)
 from ..hashing.columns import whole
 from ..hashing.digests import threatexchange_url_md5
 from ..hashing.image import DEFAULT_MAX_PIXELS
@@ -171,12 +180,12 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
         if exc.reason in VIDEO_KINDS:  # no image decoder takes it, and it is a video's container
             return _hash_video(hashed, data, settings)
         hashed.status, hashed.error = Status.UNSUPPORTED_MEDIA, exc.reason
-        return hashed
+        return _as_video(hashed, data, settings)
     except DecodeError as exc:
         hashed.status, hashed.error = Status.DECODE_FAILED, exc.reason
         if exc.reason == "truncated":
             hashed.pdq_variants = _partial(data, settings)
-        return hashed
+        return _as_video(hashed, data, settings)
     if classify:
         prepare = {"nsfw": nsfw.classifier_input if settings.nsfw else None}
         if settings.embed_model:
@@ -193,16 +202,23 @@ def hash_payload(payload: Payload, settings: CheckSettings = CheckSettings(), cl
     hashed.pdq_variants = {name: str(h) for name, h in image.variants.items()}
     if image.incomplete:  # its first frame is checked, not all it holds
         hashed.status, hashed.error = Status.DECODE_FAILED, image.incomplete
+    if data[4:8] == b"ftyp" and getattr(open_image(data, settings.limits), "n_frames", 1) > 1:
+        # an AVIF or HEIF sequence is a video too (an AV1 video need only call itself one): its
+        # frames as vPDQ samples them, besides its pictures' PDQs
+        hashed.frames = _as_video(replace(hashed, frames=None), data, settings).frames
     return hashed
 
 
-def _hash_video(hashed: PayloadResult, data: bytes, settings: CheckSettings, cut: str | None = None) -> PayloadResult:
+def _hash_video(
+    hashed: PayloadResult, data: bytes, settings: CheckSettings, cut: str | None = None, any_box: bool = False
+) -> PayloadResult:
     """A video's sampled frames (their PDQs: see `hashing.video`), of its best stream, and of its
     other video streams as payloads of their own (`streams`, named `NAME#stream<index>`). A video
     not hashed to its end (past a limit, broken part way, `cut` short before it reached us) keeps
-    the frames it gave and is `video_incomplete`; a container with no video stream is audio."""
+    the frames it gave and is `video_incomplete`; a container with no video stream is audio.
+    `any_box`: ISO BMFF whatever its brands say (`_as_video`)."""
     try:
-        first, *others = hash_videos(data, settings.seconds_per_hash, settings.video_limits)
+        first, *others = hash_videos(data, settings.seconds_per_hash, settings.video_limits, any_box=any_box)
     except UnsupportedMedia as exc:
         hashed.status, hashed.error = Status.UNSUPPORTED_MEDIA, exc.reason
         return hashed
@@ -212,6 +228,15 @@ def _hash_video(hashed: PayloadResult, data: bytes, settings: CheckSettings, cut
     _video_result(hashed, first, cut)
     hashed.streams = [_video_result(PayloadResult(name=f"{hashed.name}#stream{v.stream}"), v, cut) for v in others]
     return hashed
+
+
+def _as_video(hashed: PayloadResult, data: bytes, settings: CheckSettings) -> PayloadResult:
+    """An ISO BMFF file no image decoder took (its brands say HEIF or AVIF, which anyone may write
+    into a video's header): hashed as a video if FFmpeg gives frames of it, else as it was."""
+    if data[4:8] != b"ftyp":
+        return hashed
+    video = _hash_video(replace(hashed, status=Status.OK, error=None), data, settings, any_box=True)
+    return video if video.frames else hashed
 
 
 def _video_result(hashed: PayloadResult, video: Video, cut: str | None) -> PayloadResult:
