@@ -1,6 +1,6 @@
 """Files written by the tools safeset's users use, read as those tools wrote them: hash lists made by
-python-threatexchange's own command line, datasets downloaded by img2dataset (from a loopback
-server)."""
+python-threatexchange's own command line (its vPDQ signals too), datasets downloaded by img2dataset
+(from a loopback server)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,39 @@ def test_lists_written_by_python_threatexchange_match(tiles, tmp_path, home):
         samples[5].url: [("pdq", "")],
         samples[6].url: [("md5", ""), ("sha256", "")],
     }
+
+
+def test_vpdq_signals_python_threatexchange_writes_match_the_videos_of_a_dataset(tiles, tmp_path, home):
+    """python-threatexchange's own `hash video`, its vPDQ extension enabled (it runs Meta's `vpdq`,
+    which `make test` builds), writes video_md5, video_sha256 and vpdq lines; a scan matches a
+    re-encoded copy of the video by vPDQ, and the very file by all three."""
+    import importlib
+
+    from safeset.demo import Sample, slideshow, write_img2dataset_shard
+
+    if not os.environ.get("CI"):
+        pytest.importorskip("vpdq")
+    importlib.import_module("vpdq")
+    photos = [image.resize((480, 240)) for _, image in tiles[:4]]
+    clip, copy = slideshow(photos, 4), slideshow(photos, 4, options={"crf": "35"})
+    (tmp_path / "clip.mp4").write_bytes(clip)
+    env = {**os.environ, "HOME": str(tmp_path / "tx-home")}
+    extension = [THREATEXCHANGE, "config", "extensions", "add", "threatexchange.extensions.vpdq.manifest"]
+    subprocess.run(extension, env=env, capture_output=True, check=True)
+    lines = threatexchange_hash(tmp_path, "video", str(tmp_path / "clip.mp4"))
+    assert sorted(line.split()[0] for line in lines) == ["video_md5", "video_sha256", "vpdq"]
+    write_lines(tmp_path / "pytx.txt", lines)
+    added = run_cli("bank", "add", "pytx", tmp_path / "pytx.txt", home=home)
+    assert added.exit_code == 0 and "bad line" not in added.stderr, added.output
+
+    samples = [Sample(f"https://v.example.org/{n}.mp4", n, data, ext="mp4") for n, data in (("a", clip), ("b", copy))]
+    write_img2dataset_shard(tmp_path / "shards", 0, samples)
+    assert run_cli("scan", tmp_path / "shards", "--out", tmp_path / "out", "-q", home=home).exit_code == 0
+    rows = {r["caption"]: r for r in pq.read_table(tmp_path / "out" / "results").to_pylist()}
+    assert sorted(m["signal_type"] for m in rows["a"]["matches"]) == ["md5", "sha256", "vpdq"]
+    ((kind, entry, share),) = [(m["signal_type"], m["entry"], m["query_percent"]) for m in rows["b"]["matches"]]
+    line = next(n for n, text in enumerate(lines, 1) if text.startswith("vpdq "))
+    assert (kind, entry, share) == ("vpdq", f"pytx.txt:{line}", 100) and rows["b"]["decision"] == "remove"
 
 
 def _photo_originals(count: int) -> dict[str, bytes]:
