@@ -500,10 +500,14 @@ def test_serve_checks_an_uploaded_video(tmp_path, home, tiles):
     listed.write_text("\n".join(f.line() for f in frames_of(video)))
     BankStore(home).add("videos", listed, type_name="vpdq")
     server = Server(home, tmp_path)
+    short = Server(home, tmp_path, "--max-video-seconds", "2")  # a platform's own limits
     try:
         status, found = server.request("/v1/check", reencoded(video, crf=35), **{"Content-Type": "video/mp4"})
+        cut, held = short.request("/v1/check", video, **{"Content-Type": "video/mp4"})
     finally:
         server.stop()
+        short.stop()
+    assert cut == 422 and held["status"] == "video_incomplete" and held["decision"] == "remove"  # its start matched
     assert status == 200 and found["decision"] == "remove" and found["status"] == "ok"
     (match,) = found["matches"]
     assert match["signal_type"] == "vpdq" and match["query_percent"] == 100 and match["compared_percent"] > 0

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from . import cli
+from ..pipeline.check import CheckSettings
+from . import cli, options
 from .audit import _policy
 
 
@@ -70,6 +71,7 @@ from .audit import _policy
     help="Requests a second per token (per client address without tokens), beyond which 429 with Retry-After; "
     "0: no limit.",
 )
+@options.of(CheckSettings)
 @click.pass_context
 def serve_command(
     ctx,
@@ -86,13 +88,15 @@ def serve_command(
     body_seconds: float,
     uploads: int,
     rate_limit: float,
+    **settings,
 ) -> None:
-    """Serve checks over HTTP until SIGTERM or Ctrl-C: POST /v1/check (an image: hashes, matches,
-    decision), POST /v1/lookup (hashes: matches), GET /v1/banks, /v1/health, /metrics and
-    /openapi.json; with an admin token, POST /v1/banks/NAME/entries, /v1/verdicts and
-    /v1/banks/NAME/enable|disable; HMA's /h/hash, /m/lookup, /m/raw_lookup, /c/banks, /status.
-    Uploads stay in memory and are never logged; answers name listed entries by tag, never by
-    value. A bank added or verdicts imported are taken in within --reload-seconds."""
+    """Serve checks over HTTP until SIGTERM or Ctrl-C: POST /v1/check (an image or a video: hashes,
+    matches, decision; the --max-video-* limits bound what one video costs), POST /v1/lookup
+    (hashes: matches), GET /v1/banks, /v1/health, /metrics and /openapi.json; with an admin token,
+    POST /v1/banks/NAME/entries, /v1/verdicts and /v1/banks/NAME/enable|disable; HMA's /h/hash,
+    /m/lookup, /m/raw_lookup, /c/banks, /status. Uploads stay in memory and are never logged;
+    answers name listed entries by tag, never by value. A bank added or verdicts imported are taken
+    in within --reload-seconds."""
     from ..serve import ServeConfig, serve
     from ..serve.app import describe, read_tokens
 
@@ -111,6 +115,7 @@ def serve_command(
         rate_limit=rate_limit,
         body_seconds=body_seconds,
         uploads=uploads,
+        settings=CheckSettings(**options.values(CheckSettings, settings)),
     )
 
     def ready(bound_host: str, bound_port: int) -> None:

@@ -25,8 +25,9 @@ log = logging.getLogger("safeset.serve")
 routes = web.RouteTableDef()
 
 FIELDS = ("md5", "sha1", "sha256", "pdq", "pdq_quality", "status", "error", "decision", "reasons", "signals")
-# statuses of an upload that is no image safeset decodes, or one past the decode limits: 422
-_UNPROCESSABLE = {str(Status.DECODE_FAILED), str(Status.UNSUPPORTED_MEDIA)}
+# statuses of an upload that is no image safeset decodes, or one past the decode limits (a video
+# not wholly hashed too): 422
+_UNPROCESSABLE = {str(Status.DECODE_FAILED), str(Status.UNSUPPORTED_MEDIA), str(Status.VIDEO_INCOMPLETE)}
 LOOKUP_TYPES = ("md5", "sha1", "sha256", "pdq", "url")
 MAX_LOOKUP = 10_000  # hashes in one lookup request
 
