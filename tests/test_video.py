@@ -154,12 +154,12 @@ def test_listed_videos_in_threatexchange_and_vpdq_formats():
     from threatexchange.extensions.vpdq.vpdq_util import vpdq_to_json
 
     from safeset.banks.signal_types import InvalidEntry
-    from safeset.banks.vpdq import frames_of_hash_file, frames_of_signal
+    from safeset.banks.vpdq import frames_of_signal, signal_of_hash_file
 
     frames = [("ab" * 32, 100), ("cd" * 32, 49), ("0" * 64, 0)]
     assert frames_of_signal(vpdq_to_json(_features(frames))) == frames
     lines = [f"{n},{q},{pdq.upper()},{n / 25:.3f}" for n, (pdq, q) in enumerate(frames)]
-    assert frames_of_hash_file(["", *lines, ""]) == frames
+    assert frames_of_signal(signal_of_hash_file(["", *lines, ""])) == frames
     for bad in ("[1, 2]", "{}", '["ab,100"]', '["zz,100,0.0"]', f'["{"ab" * 32},101,0.0"]', f'["{"ab" * 32},9,-1"]'):
         with pytest.raises(InvalidEntry) as caught:
             frames_of_signal(bad)
@@ -251,14 +251,14 @@ def test_hash_vpdq_prints_the_frames_as_vpdq_and_threatexchange_write_them(tmp_p
     from helpers import run_cli
     from threatexchange.extensions.vpdq.vpdq_util import json_to_vpdq, vpdq_to_json
 
-    from safeset.banks.vpdq import frames_of_hash_file, frames_of_signal
+    from safeset.banks.vpdq import frames_of_signal, signal_of_hash_file
 
     path = tmp_path / "clip.mp4"
     path.write_bytes(slideshow(photos, 3))
     frames = frames_of(path.read_bytes())
     printed = run_cli("hash", "--vpdq", str(path))
     assert printed.exit_code == 0 and printed.stdout.splitlines() == [f.line() for f in frames]
-    assert frames_of_hash_file(printed.stdout.splitlines()) == [(f.pdq, f.quality) for f in frames]
+    assert frames_of_signal(signal_of_hash_file(printed.stdout.splitlines())) == [(f.pdq, f.quality) for f in frames]
     every = run_cli("hash", "--vpdq", "--seconds-per-hash", "0", str(path)).stdout.splitlines()
     assert len(every) == 75
 

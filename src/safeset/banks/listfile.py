@@ -9,7 +9,7 @@
 Listed videos (`vpdq`) come as python-threatexchange's signals (`vpdq [...]` lines, or with --type
 vpdq bare `[...]` lines or a CSV column), or as vpdq's hash files, one video a file
 (`frame,quality,pdq,timestamp` lines), alone or a folder of them. A video is named in matches by
-its id, its file's name, or `line:N`.
+its id, its file's path, or `FILE:LINE`.
 
 Blank lines and lines starting with `#` are skipped. Every bad line is reported by number and reason;
 the offending value is never echoed, because lists are sensitive.

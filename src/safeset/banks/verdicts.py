@@ -151,13 +151,14 @@ class Verdicts:
         return refuted
 
 
+def pytx_signals(record: Mapping) -> list[tuple[str, str]]:
+    """(python-threatexchange's type name, value) of each hash a record holds: a video's MD5 as
+    `video_md5` and its frames as `vpdq`, its names for them."""
+    video = bool(record.get("vpdq"))
+    names = ("md5", "sha1", "sha256", "pdq", "url", "vpdq")
+    return [("video_md5" if video and name == "md5" else name, record[name]) for name in names if record.get(name)]
+
+
 def pytx_lines(records: Iterable[Mapping]) -> list[str]:
-    """`<type> <hash>` lines (python-threatexchange's local file) of the records' hashes; a video's
-    MD5 as `video_md5` and its frames as `vpdq [...]`, python-threatexchange's names for them."""
-    lines = []
-    for record in records:
-        video = bool(record.get("vpdq"))
-        for name in ("md5", "sha1", "sha256", "pdq", "url", "vpdq"):
-            if record.get(name):
-                lines.append(f"{'video_md5' if video and name == 'md5' else name} {record[name]}")
-    return lines
+    """`<type> <hash>` lines (python-threatexchange's local file) of the records' hashes."""
+    return [f"{kind} {value}" for record in records for kind, value in pytx_signals(record)]

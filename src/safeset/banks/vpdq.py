@@ -60,11 +60,6 @@ def frames_of_signal(text: str) -> list[tuple[str, int]]:
     return [(pdq, quality) for pdq, quality, _ in _signal_frames(text)]
 
 
-def frames_of_hash_file(lines: Iterable[str]) -> list[tuple[str, int]]:
-    """(pdq, quality) of each line `frame,quality,pdq,timestamp` of a vpdq hash file."""
-    return [(pdq, quality) for pdq, quality, _ in _hash_file_frames(lines)]
-
-
 def canonical_signal(text: str) -> str:
     """A vPDQ signal as a bank stores it: python-threatexchange's JSON array, hashes in lower case.
     InvalidEntry (the reason only) for one that is not a signal or holds no frame."""
@@ -83,7 +78,7 @@ def _canonical(frames: list[tuple[str, int, float]]) -> str:
 
 
 # A listed video as a bank stores it: "LABEL<TAB>SIGNAL". The label names the video in matches
-# (the list's own id, the file it came in, or `line:N`); the signal is its frames.
+# (the list's own id, its hash file's path, or `FILE:LINE`); the signal is its frames.
 _LABEL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_LABEL = 200
 

@@ -26,7 +26,16 @@ import pyarrow.parquet as pq
 
 from ..banks import BankStore
 from ..banks.signal_types import HexDigestType, InvalidEntry, signal_type
-from ..banks.verdicts import CONFIRMED_BANK, VERDICTS, append, entry_tag, imported_files, log_path, pytx_lines
+from ..banks.verdicts import (
+    CONFIRMED_BANK,
+    VERDICTS,
+    append,
+    entry_tag,
+    imported_files,
+    log_path,
+    pytx_lines,
+    pytx_signals,
+)
 from ..banks.vpdq import signal_of
 from ..csvrecords import csv_records
 from ..errors import BadInputError, UsageError
@@ -214,10 +223,10 @@ def import_verdicts(
     # a confirmed image's hashes (a video's vPDQ signal too, named by its case), into the bank every
     # later scan and round matches, before the log says so
     confirmed = [
-        (line.split(" ", 1), record.get("case_id") or record.get("row_id") or "")
+        (kind, value, record.get("case_id") or record.get("row_id") or "")
         for (_, case), record in zip(accepted, records, strict=True)
         if record["verdict"] == "confirmed" and "entry_tag" not in record
-        for line in pytx_lines([{**record, "vpdq": case.get("vpdq")}])
+        for kind, value in pytx_signals({**record, "vpdq": case.get("vpdq")})
     ]
     if confirmed:
         staging = log_path(store.home).parent
@@ -226,7 +235,7 @@ def import_verdicts(
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["type", "value", "id"])
-        writer.writerows([kind, value, name] for (kind, value), name in confirmed)
+        writer.writerows(confirmed)
         _private(listed, buffer.getvalue())
         try:
             label = f"hashes confirmed by verification ({verifier or 'unnamed verifier'})"
